@@ -1,0 +1,10 @@
+"""Webhook Lambda: RunPod's result POST -> record the job's terminal status once, notify the caller."""
+from aws_lambda_powertools.logging import correlation_paths
+
+from stillhouse.callback_api import app
+from stillhouse.http_api import logger
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+def handler(event: dict, context: object) -> dict:
+    return app.resolve(event, context)

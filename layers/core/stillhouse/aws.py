@@ -1,0 +1,85 @@
+"""The one AWS clients factory: the same boto3 code talks to AWS, LocalStack or embedded moto.
+
+Which one is configuration only (`AWS_ENDPOINT_URL`, or `STILLHOUSE_LOCALSTACK=true` to take the
+endpoint from localstack-client); business code never asks which. Clients are created lazily and
+cached per process (boto3 client creation costs ~50 ms; Lambda cold starts pay only for what they use).
+Every API call is counted, which is how the benchmarks price a job (DESIGN.md §6).
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from stillhouse.config import Settings, get_settings
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str], Any] = {}
+_resources: dict[tuple[str, str], Any] = {}
+
+#: (service, operation) -> number of calls made through clients of this factory.
+api_calls: Counter[tuple[str, str]] = Counter()
+
+
+def endpoint_url(settings: Settings | None = None) -> str | None:
+    settings = settings or get_settings()
+    if settings.aws_endpoint_url:
+        return settings.aws_endpoint_url
+    if settings.localstack:
+        import localstack_client.config  # only where LocalStack is the target
+
+        return localstack_client.config.get_service_endpoint("sqs")
+    return None
+
+
+def _count(service: str):
+    def handler(event_name: str, **_: Any) -> None:
+        # event_name looks like "before-call.sqs.SendMessage"
+        api_calls[(service, event_name.rsplit(".", 1)[-1])] += 1
+
+    return handler
+
+
+def client(service: str, settings: Settings | None = None) -> Any:
+    settings = settings or get_settings()
+    url = endpoint_url(settings)
+    key = (service, url or "")
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = boto3.session.Session().client(
+                service,
+                region_name=settings.region,
+                endpoint_url=url,
+                config=Config(retries={"mode": "standard", "max_attempts": 3}),
+            )
+            found.meta.events.register("before-call", _count(service))
+            _clients[key] = found
+        return found
+
+
+def table(name: str, settings: Settings | None = None) -> Any:
+    """A DynamoDB Table resource sharing the factory's endpoint choice."""
+    settings = settings or get_settings()
+    url = endpoint_url(settings)
+    key = ("dynamodb", url or "")
+    with _lock:
+        res = _resources.get(key)
+        if res is None:
+            res = boto3.session.Session().resource(
+                "dynamodb", region_name=settings.region, endpoint_url=url
+            )
+            res.meta.client.meta.events.register("before-call", _count("dynamodb"))
+            _resources[key] = res
+    return res.Table(name)
+
+
+def reset() -> None:
+    """Forget cached clients (tests and the embedded stack call this when the endpoint changes)."""
+    with _lock:
+        _clients.clear()
+        _resources.clear()
+    get_settings.cache_clear()

@@ -1,0 +1,25 @@
+"""HTTP face of RunPod callbacks: POST /callbacks/runpod/{job_id}?attempt=&endpoint=&token=."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from stillhouse import wiring
+from stillhouse.http_common import new_resolver
+from stillhouse.models import JobStatus
+
+app = new_resolver()
+
+
+@app.post("/callbacks/runpod/<job_id>")
+def runpod_callback(
+    job_id: str,
+    body: dict[str, Any],
+    token: Annotated[str, Query(max_length=200)],
+    endpoint: Annotated[str, Query(max_length=100)],
+    attempt: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    finished = wiring.callbacks().record(job_id, attempt, endpoint, token, body)
+    status = finished.status if finished else JobStatus(wiring.job_store().get(job_id).status)
+    return {"id": job_id, "status": status.value, "recorded": finished is not None}

@@ -1,0 +1,77 @@
+"""RunPod result callbacks: verify, re-check when surprising, record once, notify the caller."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused, Unauthorized
+from stillhouse.jobs import JobStore
+from stillhouse.models import ErrorClass, Job, JobStatus
+from stillhouse.signing import verify_callback_token
+
+# RunPod's terminal statuses and ours are the same words.
+_TERMINAL = {s.value: s for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT)}
+
+
+def error_class_of(status: JobStatus, error: Any) -> ErrorClass | None:
+    """Classify a failed RunPod job. The worker marks retryable errors (e.g. out of memory)."""
+    if status is JobStatus.TIMED_OUT:
+        return ErrorClass.WORKER_LOST
+    if status is not JobStatus.FAILED:
+        return None
+    detail = error
+    if isinstance(error, str):
+        try:
+            detail = json.loads(error)
+        except ValueError:
+            return ErrorClass.TERMINAL
+    if isinstance(detail, dict) and detail.get("retryable"):
+        return ErrorClass.TRANSIENT
+    return ErrorClass.TERMINAL
+
+
+@dataclass
+class CallbackRecorder:
+    store: JobStore
+    secret: Callable[[], str]
+    fetch_status: Callable[[str, str], dict[str, Any]]  # (endpoint name, runpod id) -> /status body
+    notify: Callable[[Job], Any]
+
+    def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
+        if not verify_callback_token(self.secret(), token, job_id, attempt, endpoint):
+            raise Unauthorized("callback token does not match this job", field="token")
+        runpod_id = body.get("id")
+        if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):
+            raise InvalidRequest("callback body needs 'id' and 'status'", field="body")
+        job = self.store.get(job_id)
+        if job.status.terminal:
+            return None  # duplicate or late callback: the first result stands
+        if job.runpod_id != runpod_id or job.status is not JobStatus.IN_PROGRESS:
+            # Surprising (result before our own record, or another attempt's job): ask RunPod itself.
+            body = self.fetch_status(endpoint, runpod_id)
+        target = _TERMINAL.get(body.get("status", ""))
+        if target is None:
+            return None  # not finished yet; RunPod calls again at a terminal status
+        error = body.get("error")
+        fields: dict[str, Any] = {"runpod_id": runpod_id}
+        if target is JobStatus.COMPLETED:
+            fields["output"] = body.get("output")
+        if error is not None:
+            fields["error"] = error if isinstance(error, str) else json.dumps(error)
+        error_class = error_class_of(target, error)
+        if error_class is not None:
+            fields["error_class"] = error_class.value
+        try:
+            finished = self.store.transition(
+                job_id, target, actor="webhook", endpoint=endpoint, attempt=attempt, fields=fields,
+                detail=f"runpod {runpod_id} delay={body.get('delayTime')}ms exec={body.get('executionTime')}ms",
+            )
+        except TransitionRefused:
+            return None
+        self.notify(finished)
+        return finished
+
+
+__all__ = ["CallbackRecorder", "JobNotFound", "error_class_of"]

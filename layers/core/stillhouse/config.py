@@ -1,0 +1,45 @@
+"""One settings model for every function, read from the environment (template.yaml sets it)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STILLHOUSE_", extra="ignore")
+
+    region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
+    # Where AWS is: empty = real AWS; a URL = LocalStack or the embedded moto server.
+    aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    localstack: bool = False
+
+    jobs_table: str = "stillhouse-jobs"
+    api_keys_table: str = "stillhouse-api-keys"
+    config_table: str = "stillhouse-config"
+    endpoint_state_table: str = "stillhouse-endpoint-state"
+    idempotency_table: str = "stillhouse-idempotency"
+    high_queue_url: str = ""
+    normal_queue_url: str = ""
+    max_receive_count: int = 3
+
+    # RunPod: base of the hosted API and the secret that holds the API key.
+    runpod_base_url: str = "https://api.runpod.ai/v2"
+    runpod_api_key_secret: str = "stillhouse/runpod-api-key"
+    runpod_timeout_s: float = 10.0
+    execution_timeout_ms: int = 600_000
+    job_ttl_ms: int = 86_400_000
+
+    # Our public base URL: RunPod posts results to {callback_base_url}/callbacks/runpod/{job_id}.
+    callback_base_url: str = "http://127.0.0.1:3000"
+    signing_secret_name: str = "stillhouse/signing-secret"
+    parameters_max_age_s: int = 5
+
+    max_body_bytes: int = 1_048_576
+    list_limit_max: int = 100
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,124 @@
+"""The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
+
+import json
+from functools import lru_cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+
+from stillhouse import aws, errors, wiring
+from stillhouse.auth import Principal, require_admin
+from stillhouse.config import get_settings
+from stillhouse.http_common import new_resolver
+from stillhouse.endpoints import EndpointSpec
+from stillhouse.models import (
+    Job,
+    JobAccepted,
+    JobPage,
+    JobRequest,
+    JobStatus,
+    JobSummary,
+)
+
+logger = Logger(service="stillhouse")
+app = new_resolver()
+
+def principal() -> Principal:
+    return wiring.api_keys().authenticate(app.current_event.headers.get("authorization"))
+
+
+@lru_cache(maxsize=1)
+def _idempotent_submit():
+    persistence = DynamoDBPersistenceLayer(
+        table_name=get_settings().idempotency_table, boto3_client=aws.client("dynamodb")
+    )
+    config = IdempotencyConfig(
+        event_key_jmespath="[tenant_id, key]",
+        payload_validation_jmespath="request",
+        expires_after_seconds=24 * 3600,
+    )
+
+    @idempotent_function(data_keyword_argument="data", persistence_store=persistence, config=config)
+    def submit(*, data: dict[str, Any]) -> dict[str, Any]:
+        who = Principal(tenant_id=data["tenant_id"])
+        job = wiring.job_service().submit(who, JobRequest.model_validate(data["request"]))
+        return {"id": job.id, "status": job.status.value}
+
+    return submit
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi() -> dict[str, Any]:
+    return json.loads(app.get_openapi_json_schema(title="stillhouse", version="1.0.0",
+                                                  description="Serverless GPU job router"))
+
+
+@app.post("/v1/jobs", responses={202: {"description": "accepted"}})
+def submit_job(
+    request: JobRequest,
+    idempotency_key: Annotated[str | None, Header(alias="idempotency-key", max_length=200)] = None,
+) -> JobAccepted:
+    who = principal()
+    if idempotency_key:
+        try:
+            accepted = _idempotent_submit()(data={
+                "tenant_id": who.tenant_id, "key": idempotency_key, "request": request.model_dump(mode="json"),
+            })
+        except IdempotencyValidationError as err:
+            raise errors.Conflict("Idempotency-Key was used with a different request",
+                                  field="Idempotency-Key") from err
+        return Response(status_code=202, content_type="application/json", body=JobAccepted(**accepted))
+    job = wiring.job_service().submit(who, request)
+    return Response(status_code=202, content_type="application/json",
+                    body=JobAccepted(id=job.id, status=job.status))
+
+
+@app.get("/v1/jobs/<job_id>")
+def get_job(job_id: str) -> Job:
+    job = wiring.job_service().get(principal(), job_id)
+    return job.model_copy(update={"tenant_id": job.tenant_id})
+
+
+@app.get("/v1/jobs")
+def list_jobs(
+    status: Annotated[JobStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> JobPage:
+    jobs, next_cursor = wiring.job_service().list(principal(), status=status, limit=limit, cursor=cursor)
+    return JobPage(items=[JobSummary.model_validate(j.model_dump()) for j in jobs], cursor=next_cursor)
+
+
+@app.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> JobAccepted:
+    job = wiring.job_service().cancel(principal(), job_id)
+    return JobAccepted(id=job.id, status=job.status)
+
+
+@app.get("/v1/endpoints")
+def list_endpoints() -> list[dict[str, Any]]:
+    principal()
+    return [spec.model_dump(mode="json") for spec in wiring.registry().list(force_fetch=True)]
+
+
+@app.put("/v1/endpoints/<name>")
+def put_endpoint(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    require_admin(principal())
+    spec = wiring.registry().put({**body, "name": name})
+    return spec.model_dump(mode="json")
+
+
+__all__ = ["app", "logger", "EndpointSpec"]

@@ -1,0 +1,79 @@
+"""What both HTTP faces share: one error format, one domain-error mapping, the body guard."""
+from __future__ import annotations
+
+import base64
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from stillhouse import errors
+from stillhouse.config import get_settings
+from stillhouse.models import ErrorBody, ErrorDetail
+
+# Domain error type -> HTTP status. The one place this mapping lives; matched by type, never text.
+_STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
+    (errors.PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    (errors.InvalidRequest, HTTPStatus.BAD_REQUEST),
+    (errors.Unauthorized, HTTPStatus.UNAUTHORIZED),
+    (errors.Forbidden, HTTPStatus.FORBIDDEN),
+    (errors.NotFound, HTTPStatus.NOT_FOUND),
+    (errors.Conflict, HTTPStatus.CONFLICT),
+    (errors.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
+]
+
+
+def http_status_of(exc: errors.StillhouseError) -> HTTPStatus:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def error_response(status: HTTPStatus, code: str, message: str, field: str | None = None) -> Response:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
+    return Response(status_code=status, content_type="application/json", body=body.model_dump_json())
+
+
+def _domain_error(exc: errors.StillhouseError) -> Response:
+    return error_response(http_status_of(exc), exc.code, exc.message, exc.field)
+
+
+def _validation_error(exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
+    field = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "request body is not valid JSON", "body")
+    message = f"{field or 'request'}: {first.get('msg', 'invalid value')}"
+    return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", message, field)
+
+
+def _guard_body(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
+    """Refuse oversized or non-JSON bodies before any route runs (so nothing is written)."""
+    event = app.current_event
+    raw = event.body or ""
+    size = len(base64.b64decode(raw)) if event.is_base64_encoded else len(raw.encode())
+    if size > get_settings().max_body_bytes:
+        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large",
+                              f"body is {size} bytes; the limit is {get_settings().max_body_bytes}", "body")
+    if raw and event.http_method in ("POST", "PUT"):
+        try:
+            parsed = json.loads(base64.b64decode(raw) if event.is_base64_encoded else raw)
+        except ValueError:
+            return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "request body is not valid JSON", "body")
+        if not isinstance(parsed, dict):
+            return error_response(HTTPStatus.BAD_REQUEST, "invalid_request", "request body must be a JSON object", "body")
+    return next_middleware(app)
+
+
+
+
+def new_resolver() -> APIGatewayHttpResolver:
+    resolver = APIGatewayHttpResolver(enable_validation=True)
+    resolver.use(middlewares=[_guard_body])
+    resolver.exception_handler(errors.StillhouseError)(_domain_error)
+    resolver.exception_handler(RequestValidationError)(_validation_error)
+    return resolver

@@ -1,0 +1,137 @@
+"""moto's server in a thread on 127.0.0.1, with the template's stack deployed into it."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import secrets
+import socket
+import zipfile
+from typing import Any
+
+import boto3
+import requests
+
+from stillhouse.local.lambdas import FunctionRegistry
+from stillhouse.local.template import CODE_BUCKET, LocalTemplate
+
+STACK_NAME = "stillhouse"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoEnvironment:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+
+    def start(self) -> None:
+        # The ASL interpreter invokes Lambda at localhost:$MOTO_PORT; boto3 needs some credentials.
+        os.environ["MOTO_PORT"] = str(self.port)
+        for key, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call drowns the CLI
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        requests.post(f"{self.url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}},
+                      timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1")
+
+    def deploy(self, local: LocalTemplate, parameters: dict[str, str], secret_values: dict[str, str]) -> dict[str, str]:
+        """Create the stack; return logical id -> physical id."""
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=CODE_BUCKET)
+        placeholder = io.BytesIO()
+        with zipfile.ZipFile(placeholder, "w") as archive:  # code runs in-process; moto only needs a zip
+            archive.writestr("app.py", "def handler(event, context):\n    return event\n")
+        for name, res in local.cloudformation["Resources"].items():
+            if res["Type"] in ("AWS::Lambda::Function", "AWS::Lambda::LayerVersion"):
+                s3.put_object(Bucket=CODE_BUCKET, Key=f"{name}.zip", Body=placeholder.getvalue())
+        resources = _physical_secrets(local, parameters, secret_values, self.client("secretsmanager"))
+        cfn = self.client("cloudformation")
+        cfn.create_stack(
+            StackName=STACK_NAME,
+            TemplateBody=json.dumps(_with_secret_names(local.cloudformation, resources)),
+            Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+        )
+        for page in cfn.get_paginator("list_stack_resources").paginate(StackName=STACK_NAME):
+            for summary in page["StackResourceSummaries"]:
+                if summary.get("PhysicalResourceId"):
+                    resources[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+        return resources
+
+    def install_lambda_runtime(self, functions: FunctionRegistry) -> None:
+        """Make moto run Lambda code in this process instead of in Docker (its only Docker use)."""
+        from moto.awslambda.models import LambdaFunction
+
+        def _invoke_lambda(fn: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
+            return functions.invoke_for_moto(fn.function_name, event if event is not None else {})
+
+        LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+
+    def function_environment(self, physical_names: list[str]) -> dict[str, str]:
+        """The functions' resolved environment (identical for all: it comes from Globals)."""
+        lam = self.client("lambda")
+        merged: dict[str, str] = {}
+        for name in physical_names:
+            env = lam.get_function_configuration(FunctionName=name).get("Environment", {}).get("Variables", {})
+            for key, value in env.items():
+                merged[key] = str(value)
+        return merged
+
+
+def _sub(value: Any, parameters: dict[str, str]) -> str:
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"]
+        for key, param in parameters.items():
+            text = text.replace("${" + key + "}", str(param))
+        return text
+    return str(value)
+
+
+def _physical_secrets(local: LocalTemplate, parameters: dict[str, str], values: dict[str, str], sm: Any) -> dict[str, str]:
+    """moto's CloudFormation has no AWS::SecretsManager::Secret: create the template's secrets directly."""
+    created: dict[str, str] = {}
+    for logical_id, props in local.secrets.items():
+        name = _sub(props.get("Name", logical_id), parameters)
+        value = values.get(logical_id) or secrets.token_urlsafe(36)
+        sm.create_secret(Name=name, SecretString=value)
+        created[logical_id] = name
+    return created
+
+
+def _with_secret_names(cfn: dict[str, Any], secret_names: dict[str, str]) -> dict[str, Any]:
+    """Replace Refs to the secrets (which moto would drop) with their names."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"Ref"} and node["Ref"] in secret_names:
+                return secret_names[node["Ref"]]
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out = walk(cfn)
+    for logical_id in secret_names:
+        out["Resources"].pop(logical_id, None)
+    return out

@@ -1,0 +1,140 @@
+"""The embedded stack: everything template.yaml declares, in one process, on 127.0.0.1."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stillhouse import wiring
+from stillhouse.auth import new_key
+from stillhouse.local.http_gateway import HttpGateway
+from stillhouse.local.lambdas import FunctionRegistry, InProcessFunction
+from stillhouse.local.moto_env import MotoEnvironment, free_port
+from stillhouse.local.pollers import QueuePoller
+from stillhouse.local.template import translate
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackOptions:
+    port: int = 3000
+    endpoints: list[str] = field(default_factory=lambda: ["local"])
+    template: Path = REPO_ROOT / "template.yaml"
+    dev_api_key: str | None = None
+    #: template parameter overrides (e.g. short visibility timeouts in tests)
+    parameters: dict[str, str] = field(default_factory=dict)
+    start_workers: bool = True
+    worker_env: dict[str, str] = field(default_factory=dict)
+    worker_concurrency: int = 1
+    webhook_retry_delay_s: float = 1.0
+    log_dir: Path | None = None
+    poll_wait_s: int = 1
+
+
+class EmbeddedStack:
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.port = self.options.port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.moto = MotoEnvironment()
+        self.functions = FunctionRegistry()
+        self.resources: dict[str, str] = {}
+        self.pollers: list[QueuePoller] = []
+        self.gateway: HttpGateway | None = None
+        self.standin: Any = None
+        self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
+        self.admin_api_key = self.dev_api_key
+        self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> EmbeddedStack:
+        from stillhouse.local.runpod_standin import RunPodStandIn
+
+        try:
+            self.moto.start()
+            local = translate(self.options.template)
+            self.standin = RunPodStandIn(
+                api_key=self.runpod_api_key,
+                endpoints=list(self.options.endpoints),
+                start_workers=self.options.start_workers,
+                worker_concurrency=self.options.worker_concurrency,
+                worker_env=self.options.worker_env,
+                webhook_retry_delay_s=self.options.webhook_retry_delay_s,
+                log_dir=self.options.log_dir,
+            )
+            self.standin.start()
+            parameters = {"CallbackBaseUrl": self.url, "RunPodBaseUrl": self.standin.api_base(),
+                          **self.options.parameters}
+            self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
+            for spec in local.functions.values():
+                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id]))
+            self.moto.install_lambda_runtime(self.functions)
+            self._configure_process(local)
+            self._seed()
+            self.gateway = HttpGateway(local.routes, self.functions, port=self.port)
+            self.gateway.start()
+            sqs = self.moto.client("sqs")
+            for mapping in local.queue_mappings:
+                batch = mapping.batch_size
+                if isinstance(batch, dict):  # {"Ref": "DispatchBatchSize"}
+                    batch = parameters.get(batch["Ref"]) or _default_parameter(local, batch["Ref"])
+                poller = QueuePoller(sqs, self.resources[mapping.queue], mapping.function, self.functions,
+                                     batch_size=int(batch), report_batch_item_failures=mapping.report_batch_item_failures,
+                                     wait_s=self.options.poll_wait_s)
+                poller.start()
+                self.pollers.append(poller)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers.clear()
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        if self.standin is not None:
+            self.standin.stop()
+            self.standin = None
+        self.moto.stop()
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _configure_process(self, local: Any) -> None:
+        """Lambda environment variables are process-global here: set them once, for every function."""
+        env = self.moto.function_environment([self.resources[f] for f in local.functions])
+        env["AWS_ENDPOINT_URL"] = self.moto.url
+        env["AWS_REGION"] = "us-east-1"
+        os.environ.update(env)
+        wiring.reset()
+
+    def _seed(self) -> None:
+        wiring.api_keys().add(self.dev_api_key, "dev", admin=True)
+        for name in self.options.endpoints:
+            wiring.registry().put({"name": name, "endpoint_id": name, "base_url": self.standin.api_base(),
+                                   "models": ["*"]})
+
+    # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
+    def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:
+        key = new_key()
+        wiring.api_keys().add(key, tenant_id, admin=admin)
+        return key
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.resources[logical_id]
+
+
+def _default_parameter(local: Any, name: str) -> str:
+    return str(local.cloudformation.get("Parameters", {}).get(name, {}).get("Default", 10))

@@ -1,0 +1,137 @@
+"""template.yaml -> what the embedded stack creates: the one source of truth for resources.
+
+The SAM template is translated offline with aws-sam-translator; local CodeUri/ContentUri are
+swapped for S3 URIs first (the translator insists), and the parts moto must not run itself are
+taken out and returned separately: SQS event source mappings (our pollers run them, honouring
+BatchSize and partial batch responses) and the HTTP API (our HTTP shim serves it).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CODE_BUCKET = "stillhouse-local-code"
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    code_dir: Path
+    handler: str  # "app.handler"
+
+
+@dataclass
+class QueueMapping:
+    function: str  # logical id
+    queue: str  # logical id of the queue
+    batch_size: Any  # int or {"Ref": parameter}
+    report_batch_item_failures: bool
+
+
+@dataclass
+class HttpRoute:
+    function: str
+    method: str  # "GET", "POST", "ANY"
+    path: str  # "/v1/{proxy+}"
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if self.method not in ("ANY", method):
+            return None
+        pattern = "^"
+        for part in re.split(r"(\{[^}]+\})", self.path):
+            if part.startswith("{") and part.endswith("+}"):
+                pattern += f"(?P<{part[1:-2]}>.+)"
+            elif part.startswith("{"):
+                pattern += f"(?P<{part[1:-1]}>[^/]+)"
+            else:
+                pattern += re.escape(part)
+        found = re.match(pattern + "$", path)
+        return found.groupdict() if found else None
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        # API Gateway prefers the most specific route: fewer greedy/variable parts, longer literal.
+        greedy = self.path.count("+}")
+        variables = self.path.count("{")
+        return (greedy, variables - len(self.path) / 1000)
+
+
+@dataclass
+class LocalTemplate:
+    cloudformation: dict[str, Any]
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    queue_mappings: list[QueueMapping] = field(default_factory=list)
+    routes: list[HttpRoute] = field(default_factory=list)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def load_sam(path: Path) -> dict[str, Any]:
+    from cfnlint.decode import cfn_yaml  # understands !Ref, !Sub, !GetAtt ...
+
+    return cfn_yaml.load(str(path))
+
+
+def _strip_marks(value: Any) -> Any:
+    """cfn-lint's YAML nodes carry line marks; plain dicts/lists/str are what the translator wants."""
+    if isinstance(value, dict):
+        return {str(k): _strip_marks(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_marks(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+class _NoPolicies:
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def translate(template_path: Path) -> LocalTemplate:
+    from samtranslator.translator.transform import transform
+
+    root = template_path.parent
+    sam = _strip_marks(load_sam(template_path))
+    local = LocalTemplate(cloudformation={})
+    for name, res in sam["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::Serverless::Function":
+            local.functions[name] = FunctionSpec(name, root / props["CodeUri"], props["Handler"])
+            props["CodeUri"] = f"s3://{CODE_BUCKET}/{name}.zip"
+            for event in props.get("Events", {}).values():
+                ep = event.get("Properties", {})
+                if event["Type"] == "HttpApi":
+                    local.routes.append(HttpRoute(name, ep["Method"].upper(), ep["Path"]))
+                elif event["Type"] == "SQS":
+                    local.queue_mappings.append(QueueMapping(
+                        function=name,
+                        queue=ep["Queue"]["Fn::GetAtt"][0] if isinstance(ep["Queue"]["Fn::GetAtt"], list)
+                        else ep["Queue"]["Fn::GetAtt"].split(".")[0],
+                        batch_size=ep.get("BatchSize", 10),
+                        report_batch_item_failures="ReportBatchItemFailures" in ep.get("FunctionResponseTypes", []),
+                    ))
+        elif res["Type"] == "AWS::Serverless::LayerVersion":
+            props["ContentUri"] = f"s3://{CODE_BUCKET}/{name}.zip"
+        elif res["Type"] == "AWS::SecretsManager::Secret":
+            local.secrets[name] = props  # moto's CloudFormation has no secrets: created directly
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    cfn = transform(copy.deepcopy(sam), {}, _NoPolicies())
+    drop = [
+        name for name, res in cfn["Resources"].items()
+        if res["Type"].startswith("AWS::ApiGatewayV2::")
+        or res["Type"] in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission")
+    ]
+    for name in drop:
+        del cfn["Resources"][name]
+    cfn.pop("Outputs", None)  # they reference the HTTP API, which is ours locally
+    local.cloudformation = cfn
+    local.routes.sort(key=lambda r: r.specificity)
+    return local

@@ -1,0 +1,133 @@
+"""Pydantic models and enums shared by every function: the vocabulary of the router."""
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+
+class JobStatus(StrEnum):
+    """RunPod's own words, so users recognise them; RETRYING is ours (recovery workflow waits)."""
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    RETRYING = "RETRYING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
+)
+
+
+class Task(StrEnum):
+    GENERATE = "generate"
+    EMBED = "embed"
+    COUNCIL = "council"
+    ECHO = "echo"  # diagnostic
+    SLEEP = "sleep"  # diagnostic
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+
+
+class ErrorClass(StrEnum):
+    """How a failed attempt is handled (see docs/errors.md)."""
+
+    CAPACITY = "capacity"  # 429 / throttled: back off, same endpoint later, breaker untouched
+    TRANSIENT = "transient"  # 5xx, timeouts, resets: retry, counts towards the breaker
+    TERMINAL = "terminal"  # bad input, non-retryable handler error: fail now, breaker untouched
+    WORKER_LOST = "worker_lost"  # job vanished / TIMED_OUT on the worker: retry elsewhere
+
+    @property
+    def retryable(self) -> bool:
+        return self is not ErrorClass.TERMINAL
+
+
+class JobRequest(BaseModel):
+    """Body of POST /v1/jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task
+    input: dict[str, Any]
+    model: str | None = Field(default=None, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    webhook: HttpUrl | None = None
+    cache: bool = False
+
+
+class JobEvent(BaseModel):
+    """One entry of a job's timeline, appended on every transition."""
+
+    at: str
+    status: JobStatus
+    actor: str
+    endpoint: str | None = None
+    attempt: int = 0
+    detail: str | None = None
+
+
+class Job(BaseModel):
+    """A job as stored in the jobs table and shown to its tenant."""
+
+    id: str
+    tenant_id: str
+    task: Task
+    status: JobStatus
+    input: dict[str, Any]
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    webhook: str | None = None
+    cache: bool = False
+    created_at: str
+    updated_at: str
+    endpoint: str | None = None
+    runpod_id: str | None = None
+    attempts: int = 0
+    output: Any = None
+    error: str | None = None
+    error_class: ErrorClass | None = None
+    events: list[JobEvent] = Field(default_factory=list)
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: JobStatus
+    task: Task
+    created_at: str
+    updated_at: str
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    cursor: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+

@@ -1,0 +1,68 @@
+"""The jobs service: what the HTTP API does, free of HTTP."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from stillhouse.auth import Principal
+from stillhouse.errors import Conflict, ServiceUnavailable, TransitionRefused
+from stillhouse.jobs import JobStore, now_iso
+from stillhouse.models import Job, JobRequest, JobStatus
+from stillhouse.queue import JobQueue
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobService:
+    def __init__(self, store: JobStore, queue: JobQueue, canceller: Any = None) -> None:
+        self._store = store
+        self._queue = queue
+        self._canceller = canceller  # callable(job) that cancels the in-flight RunPod job
+
+    def submit(self, principal: Principal, request: JobRequest) -> Job:
+        at = now_iso()
+        job = Job(
+            id=new_job_id(),
+            tenant_id=principal.tenant_id,
+            task=request.task,
+            status=JobStatus.IN_QUEUE,
+            input=request.input,
+            model=request.model,
+            params=request.params,
+            priority=request.priority,
+            webhook=str(request.webhook) if request.webhook else None,
+            cache=request.cache,
+            created_at=at,
+            updated_at=at,
+            events=[{"at": at, "status": JobStatus.IN_QUEUE, "actor": "api"}],
+        )
+        self._store.create(job)
+        try:
+            self._queue.send(job.id, job.priority)
+        except Exception as err:  # noqa: BLE001 - any failure to enqueue must end the job, not strand it
+            self._store.transition(job.id, JobStatus.FAILED, actor="api", detail="enqueue failed",
+                                   fields={"error": f"could not enqueue: {err}"})
+            raise ServiceUnavailable("the job queue is unavailable; the job was not accepted") from err
+        return job
+
+    def get(self, principal: Principal, job_id: str) -> Job:
+        return self._store.get(job_id, principal.tenant_id)
+
+    def list(self, principal: Principal, *, status: JobStatus | None, limit: int, cursor: str | None):
+        return self._store.list(principal.tenant_id, status=status, limit=limit, cursor=cursor)
+
+    def cancel(self, principal: Principal, job_id: str) -> Job:
+        job = self._store.get(job_id, principal.tenant_id)
+        if job.status.terminal:
+            raise Conflict(f"job {job_id} is already {job.status.value}", field="status")
+        try:
+            job = self._store.transition(job_id, JobStatus.CANCELLED, actor="api", endpoint=job.endpoint,
+                                         attempt=job.attempts, detail="cancelled by caller")
+        except TransitionRefused as err:
+            current = self._store.get(job_id)
+            raise Conflict(f"job {job_id} is already {current.status.value}", field="status") from err
+        if self._canceller is not None:
+            self._canceller(job)
+        return job

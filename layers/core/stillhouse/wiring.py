@@ -1,0 +1,110 @@
+"""Composition root: builds the services from settings and the clients factory, once per process.
+
+Everything is lazy so a Lambda pays at cold start only for what its first request uses.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlencode
+
+from stillhouse import aws, secrets
+from stillhouse.auth import ApiKeyStore
+from stillhouse.callbacks import CallbackRecorder
+from stillhouse.config import get_settings
+from stillhouse.dispatch import Dispatcher, Endpoint
+from stillhouse.endpoints import EndpointRegistry
+from stillhouse.jobs import JobStore
+from stillhouse.models import Job, Priority
+from stillhouse.notify import notify
+from stillhouse.queue import JobQueue
+from stillhouse.runpod_client import RunPodClient
+from stillhouse.service import JobService
+from stillhouse.signing import callback_token
+
+
+@lru_cache(maxsize=1)
+def job_store() -> JobStore:
+    return JobStore(aws.table(get_settings().jobs_table))
+
+
+@lru_cache(maxsize=1)
+def api_keys() -> ApiKeyStore:
+    return ApiKeyStore(aws.table(get_settings().api_keys_table))
+
+
+@lru_cache(maxsize=1)
+def registry() -> EndpointRegistry:
+    settings = get_settings()
+    return EndpointRegistry(aws.table(settings.config_table), ttl_s=settings.parameters_max_age_s)
+
+
+@lru_cache(maxsize=8)
+def runpod_client(secret_ref: str | None = None) -> RunPodClient:
+    return RunPodClient(secrets.runpod_api_key(secret_ref), timeout_s=get_settings().runpod_timeout_s)
+
+
+def client_for(endpoint: Endpoint) -> RunPodClient:
+    return runpod_client(endpoint.secret_ref)
+
+
+def cancel_on_runpod(job: Job) -> None:
+    """Best effort: the job is already CANCELLED here; RunPod stops work it has not finished."""
+    if not (job.endpoint and job.runpod_id):
+        return
+    try:
+        endpoint = registry().get(job.endpoint)
+        client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, job.runpod_id)
+    except Exception:  # noqa: BLE001 - the cancel itself is recorded; a GPU may finish for nothing
+        return
+
+
+@lru_cache(maxsize=1)
+def job_service() -> JobService:
+    settings = get_settings()
+    queue = JobQueue(
+        aws.client("sqs"),
+        {Priority.HIGH: settings.high_queue_url, Priority.NORMAL: settings.normal_queue_url},
+    )
+    return JobService(job_store(), queue, canceller=cancel_on_runpod)
+
+
+def callback_url(job: Job, attempt: int, endpoint: Endpoint) -> str:
+    token = callback_token(secrets.signing_secret(), job.id, attempt, endpoint.name)
+    query = urlencode({"attempt": attempt, "endpoint": endpoint.name, "token": token})
+    return f"{get_settings().callback_base_url}/callbacks/runpod/{job.id}?{query}"
+
+
+@lru_cache(maxsize=1)
+def dispatcher() -> Dispatcher:
+    settings = get_settings()
+    return Dispatcher(
+        store=job_store(),
+        plan=registry().candidates,
+        client_for=client_for,
+        callback_url=callback_url,
+        policy={"executionTimeout": settings.execution_timeout_ms, "ttl": settings.job_ttl_ms},
+        max_receive_count=settings.max_receive_count,
+    )
+
+
+def fetch_status(endpoint_name: str, runpod_id: str) -> dict:
+    endpoint = registry().get(endpoint_name)
+    return client_for(endpoint).status(endpoint.base_url, endpoint.endpoint_id, runpod_id)
+
+
+@lru_cache(maxsize=1)
+def callbacks() -> CallbackRecorder:
+    return CallbackRecorder(
+        store=job_store(),
+        secret=secrets.signing_secret,
+        fetch_status=fetch_status,
+        notify=lambda job: notify(job, secrets.signing_secret()),
+    )
+
+
+def reset() -> None:
+    """Forget every built object (the embedded stack calls this after pointing at a new moto)."""
+    for fn in (job_store, api_keys, registry, runpod_client, job_service, dispatcher, callbacks):
+        fn.cache_clear()
+    secrets.reset()
+    aws.reset()

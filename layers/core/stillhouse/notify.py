@@ -22,7 +22,7 @@ def webhook_body(job: Job) -> bytes:
     ).encode()
 
 
-@retry(stop=stop_after_attempt(3), wait=wait_exponential_jitter(initial=0.2, max=2), reraise=True)
+@retry(stop=stop_after_attempt(3), wait=wait_exponential_jitter(multiplier=0.2, max=2), reraise=True)
 def _post(url: str, body: bytes, signature: str) -> None:
     response = requests.post(
         url, data=body, timeout=5,

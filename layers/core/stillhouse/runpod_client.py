@@ -63,13 +63,13 @@ def _never_connected(exc: BaseException) -> bool:
 _retry_reads = retry(
     retry=retry_if_exception(_transient),
     stop=stop_after_attempt(3),
-    wait=wait_exponential_jitter(initial=0.1, max=1.0),
+    wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
     reraise=True,
 )
 _retry_unsent = retry(
     retry=retry_if_exception(_never_connected),
     stop=stop_after_attempt(2),
-    wait=wait_exponential_jitter(initial=0.1, max=0.5),
+    wait=wait_exponential_jitter(multiplier=0.1, max=0.5),
     reraise=True,
 )
 

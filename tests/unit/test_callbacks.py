@@ -1,0 +1,82 @@
+"""RunPod callbacks: verified, recorded once, re-checked when surprising, then pushed to the caller."""
+import pytest
+
+from stillhouse.callbacks import CallbackRecorder, error_class_of
+from stillhouse.errors import Unauthorized
+from stillhouse.jobs import JobStore
+from stillhouse.models import ErrorClass, JobStatus
+from stillhouse.signing import callback_token
+
+from .test_jobs_store import make_job
+
+SECRET = "k"
+
+
+@pytest.fixture
+def store(jobs_table):
+    s = JobStore(jobs_table)
+    s.create(make_job("j1"))
+    s.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", fields={"runpod_id": "rp1"})
+    return s
+
+
+def recorder(store, status_answers=None):
+    notified, fetched = [], []
+
+    def fetch(endpoint, runpod_id):
+        fetched.append((endpoint, runpod_id))
+        return status_answers[runpod_id]
+
+    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=fetch, notify=notified.append)
+    return rec, notified, fetched
+
+
+def token(job_id="j1", attempt=1, endpoint="a"):
+    return callback_token(SECRET, job_id, attempt, endpoint)
+
+
+def test_a_completed_callback_records_the_output_and_notifies(store):
+    rec, notified, fetched = recorder(store)
+    job = rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
+    assert job.status is JobStatus.COMPLETED and job.output == {"text": "hi"}
+    assert [j.id for j in notified] == ["j1"] and fetched == []
+
+
+def test_a_duplicate_callback_changes_nothing_and_notifies_once(store):
+    rec, notified, _ = recorder(store)
+    body = {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}}
+    rec.record("j1", 1, "a", token(), body)
+    assert rec.record("j1", 1, "a", token(), {**body, "output": {"text": "other"}}) is None
+    assert store.get("j1").output == {"text": "hi"} and len(notified) == 1
+
+
+def test_a_bad_token_is_refused_and_nothing_is_written(store):
+    rec, notified, _ = recorder(store)
+    with pytest.raises(Unauthorized):
+        rec.record("j1", 1, "a", "forged", {"id": "rp1", "status": "COMPLETED", "output": 1})
+    assert store.get("j1").status is JobStatus.IN_PROGRESS and notified == []
+
+
+def test_a_surprising_callback_is_checked_against_runpod_status(store):
+    # The body claims COMPLETED for a RunPod job we did not record; RunPod's own /status says FAILED.
+    rec, _, fetched = recorder(store, {"rp-x": {"id": "rp-x", "status": "FAILED", "error": "handler crashed"}})
+    job = rec.record("j1", 1, "a", token(), {"id": "rp-x", "status": "COMPLETED", "output": "forged"})
+    assert fetched == [("a", "rp-x")]
+    assert job.status is JobStatus.FAILED and job.output is None and job.error == "handler crashed"
+
+
+def test_a_non_terminal_callback_is_ignored(store):
+    rec, notified, _ = recorder(store)
+    assert rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "IN_PROGRESS"}) is None
+    assert store.get("j1").status is JobStatus.IN_PROGRESS
+
+
+@pytest.mark.parametrize(("status", "error", "expected"), [
+    (JobStatus.FAILED, "plain text error", ErrorClass.TERMINAL),
+    (JobStatus.FAILED, '{"error_type": "OutOfMemory", "retryable": true}', ErrorClass.TRANSIENT),
+    (JobStatus.FAILED, {"retryable": False}, ErrorClass.TERMINAL),
+    (JobStatus.TIMED_OUT, None, ErrorClass.WORKER_LOST),
+    (JobStatus.COMPLETED, None, None),
+])
+def test_failed_runpod_jobs_are_classified(status, error, expected):
+    assert error_class_of(status, error) is expected

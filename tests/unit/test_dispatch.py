@@ -1,0 +1,106 @@
+"""Dispatch: one RunPod submission per job, failover across the plan, a terminal state at the end."""
+from dataclasses import dataclass
+
+import pytest
+
+from stillhouse.dispatch import DispatchDeferred, Dispatcher, runpod_payload
+from stillhouse.jobs import JobStore
+from stillhouse.models import ErrorClass, JobStatus
+from stillhouse.runpod_client import RunPodError
+
+from .test_jobs_store import make_job
+
+
+@dataclass
+class Ep:
+    name: str
+    endpoint_id: str = "id"
+    base_url: str = "http://rp/v2"
+    secret_ref: str | None = None
+
+
+class FakeRunPod:
+    def __init__(self, failures=None):
+        self.failures = failures or {}
+        self.runs, self.cancels = [], []
+
+    def run(self, base_url, endpoint_id, payload, *, webhook=None, policy=None):
+        self.runs.append((endpoint_id, payload, webhook, policy))
+        if endpoint_id in self.failures:
+            raise self.failures[endpoint_id]
+        return {"id": f"rp-{len(self.runs)}", "status": "IN_QUEUE"}
+
+    def cancel(self, base_url, endpoint_id, job_id):
+        self.cancels.append(job_id)
+
+
+def make_dispatcher(store, plan, runpod, max_receive_count=3):
+    return Dispatcher(store=store, plan=lambda model: plan, client_for=lambda ep: runpod,
+                      callback_url=lambda job, attempt, ep: f"http://cb/{job.id}?a={attempt}&e={ep.name}",
+                      policy={"executionTimeout": 60000}, max_receive_count=max_receive_count)
+
+
+@pytest.fixture
+def store(jobs_table):
+    s = JobStore(jobs_table)
+    s.create(make_job("j1", params={"max_new_tokens": 8}))
+    return s
+
+
+def test_a_queued_job_is_submitted_once_and_goes_in_progress(store):
+    runpod = FakeRunPod()
+    job = make_dispatcher(store, [Ep("a", "ep-a")], runpod).dispatch("j1")
+    assert job.status is JobStatus.IN_PROGRESS and job.endpoint == "a" and job.runpod_id == "rp-1"
+    assert job.attempts == 1
+    (endpoint_id, payload, webhook, policy), = runpod.runs
+    assert endpoint_id == "ep-a" and webhook == "http://cb/j1?a=1&e=a" and policy == {"executionTimeout": 60000}
+    assert payload == {"max_new_tokens": 8, "text": "hi", "x": 1.5, "task": "echo"}
+
+
+def test_a_duplicate_delivery_submits_nothing(store):
+    runpod = FakeRunPod()
+    d = make_dispatcher(store, [Ep("a")], runpod)
+    d.dispatch("j1")
+    assert d.dispatch("j1") is None
+    assert len(runpod.runs) == 1
+
+
+def test_a_failing_endpoint_fails_over_to_the_next(store):
+    runpod = FakeRunPod({"ep-a": RunPodError("boom", error_class=ErrorClass.TRANSIENT, status_code=503)})
+    job = make_dispatcher(store, [Ep("a", "ep-a"), Ep("b", "ep-b")], runpod).dispatch("j1")
+    assert job.endpoint == "b"
+    assert [r[0] for r in runpod.runs] == ["ep-a", "ep-b"]
+
+
+def test_when_no_endpoint_takes_the_job_it_is_deferred_not_dropped(store):
+    runpod = FakeRunPod({"ep-a": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})
+    with pytest.raises(DispatchDeferred):
+        make_dispatcher(store, [Ep("a", "ep-a")], runpod).dispatch("j1", receive_count=1)
+    assert store.get("j1").status is JobStatus.IN_QUEUE
+
+
+def test_the_last_delivery_ends_the_job_failed_before_the_dlq(store):
+    runpod = FakeRunPod({"ep-a": RunPodError("down", error_class=ErrorClass.TRANSIENT, status_code=503)})
+    with pytest.raises(DispatchDeferred):
+        make_dispatcher(store, [Ep("a", "ep-a")], runpod, max_receive_count=3).dispatch("j1", receive_count=3)
+    job = store.get("j1")
+    assert job.status is JobStatus.FAILED and "down" in job.error and job.error_class is ErrorClass.TRANSIENT
+
+
+def test_a_terminal_refusal_fails_the_job_at_once(store):
+    runpod = FakeRunPod({"ep-a": RunPodError("bad input", error_class=ErrorClass.TERMINAL, status_code=400)})
+    job = make_dispatcher(store, [Ep("a", "ep-a"), Ep("b", "ep-b")], runpod).dispatch("j1")
+    assert job.status is JobStatus.FAILED and job.error_class is ErrorClass.TERMINAL
+    assert len(runpod.runs) == 1  # no failover for the caller's own mistake
+
+
+def test_a_job_cancelled_while_queued_is_not_submitted(store):
+    store.transition("j1", JobStatus.CANCELLED, actor="api")
+    runpod = FakeRunPod()
+    assert make_dispatcher(store, [Ep("a")], runpod).dispatch("j1") is None
+    assert runpod.runs == []
+
+
+def test_payload_puts_input_over_params_and_names_the_task(store):
+    job = store.get("j1").model_copy(update={"params": {"text": "param"}, "model": "m"})
+    assert runpod_payload(job) == {"text": "hi", "x": 1.5, "task": "echo", "model": "m"}

@@ -1,0 +1,106 @@
+"""The job store: conditional writes, a timeline per transition, per-tenant listing."""
+import pytest
+
+from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
+from stillhouse.jobs import JobStore, now_iso
+from stillhouse.models import Job, JobStatus, Task
+
+
+def make_job(job_id="j1", tenant="acme", **kw) -> Job:
+    at = now_iso()
+    return Job(id=job_id, tenant_id=tenant, task=Task.ECHO, status=JobStatus.IN_QUEUE, input={"text": "hi", "x": 1.5},
+               created_at=at, updated_at=at, events=[{"at": at, "status": "IN_QUEUE", "actor": "api"}], **kw)
+
+
+@pytest.fixture
+def store(jobs_table):
+    return JobStore(jobs_table)
+
+
+def test_a_created_job_reads_back_the_same_floats_included(store):
+    store.create(make_job())
+    job = store.get("j1")
+    assert job.input == {"text": "hi", "x": 1.5}
+    assert job.status is JobStatus.IN_QUEUE
+
+
+def test_creating_the_same_id_twice_is_refused(store):
+    store.create(make_job())
+    with pytest.raises(TransitionRefused):
+        store.create(make_job())
+
+
+def test_another_tenants_job_looks_missing(store):
+    store.create(make_job())
+    with pytest.raises(JobNotFound):
+        store.get("j1", tenant_id="other")
+
+
+def test_each_transition_appends_an_event_with_actor_and_endpoint(store):
+    store.create(make_job())
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="local", attempt=1,
+                     fields={"runpod_id": "rp1"})
+    job = store.transition("j1", JobStatus.COMPLETED, actor="webhook", endpoint="local", attempt=1,
+                           fields={"output": {"embedding": [0.25, -1.0]}})
+    assert [e.status for e in job.events] == [JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS, JobStatus.COMPLETED]
+    assert [e.actor for e in job.events] == ["api", "dispatch", "webhook"]
+    assert job.events[-1].endpoint == "local" and job.endpoint == "local"
+    assert job.output == {"embedding": [0.25, -1.0]} and job.runpod_id == "rp1"
+
+
+def test_a_terminal_job_never_changes_again(store):
+    store.create(make_job())
+    store.transition("j1", JobStatus.COMPLETED, actor="webhook", fields={"output": {"n": 1}})
+    with pytest.raises(TransitionRefused):
+        store.transition("j1", JobStatus.COMPLETED, actor="webhook", fields={"output": {"n": 2}})
+    with pytest.raises(TransitionRefused):
+        store.transition("j1", JobStatus.CANCELLED, actor="api")
+    job = store.get("j1")
+    assert job.output == {"n": 1} and len(job.events) == 2
+
+
+def test_transition_can_demand_the_runpod_job_it_expects(store):
+    store.create(make_job())
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", fields={"runpod_id": "rp1"})
+    with pytest.raises(TransitionRefused):
+        store.transition("j1", JobStatus.COMPLETED, actor="webhook", expect_runpod_id="rp-other")
+
+
+def test_only_one_of_two_deliveries_claims_an_attempt(store):
+    store.create(make_job())
+    first = store.claim_attempt("j1", 0)
+    second = store.claim_attempt("j1", 0)
+    assert first is not None and first.attempts == 1
+    assert second is None
+
+
+def test_no_attempt_is_claimed_on_a_running_or_finished_job(store):
+    store.create(make_job())
+    store.transition("j1", JobStatus.CANCELLED, actor="api")
+    assert store.claim_attempt("j1", 0) is None
+
+
+def test_listing_is_per_tenant_newest_first_and_paginated(store):
+    for i in range(5):
+        store.create(make_job(f"a{i}"))
+    store.create(make_job("b0", tenant="other"))
+    page1, cursor = store.list("acme", limit=2)
+    page2, cursor2 = store.list("acme", limit=2, cursor=cursor)
+    page3, cursor3 = store.list("acme", limit=2, cursor=cursor2)
+    ids = [j.id for j in page1 + page2 + page3]
+    assert sorted(ids) == ["a0", "a1", "a2", "a3", "a4"]
+    assert len(set(ids)) == 5
+
+
+def test_listing_filters_by_status(store):
+    store.create(make_job("a"))
+    store.create(make_job("b"))
+    store.transition("b", JobStatus.CANCELLED, actor="api")
+    jobs, _ = store.list("acme", status=JobStatus.CANCELLED)
+    assert [j.id for j in jobs] == ["b"]
+
+
+def test_a_forged_cursor_is_a_clear_400(store):
+    with pytest.raises(InvalidRequest) as err:
+        store.list("acme", cursor="not-base64!")
+    assert err.value.field == "cursor"

@@ -52,7 +52,7 @@ def _idempotent_submit():
         job = wiring.job_service().submit(who, JobRequest.model_validate(data["request"]))
         return {"id": job.id, "status": job.status.value}
 
-    return submit
+    return submit, config
 
 
 @app.get("/health")
@@ -74,7 +74,9 @@ def submit_job(
     who = principal()
     if idempotency_key:
         try:
-            accepted = _idempotent_submit()(data={
+            submit, config = _idempotent_submit()
+            config.register_lambda_context(app.lambda_context)
+            accepted = submit(data={
                 "tenant_id": who.tenant_id, "key": idempotency_key, "request": request.model_dump(mode="json"),
             })
         except IdempotencyValidationError as err:

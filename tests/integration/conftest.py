@@ -1,0 +1,119 @@
+"""One embedded stack (moto + in-process Lambdas + RunPod stand-in with the real worker) per session."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from stillhouse.local.stack import EmbeddedStack, StackOptions
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
+
+
+class Api:
+    """A tiny HTTP client of our API, bound to one API key."""
+
+    def __init__(self, url: str, key: str | None):
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def post(self, path, body=None, **kw):
+        return requests.post(self.url + path, json=body, headers={**self.headers, **kw.pop("headers", {})}, timeout=10, **kw)
+
+    def get(self, path, **kw):
+        return requests.get(self.url + path, headers=self.headers, timeout=10, **kw)
+
+    def put(self, path, body):
+        return requests.put(self.url + path, json=body, headers=self.headers, timeout=10)
+
+    def submit(self, task="echo", input=None, **extra):
+        response = self.post("/v1/jobs", {"task": task, "input": input if input is not None else {"text": "hi"}, **extra})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def wait(self, job_id, statuses=TERMINAL, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in statuses or time.monotonic() > deadline:
+                return job
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    options = StackOptions(
+        port=0,
+        endpoints=["local", "spare"],
+        parameters={"QueueVisibilityTimeout": "1", "MaxReceiveCount": "2"},
+        webhook_retry_delay_s=0.2,
+        log_dir=tmp_path_factory.mktemp("logs"),
+    )
+    with EmbeddedStack(options) as running:
+        # Only `local` takes jobs unless a test says otherwise: assertions need to know where jobs run.
+        from stillhouse import wiring
+
+        wiring.registry().update("spare", enabled=False)
+        yield running
+
+
+@pytest.fixture
+def api(stack):
+    return Api(stack.url, stack.dev_api_key)
+
+
+@pytest.fixture
+def other_tenant(stack):
+    return Api(stack.url, stack.create_api_key("other-tenant"))
+
+
+@pytest.fixture
+def faults(stack):
+    """Set fault knobs on stand-in endpoints; every knob is reset after the test."""
+    touched = set()
+
+    def set_faults(endpoint="local", **knobs):
+        touched.add(endpoint)
+        stack.standin.set_faults(endpoint, **knobs)
+
+    yield set_faults
+    for endpoint in touched:
+        stack.standin.reset_faults(endpoint)
+
+
+class Receiver:
+    """A caller's webhook endpoint on 127.0.0.1 that records what it is sent."""
+
+    def __init__(self):
+        self.calls = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                return None
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                receiver.calls.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, n, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while len(self.calls) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.calls
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()

@@ -1,0 +1,66 @@
+"""At-least-once delivery made harmless: duplicate SQS messages and webhooks leave one result;
+a message that keeps failing ends in the DLQ, and its job still gets a terminal status."""
+import json
+import time
+
+from stillhouse import aws
+
+
+def send_raw(stack, body, queue="JobsNormalQueue"):
+    aws.client("sqs").send_message(QueueUrl=stack.queue_url(queue), MessageBody=body)
+
+
+def dlq_bodies(stack, queue="JobsNormalDLQ", timeout=15.0):
+    sqs = aws.client("sqs")
+    deadline, bodies = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in got.get("Messages", []):
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=stack.queue_url(queue), ReceiptHandle=message["ReceiptHandle"])
+        if bodies:
+            return bodies
+    return bodies
+
+
+def runpod_jobs_for(stack, job_id):
+    """The RunPod jobs that reported back for one of our jobs (each carries our callback URL)."""
+    return {d["job_id"] for d in stack.standin.webhook_deliveries if f"/callbacks/runpod/{job_id}?" in d["url"]}
+
+
+def test_a_duplicated_queue_message_runs_the_job_once(api, stack):
+    job_id = api.submit("sleep", {"seconds": 0.5})
+    send_raw(stack, json.dumps({"job_id": job_id}))  # the same job delivered twice
+    send_raw(stack, json.dumps({"job_id": job_id}))
+    job = api.wait(job_id)
+    time.sleep(1.0)  # let the duplicates be processed
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "COMPLETED" and job["attempts"] == 1
+    assert [e["status"] for e in job["events"]].count("COMPLETED") == 1
+    assert len(runpod_jobs_for(stack, job_id)) == 1
+
+
+def test_a_duplicated_webhook_leaves_one_result_and_one_notification(api, faults, receiver):
+    faults("local", duplicate_webhook_rate=1.0)
+    job_id = api.submit("echo", {"text": "dup"}, webhook=receiver.url)
+    job = api.wait(job_id)
+    time.sleep(1.0)  # the second copy arrives after the first
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "COMPLETED"
+    assert [e["status"] for e in job["events"]].count("COMPLETED") == 1
+    assert len(receiver.calls) == 1
+
+
+def test_a_message_that_always_fails_lands_in_the_dlq(stack):
+    poison = json.dumps({"job_id": "no-such-job"})
+    send_raw(stack, poison)
+    assert poison in dlq_bodies(stack)
+
+
+def test_a_job_no_endpoint_will_take_fails_and_its_message_reaches_the_dlq(api, stack, faults):
+    faults("local", down=True)
+    job_id = api.submit()
+    job = api.wait(job_id, timeout=20)
+    assert job["status"] == "FAILED"
+    assert "2 deliveries" in job["error"] and job["error_class"] == "transient"
+    assert json.dumps({"job_id": job_id}) in dlq_bodies(stack)

@@ -1,0 +1,102 @@
+"""The jobs API end to end: HTTP -> API Lambda -> DynamoDB/SQS -> dispatch -> RunPod stand-in -> webhook."""
+import json
+
+import requests
+
+from stillhouse.notify import SIGNATURE_HEADER
+from stillhouse.signing import verify_webhook_signature
+from stillhouse import secrets
+
+
+def test_an_echo_job_completes_with_its_output_and_a_timeline(api):
+    job_id = api.submit("echo", {"text": "hi"})
+    job = api.wait(job_id)
+    assert job["status"] == "COMPLETED"
+    assert job["output"]["text"] == "hi"
+    assert job["endpoint"] == "local" and job["attempts"] == 1
+    statuses = [e["status"] for e in job["events"]]
+    assert statuses == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"] or statuses == ["IN_QUEUE", "COMPLETED"]
+    assert job["events"][-1]["actor"] == "webhook"
+
+
+def test_a_sleep_job_is_seen_in_progress_before_it_completes(api):
+    job_id = api.submit("sleep", {"seconds": 1})
+    running = api.wait(job_id, statuses={"IN_PROGRESS", "COMPLETED"})
+    assert running["status"] == "IN_PROGRESS"
+    assert api.wait(job_id)["status"] == "COMPLETED"
+
+
+def test_a_handler_error_fails_the_job_with_the_message(api):
+    job = api.wait(api.submit("sleep", {"seconds": 999}))
+    assert job["status"] == "FAILED"
+    assert "seconds" in job["error"]
+    assert job["error_class"] == "terminal"
+
+
+def test_listing_shows_the_tenants_jobs_newest_first_in_pages(api, other_tenant):
+    mine = [api.submit() for _ in range(3)]
+    other_tenant.submit()
+    page = api.get("/v1/jobs", params={"limit": 2}).json()
+    assert len(page["items"]) == 2 and page["cursor"]
+    assert [j["id"] for j in page["items"]] == mine[::-1][:2]
+    rest = api.get("/v1/jobs", params={"limit": 2, "cursor": page["cursor"]}).json()
+    assert rest["items"][0]["id"] == mine[0]
+    seen = {j["id"] for j in other_tenant.get("/v1/jobs").json()["items"]}
+    assert not seen & set(mine)
+
+
+def test_listing_filters_by_status(api):
+    job_id = api.submit()
+    api.wait(job_id)
+    items = api.get("/v1/jobs", params={"status": "COMPLETED", "limit": 100}).json()["items"]
+    assert job_id in {j["id"] for j in items} and {j["status"] for j in items} == {"COMPLETED"}
+
+
+def test_cancel_stops_a_running_job_and_nothing_overwrites_it(api, stack):
+    job_id = api.submit("sleep", {"seconds": 2})
+    running = api.wait(job_id, statuses={"IN_PROGRESS"})
+    response = api.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "CANCELLED"
+    assert stack.standin.job_status(running["runpod_id"])["status"] == "CANCELLED"
+    import time
+    time.sleep(2.5)  # past the handler's own finish: its late result must not land
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "CANCELLED" and job["output"] is None
+
+
+def test_cancelling_a_finished_job_is_a_conflict(api):
+    job_id = api.submit()
+    api.wait(job_id)
+    response = api.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
+
+
+def test_a_finished_job_is_pushed_to_the_callers_signed_webhook(api, receiver):
+    job_id = api.submit("echo", {"text": "ping"}, webhook=receiver.url)
+    assert api.wait(job_id)["status"] == "COMPLETED"
+    (call,) = receiver.wait_for(1)
+    assert call["json"]["id"] == job_id and call["json"]["output"]["text"] == "ping"
+    assert verify_webhook_signature(secrets.signing_secret(), call["body"], call["headers"][SIGNATURE_HEADER])
+
+
+def test_the_same_idempotency_key_returns_the_same_job(api):
+    body = {"task": "echo", "input": {"text": "once"}}
+    first = api.post("/v1/jobs", body, headers={"Idempotency-Key": "k-1"})
+    second = api.post("/v1/jobs", body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    changed = api.post("/v1/jobs", {"task": "echo", "input": {"text": "twice"}}, headers={"Idempotency-Key": "k-1"})
+    assert changed.status_code == 409 and changed.json()["error"]["field"] == "Idempotency-Key"
+
+
+def test_health_and_openapi_are_served(api):
+    assert api.get("/health").json() == {"status": "ok"}
+    spec = api.get("/openapi.json").json()
+    assert "/v1/jobs" in spec["paths"] and "/v1/jobs/{job_id}/cancel" in spec["paths"]
+
+
+def test_endpoints_are_listed_with_their_stand_in_base_url(api, stack):
+    endpoints = {e["name"]: e for e in api.get("/v1/endpoints").json()}
+    assert endpoints["local"]["base_url"] == stack.standin.api_base()
+    assert endpoints["local"]["endpoint_id"] == "local"

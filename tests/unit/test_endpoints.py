@@ -1,0 +1,211 @@
+"""The endpoint registry: validated endpoint specs in the ConfigTable, read through a short TTL cache."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from stillhouse.endpoints import (
+    EndpointNotFound,
+    EndpointRegistry,
+    EndpointSpec,
+    InvalidEndpointConfig,
+)
+
+CONFIG_TABLE = "test-config"
+
+
+class Clock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture(scope="module")
+def _aws():
+    # One moto backend per module (starting one costs ~0.3 s); each test empties the table instead.
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            mp.setenv(var, value)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            ddb = boto3.resource("dynamodb", region_name="us-east-1")
+            yield ddb.create_table(
+                TableName=CONFIG_TABLE,
+                KeySchema=[
+                    {"AttributeName": "id", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "id", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+
+
+@pytest.fixture
+def config_table(_aws):
+    for item in _aws.scan(ProjectionExpression="id, sk")["Items"]:
+        _aws.delete_item(Key=item)
+    return _aws
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def registry(config_table, clock):
+    return EndpointRegistry(config_table, ttl_s=5, now=clock)
+
+
+def spec(name: str, **kw) -> EndpointSpec:
+    return EndpointSpec(name=name, endpoint_id=f"id{name.replace('-', '')}", **kw)
+
+
+# --- the spec --------------------------------------------------------------------------------
+
+
+def test_spec_defaults_and_run_url():
+    s = EndpointSpec(name="gpu-a", endpoint_id="abc123", base_url="https://api.runpod.ai/v2/")
+    assert s.base_url == "https://api.runpod.ai/v2"  # trailing slash dropped
+    assert s.url == "https://api.runpod.ai/v2/abc123"
+    assert (s.models, s.weight, s.max_in_flight, s.enabled, s.secret_ref) == (["*"], 1.0, 100, True, None)
+
+
+def test_spec_serves_listed_models_or_any_with_star():
+    only = spec("only", models=["llama"])
+    star = spec("star", models=["*"])
+    assert only.serves("llama") and not only.serves("qwen") and only.serves(None)
+    assert star.serves("qwen")
+
+
+# --- put / get / list / candidates -----------------------------------------------------------
+
+
+def test_put_then_get_and_list_sorted_by_name(registry):
+    registry.put(spec("b"))
+    registry.put(spec("a", weight=2))
+    assert [s.name for s in registry.list()] == ["a", "b"]
+    assert registry.get("a").weight == 2
+
+
+def test_items_use_the_powertools_parameters_layout(registry, config_table):
+    registry.put(spec("gpu-a", models=["llama"]))
+    item = config_table.get_item(Key={"id": "endpoints", "sk": "gpu-a"})["Item"]
+    assert set(item) == {"id", "sk", "value"}
+    assert json.loads(item["value"])["models"] == ["llama"]
+
+
+def test_put_accepts_a_plain_dict_as_the_api_body(registry):
+    registry.put({"name": "gpu-a", "endpoint_id": "abc", "weight": 0.5})
+    assert registry.get("gpu-a").weight == 0.5
+
+
+def test_get_unknown_endpoint_raises_not_found(registry):
+    with pytest.raises(EndpointNotFound):
+        registry.get("nope")
+
+
+def test_candidates_are_enabled_endpoints_serving_the_model(registry):
+    registry.put(spec("llama-only", models=["llama"]))
+    registry.put(spec("anything", models=["*"]))
+    registry.put(spec("qwen-only", models=["qwen"]))
+    registry.put(spec("llama-off", models=["llama"], enabled=False))
+    assert [s.name for s in registry.candidates("llama")] == ["anything", "llama-only"]
+    assert [s.name for s in registry.candidates(None)] == ["anything", "llama-only", "qwen-only"]
+    assert registry.candidates("mistral") == [registry.get("anything")]
+
+
+# --- validation: a bad edit is refused and the stored config stays ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "Bad Name", "endpoint_id": "x"}, "name"),
+        ({"name": "ok", "endpoint_id": "x", "weight": -1}, "weight"),
+        ({"name": "ok", "endpoint_id": "x", "max_in_flight": 0}, "max_in_flight"),
+        ({"name": "ok", "endpoint_id": "x", "models": []}, "models"),
+        ({"name": "ok", "endpoint_id": "x", "base_url": "ftp://x"}, "base_url"),
+        ({"name": "ok", "endpoint_id": "x", "colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_put_names_the_field(registry, body, field):
+    with pytest.raises(InvalidEndpointConfig) as err:
+        registry.put(body)
+    assert err.value.field == field
+    assert err.value.code == "invalid_endpoint_config"
+    assert registry.list(force_fetch=True) == []
+
+
+def test_invalid_update_is_refused_and_old_config_kept(registry):
+    registry.put(spec("gpu-a", weight=2))
+    with pytest.raises(InvalidEndpointConfig) as err:
+        registry.update("gpu-a", weight=-3)
+    assert err.value.field == "weight"
+    assert registry.get("gpu-a", force_fetch=True).weight == 2
+
+
+def test_update_changes_only_the_named_fields(registry):
+    registry.put(spec("gpu-a", models=["llama"], weight=2))
+    updated = registry.update("gpu-a", enabled=False, weight=0.5)
+    assert (updated.enabled, updated.weight, updated.models) == (False, 0.5, ["llama"])
+    assert registry.get("gpu-a").enabled is False  # our own write is visible at once
+
+
+def test_update_refuses_renames_and_unknown_endpoints(registry):
+    registry.put(spec("gpu-a"))
+    with pytest.raises(InvalidEndpointConfig) as err:
+        registry.update("gpu-a", name="gpu-b")
+    assert err.value.field == "name"
+    with pytest.raises(EndpointNotFound):
+        registry.update("ghost", weight=1)
+
+
+def test_an_invalid_item_written_around_the_api_is_skipped_not_fatal(registry, config_table):
+    registry.put(spec("good"))
+    config_table.put_item(Item={"id": "endpoints", "sk": "broken", "value": '{"name": "broken"}'})
+    config_table.put_item(Item={"id": "endpoints", "sk": "garbage", "value": "{not json"})
+    assert [s.name for s in registry.list(force_fetch=True)] == ["good"]
+
+
+# --- the TTL cache: edits reach running functions without a restart ---------------------------
+
+
+def test_an_edit_by_another_instance_becomes_visible_after_the_ttl(config_table, clock):
+    reader = EndpointRegistry(config_table, ttl_s=5, now=clock)
+    writer = EndpointRegistry(config_table, ttl_s=5, now=clock)
+    writer.put(spec("gpu-a", weight=1))
+    assert reader.get("gpu-a").weight == 1
+
+    writer.update("gpu-a", weight=3)
+    clock.advance(4.9)
+    assert reader.get("gpu-a").weight == 1  # still cached: no DynamoDB read per job
+    clock.advance(0.2)
+    assert reader.get("gpu-a").weight == 3  # past max_age: re-read
+
+
+def test_force_fetch_bypasses_the_cache(config_table, clock):
+    reader = EndpointRegistry(config_table, ttl_s=5, now=clock)
+    writer = EndpointRegistry(config_table, ttl_s=5, now=clock)
+    writer.put(spec("gpu-a", weight=1))
+    reader.list()
+    writer.update("gpu-a", enabled=False)
+    assert reader.candidates(None) != []
+    assert reader.get("gpu-a", force_fetch=True).enabled is False
+    assert reader.candidates(None) == []

@@ -1,26 +1,57 @@
-"""RunPod serverless entry point. Runs unchanged on RunPod and under the local stand-in."""
+"""RunPod serverless entry point. Runs unchanged on RunPod and under the local stand-in.
+
+    python gpu_handler/handler.py                                  # worker loop (RunPod / stand-in)
+    python gpu_handler/handler.py --test_input '{"input": {...}}'  # run one job locally and exit
+    python gpu_handler/handler.py --rp_serve_api                   # local HTTP API on :8000
+
+The handler is `async`, so with `concurrency_modifier` one worker takes several jobs at once and the
+engine batches their generations. Inference lives in gpu_handler.engine; dispatch in gpu_handler.tasks.
+"""
 from __future__ import annotations
 
-import time
+import logging
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
-import runpod
+if __package__ in (None, ""):  # run as a script: make the `gpu_handler` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MAX_SLEEP_S = 60.0
+import runpod  # noqa: E402
+
+from gpu_handler import tasks  # noqa: E402
+from gpu_handler.errors import JobError  # noqa: E402
+from gpu_handler.settings import WorkerSettings  # noqa: E402
 
 
-def handler(job: dict) -> dict:
-    inp = job.get("input") or {}
-    task = inp.get("task", "echo")
-    if task == "echo":
-        return {"echo": inp, "text": inp.get("text")}
-    if task == "sleep":
-        seconds = float(inp.get("seconds", 0))
-        if not 0 <= seconds <= MAX_SLEEP_S:
-            return {"error": f"input.seconds must be between 0 and {MAX_SLEEP_S}"}
-        time.sleep(seconds)
-        return {"slept": seconds}
-    return {"error": f"unknown task {task!r}"}
+async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    return await tasks.run_job(job.get("input") or {})
+
+
+async def stream_handler(job: dict[str, Any]) -> AsyncIterator[Any]:
+    # RunPod streams when the handler *function* is a generator, for every job: so this one is used
+    # only on workers started with WORKER_STREAMING=true (see docs/gpu_handler.md).
+    async for chunk in tasks.stream_job(job.get("input") or {}):
+        yield chunk
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = WorkerSettings.from_env()
+        tasks.preflight(settings)
+    except (JobError, ValueError) as exc:  # ModelLoadError, or invalid settings (pydantic ValueError)
+        logging.getLogger("gpu_handler").error("worker start-up failed, exiting: %s", exc)
+        sys.exit(1)
+    runpod.serverless.start(
+        {
+            "handler": stream_handler if settings.streaming else handler,
+            "concurrency_modifier": lambda _current: settings.concurrency,
+            "return_aggregate_stream": True,
+        }
+    )
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler})
+    main()

@@ -7,6 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
+from stillhouse import aws, wiring
+from stillhouse.config import get_settings
 from stillhouse.local.stack import EmbeddedStack, StackOptions
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
@@ -46,16 +48,17 @@ class Api:
 def stack(tmp_path_factory):
     options = StackOptions(
         port=0,
-        endpoints=["local", "spare"],
+        endpoints=["local", "east", "west"],
         parameters={"QueueVisibilityTimeout": "1", "MaxReceiveCount": "2"},
+        # Short breaker cool-down so recovery is observable within a test.
+        environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3"},
         webhook_retry_delay_s=0.2,
         log_dir=tmp_path_factory.mktemp("logs"),
     )
     with EmbeddedStack(options) as running:
         # Only `local` takes jobs unless a test says otherwise: assertions need to know where jobs run.
-        from stillhouse import wiring
-
-        wiring.registry().update("spare", enabled=False)
+        for name in ("east", "west"):
+            wiring.registry().update(name, enabled=False)
         yield running
 
 
@@ -117,3 +120,18 @@ def receiver():
     r = Receiver()
     yield r
     r.server.shutdown()
+
+
+@pytest.fixture
+def two_endpoints(stack):
+    """Route between `east` and `west` only, from fresh statistics; `local` is back afterwards."""
+    table = aws.table(get_settings().endpoint_state_table)
+    for name in ("east", "west"):
+        table.delete_item(Key={"name": name})
+        wiring.registry().update(name, enabled=True)
+    wiring.registry().update("local", enabled=False)
+    yield ("east", "west")
+    for name in ("east", "west"):
+        wiring.registry().update(name, enabled=False)
+        table.delete_item(Key={"name": name})
+    wiring.registry().update("local", enabled=True)

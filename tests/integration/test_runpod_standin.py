@@ -200,11 +200,11 @@ def test_runsync_returns_the_output_inline(local: Client) -> None:
 
 def test_runsync_returns_the_in_progress_status_body_when_not_done_within_wait(local: Client) -> None:
     started = time.monotonic()
-    body = local.runsync({"task": "sleep", "seconds": 1.8}, wait_ms=1000)
+    body = local.runsync({"task": "sleep", "seconds": 1.4}, wait_ms=1000)
 
     assert 0.9 < time.monotonic() - started < 1.7
     assert body["status"] in ("IN_QUEUE", "IN_PROGRESS") and "output" not in body
-    assert local.wait_status(body["id"], TERMINAL)["output"] == {"slept": 1.8}
+    assert local.wait_status(body["id"], TERMINAL)["output"] == {"slept": 1.4}
 
 
 def test_status_answers_both_get_and_post(local: Client) -> None:
@@ -218,13 +218,13 @@ def test_status_answers_both_get_and_post(local: Client) -> None:
 
 def test_cancelled_running_job_stays_cancelled_after_the_handler_finishes(local: Client, hooks: WebhookReceiver) -> None:
     url = hooks.url()
-    job_id = local.run({"task": "sleep", "seconds": 1.0}, webhook=url)["id"]
+    job_id = local.run({"task": "sleep", "seconds": 0.6}, webhook=url)["id"]
     local.wait_status(job_id, {"IN_PROGRESS"})
 
     cancelled = local.post(f"cancel/{job_id}")
 
     assert cancelled.status_code == 200 and cancelled.json() == {"id": job_id, "status": "CANCELLED"}
-    local.drain()  # the handler ran to its end (a sync handler cannot be interrupted) and posted its result
+    local.drain()  # whatever the handler did after the cancel (stopped via job-stop, or ran on) is over
     final = local.job(job_id)
     assert final["status"] == "CANCELLED" and "output" not in final
     assert [b["status"] for b in wait_for(lambda: hooks.received(url))] == ["CANCELLED"]
@@ -239,7 +239,7 @@ def test_cancelling_a_queued_job_removes_it_from_the_queue(q: Client) -> None:
 
 def test_execution_timeout_times_the_job_out_and_ignores_the_late_result(local: Client, hooks: WebhookReceiver) -> None:
     url = hooks.url()
-    job_id = local.run({"task": "sleep", "seconds": 1.2}, webhook=url, policy={"executionTimeout": 400})["id"]
+    job_id = local.run({"task": "sleep", "seconds": 0.8}, webhook=url, policy={"executionTimeout": 300})["id"]
 
     body = local.wait_status(job_id, TERMINAL, timeout=5)
 
@@ -255,7 +255,7 @@ def test_handler_error_result_fails_the_job_and_sends_the_webhook(local: Client,
 
     body = wait_for(lambda: hooks.received(url))[0]
 
-    assert body["status"] == "FAILED" and "between 0 and" in body["error"]
+    assert body["status"] == "FAILED" and "seconds" in body["error"]  # the handler's error, passed through
     assert local.job(job_id)["status"] == "FAILED"
 
 
@@ -306,7 +306,8 @@ def test_health_reports_job_counts_and_the_polling_worker(local: Client) -> None
 def test_the_real_worker_long_polls_job_take_and_job_stop_and_heartbeats(rp: RunPodStandIn) -> None:
     stats = wait_for(lambda: (s := rp.stats("local"))["route:ping"] and s, timeout=8)
 
-    assert stats["route:job-take"] > 0 and stats["route:job-stop"] > 0 and stats["route:job-done"] > 0
+    assert stats.get("route:job-take", 0) + stats.get("route:job-take-batch", 0) > 0
+    assert stats["route:job-stop"] > 0 and stats["route:job-done"] > 0
 
 
 # ------------------------------------------------------------------------------------------------ #

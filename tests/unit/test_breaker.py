@@ -285,17 +285,25 @@ def test_a_capacity_answer_to_a_probe_frees_the_slot_without_deciding(breaker, c
 
 def test_latency_anomaly_opens_before_any_failure(breaker):
     for _ in range(30):
-        breaker.record_success(EP, 100)
-    breaker.record_success(EP, 1000)  # one spike is not an anomaly
+        breaker.record_success(EP, 1000)
+    breaker.record_success(EP, 10000)  # one spike is not an anomaly
     assert breaker.view(EP).state is BreakerState.CLOSED
     for _ in range(30):
-        breaker.record_success(EP, 100)
+        breaker.record_success(EP, 1000)
     for n in range(1, 11):  # 5x slower, still succeeding
-        if breaker.record_success(EP, 500).state is BreakerState.OPEN:
+        if breaker.record_success(EP, 5000).state is BreakerState.OPEN:
             break
     view = breaker.view(EP)
     assert (view.state, view.opened_reason) == (BreakerState.OPEN, "latency_anomaly")
     assert n <= 6 and view.consecutive_failures == 0
+
+
+def test_a_few_hundred_ms_of_queueing_on_short_jobs_is_load_not_an_anomaly(breaker):
+    for _ in range(30):
+        breaker.record_success(EP, 100)
+    for _ in range(30):  # 5x slower but only +400 ms: routing weighs it, the breaker stays shut
+        breaker.record_success(EP, 500)
+    assert breaker.view(EP).state is BreakerState.CLOSED
 
 
 def test_no_latency_verdict_before_the_minimum_sample_count(breaker):
@@ -308,13 +316,15 @@ def test_no_latency_verdict_before_the_minimum_sample_count(breaker):
 
 def test_a_lasting_latency_shift_is_accepted_after_recovery(breaker, clock):
     for _ in range(30):
-        breaker.record_success(EP, 100)
-    while breaker.record_success(EP, 500).state is BreakerState.CLOSED:
-        pass
+        breaker.record_success(EP, 1000)
+    for _ in range(10):
+        if breaker.record_success(EP, 5000).state is BreakerState.OPEN:
+            break
+    assert breaker.view(EP).state is BreakerState.OPEN
     clock.advance(30)
     assert breaker.allow(EP)
     for _ in range(100):  # the endpoint is simply slower now (bigger model, other GPU)
-        assert breaker.record_success(EP, 500).state is BreakerState.CLOSED
+        assert breaker.record_success(EP, 5000).state is BreakerState.CLOSED
 
 
 def test_statistics_are_kept(breaker):

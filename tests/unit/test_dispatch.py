@@ -34,8 +34,31 @@ class FakeRunPod:
         self.cancels.append(job_id)
 
 
-def make_dispatcher(store, plan, runpod, max_receive_count=3):
-    return Dispatcher(store=store, plan=lambda model: plan, client_for=lambda ep: runpod,
+class FakeRouter:
+    """Routing as dispatch sees it: a fixed plan, breaker answers per endpoint, outcomes recorded."""
+
+    def __init__(self, plan, closed=()):
+        self.endpoints, self.closed = plan, set(closed)
+        self.outcomes = []
+
+    def plan(self, model):
+        return list(self.endpoints)
+
+    def allow(self, name, plan=None):
+        return name not in self.closed
+
+    def submitted(self, name):
+        self.outcomes.append(("submitted", name))
+
+    def refused(self, name, error):
+        self.outcomes.append(("refused", name, error.error_class))
+
+    def released(self, name):
+        self.outcomes.append(("released", name))
+
+
+def make_dispatcher(store, plan, runpod, max_receive_count=3, router=None):
+    return Dispatcher(store=store, router=router or FakeRouter(plan), client_for=lambda ep: runpod,
                       callback_url=lambda job, attempt, ep: f"http://cb/{job.id}?a={attempt}&e={ep.name}",
                       policy={"executionTimeout": 60000}, max_receive_count=max_receive_count)
 
@@ -104,3 +127,17 @@ def test_a_job_cancelled_while_queued_is_not_submitted(store):
 def test_payload_puts_input_over_params_and_names_the_task(store):
     job = store.get("j1").model_copy(update={"params": {"text": "param"}, "model": "m"})
     assert runpod_payload(job) == {"text": "hi", "x": 1.5, "task": "echo", "model": "m"}
+
+
+def test_outcomes_reach_the_router_for_learning(store):
+    runpod = FakeRunPod({"ep-a": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})
+    router = FakeRouter([Ep("a", "ep-a"), Ep("b", "ep-b")])
+    make_dispatcher(store, None, runpod, router=router).dispatch("j1")
+    assert router.outcomes == [("refused", "a", ErrorClass.CAPACITY), ("submitted", "b")]
+
+
+def test_an_endpoint_the_breaker_refuses_is_skipped(store):
+    runpod = FakeRunPod()
+    router = FakeRouter([Ep("a", "ep-a"), Ep("b", "ep-b")], closed={"a"})
+    job = make_dispatcher(store, None, runpod, router=router).dispatch("j1")
+    assert job.endpoint == "b" and [r[0] for r in runpod.runs] == ["ep-b"]

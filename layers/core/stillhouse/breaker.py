@@ -49,6 +49,9 @@ class BreakerSettings(BaseModel):
     ema_alpha: float = Field(default=0.2, gt=0, le=1)
     baseline_alpha: float = Field(default=0.02, gt=0, le=1)
     anomaly_factor: float = Field(default=3.0, ge=0)  # 0 disables the latency check
+    # ...and the EMA must also exceed the baseline by this much: queue delay under a burst swings
+    # short jobs by a few hundred ms, which is load (routing's business), not a sick endpoint.
+    anomaly_min_excess_ms: float = Field(default=2000.0, ge=0)
     min_samples: int = Field(default=20, ge=1)  # outcomes since close before predictive checks
     success_rate_floor: float = Field(default=0.25, ge=0, lt=1)  # 0 disables
 
@@ -219,6 +222,7 @@ def _trip_reason(s: EndpointState, cfg: BreakerSettings) -> OpenReason | None:
         and s.ema_latency_ms is not None
         and s.baseline_latency_ms
         and s.ema_latency_ms > cfg.anomaly_factor * s.baseline_latency_ms
+        and s.ema_latency_ms - s.baseline_latency_ms > cfg.anomaly_min_excess_ms
     ):
         return OpenReason.LATENCY_ANOMALY
     return None

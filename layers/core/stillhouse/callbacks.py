@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused, Unauthorized
 from stillhouse.jobs import JobStore
@@ -32,12 +32,40 @@ def error_class_of(status: JobStatus, error: Any) -> ErrorClass | None:
     return ErrorClass.TERMINAL
 
 
+class Learner(Protocol):
+    """The router's side of a result (stillhouse.route.Router)."""
+
+    def succeeded(self, name: str, latency_ms: float | None) -> None: ...
+
+    def failed(self, name: str, error_class: ErrorClass, *, latency_ms: float | None = None,
+               error: str | None = None) -> None: ...
+
+    def released(self, name: str) -> None: ...
+
+
+def report_outcome(router: Learner, job: Job, body: dict[str, Any]) -> None:
+    """Teach routing and the breaker from a finished job, exactly once (after the winning write).
+
+    Latency is what the caller waits for on that endpoint: RunPod's queue delay plus execution.
+    """
+    if not job.endpoint:
+        return
+    latency = float(body.get("delayTime") or 0) + float(body.get("executionTime") or 0)
+    if job.status is JobStatus.COMPLETED:
+        router.succeeded(job.endpoint, latency)
+    elif job.error_class is not None:
+        router.failed(job.endpoint, job.error_class, latency_ms=latency or None, error=job.error)
+    else:
+        router.released(job.endpoint)  # cancelled: nothing to learn
+
+
 @dataclass
 class CallbackRecorder:
     store: JobStore
     secret: Callable[[], str]
     fetch_status: Callable[[str, str], dict[str, Any]]  # (endpoint name, runpod id) -> /status body
     notify: Callable[[Job], Any]
+    learn: Callable[[Job, dict[str, Any]], None] = lambda job, body: None
 
     def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
         if not verify_callback_token(self.secret(), token, job_id, attempt, endpoint):
@@ -70,6 +98,7 @@ class CallbackRecorder:
             )
         except TransitionRefused:
             return None
+        self.learn(finished, body)
         self.notify(finished)
         return finished
 

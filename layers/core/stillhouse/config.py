@@ -6,9 +6,12 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stillhouse.breaker import BreakerSettings
+from stillhouse.route import RouteSettings
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STILLHOUSE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STILLHOUSE_", env_nested_delimiter="__", extra="ignore")
 
     region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     # Where AWS is: empty = real AWS; a URL = LocalStack or the embedded moto server.
@@ -35,6 +38,10 @@ class Settings(BaseSettings):
     callback_base_url: str = "http://127.0.0.1:3000"
     signing_secret_name: str = "stillhouse/signing-secret"
     parameters_max_age_s: int = 5
+    # Routing policy and breaker thresholds (docs/routing.md), e.g. STILLHOUSE_ROUTE__POLICY=weighted,
+    # STILLHOUSE_BREAKER__COOLDOWN_S=10.
+    route: RouteSettings = Field(default_factory=RouteSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
     max_body_bytes: int = 1_048_576
     list_limit_max: int = 100

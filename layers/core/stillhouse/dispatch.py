@@ -6,7 +6,7 @@ conditional write, so only one of two concurrent deliveries submits to RunPod.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stillhouse.errors import StillhouseError, TransitionRefused
@@ -28,20 +28,18 @@ class DispatchDeferred(StillhouseError):
     code = "dispatch_deferred"
 
 
-class Outcomes(Protocol):
-    """Where submit outcomes go (the breaker and routing statistics)."""
+class Routing(Protocol):
+    """What dispatch needs of the router (stillhouse.route.Router): a plan, breaker claims, outcomes."""
 
-    def submitted(self, endpoint: str) -> None: ...
+    def plan(self, model: str | None) -> Sequence[Endpoint]: ...
 
-    def refused(self, endpoint: str, error: RunPodError) -> None: ...
+    def allow(self, name: str, plan: Any = None) -> bool: ...
 
+    def submitted(self, name: str) -> None: ...
 
-class NoOutcomes:
-    def submitted(self, endpoint: str) -> None:
-        return None
+    def refused(self, name: str, error: RunPodError) -> None: ...
 
-    def refused(self, endpoint: str, error: RunPodError) -> None:
-        return None
+    def released(self, name: str) -> None: ...
 
 
 def runpod_payload(job: Job) -> dict[str, Any]:
@@ -55,12 +53,11 @@ def runpod_payload(job: Job) -> dict[str, Any]:
 @dataclass
 class Dispatcher:
     store: JobStore
-    plan: Callable[[str | None], Sequence[Endpoint]]
+    router: Routing
     client_for: Callable[[Endpoint], RunPodClient]
     callback_url: Callable[[Job, int, Endpoint], str]
     policy: dict[str, Any]
     max_receive_count: int
-    outcomes: Outcomes = field(default_factory=NoOutcomes)
 
     def dispatch(self, job_id: str, receive_count: int = 1) -> Job | None:
         job = self.store.get(job_id)
@@ -71,7 +68,11 @@ class Dispatcher:
             return None  # a concurrent delivery took this attempt
         attempt = claimed.attempts
         errors: list[str] = []
-        for endpoint in self.plan(job.model):
+        plan = self.router.plan(job.model)
+        for endpoint in plan:
+            if not self.router.allow(endpoint.name, plan):
+                errors.append(f"{endpoint.name}: breaker open")
+                continue  # another instance took the last recovery probe
             try:
                 accepted = self.client_for(endpoint).run(
                     endpoint.base_url,
@@ -81,12 +82,12 @@ class Dispatcher:
                     policy=self.policy,
                 )
             except RunPodError as err:
-                self.outcomes.refused(endpoint.name, err)
+                self.router.refused(endpoint.name, err)
                 errors.append(f"{endpoint.name}: {err.message}")
                 if err.error_class is ErrorClass.TERMINAL:
                     return self._fail(job, attempt, endpoint.name, err.message, ErrorClass.TERMINAL)
                 continue
-            self.outcomes.submitted(endpoint.name)
+            self.router.submitted(endpoint.name)
             return self._started(job, attempt, endpoint, accepted)
         reason = "; ".join(errors) or f"no endpoint serves model {job.model or '(default)'}"
         if receive_count >= self.max_receive_count:
@@ -107,6 +108,8 @@ class Dispatcher:
             if current.status is JobStatus.CANCELLED:
                 # Cancelled while we were submitting: don't leave the GPU working for nobody.
                 self.client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
+                if current.endpoint is None:
+                    self.router.released(endpoint.name)  # the cancel could not know where it ran
             return None  # or the result webhook already finished it
 
     def _fail(self, job: Job, attempt: int, endpoint: str | None, error: str, error_class: ErrorClass) -> Job | None:

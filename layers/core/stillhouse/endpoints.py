@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stillhouse.errors import InvalidRequest, StillhouseError
+from stillhouse.errors import InvalidRequest, NotFound, StillhouseError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class InvalidEndpointConfig(InvalidRequest):
         return cls(field, first["msg"])
 
 
-class EndpointNotFound(StillhouseError):
+class EndpointNotFound(NotFound):
     code = "not_found"
 
     def __init__(self, name: str) -> None:

@@ -18,7 +18,8 @@ from stillhouse import aws, errors, wiring
 from stillhouse.auth import Principal, require_admin
 from stillhouse.config import get_settings
 from stillhouse.http_common import new_resolver
-from stillhouse.endpoints import EndpointSpec
+from stillhouse.endpoints import EndpointNotFound, EndpointSpec
+from stillhouse.route import EndpointView
 from stillhouse.models import (
     Job,
     JobAccepted,
@@ -110,16 +111,39 @@ def cancel_job(job_id: str) -> JobAccepted:
     return JobAccepted(id=job.id, status=job.status)
 
 
+def _endpoint_row(view: EndpointView) -> dict[str, Any]:
+    health = view.health
+    return {
+        **view.spec.model_dump(mode="json"),
+        "breaker": health.state.name,
+        "accepting": health.accepting,
+        "opened_reason": health.opened_reason,
+        "ema_latency_ms": health.ema_latency_ms,
+        "baseline_latency_ms": health.baseline_latency_ms,
+        "success_rate": health.success_rate,
+        "failure_rate": health.failure_rate,
+        "samples": health.samples,
+        "in_flight": health.in_flight,
+        "last_error": health.last_error,
+        "last_error_class": health.last_error_class,
+    }
+
+
 @app.get("/v1/endpoints")
 def list_endpoints() -> list[dict[str, Any]]:
     principal()
-    return [spec.model_dump(mode="json") for spec in wiring.registry().list(force_fetch=True)]
+    return [_endpoint_row(view) for view in wiring.router().describe()]
 
 
 @app.put("/v1/endpoints/<name>")
 def put_endpoint(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Add an endpoint (full spec) or change some fields of an existing one (e.g. weight, enabled)."""
     require_admin(principal())
-    spec = wiring.registry().put({**body, "name": name})
+    registry = wiring.registry()
+    try:
+        spec = registry.update(name, **body)
+    except EndpointNotFound:
+        spec = registry.put({**body, "name": name})
     return spec.model_dump(mode="json")
 
 

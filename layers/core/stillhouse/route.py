@@ -232,7 +232,11 @@ class Router:
         if release:
             self.breaker.store.add_in_flight(name, -1)
 
-    # The dispatcher's Outcomes protocol, so a Router can be passed as `outcomes=` directly.
+    def released(self, name: str) -> None:
+        """A dispatched job ended without a result to learn from (e.g. cancelled)."""
+        self.breaker.store.add_in_flight(name, -1)
+
+    # What stillhouse.dispatch.Routing asks of a submit's outcome.
     def submitted(self, name: str) -> None:
         self.dispatched(name)
 

@@ -9,7 +9,9 @@ from urllib.parse import urlencode
 
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
-from stillhouse.callbacks import CallbackRecorder
+from stillhouse.breaker import Breaker
+from stillhouse.callbacks import CallbackRecorder, report_outcome
+from stillhouse.endpoint_state import EndpointStateStore
 from stillhouse.config import get_settings
 from stillhouse.dispatch import Dispatcher, Endpoint
 from stillhouse.endpoints import EndpointRegistry
@@ -17,6 +19,7 @@ from stillhouse.jobs import JobStore
 from stillhouse.models import Job, Priority
 from stillhouse.notify import notify
 from stillhouse.queue import JobQueue
+from stillhouse.route import Router
 from stillhouse.runpod_client import RunPodClient
 from stillhouse.service import JobService
 from stillhouse.signing import callback_token
@@ -38,6 +41,13 @@ def registry() -> EndpointRegistry:
     return EndpointRegistry(aws.table(settings.config_table), ttl_s=settings.parameters_max_age_s)
 
 
+@lru_cache(maxsize=1)
+def router() -> Router:
+    settings = get_settings()
+    store = EndpointStateStore(aws.table(settings.endpoint_state_table))
+    return Router(registry(), Breaker(store, settings.breaker), settings=settings.route)
+
+
 @lru_cache(maxsize=8)
 def runpod_client(secret_ref: str | None = None) -> RunPodClient:
     return RunPodClient(secrets.runpod_api_key(secret_ref), timeout_s=get_settings().runpod_timeout_s)
@@ -51,6 +61,7 @@ def cancel_on_runpod(job: Job) -> None:
     """Best effort: the job is already CANCELLED here; RunPod stops work it has not finished."""
     if not (job.endpoint and job.runpod_id):
         return
+    router().released(job.endpoint)
     try:
         endpoint = registry().get(job.endpoint)
         client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, job.runpod_id)
@@ -79,7 +90,7 @@ def dispatcher() -> Dispatcher:
     settings = get_settings()
     return Dispatcher(
         store=job_store(),
-        plan=registry().candidates,
+        router=router(),
         client_for=client_for,
         callback_url=callback_url,
         policy={"executionTimeout": settings.execution_timeout_ms, "ttl": settings.job_ttl_ms},
@@ -99,12 +110,13 @@ def callbacks() -> CallbackRecorder:
         secret=secrets.signing_secret,
         fetch_status=fetch_status,
         notify=lambda job: notify(job, secrets.signing_secret()),
+        learn=lambda job, body: report_outcome(router(), job, body),
     )
 
 
 def reset() -> None:
     """Forget every built object (the embedded stack calls this after pointing at a new moto)."""
-    for fn in (job_store, api_keys, registry, runpod_client, job_service, dispatcher, callbacks):
+    for fn in (job_store, api_keys, registry, router, runpod_client, job_service, dispatcher, callbacks):
         fn.cache_clear()
     secrets.reset()
     aws.reset()

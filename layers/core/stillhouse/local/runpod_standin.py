@@ -58,6 +58,7 @@ MAX_RUN_BODY, MAX_RUNSYNC_BODY, MAX_OTHER_BODY = 10 * 2**20, 20 * 2**20, 20 * 2*
 WEBHOOK_TRIES = 3  # one POST + two retries, as RunPod
 TTL_SWEEP_S = 0.25  # how often queued jobs are checked against policy.ttl
 CRASH_DETECT_S = 1.0  # how long a "crashed" worker takes to be noticed (crash_mode fail/requeue)
+DELIVERY_LOG_SIZE = 10_000  # webhook attempts kept for webhook_deliveries (oldest dropped)
 WORKER_SEEN_FRESH_S = 30.0  # a worker not seen for this long no longer counts in /health
 
 _MISSING: Any = object()
@@ -319,7 +320,7 @@ class RunPodStandIn:
         self._endpoints: dict[str, _Endpoint] = {}
         for ep in endpoints:
             self._endpoints[ep] = _Endpoint(ep, self._lock, seed)
-        self._deliveries: list[dict[str, Any]] = []
+        self._deliveries: collections.deque[dict[str, Any]] = collections.deque(maxlen=DELIVERY_LOG_SIZE)
         self._server: _Server | None = None
         self._server_thread: threading.Thread | None = None
         self._sched: _Scheduler | None = None
@@ -335,24 +336,25 @@ class RunPodStandIn:
         if self._started:
             return
         self._started = True
-        self._sched = _Scheduler()
-        self._sched.call_at(time.monotonic() + TTL_SWEEP_S, self._sweep_queues)
-        self._server = _Server((self._host, self._port), _Handler, self)
-        self._port = self._server.server_address[1]
-        self._server_thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="standin-http", daemon=True
-        )
-        self._server_thread.start()
-        if self._start_workers:
-            try:
+        try:
+            self._sched = _Scheduler()
+            self._sched.call_at(time.monotonic() + TTL_SWEEP_S, self._sweep_queues)
+            self._server = _Server((self._host, self._port), _Handler, self)
+            self._port = self._server.server_address[1]
+            self._server_thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="standin-http", daemon=True
+            )
+            self._server_thread.start()
+            if self._start_workers:
                 with self._lock:
                     eps = list(self._endpoints.values())
                 for ep in eps:
                     self._spawn_worker(ep)
                 self._wait_workers_ready(eps)
-            except BaseException:
-                self.stop()
-                raise
+        except BaseException:
+            self.stop()
+            raise
+        if self._start_workers:
             self._supervisor = threading.Thread(target=self._supervise, name="standin-supervisor", daemon=True)
             self._supervisor.start()
         log.info("RunPod stand-in listening on %s (endpoints: %s)", self.base_url, ", ".join(self._endpoints))
@@ -366,13 +368,13 @@ class RunPodStandIn:
             eps = list(self._endpoints.values())
             for ep in eps:
                 ep.cond.notify_all()  # held job-take/job-stop polls answer 204 at once from now on
+        if self._supervisor is not None:  # first, so no restart races with the stop below
+            self._supervisor.join(timeout=15)
         workers = [ep.worker for ep in eps if ep.worker is not None]
         for w in workers:
             w.terminate()
         for w in workers:
             w.stop()
-        if self._supervisor is not None:
-            self._supervisor.join(timeout=5)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -452,7 +454,7 @@ class RunPodStandIn:
     # -------------------------------------------------------------------------------- introspection
     @property
     def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every webhook attempt (and every dropped webhook), oldest first: for tests and demos."""
+        """The last DELIVERY_LOG_SIZE webhook attempts (and dropped webhooks), oldest first."""
         with self._lock:
             return [dict(d) for d in self._deliveries]
 
@@ -490,6 +492,9 @@ class RunPodStandIn:
             "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
             "RUNPOD_SKIP_GPU_CHECK": "true",
             "RUNPOD_LOG_LEVEL": "INFO",
+            # gpu_handler reads WORKER_CONCURRENCY for its concurrency_modifier (the SDK itself has no such
+            # variable); > 1 makes the SDK call job-take-batch. worker_env may override both.
+            "WORKER_CONCURRENCY": str(self._worker_concurrency),
             "STILLHOUSE_WORKER_CONCURRENCY": str(self._worker_concurrency),
             "PYTHONUNBUFFERED": "1",
         }
@@ -589,7 +594,7 @@ class RunPodStandIn:
                         self._fail_jobs_of_worker(ep, worker.pod_id, f"worker {worker.pod_id} exited with code {code}")
                         ep.seen.pop(worker.pod_id, None)
                         ep.worker_restarts += 1
-                        ep.next_restart_at = now + min(30.0, 1.0 * ep.worker_restarts)
+                        ep.next_restart_at = now + min(30.0, 1.0 * (ep.worker_restarts - 1))
                     due = self._restart_workers and now >= ep.next_restart_at
                 if due and not self._stopping.is_set():
                     worker.stop()
@@ -944,6 +949,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     timeout = 300  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # else small keep-alive answers stall ~40 ms on delayed ACKs
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
@@ -1011,10 +1017,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
-            self.end_headers()
-            if data:
-                self.wfile.write(data)
-            self.wfile.flush()
+            self._headers_buffer.append(b"\r\n" + data)  # headers and body in one write
+            self.flush_headers()
             return True
         except OSError:
             self.close_connection = True
@@ -1228,7 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=os.environ.get("STILLHOUSE_RUNPOD_API_KEY", "local-key"))
     p.add_argument("--handler", default=None, help="path of the worker handler (default gpu_handler/handler.py)")
     p.add_argument("--no-workers", action="store_true", help="start no worker processes")
-    p.add_argument("--concurrency", type=int, default=1, help="exported as STILLHOUSE_WORKER_CONCURRENCY")
+    p.add_argument("--concurrency", type=int, default=1, help="exported to the worker as WORKER_CONCURRENCY")
     p.add_argument("--log-dir", default=None, help="worker logs go here (default: discarded)")
     p.add_argument("--webhook-retry-delay", type=float, default=1.0)
     p.add_argument("--result-ttl", type=float, default=1800)

@@ -30,10 +30,12 @@ class StackOptions:
     parameters: dict[str, str] = field(default_factory=dict)
     start_workers: bool = True
     worker_env: dict[str, str] = field(default_factory=dict)
-    worker_concurrency: int = 1
+    worker_concurrency: int = 8  # jobs one stand-in worker takes at once (RunPod concurrency_modifier)
     webhook_retry_delay_s: float = 1.0
     log_dir: Path | None = None
     poll_wait_s: int = 1
+    #: extra environment for the functions (settings not in the template, e.g. breaker thresholds)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 class EmbeddedStack:
@@ -117,6 +119,7 @@ class EmbeddedStack:
         env = self.moto.function_environment([self.resources[f] for f in local.functions])
         env["AWS_ENDPOINT_URL"] = self.moto.url
         env["AWS_REGION"] = "us-east-1"
+        env.update(self.options.environment)
         os.environ.update(env)
         wiring.reset()
 

@@ -1,0 +1,76 @@
+"""Several endpoints: failover, a shared circuit breaker, adaptive routing, live registry edits."""
+import time
+from collections import Counter
+
+
+def endpoint_rows(api):
+    return {row["name"]: row for row in api.get("/v1/endpoints").json()}
+
+
+def run_jobs(api, n, wave=10, task="echo", input=None):
+    """Submit n jobs in waves (so routing can learn between them); return the finished jobs."""
+    finished = []
+    for start in range(0, n, wave):
+        ids = [api.submit(task, input or {"text": "x"}) for _ in range(min(wave, n - start))]
+        finished += [api.wait(i, timeout=30) for i in ids]
+    return finished
+
+
+def test_endpoints_show_breaker_and_statistics(api, stack):
+    row = endpoint_rows(api)["local"]
+    for key in ("name", "base_url", "endpoint_id", "weight", "breaker", "ema_latency_ms", "success_rate", "in_flight"):
+        assert key in row
+    assert row["breaker"] in ("CLOSED", "OPEN", "HALF_OPEN")
+
+
+def test_a_hard_down_endpoint_opens_its_breaker_and_every_job_completes_elsewhere(api, stack, faults, two_endpoints):
+    faults("west", down=True)
+    jobs = run_jobs(api, 60, wave=10)
+    # Every job completed on the healthy endpoint, on its first dispatch (failover within the attempt).
+    assert {j["status"] for j in jobs} == {"COMPLETED"}
+    assert {j["endpoint"] for j in jobs} == {"east"}
+    assert {j["attempts"] for j in jobs} == {1}
+    west = endpoint_rows(api)["west"]
+    assert west["breaker"] == "OPEN"
+    assert west["opened_reason"] in ("consecutive_failures", "probe_failed")
+    assert west["last_error_class"] == "transient"
+    # After recovery, a half-open probe goes through and closes the breaker again.
+    stack.standin.reset_faults("west")
+    time.sleep(3.2)  # past the (grown, capped) cool-down
+    run_jobs(api, 10, wave=5)
+    assert endpoint_rows(api)["west"]["breaker"] == "CLOSED"
+
+
+def test_adaptive_routing_moves_traffic_to_the_fast_endpoint(api, faults, two_endpoints):
+    faults("west", latency_ms=300)
+    jobs = run_jobs(api, 200, wave=20)
+    assert {j["status"] for j in jobs} == {"COMPLETED"}
+    share = Counter(j["endpoint"] for j in jobs)
+    assert share["east"] >= 0.8 * len(jobs), share
+    assert share["west"] > 0  # exploration keeps the slow one measured
+    rows = endpoint_rows(api)
+    assert rows["west"]["ema_latency_ms"] > rows["east"]["ema_latency_ms"]
+
+
+def test_a_registry_edit_takes_effect_without_a_restart(api, two_endpoints):
+    admin_edit = api.put("/v1/endpoints/west", {"enabled": False})
+    assert admin_edit.status_code == 200 and admin_edit.json()["enabled"] is False
+    jobs = run_jobs(api, 10, wave=10)
+    assert {j["endpoint"] for j in jobs} == {"east"}
+    api.put("/v1/endpoints/west", {"enabled": True, "weight": 1})
+
+
+def test_a_bad_registry_edit_is_refused_and_the_old_config_stays(api):
+    before = endpoint_rows(api)["local"]
+    response = api.put("/v1/endpoints/local", {"weight": -3})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "weight"
+    assert endpoint_rows(api)["local"]["weight"] == before["weight"]
+
+
+def test_an_admin_can_add_an_endpoint(api, stack):
+    response = api.put("/v1/endpoints/extra", {"endpoint_id": "local", "base_url": stack.standin.api_base(),
+                                                "models": ["tiny"], "weight": 0.5})
+    assert response.status_code == 200
+    assert endpoint_rows(api)["extra"]["models"] == ["tiny"]
+    api.put("/v1/endpoints/extra", {"enabled": False})

@@ -9,6 +9,7 @@ Prints ONE JSON object on stdout (progress goes to stderr). Same 16 prompts and 
 load_s_cold includes the one-time GGUF -> safetensors conversion (into a fresh temporary cache);
 load_s_cached is a second load from that cache. Both exclude importing torch/transformers (import_s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,13 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The repo root goes FIRST: this script is itself named gpu_handler.py, and its own directory (sys.path[0]
+# when run as a script) would otherwise shadow the gpu_handler package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpu_handler.engine import Engine  # noqa: E402
-from gpu_handler.schemas import GenerateInput  # noqa: E402
-from gpu_handler.settings import WorkerSettings  # noqa: E402
+from gpu_handler.engine import Engine
+from gpu_handler.schemas import GenerateInput
+from gpu_handler.settings import WorkerSettings
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -56,7 +59,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def run_requests(engine: Engine, prompts: list[str], max_new: int, concurrent: bool) -> tuple[float, list[dict[str, Any]]]:
+async def run_requests(
+    engine: Engine, prompts: list[str], max_new: int, concurrent: bool
+) -> tuple[float, list[dict[str, Any]]]:
     def params(p: str) -> GenerateInput:
         return GenerateInput(prompt=p, max_new_tokens=max_new)
 
@@ -74,7 +79,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--window-ms", type=float, default=10.0)
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own, i.e. OMP_NUM_THREADS or the cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's own, i.e. OMP_NUM_THREADS or the cores)",
     )
     args = parser.parse_args()
     prompts = (PROMPTS * (args.concurrency // len(PROMPTS) + 1))[: args.concurrency]
@@ -123,11 +131,11 @@ def main() -> None:
     tps_cn = cn_tokens / cn_s
     plan_device = generator.device
     dtype = str(next(generator.model.parameters()).dtype).removeprefix("torch.")
-    device = (
-        f"cuda:{torch.cuda.get_device_name(0)}"
-        if plan_device == "cuda"
-        else f"cpu:{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-    )
+    if plan_device == "cuda":
+        device = f"cuda:{torch.cuda.get_device_name(0)}"
+    else:
+        cpu = platform.processor() or platform.machine()
+        device = f"cpu:{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
     result = {
         "tokens_per_s_c1": round(tps_c1, 2),
         f"tokens_per_s_c{args.concurrency}": round(tps_cn, 2),

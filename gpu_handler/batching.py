@@ -4,6 +4,7 @@ batch is full) and share a batch key are run together by one call on the inferen
 One batch runs at a time. Requests arriving while it runs wait, and form the next batch as soon as it
 ends (their window has already passed), so under load batches fill up without adding latency.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -97,7 +98,7 @@ class MicroBatcher(Generic[Req, Res]):
             self.batch_sizes.append(len(batch))
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
-            except Exception as exc:  # noqa: BLE001 - delivered to each waiting caller, who classifies it
+            except Exception as exc:  # any failure goes to each waiting caller, who classifies it
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)

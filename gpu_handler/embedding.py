@@ -1,5 +1,6 @@
 """Sentence embeddings with a plain transformers encoder, pooled the way sentence-transformers would pool
 it (read from the model's `1_Pooling/config.json`), then L2-normalised. Synchronous."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ All model work runs on ONE inference thread (a single-worker executor): one acce
 batch at a time anyway, and a single thread keeps torch's global state (RNG seeding, CUDA caches)
 free of races. The asyncio side only queues, batches and awaits.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -104,18 +105,24 @@ class Engine:
     # ---------------------------------------------------------------------------------------------
     # Generation.
 
-    def _run_generation_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def _run_generation_batch(
+        self, requests: list[GenerationRequest], streamer_sink: Callable[[list[int]], None] | None = None
+    ) -> list[GenerationResult]:
         """Runs on the inference thread. On out-of-memory, a batch is split in halves and retried, so
         one oversized batch degrades to smaller ones instead of failing every request in it."""
         generator = self.generator_slot.get()
         try:
-            return generator.generate(requests)
+            return generator.generate(requests, streamer_sink)
         except Exception as exc:
-            if not is_out_of_memory(exc) or len(requests) == 1:
+            if not is_out_of_memory(exc):
                 raise
             _release_accelerator_memory()
+            if len(requests) == 1 or streamer_sink is not None:
+                raise
             half = len(requests) // 2
-            log.warning("out of memory on a batch of %d; retrying as %d + %d", len(requests), half, len(requests) - half)
+            log.warning(
+                "out of memory on a batch of %d; retrying as %d + %d", len(requests), half, len(requests) - half
+            )
             return self._run_generation_batch(requests[:half]) + self._run_generation_batch(requests[half:])
 
     def _prepare(self, generator: TextGenerator, params: GenerateInput) -> GenerationRequest:
@@ -131,12 +138,7 @@ class Engine:
         generator = await self._slot(self.generator_slot)
         request = self._prepare(generator, params)
         queued_from = time.perf_counter()
-        try:
-            result = await self.batcher.submit(request)
-        except BaseException as exc:
-            if is_out_of_memory(exc):
-                _release_accelerator_memory()
-            raise
+        result = await self.batcher.submit(request)
         return self._result_body(generator, result, queued_from, submitted)
 
     async def stream(self, params: GenerateInput) -> AsyncIterator[dict[str, Any]]:
@@ -155,7 +157,7 @@ class Engine:
             loop.call_soon_threadsafe(arrivals.put_nowait, token_ids)
 
         queued_from = time.perf_counter()
-        run = loop.run_in_executor(self._executor, generator.generate, [request], sink)
+        run = loop.run_in_executor(self._executor, self._run_generation_batch, [request], sink)
         # Scheduled after every token already handed over, so it also ends the stream on errors.
         run.add_done_callback(lambda _: arrivals.put_nowait(None))
         ids: list[int] = []

@@ -7,6 +7,7 @@ RunPod's job `error` field is a string. When a handler raises, the SDK itself fi
     {"error": "{\"error_type\": \"ValidationError\", \"error_message\": \"...\", \"retryable\": false,
                 \"field\": \"max_new_tokens\"}"}
 """
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ positions and keys it would see alone. Each request keeps its own `max_new_token
 strings: a per-row stopping criterion marks a row finished, and the tokens the batch produces for it
 afterwards are dropped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -107,9 +108,8 @@ class _RowTracker:
         for row, req in enumerate(self.requests):
             if self.done[row]:
                 continue
-            if last[row] in self.eos_ids:
-                self._finish(row, step, "stop")
-            elif req.stop and self._has_stop(input_ids[row, -min(step, self.windows[row]) :].tolist(), req.stop):
+            newest = input_ids[row, -min(step, self.windows[row]) :]
+            if last[row] in self.eos_ids or (req.stop and self._has_stop(newest.tolist(), req.stop)):
                 self._finish(row, step, "stop")
             elif step >= req.max_new_tokens:
                 self._finish(row, step, "length")
@@ -176,7 +176,11 @@ class TextGenerator:
     # Preparation (cheap; runs on the event loop thread).
 
     def prepare(
-        self, params: GenerateInput, *, default_max_new_tokens: int | None = None, max_new_tokens_limit: int | None = None
+        self,
+        params: GenerateInput,
+        *,
+        default_max_new_tokens: int | None = None,
+        max_new_tokens_limit: int | None = None,
     ) -> GenerationRequest:
         """Tokenize and validate one request. The keyword arguments override this generator's limits
         (the engine passes the worker's settings)."""
@@ -222,7 +226,7 @@ class TextGenerator:
     def _chat_ids(self, messages: list[dict[str, str]], field_name: str) -> list[int]:
         try:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except Exception as exc:  # noqa: BLE001 - jinja raises TemplateError for e.g. bad role order
+        except Exception as exc:  # jinja raises TemplateError, e.g. for a bad role order
             raise InvalidInput(f"the chat template rejected the messages: {exc}", field=field_name) from exc
         # The rendered template already holds the special tokens (BOS, role markers): add none twice.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

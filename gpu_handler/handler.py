@@ -7,6 +7,7 @@
 The handler is `async`, so with `concurrency_modifier` one worker takes several jobs at once and the
 engine batches their generations. Inference lives in gpu_handler.engine; dispatch in gpu_handler.tasks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,11 +19,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the `gpu_handler` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import runpod  # noqa: E402
+import runpod
 
-from gpu_handler import tasks  # noqa: E402
-from gpu_handler.errors import JobError  # noqa: E402
-from gpu_handler.settings import WorkerSettings  # noqa: E402
+from gpu_handler import tasks
+from gpu_handler.errors import JobError
+from gpu_handler.settings import WorkerSettings
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:

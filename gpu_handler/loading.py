@@ -9,6 +9,7 @@ Sources, in order of precedence:
 A GGUF file is converted once to a plain transformers directory (safetensors + tokenizer files) under
 `$STILLHOUSE_MODEL_CACHE/<name>`: de-quantizing GGUF takes ~20 s on CPU, loading the safetensors < 1 s.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -198,7 +199,7 @@ def load_causal_lm(source: ModelSource, cache_dir: Path, plan: DevicePlan) -> tu
         kwargs["device_map"] = plan.device_map
     model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
     if not plan.device_map:
-        model.to(plan.device)
+        model.to(plan.device)  # type: ignore[arg-type]  # transformers' stubs mistype .to() here
     model.eval()
     return model, tokenizer
 
@@ -217,7 +218,7 @@ def read_pooling_config(ref: str) -> dict[str, Any]:
                 from huggingface_hub import hf_hub_download
 
                 path = hf_hub_download(ref, rel)
-            except Exception:  # noqa: BLE001 - an absent optional file just means "use defaults"
+            except Exception:  # an absent optional file just means "use the defaults"
                 path = None
         if path and os.path.isfile(path):
             with open(path, encoding="utf-8") as fh:
@@ -283,7 +284,7 @@ class LazySlot(Generic[T]):
             except ModelLoadError as exc:
                 self._error = exc
                 raise
-            except Exception as exc:  # noqa: BLE001 - any load failure means the same: unhealthy worker
+            except Exception as exc:  # any load failure means the same: an unhealthy worker
                 self._error = ModelLoadError(f"loading the {self._what} model failed: {type(exc).__name__}: {exc}")
                 raise self._error from exc
             self.load_seconds = time.perf_counter() - started

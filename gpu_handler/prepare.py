@@ -7,6 +7,7 @@ Converts a GGUF source into $STILLHOUSE_MODEL_CACHE, downloads hub models into t
 (when online), then loads each model once and runs a tiny job through it, so a broken model fails the
 image build instead of the first job. Exits non-zero on any failure.
 """
+
 from __future__ import annotations
 
 import argparse

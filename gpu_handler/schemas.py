@@ -1,5 +1,6 @@
 """Job input schemas (pydantic). Unknown fields are refused, so a typo such as `max_tokens` is an error
 naming the field rather than a silently ignored parameter."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any

@@ -3,6 +3,7 @@
 Plain pydantic (not pydantic-settings) so the worker image needs nothing beyond pydantic itself.
 Every knob is documented in docs/gpu_handler.md.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 A job never crashes the worker: bad input, out-of-memory and model-load failures all come back as
 `{"error": "<JSON string>"}` (see errors.py); only a failure to start (preflight) exits the process.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -76,7 +77,7 @@ async def run_job(job_input: dict[str, Any], engine_for: Callable[[], Any] = get
         return await _run(job_input, engine_for)
     except (JobError, ValidationError) as exc:
         return error_result(classify(exc))
-    except Exception as exc:  # noqa: BLE001 - reported as a job error, logged with its traceback
+    except Exception as exc:  # still a job error, never a crash; logged with its traceback
         err = classify(exc)
         log.exception("job failed: %s", err.message)
         return error_result(err)
@@ -94,7 +95,7 @@ async def stream_job(job_input: dict[str, Any], engine_for: Callable[[], Any] = 
     except (JobError, ValidationError) as exc:
         yield error_result(classify(exc))
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # still a job error, never a crash; logged with its traceback
         err = classify(exc)
         log.exception("streaming job failed: %s", err.message)
         yield error_result(err)

@@ -49,7 +49,13 @@ def stack(tmp_path_factory):
     options = StackOptions(
         port=0,
         endpoints=["local", "east", "west"],
-        parameters={"QueueVisibilityTimeout": "1", "MaxReceiveCount": "2"},
+        parameters={
+            "QueueVisibilityTimeout": "1", "MaxReceiveCount": "2",
+            # Step Functions sleeps are real: short backoffs and callback timeouts keep tests quick.
+            "RetryIntervalSeconds": "1", "CapacityIntervalSeconds": "1", "RetryBackoffRate": "2",
+            "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4", "CallbackTimeoutSeconds": "4",
+            "StatusPollSeconds": "1", "MaxAttempts": "6",
+        },
         # Short breaker cool-down so recovery is observable within a test.
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3"},
         webhook_retry_delay_s=0.2,

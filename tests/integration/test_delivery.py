@@ -57,10 +57,20 @@ def test_a_message_that_always_fails_lands_in_the_dlq(stack):
     assert poison in dlq_bodies(stack)
 
 
-def test_a_job_no_endpoint_will_take_fails_and_its_message_reaches_the_dlq(api, stack, faults):
-    faults("local", down=True)
-    job_id = api.submit()
-    job = api.wait(job_id, timeout=20)
+def test_a_message_whose_job_cannot_be_handed_on_ends_the_job_and_reaches_the_dlq(api, stack, monkeypatch):
+    from stillhouse import wiring
+
+    def broken_start(job_id, attempt):
+        raise RuntimeError("Step Functions unavailable")
+
+    monkeypatch.setattr(wiring.workflows(), "start_recovery", broken_start)
+    monkeypatch.setattr(wiring.workflows(), "start_council", broken_start)
+    wiring.registry().update("local", enabled=False)  # nothing takes it: it must go to recovery
+    try:
+        job_id = api.submit()
+        job = api.wait(job_id, timeout=20)
+    finally:
+        wiring.registry().update("local", enabled=True)
     assert job["status"] == "FAILED"
-    assert "2 deliveries" in job["error"] and job["error_class"] == "transient"
+    assert "2 deliveries" in job["error"]
     assert json.dumps({"job_id": job_id}) in dlq_bodies(stack)

@@ -57,10 +57,24 @@ class FakeRouter:
         self.outcomes.append(("released", name))
 
 
-def make_dispatcher(store, plan, runpod, max_receive_count=3, router=None):
+class FakeWorkflows:
+    def __init__(self):
+        self.recoveries, self.councils = [], []
+
+    def start_recovery(self, job_id, attempt):
+        self.recoveries.append((job_id, attempt))
+        return f"arn:exec:{job_id}-{attempt}"
+
+    def start_council(self, job_id, council):
+        self.councils.append((job_id, council))
+        return f"arn:exec:{job_id}-council"
+
+
+def make_dispatcher(store, plan, runpod, max_receive_count=3, router=None, workflows=None, mode="on_failure"):
     return Dispatcher(store=store, router=router or FakeRouter(plan), client_for=lambda ep: runpod,
                       callback_url=lambda job, attempt, ep: f"http://cb/{job.id}?a={attempt}&e={ep.name}",
-                      policy={"executionTimeout": 60000}, max_receive_count=max_receive_count)
+                      policy={"executionTimeout": 60000}, max_receive_count=max_receive_count,
+                      workflows=workflows, workflow_mode=mode)
 
 
 @pytest.fixture
@@ -95,7 +109,16 @@ def test_a_failing_endpoint_fails_over_to_the_next(store):
     assert [r[0] for r in runpod.runs] == ["ep-a", "ep-b"]
 
 
-def test_when_no_endpoint_takes_the_job_it_is_deferred_not_dropped(store):
+def test_when_no_endpoint_takes_the_job_it_goes_to_the_recovery_workflow(store):
+    runpod = FakeRunPod({"ep-a": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})
+    workflows = FakeWorkflows()
+    job = make_dispatcher(store, [Ep("a", "ep-a")], runpod, workflows=workflows).dispatch("j1")
+    assert job.status is JobStatus.RETRYING and job.error_class is ErrorClass.CAPACITY
+    assert workflows.recoveries == [("j1", 1)]
+    assert store.get("j1").execution_arn == "arn:exec:j1-1"
+
+
+def test_without_a_workflow_an_unplaced_job_stays_queued_for_redelivery(store):
     runpod = FakeRunPod({"ep-a": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})
     with pytest.raises(DispatchDeferred):
         make_dispatcher(store, [Ep("a", "ep-a")], runpod).dispatch("j1", receive_count=1)
@@ -112,7 +135,8 @@ def test_the_last_delivery_ends_the_job_failed_before_the_dlq(store):
 
 def test_a_terminal_refusal_fails_the_job_at_once(store):
     runpod = FakeRunPod({"ep-a": RunPodError("bad input", error_class=ErrorClass.TERMINAL, status_code=400)})
-    job = make_dispatcher(store, [Ep("a", "ep-a"), Ep("b", "ep-b")], runpod).dispatch("j1")
+    make_dispatcher(store, [Ep("a", "ep-a"), Ep("b", "ep-b")], runpod).dispatch("j1")
+    job = store.get("j1")
     assert job.status is JobStatus.FAILED and job.error_class is ErrorClass.TERMINAL
     assert len(runpod.runs) == 1  # no failover for the caller's own mistake
 
@@ -141,3 +165,18 @@ def test_an_endpoint_the_breaker_refuses_is_skipped(store):
     router = FakeRouter([Ep("a", "ep-a"), Ep("b", "ep-b")], closed={"a"})
     job = make_dispatcher(store, None, runpod, router=router).dispatch("j1")
     assert job.endpoint == "b" and [r[0] for r in runpod.runs] == ["ep-b"]
+
+
+def test_workflow_mode_always_hands_every_job_to_the_workflow(store):
+    runpod, workflows = FakeRunPod(), FakeWorkflows()
+    make_dispatcher(store, [Ep("a")], runpod, workflows=workflows, mode="always").dispatch("j1")
+    assert workflows.recoveries == [("j1", 0)] and runpod.runs == []
+
+
+def test_council_jobs_start_the_council_workflow(jobs_table):
+    store = JobStore(jobs_table)
+    store.create(make_job("c1").model_copy(update={"task": "council", "input": {"prompt": "p", "models": ["a", "b"]}}))
+    workflows = FakeWorkflows()
+    job = make_dispatcher(store, [Ep("a")], FakeRunPod(), workflows=workflows).dispatch("c1")
+    assert workflows.councils == [("c1", {"prompt": "p", "models": ["a", "b"]})]
+    assert job.status is JobStatus.IN_PROGRESS and job.execution_arn == "arn:exec:c1-council"

@@ -10,6 +10,7 @@ from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused, Un
 from stillhouse.jobs import JobStore
 from stillhouse.models import ErrorClass, Job, JobStatus
 from stillhouse.signing import verify_callback_token
+from stillhouse.workflows import ERROR_NAMES
 
 # RunPod's terminal statuses and ours are the same words.
 _TERMINAL = {s.value: s for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT)}
@@ -59,6 +60,16 @@ def report_outcome(router: Learner, job: Job, body: dict[str, Any]) -> None:
         router.released(job.endpoint)  # cancelled: nothing to learn
 
 
+class Resumer(Protocol):
+    """Where results go that a workflow waits for, or that need one (stillhouse.workflows.Workflows)."""
+
+    def start_recovery(self, job_id: str, attempt: int) -> str: ...
+
+    def succeed_task(self, task_token: str, output: dict[str, Any]) -> None: ...
+
+    def fail_task(self, task_token: str, error: str, cause: str) -> None: ...
+
+
 @dataclass
 class CallbackRecorder:
     store: JobStore
@@ -66,8 +77,10 @@ class CallbackRecorder:
     fetch_status: Callable[[str, str], dict[str, Any]]  # (endpoint name, runpod id) -> /status body
     notify: Callable[[Job], Any]
     learn: Callable[[Job, dict[str, Any]], None] = lambda job, body: None
+    workflows: Resumer | None = None
 
     def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
+        """A RunPod webhook: verify it, trust it only if it matches our record, then apply it."""
         if not verify_callback_token(self.secret(), token, job_id, attempt, endpoint):
             raise Unauthorized("callback token does not match this job", field="token")
         runpod_id = body.get("id")
@@ -79,28 +92,61 @@ class CallbackRecorder:
         if job.runpod_id != runpod_id or job.status is not JobStatus.IN_PROGRESS:
             # Surprising (result before our own record, or another attempt's job): ask RunPod itself.
             body = self.fetch_status(endpoint, runpod_id)
+        return self.apply(job, endpoint, attempt, body, actor="webhook")
+
+    def apply(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], *, actor: str) -> Job | None:
+        """Record a RunPod /status body once. A retryable failure of the current attempt goes to the
+        recovery workflow (resuming it, or starting it) instead of ending the job."""
         target = _TERMINAL.get(body.get("status", ""))
         if target is None:
             return None  # not finished yet; RunPod calls again at a terminal status
+        runpod_id = body.get("id")
         error = body.get("error")
+        error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
+        error_class = error_class_of(target, error)
+        detail = f"runpod {runpod_id} delay={body.get('delayTime')}ms exec={body.get('executionTime')}ms"
+        if error_class is not None and error_class.retryable and self.workflows is not None:
+            if attempt != job.attempts:
+                return None  # an older attempt failing changes nothing: a newer one is under way
+            return self._retry(job, endpoint, attempt, body, error_text or target.value, error_class, detail, actor)
         fields: dict[str, Any] = {"runpod_id": runpod_id}
         if target is JobStatus.COMPLETED:
             fields["output"] = body.get("output")
-        if error is not None:
-            fields["error"] = error if isinstance(error, str) else json.dumps(error)
-        error_class = error_class_of(target, error)
+        if error_text is not None:
+            fields["error"] = error_text
         if error_class is not None:
             fields["error_class"] = error_class.value
         try:
-            finished = self.store.transition(
-                job_id, target, actor="webhook", endpoint=endpoint, attempt=attempt, fields=fields,
-                detail=f"runpod {runpod_id} delay={body.get('delayTime')}ms exec={body.get('executionTime')}ms",
-            )
+            finished = self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
+                                             fields=fields, detail=detail)
         except TransitionRefused:
             return None
         self.learn(finished, body)
+        if finished.task_token and self.workflows is not None:
+            if finished.status is JobStatus.COMPLETED:
+                self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
+            else:
+                self.workflows.fail_task(finished.task_token, "JobFinished", f"job ended {finished.status.value}")
         self.notify(finished)
         return finished
+
+    def _retry(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], error: str,
+               error_class: ErrorClass, detail: str, actor: str) -> Job | None:
+        fields: dict[str, Any] = {"error": error, "error_class": error_class.value}
+        if not job.task_token:
+            # Fast path: the recovery workflow takes over (idempotent start: duplicates are harmless).
+            fields["execution_arn"] = self.workflows.start_recovery(job.id, attempt)
+        try:
+            retrying = self.store.transition(
+                job.id, JobStatus.RETRYING, actor=actor, endpoint=endpoint, attempt=attempt, detail=detail,
+                fields=fields, expect=[JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS],
+            )
+        except TransitionRefused:
+            return None  # already retrying or finished: this report is a duplicate
+        self.learn(retrying, body)
+        if job.task_token:
+            self.workflows.fail_task(job.task_token, ERROR_NAMES[error_class], error)
+        return retrying
 
 
 __all__ = ["CallbackRecorder", "JobNotFound", "error_class_of"]

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     normal_queue_url: str = ""
     max_receive_count: int = 3
 
+    # Workflows (Step Functions): the ARNs are set only on the functions that start or resume them.
+    recovery_state_machine_arn: str = ""
+    council_state_machine_arn: str = ""
+    workflow_mode: str = Field(default="on_failure", pattern="^(on_failure|always)$")
+    max_attempts: int = 5
+
     # RunPod: base of the hosted API and the secret that holds the API key.
     runpod_base_url: str = "https://api.runpod.ai/v2"
     runpod_api_key_secret: str = "stillhouse/runpod-api-key"

@@ -1,7 +1,8 @@
 """Dispatch: take a queued job, pick an endpoint, submit it to RunPod with our signed callback URL.
 
 Safe under duplicate SQS deliveries: each delivery must first claim the next attempt with a
-conditional write, so only one of two concurrent deliveries submits to RunPod.
+conditional write, so only one of two concurrent deliveries submits to RunPod. When no endpoint
+takes the job, it is handed to the recovery workflow (backoff, failover), never dropped.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 
 from stillhouse.errors import StillhouseError, TransitionRefused
 from stillhouse.jobs import JobStore
-from stillhouse.models import ErrorClass, Job, JobStatus
+from stillhouse.models import ErrorClass, Job, JobStatus, Task
 from stillhouse.runpod_client import RunPodClient, RunPodError
 
 
@@ -23,7 +24,7 @@ class Endpoint(Protocol):
 
 
 class DispatchDeferred(StillhouseError):
-    """No endpoint took the job this time; the queue delivers it again later."""
+    """The job could not be handed on this time; the queue delivers it again later."""
 
     code = "dispatch_deferred"
 
@@ -42,12 +43,32 @@ class Routing(Protocol):
     def released(self, name: str) -> None: ...
 
 
+class Handover(Protocol):
+    """Where jobs go that need a workflow (stillhouse.workflows.Workflows)."""
+
+    def start_recovery(self, job_id: str, attempt: int) -> str: ...
+
+    def start_council(self, job_id: str, council: dict[str, Any]) -> str: ...
+
+
 def runpod_payload(job: Job) -> dict[str, Any]:
     """The handler's input: the caller's params, then input, then the routing facts."""
     payload = {**job.params, **job.input, "task": job.task.value}
     if job.model:
         payload["model"] = job.model
     return payload
+
+
+@dataclass
+class Refused:
+    """No endpoint took the job this time, and why (the most telling error class)."""
+
+    error_class: ErrorClass | None  # None: no endpoint was available at all
+    reason: str
+
+
+# A capacity refusal says "later, same place"; anything else says "something is broken".
+_TELLING = [ErrorClass.TERMINAL, ErrorClass.TRANSIENT, ErrorClass.WORKER_LOST, ErrorClass.CAPACITY]
 
 
 @dataclass
@@ -58,16 +79,56 @@ class Dispatcher:
     callback_url: Callable[[Job, int, Endpoint], str]
     policy: dict[str, Any]
     max_receive_count: int
+    workflows: Handover | None = None
+    workflow_mode: str = "on_failure"  # or "always": every job runs in the recovery workflow
 
+    # --- the fast path (SQS) -------------------------------------------------------------------
     def dispatch(self, job_id: str, receive_count: int = 1) -> Job | None:
         job = self.store.get(job_id)
-        if job.status not in (JobStatus.IN_QUEUE, JobStatus.RETRYING):
-            return None  # duplicate delivery, or cancelled while queued
-        claimed = self.store.claim_attempt(job.id, job.attempts)
-        if claimed is None:
-            return None  # a concurrent delivery took this attempt
-        attempt = claimed.attempts
+        if job.status is not JobStatus.IN_QUEUE:
+            return None  # duplicate delivery, cancelled while queued, or a workflow has it
+        try:
+            if job.task is Task.COUNCIL:
+                return self._hand_over(job, 0, "council workflow", council=True)
+            if self.workflow_mode == "always":
+                return self._hand_over(job, 0, "workflow_mode=always")
+            claimed = self.store.claim_attempt(job.id, job.attempts)
+            if claimed is None:
+                return None  # a concurrent delivery took this attempt
+            outcome = self.submit(claimed, claimed.attempts, actor="dispatch")
+            if not isinstance(outcome, Refused):
+                return outcome
+            return self._hand_over(claimed, claimed.attempts, outcome.reason, outcome.error_class)
+        except Exception as err:
+            if receive_count >= self.max_receive_count:
+                # Last delivery: end the job before the message goes to the DLQ.
+                self._fail(job, job.attempts, None, f"dispatch failed after {receive_count} deliveries: {err}",
+                           ErrorClass.TRANSIENT, actor="dispatch")
+            raise
+
+    def _hand_over(self, job: Job, attempt: int, reason: str, error_class: ErrorClass | None = None,
+                   *, council: bool = False) -> Job | None:
+        if self.workflows is None:
+            raise DispatchDeferred(reason)
+        if council:
+            arn = self.workflows.start_council(job.id, job.input)
+            return self._record(job, JobStatus.IN_PROGRESS, "dispatch", attempt, reason, {"execution_arn": arn},
+                                expect=[JobStatus.IN_QUEUE])
+        # Start first (the execution name makes it idempotent), then record it in one write: a job
+        # is never RETRYING without the execution that owns it.
+        arn = self.workflows.start_recovery(job.id, attempt)
+        fields: dict[str, Any] = {"execution_arn": arn}
+        if error_class is not None:
+            fields |= {"error": reason, "error_class": error_class.value}
+        return self._record(job, JobStatus.RETRYING, "dispatch", attempt, reason, fields,
+                            expect=[JobStatus.IN_QUEUE])
+
+    # --- one pass over the plan (fast path and recovery workflow alike) --------------------------
+    def submit(self, job: Job, attempt: int, *, actor: str, task_token: str | None = None) -> Job | Refused | None:
+        """Try the plan's endpoints in order; the job is IN_PROGRESS on success, FAILED on a terminal
+        refusal (returned as None), and unchanged when every endpoint refused retryably (Refused)."""
         errors: list[str] = []
+        classes: list[ErrorClass] = []
         plan = self.router.plan(job.model)
         for endpoint in plan:
             if not self.router.allow(endpoint.name, plan):
@@ -84,39 +145,44 @@ class Dispatcher:
             except RunPodError as err:
                 self.router.refused(endpoint.name, err)
                 errors.append(f"{endpoint.name}: {err.message}")
+                classes.append(err.error_class)
                 if err.error_class is ErrorClass.TERMINAL:
-                    return self._fail(job, attempt, endpoint.name, err.message, ErrorClass.TERMINAL)
+                    self._fail(job, attempt, endpoint.name, err.message, ErrorClass.TERMINAL, actor=actor)
+                    return None
                 continue
             self.router.submitted(endpoint.name)
-            return self._started(job, attempt, endpoint, accepted)
-        reason = "; ".join(errors) or f"no endpoint serves model {job.model or '(default)'}"
-        if receive_count >= self.max_receive_count:
-            # Last delivery: end the job before the message goes to the DLQ.
-            self._fail(job, attempt, None, f"dispatch failed after {receive_count} deliveries: {reason}",
-                       ErrorClass.TRANSIENT)
-        raise DispatchDeferred(reason)
+            return self._started(job, attempt, endpoint, accepted, actor, task_token)
+        reason = "; ".join(errors) or f"no endpoint available for model {job.model or '(default)'}"
+        worst = min(classes, key=_TELLING.index) if classes else None
+        return Refused(worst, reason)
 
-    def _started(self, job: Job, attempt: int, endpoint: Endpoint, accepted: dict[str, Any]) -> Job | None:
+    def _started(self, job: Job, attempt: int, endpoint: Endpoint, accepted: dict[str, Any], actor: str,
+                 task_token: str | None) -> Job | None:
         runpod_id = accepted["id"]
-        try:
-            return self.store.transition(
-                job.id, JobStatus.IN_PROGRESS, actor="dispatch", endpoint=endpoint.name, attempt=attempt,
-                fields={"runpod_id": runpod_id}, expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING],
-            )
-        except TransitionRefused:
+        fields: dict[str, Any] = {"runpod_id": runpod_id}
+        if task_token:
+            fields["task_token"] = task_token
+        started = self._record(job, JobStatus.IN_PROGRESS, actor, attempt, None, fields, endpoint=endpoint.name,
+                               expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
+        if started is None:
             current = self.store.get(job.id)
             if current.status is JobStatus.CANCELLED:
                 # Cancelled while we were submitting: don't leave the GPU working for nobody.
                 self.client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
                 if current.endpoint is None:
                     self.router.released(endpoint.name)  # the cancel could not know where it ran
-            return None  # or the result webhook already finished it
+        return started  # None: cancelled meanwhile, or the result webhook already finished it
 
-    def _fail(self, job: Job, attempt: int, endpoint: str | None, error: str, error_class: ErrorClass) -> Job | None:
+    def _fail(self, job: Job, attempt: int, endpoint: str | None, error: str, error_class: ErrorClass,
+              *, actor: str) -> Job | None:
+        return self._record(job, JobStatus.FAILED, actor, attempt, error,
+                            {"error": error, "error_class": error_class.value}, endpoint=endpoint)
+
+    def _record(self, job: Job, target: JobStatus, actor: str, attempt: int, detail: str | None,
+                fields: dict[str, Any], *, endpoint: str | None = None,
+                expect: list[JobStatus] | None = None) -> Job | None:
         try:
-            return self.store.transition(
-                job.id, JobStatus.FAILED, actor="dispatch", endpoint=endpoint, attempt=attempt, detail=error,
-                fields={"error": error, "error_class": error_class.value},
-            )
+            return self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
+                                         detail=detail, fields=fields, expect=expect)
         except TransitionRefused:
             return None

@@ -47,3 +47,34 @@ class TransitionRefused(Conflict):
 
 class ServiceUnavailable(StillhouseError):
     code = "unavailable"
+
+
+# --- errors raised by workflow tasks: their class names are the Step Functions error names ---------
+
+
+class WorkflowTaskError(StillhouseError):
+    code = "workflow_task_error"
+
+
+class CapacityError(WorkflowTaskError):
+    """Every endpoint is throttling: back off longer (statemachines Retry)."""
+
+
+class TransientError(WorkflowTaskError):
+    """5xx, timeouts, resets: retry with backoff, fail over."""
+
+
+class WorkerLostError(WorkflowTaskError):
+    """The RunPod job vanished or timed out: submit again, elsewhere."""
+
+
+class NoEndpointAvailable(WorkflowTaskError):
+    """No endpoint serves the model right now (all open or full): wait, don't drop the job."""
+
+
+class TerminalError(WorkflowTaskError):
+    """Not worth retrying: bad input, a non-retryable handler error, attempts exhausted."""
+
+
+class JobFinished(WorkflowTaskError):
+    """The job is already terminal (e.g. cancelled): the workflow just ends."""

@@ -16,7 +16,7 @@ from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
 from stillhouse.models import Job, JobEvent, JobStatus
 from stillhouse.transitions import sources_of
 
-_JSON_FIELDS = ("input", "params", "output")
+_JSON_FIELDS = ("input", "params", "output", "council")
 TENANT_INDEX = "ByTenant"
 
 
@@ -26,6 +26,8 @@ def now_iso() -> str:
 
 def _to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude_none=True)
+    if job.task_token:  # excluded from every dump shown to callers, but stored
+        data["task_token"] = job.task_token
     for name in _JSON_FIELDS:
         if name in data:
             data[name] = json.dumps(data[name])

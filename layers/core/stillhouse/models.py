@@ -100,6 +100,10 @@ class Job(BaseModel):
     output: Any = None
     error: str | None = None
     error_class: ErrorClass | None = None
+    execution_arn: str | None = None  # the workflow running this job, if any
+    # The Step Functions callback token of the attempt in flight: a capability, never shown to callers.
+    task_token: str | None = Field(default=None, exclude=True)
+    council: dict[str, Any] | None = None  # council jobs: members, labels, progress
     events: list[JobEvent] = Field(default_factory=list)
 
 

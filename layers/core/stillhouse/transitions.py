@@ -6,7 +6,8 @@ from stillhouse.models import JobStatus as S
 ALLOWED: dict[S, frozenset[S]] = {
     S.IN_QUEUE: frozenset({S.IN_PROGRESS, S.RETRYING, S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
     S.IN_PROGRESS: frozenset({S.RETRYING, S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
-    S.RETRYING: frozenset({S.IN_PROGRESS, S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
+    # RETRYING -> RETRYING records workflow progress (a new attempt, the execution that owns the job).
+    S.RETRYING: frozenset({S.RETRYING, S.IN_PROGRESS, S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
     # Terminal statuses have no way out: this is what makes duplicate deliveries harmless.
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),

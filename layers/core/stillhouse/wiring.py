@@ -23,6 +23,8 @@ from stillhouse.route import Router
 from stillhouse.runpod_client import RunPodClient
 from stillhouse.service import JobService
 from stillhouse.signing import callback_token
+from stillhouse.workflow_tasks import RecoveryTasks
+from stillhouse.workflows import Workflows
 
 
 @lru_cache(maxsize=1)
@@ -57,8 +59,17 @@ def client_for(endpoint: Endpoint) -> RunPodClient:
     return runpod_client(endpoint.secret_ref)
 
 
+@lru_cache(maxsize=1)
+def workflows() -> Workflows:
+    settings = get_settings()
+    return Workflows(aws.client("stepfunctions"), settings.recovery_state_machine_arn,
+                     settings.council_state_machine_arn)
+
+
 def cancel_on_runpod(job: Job) -> None:
-    """Best effort: the job is already CANCELLED here; RunPod stops work it has not finished."""
+    """Best effort: the job is already CANCELLED here; stop its workflow and the RunPod work."""
+    if job.execution_arn:
+        workflows().stop(job.execution_arn, "cancelled by caller")
     if not (job.endpoint and job.runpod_id):
         return
     router().released(job.endpoint)
@@ -95,6 +106,8 @@ def dispatcher() -> Dispatcher:
         callback_url=callback_url,
         policy={"executionTimeout": settings.execution_timeout_ms, "ttl": settings.job_ttl_ms},
         max_receive_count=settings.max_receive_count,
+        workflows=workflows(),
+        workflow_mode=settings.workflow_mode,
     )
 
 
@@ -109,14 +122,25 @@ def callbacks() -> CallbackRecorder:
         store=job_store(),
         secret=secrets.signing_secret,
         fetch_status=fetch_status,
-        notify=lambda job: notify(job, secrets.signing_secret()),
+        notify=notify_caller,
         learn=lambda job, body: report_outcome(router(), job, body),
+        workflows=workflows(),
     )
+
+
+def notify_caller(job: Job) -> None:
+    notify(job, secrets.signing_secret())
+
+
+@lru_cache(maxsize=1)
+def workflow_tasks() -> RecoveryTasks:
+    return RecoveryTasks(store=job_store(), dispatcher=dispatcher(), callbacks=callbacks(),
+                         fetch_status=fetch_status, notify=notify_caller, max_attempts=get_settings().max_attempts)
 
 
 def reset() -> None:
     """Forget every built object (the embedded stack calls this after pointing at a new moto)."""
-    for fn in (job_store, api_keys, registry, router, runpod_client, job_service, dispatcher, callbacks):
+    for fn in (job_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
         fn.cache_clear()
     secrets.reset()
     aws.reset()

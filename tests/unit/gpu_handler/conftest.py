@@ -2,6 +2,7 @@
 
 Nothing downloads: the hub is switched off before transformers is imported.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,13 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
+import pytest
 
-from gpu_handler.embedding import TextEmbedder  # noqa: E402
-from gpu_handler.engine import Engine  # noqa: E402
-from gpu_handler.generation import TextGenerator  # noqa: E402
-from gpu_handler.loading import ModelSource, load_causal_lm, load_embedder, plan_device  # noqa: E402
-from gpu_handler.settings import WorkerSettings  # noqa: E402
+from gpu_handler.embedding import TextEmbedder
+from gpu_handler.engine import Engine
+from gpu_handler.generation import TextGenerator
+from gpu_handler.loading import ModelSource, load_causal_lm, load_embedder, plan_device
+from gpu_handler.settings import WorkerSettings
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -88,7 +89,9 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_lm_dir: Path) -> TextGenerator:
-    model, tokenizer = load_causal_lm(ModelSource(name="tiny-llama", ref=str(tiny_lm_dir)), Path("/nonexistent"), plan_device("cpu"))
+    model, tokenizer = load_causal_lm(
+        ModelSource(name="tiny-llama", ref=str(tiny_lm_dir)), Path("/nonexistent"), plan_device("cpu")
+    )
     return TextGenerator(model, tokenizer, name="tiny-llama", device="cpu", default_max_new_tokens=16)
 
 
@@ -123,7 +126,9 @@ def tiny_embed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_embed_dir: Path) -> TextEmbedder:
-    model, tokenizer, pooling = load_embedder(ModelSource(name="tiny-bert", ref=str(tiny_embed_dir)), plan_device("cpu"))
+    model, tokenizer, pooling = load_embedder(
+        ModelSource(name="tiny-bert", ref=str(tiny_embed_dir)), plan_device("cpu")
+    )
     return TextEmbedder(model, tokenizer, pooling, name="tiny-bert", device="cpu", batch_size=4)
 
 

@@ -1,4 +1,5 @@
 """Embeddings on a tiny random BERT: pooling as configured, unit length, order and padding invariance."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Generation on a tiny random Llama: batching, stop handling, streaming and limits."""
+
 from __future__ import annotations
 
 import asyncio
@@ -120,7 +121,9 @@ def test_stop_sequences_apply_per_request_inside_a_batch(tiny_generator: TextGen
     assert other.token_ids == tiny_generator.generate([requests[2]])[0].token_ids
 
 
-def test_eos_ends_generation_with_finish_reason_stop_and_is_counted(tiny_lm_dir: Any, tiny_generator: TextGenerator) -> None:
+def test_eos_ends_generation_with_finish_reason_stop_and_is_counted(
+    tiny_lm_dir: Any, tiny_generator: TextGenerator
+) -> None:
     [free] = tiny_generator.generate([prepare(tiny_generator, "hello world", max_new_tokens=10)])
     # A generator for the same model that treats the 4th greedy token as its end-of-sequence token.
     gen = TextGenerator(tiny_generator.model, tiny_generator.tokenizer, name="tiny", device="cpu")

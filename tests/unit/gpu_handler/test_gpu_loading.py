@@ -1,4 +1,5 @@
 """Model sources, device choice and the lazy, once-per-process model slot."""
+
 from __future__ import annotations
 
 import threading
@@ -33,7 +34,7 @@ def test_model_ids_may_be_hub_ids_local_directories_or_gguf_files(tmp_path: Path
 def test_a_missing_source_fails_the_start_up_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelLoadError, match="GGUF file not found"):
         generation_source(str(tmp_path / "absent.gguf")).check()
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         generation_source(str(tmp_path)).check()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):

@@ -3,6 +3,7 @@
 The first run converts the GGUF once (~25 s on 2 CPU cores) into $STILLHOUSE_MODEL_CACHE (default
 ~/.cache/stillhouse/models); later runs load the converted model in under a second.
 """
+
 from __future__ import annotations
 
 import asyncio

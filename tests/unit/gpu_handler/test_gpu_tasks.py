@@ -1,4 +1,5 @@
 """Job dispatch and the RunPod entry point: input validation, error format, diagnostics, wiring."""
+
 from __future__ import annotations
 
 import asyncio
@@ -77,7 +78,10 @@ def test_bad_parameters_are_a_validation_error_naming_the_field(job: dict[str, A
 
 
 def test_generate_needs_exactly_one_of_prompt_or_messages() -> None:
-    for job in ({"task": "generate"}, {"task": "generate", "prompt": "a", "messages": [{"role": "user", "content": "b"}]}):
+    for job in (
+        {"task": "generate"},
+        {"task": "generate", "prompt": "a", "messages": [{"role": "user", "content": "b"}]},
+    ):
         assert "exactly one of `prompt` or `messages`" in error_of(run(job))["error_message"]
 
 

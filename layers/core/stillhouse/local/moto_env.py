@@ -17,6 +17,8 @@ from stillhouse.local.lambdas import FunctionRegistry
 from stillhouse.local.template import CODE_BUCKET, LocalTemplate
 
 STACK_NAME = "stillhouse"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
@@ -66,10 +68,15 @@ class MotoEnvironment:
             if res["Type"] in ("AWS::Lambda::Function", "AWS::Lambda::LayerVersion"):
                 s3.put_object(Bucket=CODE_BUCKET, Key=f"{name}.zip", Body=placeholder.getvalue())
         resources = _physical_secrets(local, parameters, secret_values, self.client("secretsmanager"))
+        machines = {logical: f"{STACK_NAME}-{logical}" for logical in local.state_machines}
+        replacements = {logical: {"Ref": name} for logical, name in resources.items()}
+        for logical, name in machines.items():
+            arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
+            replacements[logical] = {"Ref": arn, "Arn": arn, "Name": name}
         cfn = self.client("cloudformation")
         cfn.create_stack(
             StackName=STACK_NAME,
-            TemplateBody=json.dumps(_with_secret_names(local.cloudformation, resources)),
+            TemplateBody=json.dumps(_replace_refs(local.cloudformation, replacements)),
             Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
         )
@@ -77,6 +84,17 @@ class MotoEnvironment:
             for summary in page["StackResourceSummaries"]:
                 if summary.get("PhysicalResourceId"):
                     resources[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+        defaults = {k: str(v.get("Default", "")) for k, v in local.cloudformation.get("Parameters", {}).items()}
+        sfn = self.client("stepfunctions")
+        for logical, spec in local.state_machines.items():
+            definition = spec.definition_text
+            for key, raw in spec.substitutions.items():
+                value = _resolve(raw, {**defaults, **{k: str(v) for k, v in parameters.items()}}, resources)
+                definition = definition.replace("${" + key + "}", value)
+            json.loads(definition)  # fail here, clearly, on a placeholder left unresolved
+            arn = sfn.create_state_machine(name=machines[logical], definition=definition, type="STANDARD",
+                                           roleArn=f"arn:aws:iam::{ACCOUNT}:role/{machines[logical]}")["stateMachineArn"]
+            resources[logical] = arn
         return resources
 
     def install_lambda_runtime(self, functions: FunctionRegistry) -> None:
@@ -119,19 +137,36 @@ def _physical_secrets(local: LocalTemplate, parameters: dict[str, str], values: 
     return created
 
 
-def _with_secret_names(cfn: dict[str, Any], secret_names: dict[str, str]) -> dict[str, Any]:
-    """Replace Refs to the secrets (which moto would drop) with their names."""
+def _resolve(raw: Any, parameters: dict[str, str], resources: dict[str, str]) -> str:
+    """A DefinitionSubstitutions value: a literal, a Ref to a parameter, or a function's Arn."""
+    if isinstance(raw, dict) and "Ref" in raw:
+        return parameters[raw["Ref"]]
+    if isinstance(raw, dict) and "Fn::GetAtt" in raw:
+        target, attribute = raw["Fn::GetAtt"] if isinstance(raw["Fn::GetAtt"], list) else raw["Fn::GetAtt"].split(".")
+        if attribute != "Arn":
+            raise ValueError(f"unsupported substitution {raw}")
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{resources[target]}"
+    return str(raw)
+
+
+def _replace_refs(cfn: dict[str, Any], replacements: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Replace Ref/GetAtt of resources the stack creates itself (secrets, state machines) with their
+    values, and take those resources out of what moto's CloudFormation sees."""
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            if set(node) == {"Ref"} and node["Ref"] in secret_names:
-                return secret_names[node["Ref"]]
+            if set(node) == {"Ref"} and node["Ref"] in replacements:
+                return replacements[node["Ref"]]["Ref"]
+            if set(node) == {"Fn::GetAtt"}:
+                target, attribute = node["Fn::GetAtt"] if isinstance(node["Fn::GetAtt"], list) else node["Fn::GetAtt"].split(".", 1)
+                if target in replacements:
+                    return replacements[target][attribute]
             return {k: walk(v) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v) for v in node]
         return node
 
     out = walk(cfn)
-    for logical_id in secret_names:
+    for logical_id in replacements:
         out["Resources"].pop(logical_id, None)
     return out

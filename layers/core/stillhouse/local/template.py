@@ -65,12 +65,20 @@ class HttpRoute:
 
 
 @dataclass
+class StateMachineSpec:
+    logical_id: str
+    definition_text: str  # the .asl.json with ${...} placeholders
+    substitutions: dict[str, Any]  # raw: literals, {"Ref": p} or {"Fn::GetAtt": [fn, "Arn"]}
+
+
+@dataclass
 class LocalTemplate:
     cloudformation: dict[str, Any]
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     queue_mappings: list[QueueMapping] = field(default_factory=list)
     routes: list[HttpRoute] = field(default_factory=list)
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state_machines: dict[str, StateMachineSpec] = field(default_factory=dict)
 
 
 def load_sam(path: Path) -> dict[str, Any]:
@@ -122,11 +130,18 @@ def translate(template_path: Path) -> LocalTemplate:
             props["ContentUri"] = f"s3://{CODE_BUCKET}/{name}.zip"
         elif res["Type"] == "AWS::SecretsManager::Secret":
             local.secrets[name] = props  # moto's CloudFormation has no secrets: created directly
+        elif res["Type"] == "AWS::Serverless::StateMachine":
+            # moto's CloudFormation creates state machines in its non-executing backend and ignores
+            # DefinitionSubstitutions: the stack creates them itself from the same definition file.
+            text = (root / props.pop("DefinitionUri")).read_text()
+            local.state_machines[name] = StateMachineSpec(name, text, props.pop("DefinitionSubstitutions", {}))
+            props["Definition"] = {"StartAt": "Placeholder", "States": {"Placeholder": {"Type": "Succeed"}}}
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     cfn = transform(copy.deepcopy(sam), {}, _NoPolicies())
     drop = [
         name for name, res in cfn["Resources"].items()
         if res["Type"].startswith("AWS::ApiGatewayV2::")
+        or res["Type"] == "AWS::StepFunctions::StateMachine"
         or res["Type"] in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission")
     ]
     for name in drop:

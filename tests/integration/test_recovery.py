@@ -1,0 +1,95 @@
+"""The recovery workflow: retries with backoff, failover, callback timeout -> /status, giving up."""
+import time
+from datetime import datetime
+
+from stillhouse import aws
+
+
+def history(job):
+    sfn = aws.client("stepfunctions")
+    return sfn.get_execution_history(executionArn=job["execution_arn"], maxResults=1000)["events"]
+
+
+def wait_for(api, job_id, status, timeout=15.0):
+    job = api.wait(job_id, statuses={status, "COMPLETED", "FAILED", "CANCELLED"}, timeout=timeout)
+    assert job["status"] == status, job
+    return job
+
+
+def test_a_5xx_on_the_first_attempt_is_retried_by_the_workflow_and_completes(api, stack, faults):
+    faults("local", error_rate=1.0)
+    job_id = api.submit("echo", {"text": "again"})
+    job = wait_for(api, job_id, "RETRYING")
+    assert job["error_class"] == "transient" and job["execution_arn"]
+    stack.standin.reset_faults("local")
+    job = api.wait(job_id, timeout=30)
+    assert job["status"] == "COMPLETED" and job["output"]["text"] == "again"
+    assert job["attempts"] >= 2
+    actors = [e["actor"] for e in job["events"]]
+    assert "recovery" in actors
+    assert history(job)  # the execution exists and has a history
+
+
+def test_429s_are_backed_off_and_the_job_completes_after_capacity_returns(api, stack, faults):
+    faults("local", rate_limit_rate=1.0, retry_after_s=1)
+    job_id = api.submit("echo", {"text": "busy"})
+    job = wait_for(api, job_id, "RETRYING")
+    assert job["error_class"] == "capacity"
+    time.sleep(1)  # let the workflow retry (and be refused) at least once
+    stack.standin.reset_faults("local")
+    job = api.wait(job_id, timeout=30)
+    assert job["status"] == "COMPLETED"
+    failures = [e for e in history(job) if e["type"] in ("TaskFailed", "LambdaFunctionFailed")]
+    starts = [e["timestamp"] for e in history(job) if e["type"] == "TaskScheduled"]
+    assert failures, "the workflow saw the capacity errors"
+    # Throttled, then skipped while the endpoint's Retry-After back-off lasts: both mean "wait".
+    assert all("CapacityError" in str(e) or "NoEndpointAvailable" in str(e) for e in failures)
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]
+    # Full jitter: each wait lies in [0, min(MaxDelaySeconds=4, 1 * 2^n)] (plus scheduling slack).
+    assert gaps and all(g <= 4 + 1.5 for g in gaps)
+
+
+def test_when_every_attempt_fails_the_job_ends_failed_with_the_error(api, faults):
+    faults("local", error_rate=1.0)
+    job_id = api.submit("echo", {"text": "doomed"})
+    job = api.wait(job_id, timeout=60)
+    assert job["status"] == "FAILED"
+    assert "TransientError" in job["error"] and "500" in job["error"]
+    assert job["error_class"] == "transient"
+    assert job["events"][-1]["actor"] == "recovery"
+
+
+def test_a_lost_webhook_is_recovered_through_the_status_check(api, stack, faults):
+    faults("local", error_rate=1.0)
+    job_id = api.submit("echo", {"text": "lost"})
+    wait_for(api, job_id, "RETRYING")
+    stack.standin.reset_faults("local")
+    faults("local", drop_webhook_rate=1.0)  # the workflow's attempt succeeds but nobody is told
+    job = api.wait(job_id, timeout=40)
+    assert job["status"] == "COMPLETED" and job["output"]["text"] == "lost"
+    assert job["events"][-1]["actor"] == "recovery"  # recorded by the status check, not a webhook
+    names = [e.get("stateEnteredEventDetails", {}).get("name") for e in history(job)]
+    assert "CheckStatus" in names
+
+
+def test_a_handler_error_that_is_not_retryable_is_not_retried(api):
+    job = api.wait(api.submit("sleep", {"seconds": 999}))
+    assert job["status"] == "FAILED" and job["error_class"] == "terminal"
+    assert job["attempts"] == 1 and job.get("execution_arn") is None
+
+
+def test_cancelling_a_retrying_job_stops_its_workflow(api, faults):
+    faults("local", error_rate=1.0)
+    job_id = api.submit()
+    job = wait_for(api, job_id, "RETRYING")
+    assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
+    sfn = aws.client("stepfunctions")
+    deadline = time.monotonic() + 5
+    while sfn.describe_execution(executionArn=job["execution_arn"])["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # StopExecution ends it at its current step (moto reports the interrupted step's failure where AWS
+    # says ABORTED); no retry, no RecordFailure runs after the cancel.
+    assert sfn.describe_execution(executionArn=job["execution_arn"])["status"] != "RUNNING"
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history(job) if "stateEnteredEventDetails" in e]
+    assert "RecordFailure" not in entered
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "CANCELLED"

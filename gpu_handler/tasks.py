@@ -43,6 +43,25 @@ def set_engine(engine: Any) -> None:
     _engine = engine
 
 
+ECHO_MODEL_PREFIX = "echo"
+
+
+def echo_generate(gen: GenerateInput) -> dict[str, Any]:
+    """A diagnostic model family: `model: "echo..."` answers deterministically, with no weights, so
+    routing, councils and failover can be tested end to end with exact expectations."""
+    said = gen.prompt if gen.prompt is not None else gen.messages[-1].content
+    text = f"{gen.model} says: {said}"
+    if gen.max_new_tokens is not None:
+        text = " ".join(text.split(" ")[: gen.max_new_tokens])
+    finish = "length" if gen.max_new_tokens is not None and len(text) < len(f"{gen.model} says: {said}") else "stop"
+    for stop in gen.stop:
+        if stop in text:
+            text, finish = text[: text.index(stop)], "stop"
+    words = len(said.split())
+    return {"text": text, "finish_reason": finish, "prompt_tokens": words,
+            "completion_tokens": len(text.split()), "model": gen.model}
+
+
 def _task_fields(job_input: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job_input.items() if k != "task"}
 
@@ -57,6 +76,8 @@ async def _run(job_input: dict[str, Any], engine_for: Callable[[], Any]) -> dict
         return {"slept": params.seconds}
     if task == "generate":
         gen = GenerateInput.model_validate(_task_fields(job_input))
+        if gen.model and gen.model.startswith(ECHO_MODEL_PREFIX):
+            return echo_generate(gen)
         engine = engine_for()
         if gen.stream:
             # A non-streaming worker still answers `stream: true` jobs, with the complete text.

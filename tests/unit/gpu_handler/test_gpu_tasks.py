@@ -215,3 +215,20 @@ def test_the_script_exits_non_zero_when_its_model_cannot_be_found(handler_module
     )
     assert done.returncode != 0
     assert "model path not found" in done.stdout + done.stderr
+
+
+def test_the_echo_model_family_answers_deterministically_without_weights():
+    import asyncio
+
+    from gpu_handler.tasks import run_job
+
+    def no_engine():
+        raise AssertionError("an echo model must not load a real model")
+
+    out = asyncio.run(run_job({"task": "generate", "model": "echo-a", "messages": [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "what is 2+2?"}]}, no_engine))
+    assert out["text"] == "echo-a says: what is 2+2?" and out["finish_reason"] == "stop"
+    again = asyncio.run(run_job({"task": "generate", "model": "echo-a", "prompt": "what is 2+2?"}, no_engine))
+    assert again["text"] == out["text"]
+    cut = asyncio.run(run_job({"task": "generate", "model": "echo-b", "prompt": "one two three", "stop": ["two"]}, no_engine))
+    assert cut["text"] == "echo-b says: one " and cut["finish_reason"] == "stop"

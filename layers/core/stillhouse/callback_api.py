@@ -19,7 +19,11 @@ def runpod_callback(
     token: Annotated[str, Query(max_length=200)],
     endpoint: Annotated[str, Query(max_length=100)],
     attempt: Annotated[int, Query(ge=0)] = 0,
+    member: Annotated[str, Query(max_length=40, pattern=r"^[a-z]+-\d+$")] = "",
 ) -> dict[str, Any]:
+    if member:  # a council member's answer: it resumes a workflow task, the job's status is the workflow's
+        taken = wiring.callbacks().record_member(job_id, member, endpoint, token, body)
+        return {"id": job_id, "member": member, "recorded": taken}
     finished = wiring.callbacks().record(job_id, attempt, endpoint, token, body)
     status = finished.status if finished else JobStatus(wiring.job_store().get(job_id).status)
     return {"id": job_id, "status": status.value, "recorded": finished is not None}

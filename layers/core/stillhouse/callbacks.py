@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused, Unauthorized
-from stillhouse.jobs import JobStore
+from stillhouse.jobs import JobStore, MemberStore
 from stillhouse.models import ErrorClass, Job, JobStatus
 from stillhouse.signing import verify_callback_token
 from stillhouse.workflows import ERROR_NAMES
@@ -44,20 +44,23 @@ class Learner(Protocol):
     def released(self, name: str) -> None: ...
 
 
-def report_outcome(router: Learner, job: Job, body: dict[str, Any]) -> None:
-    """Teach routing and the breaker from a finished job, exactly once (after the winning write).
+def latency_ms(body: dict[str, Any]) -> float:
+    """What the caller waits for on an endpoint: RunPod's queue delay plus execution."""
+    return float(body.get("delayTime") or 0) + float(body.get("executionTime") or 0)
 
-    Latency is what the caller waits for on that endpoint: RunPod's queue delay plus execution.
-    """
-    if not job.endpoint:
+
+def report_outcome(router: Learner, endpoint: str | None, status: JobStatus, error_class: ErrorClass | None,
+                   error: str | None, body: dict[str, Any]) -> None:
+    """Teach routing and the breaker from one finished RunPod job, exactly once (after the winning write)."""
+    if not endpoint:
         return
-    latency = float(body.get("delayTime") or 0) + float(body.get("executionTime") or 0)
-    if job.status is JobStatus.COMPLETED:
-        router.succeeded(job.endpoint, latency)
-    elif job.error_class is not None:
-        router.failed(job.endpoint, job.error_class, latency_ms=latency or None, error=job.error)
+    latency = latency_ms(body)
+    if status is JobStatus.COMPLETED:
+        router.succeeded(endpoint, latency)
+    elif error_class is not None:
+        router.failed(endpoint, error_class, latency_ms=latency or None, error=error)
     else:
-        router.released(job.endpoint)  # cancelled: nothing to learn
+        router.released(endpoint)  # cancelled: nothing to learn
 
 
 class Resumer(Protocol):
@@ -76,8 +79,10 @@ class CallbackRecorder:
     secret: Callable[[], str]
     fetch_status: Callable[[str, str], dict[str, Any]]  # (endpoint name, runpod id) -> /status body
     notify: Callable[[Job], Any]
-    learn: Callable[[Job, dict[str, Any]], None] = lambda job, body: None
+    learn: Callable[[str | None, JobStatus, ErrorClass | None, str | None, dict[str, Any]], None] = (
+        lambda endpoint, status, error_class, error, body: None)
     workflows: Resumer | None = None
+    members: MemberStore | None = None
 
     def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
         """A RunPod webhook: verify it, trust it only if it matches our record, then apply it."""
@@ -93,6 +98,37 @@ class CallbackRecorder:
             # Surprising (result before our own record, or another attempt's job): ask RunPod itself.
             body = self.fetch_status(endpoint, runpod_id)
         return self.apply(job, endpoint, attempt, body, actor="webhook")
+
+    def record_member(self, job_id: str, member: str, endpoint: str, token: str, body: dict[str, Any]) -> bool:
+        """A council member's RunPod webhook: resume the workflow task that asked it, once."""
+        if not verify_callback_token(self.secret(), token, job_id, 0, endpoint, member):
+            raise Unauthorized("callback token does not match this job", field="token")
+        runpod_id = body.get("id")
+        if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):
+            raise InvalidRequest("callback body needs 'id' and 'status'", field="body")
+        job = self.store.get(job_id)
+        asked = (job.members or {}).get(member)
+        if asked is None or job.status.terminal:
+            return False  # unknown member (or job over): nothing waits for this result
+        if asked.get("runpod_id") != runpod_id:
+            body = self.fetch_status(endpoint, runpod_id)
+        target = _TERMINAL.get(body.get("status", ""))
+        if target is None or asked.get("runpod_id") != body.get("id") or not self.members.finish(job_id, member):
+            return False  # not finished, an older try of this member, or a duplicate
+        error = body.get("error")
+        error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
+        error_class = error_class_of(target, error)
+        self.learn(endpoint, target, error_class, error_text, body)
+        if target is JobStatus.COMPLETED:
+            output = body.get("output")
+            text = output.get("text") if isinstance(output, dict) else None
+            self.workflows.succeed_task(asked["task_token"], {
+                "model": asked["model"], "text": text if isinstance(text, str) else json.dumps(output),
+                "latency_ms": latency_ms(body)})
+        else:
+            name = ERROR_NAMES[error_class or ErrorClass.TERMINAL]
+            self.workflows.fail_task(asked["task_token"], name, error_text or target.value)
+        return True
 
     def apply(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], *, actor: str) -> Job | None:
         """Record a RunPod /status body once. A retryable failure of the current attempt goes to the
@@ -121,7 +157,7 @@ class CallbackRecorder:
                                              fields=fields, detail=detail)
         except TransitionRefused:
             return None
-        self.learn(finished, body)
+        self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body)
         if finished.task_token and self.workflows is not None:
             if finished.status is JobStatus.COMPLETED:
                 self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
@@ -143,7 +179,7 @@ class CallbackRecorder:
             )
         except TransitionRefused:
             return None  # already retrying or finished: this report is a duplicate
-        self.learn(retrying, body)
+        self.learn(endpoint, JobStatus.FAILED, error_class, error, body)
         if job.task_token:
             self.workflows.fail_task(job.task_token, ERROR_NAMES[error_class], error)
         return retrying

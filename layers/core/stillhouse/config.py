@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     council_state_machine_arn: str = ""
     workflow_mode: str = Field(default="on_failure", pattern="^(on_failure|always)$")
     max_attempts: int = 5
+    council_models: list[str] = Field(default_factory=list)  # default council when a job names none
+    council_chair: str | None = None
 
     # RunPod: base of the hosted API and the secret that holds the API key.
     runpod_base_url: str = "https://api.runpod.ai/v2"

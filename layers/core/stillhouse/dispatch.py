@@ -61,14 +61,47 @@ def runpod_payload(job: Job) -> dict[str, Any]:
 
 @dataclass
 class Refused:
-    """No endpoint took the job this time, and why (the most telling error class)."""
+    """No endpoint took the work this time, and why (the most telling error class)."""
 
     error_class: ErrorClass | None  # None: no endpoint was available at all
     reason: str
+    endpoint: str | None = None  # the endpoint that refused terminally, if one did
+
+
+@dataclass
+class Placed:
+    endpoint: Endpoint
+    accepted: dict[str, Any]  # RunPod's /run answer: {"id", "status"}
 
 
 # A capacity refusal says "later, same place"; anything else says "something is broken".
 _TELLING = [ErrorClass.TERMINAL, ErrorClass.TRANSIENT, ErrorClass.WORKER_LOST, ErrorClass.CAPACITY]
+
+
+def place(router: Routing, client_for: Callable[[Endpoint], RunPodClient], model: str | None,
+          payload: dict[str, Any], webhook_for: Callable[[Endpoint], str], policy: dict[str, Any]) -> Placed | Refused:
+    """Walk the router's plan: the first endpoint that accepts /run wins; every refusal is reported to
+    the router (breaker, statistics); a terminal refusal stops the walk (the input is at fault)."""
+    errors: list[str] = []
+    classes: list[ErrorClass] = []
+    plan = router.plan(model)
+    for endpoint in plan:
+        if not router.allow(endpoint.name, plan):
+            errors.append(f"{endpoint.name}: breaker open")
+            continue  # another instance took the last recovery probe
+        try:
+            accepted = client_for(endpoint).run(endpoint.base_url, endpoint.endpoint_id, payload,
+                                                webhook=webhook_for(endpoint), policy=policy)
+        except RunPodError as err:
+            router.refused(endpoint.name, err)
+            errors.append(f"{endpoint.name}: {err.message}")
+            if err.error_class is ErrorClass.TERMINAL:
+                return Refused(ErrorClass.TERMINAL, err.message, endpoint.name)
+            classes.append(err.error_class)
+            continue
+        return Placed(endpoint, accepted)
+    reason = "; ".join(errors) or f"no endpoint available for model {model or '(default)'}"
+    return Refused(min(classes, key=_TELLING.index) if classes else None, reason)
 
 
 @dataclass
@@ -112,8 +145,8 @@ class Dispatcher:
             raise DispatchDeferred(reason)
         if council:
             arn = self.workflows.start_council(job.id, job.input)
-            return self._record(job, JobStatus.IN_PROGRESS, "dispatch", attempt, reason, {"execution_arn": arn},
-                                expect=[JobStatus.IN_QUEUE])
+            return self._record(job, JobStatus.IN_PROGRESS, "dispatch", attempt, reason,
+                                {"execution_arn": arn}, expect=[JobStatus.IN_QUEUE])
         # Start first (the execution name makes it idempotent), then record it in one write: a job
         # is never RETRYING without the execution that owns it.
         arn = self.workflows.start_recovery(job.id, attempt)
@@ -127,34 +160,15 @@ class Dispatcher:
     def submit(self, job: Job, attempt: int, *, actor: str, task_token: str | None = None) -> Job | Refused | None:
         """Try the plan's endpoints in order; the job is IN_PROGRESS on success, FAILED on a terminal
         refusal (returned as None), and unchanged when every endpoint refused retryably (Refused)."""
-        errors: list[str] = []
-        classes: list[ErrorClass] = []
-        plan = self.router.plan(job.model)
-        for endpoint in plan:
-            if not self.router.allow(endpoint.name, plan):
-                errors.append(f"{endpoint.name}: breaker open")
-                continue  # another instance took the last recovery probe
-            try:
-                accepted = self.client_for(endpoint).run(
-                    endpoint.base_url,
-                    endpoint.endpoint_id,
-                    runpod_payload(job),
-                    webhook=self.callback_url(job, attempt, endpoint),
-                    policy=self.policy,
-                )
-            except RunPodError as err:
-                self.router.refused(endpoint.name, err)
-                errors.append(f"{endpoint.name}: {err.message}")
-                classes.append(err.error_class)
-                if err.error_class is ErrorClass.TERMINAL:
-                    self._fail(job, attempt, endpoint.name, err.message, ErrorClass.TERMINAL, actor=actor)
-                    return None
-                continue
-            self.router.submitted(endpoint.name)
-            return self._started(job, attempt, endpoint, accepted, actor, task_token)
-        reason = "; ".join(errors) or f"no endpoint available for model {job.model or '(default)'}"
-        worst = min(classes, key=_TELLING.index) if classes else None
-        return Refused(worst, reason)
+        outcome = place(self.router, self.client_for, job.model, runpod_payload(job),
+                        lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy)
+        if isinstance(outcome, Refused):
+            if outcome.error_class is ErrorClass.TERMINAL:
+                self._fail(job, attempt, outcome.endpoint, outcome.reason, ErrorClass.TERMINAL, actor=actor)
+                return None
+            return outcome
+        self.router.submitted(outcome.endpoint.name)
+        return self._started(job, attempt, outcome.endpoint, outcome.accepted, actor, task_token)
 
     def _started(self, job: Job, attempt: int, endpoint: Endpoint, accepted: dict[str, Any], actor: str,
                  task_token: str | None) -> Job | None:

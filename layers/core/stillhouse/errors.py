@@ -15,6 +15,12 @@ class InvalidRequest(StillhouseError):
     code = "invalid_request"
 
 
+class Unprocessable(InvalidRequest):
+    """Well-formed JSON whose values break a rule (422, like schema validation errors)."""
+
+    code = "validation_error"
+
+
 class PayloadTooLarge(StillhouseError):
     code = "payload_too_large"
 

@@ -15,6 +15,7 @@ from stillhouse.models import ErrorBody, ErrorDetail
 # Domain error type -> HTTP status. The one place this mapping lives; matched by type, never text.
 _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
     (errors.PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    (errors.Unprocessable, HTTPStatus.UNPROCESSABLE_ENTITY),
     (errors.InvalidRequest, HTTPStatus.BAD_REQUEST),
     (errors.Unauthorized, HTTPStatus.UNAUTHORIZED),
     (errors.Forbidden, HTTPStatus.FORBIDDEN),

@@ -28,6 +28,8 @@ def _to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude_none=True)
     if job.task_token:  # excluded from every dump shown to callers, but stored
         data["task_token"] = job.task_token
+    if job.members is not None:
+        data["members"] = job.members
     for name in _JSON_FIELDS:
         if name in data:
             data[name] = json.dumps(data[name])
@@ -144,6 +146,27 @@ class JobStore:
             raise
         return _from_item(out["Attributes"])
 
+    def annotate(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write fields of a live job without a status change (e.g. a council's collected answers)."""
+        names, values, sets = {"#s": "status"}, {":now": now_iso()}, ["updated_at = :now"]
+        for i, (name, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = name
+            values[f":f{i}"] = json.dumps(value) if name in _JSON_FIELDS else value
+            sets.append(f"#f{i} = :f{i}")
+        terminal = [s.value for s in JobStatus if s.terminal]
+        for i, status in enumerate(terminal):
+            values[f":t{i}"] = status
+        try:
+            self._table.update_item(
+                Key={"id": job_id}, UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=f"attribute_exists(id) AND NOT #s IN ({', '.join(f':t{i}' for i in range(len(terminal)))})",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                raise TransitionRefused(f"job {job_id} has already ended") from err
+            raise
+
     def claim_attempt(self, job_id: str, seen_attempts: int) -> Job | None:
         """Take the next dispatch attempt; None when another delivery took it first."""
         try:
@@ -166,6 +189,38 @@ class JobStore:
                 return None
             raise
         return _from_item(out["Attributes"])
+
+
+class MemberStore:
+    """Council members of a job, kept in the job item's `members` map (one key per stage-index)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def put(self, job_id: str, key: str, member: dict[str, Any]) -> None:
+        self._table.update_item(
+            Key={"id": job_id},
+            UpdateExpression="SET members.#k = :m",
+            ConditionExpression="attribute_exists(members)",
+            ExpressionAttributeNames={"#k": key},
+            ExpressionAttributeValues={":m": member},
+        )
+
+    def finish(self, job_id: str, key: str) -> bool:
+        """Mark a member's result as taken; False when it already was (a duplicate callback)."""
+        try:
+            self._table.update_item(
+                Key={"id": job_id},
+                UpdateExpression="SET members.#k.done = :t",
+                ConditionExpression="attribute_exists(members.#k) AND attribute_not_exists(members.#k.done)",
+                ExpressionAttributeNames={"#k": key},
+                ExpressionAttributeValues={":t": True},
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return False
+            raise
+        return True
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:

@@ -103,8 +103,22 @@ class Job(BaseModel):
     execution_arn: str | None = None  # the workflow running this job, if any
     # The Step Functions callback token of the attempt in flight: a capability, never shown to callers.
     task_token: str | None = Field(default=None, exclude=True)
-    council: dict[str, Any] | None = None  # council jobs: members, labels, progress
+    council: dict[str, Any] | None = None  # council jobs: answers so far, the label -> model map
+    # Council members in flight (model, endpoint, RunPod id, task token): internal, never shown.
+    members: dict[str, Any] | None = Field(default=None, exclude=True)
     events: list[JobEvent] = Field(default_factory=list)
+
+
+class CouncilInput(BaseModel):
+    """`input` of a council job: one prompt to several models, then a chair synthesises."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=20_000)
+    models: list[str] | None = Field(default=None, min_length=2, max_length=8)
+    chair: str | None = Field(default=None, min_length=1, max_length=200)
+    rank: bool = False
+    max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
 
 
 class JobSummary(BaseModel):

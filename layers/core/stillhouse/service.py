@@ -2,13 +2,22 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from stillhouse.auth import Principal
-from stillhouse.errors import Conflict, ServiceUnavailable, TransitionRefused
+from stillhouse.errors import Conflict, ServiceUnavailable, TransitionRefused, Unprocessable
 from stillhouse.jobs import JobStore, now_iso
-from stillhouse.models import Job, JobRequest, JobStatus
+from stillhouse.models import CouncilInput, Job, JobRequest, JobStatus, Task
 from stillhouse.queue import JobQueue
+
+
+@dataclass(frozen=True)
+class CouncilDefaults:
+    models: tuple[str, ...] = ()
+    chair: str | None = None
 
 
 def new_job_id() -> str:
@@ -16,12 +25,16 @@ def new_job_id() -> str:
 
 
 class JobService:
-    def __init__(self, store: JobStore, queue: JobQueue, canceller: Any = None) -> None:
+    def __init__(self, store: JobStore, queue: JobQueue, canceller: Any = None,
+                 council_defaults: CouncilDefaults | None = None) -> None:
+        self._council_defaults = council_defaults or CouncilDefaults()
         self._store = store
         self._queue = queue
         self._canceller = canceller  # callable(job) that cancels the in-flight RunPod job
 
     def submit(self, principal: Principal, request: JobRequest) -> Job:
+        if request.task is Task.COUNCIL:
+            request = request.model_copy(update={"input": self._council_input(request.input)})
         at = now_iso()
         job = Job(
             id=new_job_id(),
@@ -37,6 +50,8 @@ class JobService:
             created_at=at,
             updated_at=at,
             events=[{"at": at, "status": JobStatus.IN_QUEUE, "actor": "api"}],
+            # Council members are recorded into this map as the workflow asks them (it must exist first).
+            members={} if request.task is Task.COUNCIL else None,
         )
         self._store.create(job)
         try:
@@ -46,6 +61,21 @@ class JobService:
                                    fields={"error": f"could not enqueue: {err}"})
             raise ServiceUnavailable("the job queue is unavailable; the job was not accepted") from err
         return job
+
+    def _council_input(self, raw: dict[str, Any]) -> dict[str, Any]:
+        try:
+            spec = CouncilInput.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(["input", *map(str, first["loc"])])
+            raise Unprocessable(f"{field}: {first['msg']}", field=field) from err
+        models = spec.models or list(self._council_defaults.models)
+        if len(models) < 2:
+            raise Unprocessable("input.models: a council needs at least 2 models", field="input.models")
+        if len(set(models)) != len(models):
+            raise Unprocessable("input.models: each model may sit on the council once", field="input.models")
+        chair = spec.chair or self._council_defaults.chair or models[0]
+        return spec.model_copy(update={"models": models, "chair": chair}).model_dump()
 
     def get(self, principal: Principal, job_id: str) -> Job:
         return self._store.get(job_id, principal.tenant_id)

@@ -6,13 +6,13 @@ import hmac
 import time
 
 
-def callback_token(secret: str, job_id: str, attempt: int, endpoint: str) -> str:
-    message = f"{job_id}:{attempt}:{endpoint}".encode()
+def callback_token(secret: str, job_id: str, attempt: int, endpoint: str, member: str = "") -> str:
+    message = f"{job_id}:{attempt}:{endpoint}:{member}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:40]
 
 
-def verify_callback_token(secret: str, token: str, job_id: str, attempt: int, endpoint: str) -> bool:
-    return hmac.compare_digest(callback_token(secret, job_id, attempt, endpoint), token or "")
+def verify_callback_token(secret: str, token: str, job_id: str, attempt: int, endpoint: str, member: str = "") -> bool:
+    return hmac.compare_digest(callback_token(secret, job_id, attempt, endpoint, member), token or "")
 
 
 def webhook_signature(secret: str, body: bytes, timestamp: int | None = None) -> str:

@@ -15,13 +15,14 @@ from stillhouse.endpoint_state import EndpointStateStore
 from stillhouse.config import get_settings
 from stillhouse.dispatch import Dispatcher, Endpoint
 from stillhouse.endpoints import EndpointRegistry
-from stillhouse.jobs import JobStore
+from stillhouse.council_tasks import CouncilTasks
+from stillhouse.jobs import JobStore, MemberStore
 from stillhouse.models import Job, Priority
 from stillhouse.notify import notify
 from stillhouse.queue import JobQueue
 from stillhouse.route import Router
 from stillhouse.runpod_client import RunPodClient
-from stillhouse.service import JobService
+from stillhouse.service import CouncilDefaults, JobService
 from stillhouse.signing import callback_token
 from stillhouse.workflow_tasks import RecoveryTasks
 from stillhouse.workflows import Workflows
@@ -70,14 +71,16 @@ def cancel_on_runpod(job: Job) -> None:
     """Best effort: the job is already CANCELLED here; stop its workflow and the RunPod work."""
     if job.execution_arn:
         workflows().stop(job.execution_arn, "cancelled by caller")
-    if not (job.endpoint and job.runpod_id):
-        return
-    router().released(job.endpoint)
-    try:
-        endpoint = registry().get(job.endpoint)
-        client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, job.runpod_id)
-    except Exception:  # noqa: BLE001 - the cancel itself is recorded; a GPU may finish for nothing
-        return
+    in_flight = [(m["endpoint"], m["runpod_id"]) for m in (job.members or {}).values() if not m.get("done")]
+    if job.endpoint and job.runpod_id:
+        in_flight.append((job.endpoint, job.runpod_id))
+    for endpoint_name, runpod_id in in_flight:
+        router().released(endpoint_name)
+        try:
+            endpoint = registry().get(endpoint_name)
+            client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
+        except Exception:  # noqa: BLE001 - the cancel itself is recorded; a GPU may finish for nothing
+            continue
 
 
 @lru_cache(maxsize=1)
@@ -87,13 +90,21 @@ def job_service() -> JobService:
         aws.client("sqs"),
         {Priority.HIGH: settings.high_queue_url, Priority.NORMAL: settings.normal_queue_url},
     )
-    return JobService(job_store(), queue, canceller=cancel_on_runpod)
+    defaults = CouncilDefaults(tuple(settings.council_models), settings.council_chair)
+    return JobService(job_store(), queue, canceller=cancel_on_runpod, council_defaults=defaults)
 
 
-def callback_url(job: Job, attempt: int, endpoint: Endpoint) -> str:
-    token = callback_token(secrets.signing_secret(), job.id, attempt, endpoint.name)
-    query = urlencode({"attempt": attempt, "endpoint": endpoint.name, "token": token})
-    return f"{get_settings().callback_base_url}/callbacks/runpod/{job.id}?{query}"
+def callback_url(job: Job, attempt: int, endpoint: Endpoint, member: str = "") -> str:
+    token = callback_token(secrets.signing_secret(), job.id, attempt, endpoint.name, member)
+    params = {"attempt": attempt, "endpoint": endpoint.name, "token": token}
+    if member:
+        params["member"] = member
+    return f"{get_settings().callback_base_url}/callbacks/runpod/{job.id}?{urlencode(params)}"
+
+
+@lru_cache(maxsize=1)
+def member_store() -> MemberStore:
+    return MemberStore(aws.table(get_settings().jobs_table))
 
 
 @lru_cache(maxsize=1)
@@ -123,7 +134,8 @@ def callbacks() -> CallbackRecorder:
         secret=secrets.signing_secret,
         fetch_status=fetch_status,
         notify=notify_caller,
-        learn=lambda job, body: report_outcome(router(), job, body),
+        learn=lambda *outcome: report_outcome(router(), *outcome),
+        members=member_store(),
         workflows=workflows(),
     )
 
@@ -134,13 +146,17 @@ def notify_caller(job: Job) -> None:
 
 @lru_cache(maxsize=1)
 def workflow_tasks() -> RecoveryTasks:
+    settings = get_settings()
+    council = CouncilTasks(store=job_store(), members=member_store(), router=router(), client_for=client_for,
+                           callback_url=callback_url, policy=dispatcher().policy, notify=notify_caller)
     return RecoveryTasks(store=job_store(), dispatcher=dispatcher(), callbacks=callbacks(),
-                         fetch_status=fetch_status, notify=notify_caller, max_attempts=get_settings().max_attempts)
+                         fetch_status=fetch_status, notify=notify_caller, max_attempts=settings.max_attempts,
+                         council=council)
 
 
 def reset() -> None:
     """Forget every built object (the embedded stack calls this after pointing at a new moto)."""
-    for fn in (job_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
+    for fn in (job_store, member_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
         fn.cache_clear()
     secrets.reset()
     aws.reset()

@@ -11,18 +11,13 @@ from typing import Any
 
 from stillhouse import errors
 from stillhouse.callbacks import CallbackRecorder, error_class_of
+from stillhouse.council_tasks import RAISE_FOR, CouncilTasks
 from stillhouse.dispatch import Dispatcher, Refused
 from stillhouse.jobs import JobStore
 from stillhouse.models import ErrorClass, Job, JobStatus
 from stillhouse.runpod_client import RunPodError
 from stillhouse.workflows import ERROR_NAMES
 
-_RAISE_FOR = {
-    ErrorClass.CAPACITY: errors.CapacityError,
-    ErrorClass.TRANSIENT: errors.TransientError,
-    ErrorClass.WORKER_LOST: errors.WorkerLostError,
-    None: errors.NoEndpointAvailable,
-}
 _CLASS_OF_ERROR_NAME = {name: cls for cls, name in ERROR_NAMES.items()}
 
 
@@ -34,6 +29,7 @@ class RecoveryTasks:
     fetch_status: Callable[[str, str], dict[str, Any]]
     notify: Callable[[Job], Any]
     max_attempts: int
+    council: CouncilTasks | None = None
 
     def submit(self, job_id: str, task_token: str) -> dict[str, Any]:
         """One attempt: route, POST /run, remember the task token; the webhook resumes the workflow."""
@@ -48,7 +44,7 @@ class RecoveryTasks:
         outcome = self.dispatcher.submit(claimed, claimed.attempts, actor="recovery", task_token=task_token)
         if isinstance(outcome, Refused):
             self._note(claimed, outcome.reason, outcome.error_class)
-            raise _RAISE_FOR[outcome.error_class](outcome.reason)
+            raise RAISE_FOR[outcome.error_class](outcome.reason)
         if outcome is None:
             raise errors.JobFinished(f"job is {self.store.get(job_id).status.value}")
         return {"runpod_id": outcome.runpod_id, "endpoint": outcome.endpoint, "attempt": outcome.attempts}
@@ -115,4 +111,6 @@ class RecoveryTasks:
             return self.check_status(event["job_id"])
         if action == "record_failure":
             return self.record_failure(event["job_id"], event.get("error"))
+        if self.council is not None and str(action).startswith("council_"):
+            return self.council.handle(event)
         raise errors.TerminalError(f"unknown workflow action {action!r}")

@@ -1,0 +1,111 @@
+"""The Lambda tasks of the council workflow (statemachines/council.asl.json)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stillhouse import council, errors
+from stillhouse.dispatch import Endpoint, Refused, Routing, place
+from stillhouse.jobs import JobStore, MemberStore
+from stillhouse.models import CouncilInput, ErrorClass, Job, JobStatus
+from stillhouse.runpod_client import RunPodClient
+
+RAISE_FOR: dict[ErrorClass | None, type[errors.WorkflowTaskError]] = {
+    ErrorClass.CAPACITY: errors.CapacityError,
+    ErrorClass.TRANSIENT: errors.TransientError,
+    ErrorClass.WORKER_LOST: errors.WorkerLostError,
+    ErrorClass.TERMINAL: errors.TerminalError,
+    None: errors.NoEndpointAvailable,
+}
+
+
+@dataclass
+class CouncilTasks:
+    store: JobStore
+    members: MemberStore
+    router: Routing
+    client_for: Callable[[Endpoint], RunPodClient]
+    callback_url: Callable[[Job, int, Endpoint, str], str]  # (job, attempt, endpoint, member key)
+    policy: dict[str, Any]
+    notify: Callable[[Job], Any]
+
+    def member(self, job_id: str, stage: str, index: int, model: str, task_token: str) -> dict[str, Any]:
+        """Ask one model (answer, rank or synthesis stage); its webhook resumes the workflow."""
+        job = self.store.get(job_id)
+        if job.status.terminal:
+            raise errors.JobFinished(f"job is {job.status.value}")
+        spec = CouncilInput.model_validate(job.input)
+        key = f"{stage}-{index}"
+        payload: dict[str, Any] = {"task": "generate", "model": model, "messages": self._messages(job, spec, stage)}
+        if spec.max_new_tokens:
+            payload["max_new_tokens"] = spec.max_new_tokens
+        outcome = place(self.router, self.client_for, model, payload,
+                        lambda endpoint: self.callback_url(job, 0, endpoint, key), self.policy)
+        if isinstance(outcome, Refused):
+            raise RAISE_FOR[outcome.error_class](f"{model}: {outcome.reason}")
+        self.router.submitted(outcome.endpoint.name)
+        self.members.put(job_id, key, {
+            "model": model, "stage": stage, "endpoint": outcome.endpoint.name,
+            "runpod_id": outcome.accepted["id"], "task_token": task_token, "started_ms": int(time.time() * 1000),
+        })
+        return {"runpod_id": outcome.accepted["id"]}
+
+    @staticmethod
+    def _messages(job: Job, spec: CouncilInput, stage: str) -> list[dict[str, str]]:
+        if stage == "answer":
+            return council.answer_messages(spec.prompt)
+        state = job.council or {}
+        if stage == "rank":
+            return council.ranking_messages(spec.prompt, state["answers"], state["labels"])
+        if stage == "synthesis":
+            return council.synthesis_messages(spec.prompt, state["answers"], state.get("aggregate"))
+        raise errors.TerminalError(f"unknown council stage {stage!r}")
+
+    def quorum(self, job_id: str, answers: list[dict[str, Any]], tolerated_failure_percentage: float) -> dict[str, Any]:
+        """Keep what the models answered; more failures than tolerated sink the job."""
+        ok = [a for a in answers if "text" in a]
+        failed = [a["model"] for a in answers if "text" not in a]
+        if not ok or 100.0 * len(failed) / len(answers) > tolerated_failure_percentage:
+            reasons = "; ".join(f"{a['model']}: {a.get('error')}" for a in answers if "text" not in a)
+            raise errors.TerminalError(
+                f"{len(failed)} of {len(answers)} models failed (tolerated: {tolerated_failure_percentage:g}%): {reasons}")
+        labels = council.labels_for([a["model"] for a in ok])
+        self.store.annotate(job_id, {"council": {"answers": ok, "failed_models": failed, "labels": labels}})
+        return {"answered": [a["model"] for a in ok], "failed_models": failed}
+
+    def record(self, state: dict[str, Any]) -> dict[str, Any]:
+        job = self.store.get(state["job_id"])
+        kept = job.council or {}
+        labels: dict[str, str] = kept.get("labels", {})
+        output: dict[str, Any] = {
+            "final": state["final"]["text"],
+            "chair": state["final"].get("model"),
+            "answers": [{"model": a["model"], "text": a["text"], "latency_ms": a.get("latency_ms")}
+                        for a in kept.get("answers", [])],
+            "failed_models": kept.get("failed_models", []),
+        }
+        if "rankings" in state:
+            rankings = [{"model": r["model"], "ranking": council.parse_ranking(r["text"], labels)}
+                        for r in state["rankings"] if "text" in r]
+            output["rankings"] = rankings
+            output["aggregate_ranking"] = council.aggregate_rankings([r["ranking"] for r in rankings])
+            output["labels"] = labels
+        try:
+            done = self.store.transition(job.id, JobStatus.COMPLETED, actor="council", attempt=job.attempts,
+                                         fields={"output": output}, expect=[JobStatus.IN_PROGRESS])
+        except errors.TransitionRefused:
+            return {"recorded": False}  # cancelled meanwhile: the cancel stands
+        self.notify(done)
+        return {"recorded": True}
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        action = event.get("action")
+        if action == "council_member":
+            return self.member(event["job_id"], event["stage"], int(event["index"]), event["model"], event["task_token"])
+        if action == "council_quorum":
+            return self.quorum(event["job_id"], event["answers"], float(event["tolerated_failure_percentage"]))
+        if action == "council_record":
+            return self.record(event["state"])
+        return None

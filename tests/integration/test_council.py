@@ -1,0 +1,98 @@
+"""The council workflow: every model answers (Map of callback tasks), optional ranking, a chair
+synthesises; a failing member is tolerated; cancel stops it for good."""
+import time
+
+import pytest
+
+from stillhouse import aws, wiring
+
+MODELS = ["echo-a", "echo-b", "echo-c"]
+PROMPT = "What makes a good cask?"
+
+
+@pytest.fixture
+def council_endpoints(stack):
+    """Three endpoints, one per echo model (a deterministic model family of the GPU worker)."""
+    registry = wiring.registry()
+    base = stack.standin.api_base()
+    for name, endpoint_id, model in (("alpha", "local", "echo-a"), ("beta", "east", "echo-b"), ("gamma", "west", "echo-c")):
+        registry.put({"name": name, "endpoint_id": endpoint_id, "base_url": base, "models": [model]})
+    registry.update("local", enabled=False)  # it serves "*": keep it out so each model has one home
+    yield
+    for name in ("alpha", "beta", "gamma"):
+        registry.update(name, enabled=False)
+    registry.update("local", enabled=True)
+
+
+def submit_council(api, **extra):
+    return api.submit("council", {"prompt": PROMPT, "models": MODELS, **extra})
+
+
+def test_a_council_of_three_gives_a_final_answer_and_every_answer(api, council_endpoints):
+    job = api.wait(submit_council(api), timeout=40)
+    assert job["status"] == "COMPLETED", job["error"]
+    out = job["output"]
+    assert [a["model"] for a in out["answers"]] == MODELS
+    assert [a["text"] for a in out["answers"]] == [f"{m} says: {PROMPT}" for m in MODELS]
+    assert all(a["latency_ms"] is not None for a in out["answers"])
+    assert out["failed_models"] == []
+    assert out["chair"] == "echo-a" and out["final"].startswith("echo-a says: You chair a council")
+    for m in MODELS:  # the chair saw every answer
+        assert f"{m} says: {PROMPT}" in out["final"]
+    assert "rankings" not in out
+
+
+def test_ranking_anonymises_answers_and_keeps_the_label_map(api, council_endpoints):
+    job = api.wait(submit_council(api, rank=True, chair="echo-b"), timeout=60)
+    assert job["status"] == "COMPLETED", job["error"]
+    out = job["output"]
+    assert out["labels"] == {"A": "echo-a", "B": "echo-b", "C": "echo-c"}
+    assert [r["model"] for r in out["rankings"]] == MODELS
+    assert {r["model"] for r in out["aggregate_ranking"]} <= set(MODELS)
+    assert out["chair"] == "echo-b"
+
+
+def test_one_failing_model_does_not_sink_the_council(api, council_endpoints, faults):
+    faults("west", down=True)  # echo-c's only endpoint
+    job = api.wait(submit_council(api), timeout=60)
+    assert job["status"] == "COMPLETED", job["error"]
+    out = job["output"]
+    assert out["failed_models"] == ["echo-c"]
+    assert [a["model"] for a in out["answers"]] == ["echo-a", "echo-b"]
+    assert "echo-c says" not in out["final"]
+
+
+def test_more_failures_than_tolerated_fail_the_job_with_the_reasons(api, council_endpoints, faults):
+    faults("west", down=True)
+    faults("east", down=True)
+    job = api.wait(submit_council(api), timeout=60)
+    assert job["status"] == "FAILED"
+    assert "2 of 3 models failed" in job["error"]
+
+
+def test_cancel_mid_council_stops_it_and_nothing_overwrites_the_cancel(api, council_endpoints, faults):
+    for endpoint in ("local", "east", "west"):
+        faults(endpoint, latency_ms=1500)
+    job_id = submit_council(api)
+    job = api.wait(job_id, statuses={"IN_PROGRESS"}, timeout=10)
+    time.sleep(0.5)
+    assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
+    time.sleep(5)  # past every member's late result
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "CANCELLED" and job["output"] is None
+    sfn = aws.client("stepfunctions")
+    assert sfn.describe_execution(executionArn=job["execution_arn"])["status"] != "RUNNING"
+
+
+def test_council_input_is_validated_with_the_field_named(api):
+    response = api.post("/v1/jobs", {"task": "council", "input": {"prompt": PROMPT, "models": ["echo-a"]}})
+    assert response.status_code == 422 and response.json()["error"]["field"] == "input.models"
+    response = api.post("/v1/jobs", {"task": "council", "input": {"models": MODELS}})
+    assert response.status_code == 422 and response.json()["error"]["field"] == "input.prompt"
+    response = api.post("/v1/jobs", {"task": "council", "input": {"prompt": PROMPT, "models": ["x", "x"]}})
+    assert response.status_code == 422
+
+
+def test_task_tokens_and_members_are_never_shown(api, council_endpoints):
+    job = api.wait(submit_council(api), timeout=40)
+    assert "members" not in job and "task_token" not in job

@@ -10,16 +10,15 @@ def send_raw(stack, body, queue="JobsNormalQueue"):
     aws.client("sqs").send_message(QueueUrl=stack.queue_url(queue), MessageBody=body)
 
 
-def dlq_bodies(stack, queue="JobsNormalDLQ", timeout=15.0):
+def dlq_bodies(stack, expect, queue="JobsNormalDLQ", timeout=15.0):
+    """Drain the DLQ until `expect` shows up (or time runs out); return every body seen."""
     sqs = aws.client("sqs")
     deadline, bodies = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and expect not in bodies:
         got = sqs.receive_message(QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in got.get("Messages", []):
             bodies.append(message["Body"])
             sqs.delete_message(QueueUrl=stack.queue_url(queue), ReceiptHandle=message["ReceiptHandle"])
-        if bodies:
-            return bodies
     return bodies
 
 
@@ -54,7 +53,7 @@ def test_a_duplicated_webhook_leaves_one_result_and_one_notification(api, faults
 def test_a_message_that_always_fails_lands_in_the_dlq(stack):
     poison = json.dumps({"job_id": "no-such-job"})
     send_raw(stack, poison)
-    assert poison in dlq_bodies(stack)
+    assert poison in dlq_bodies(stack, poison)
 
 
 def test_a_message_whose_job_cannot_be_handed_on_ends_the_job_and_reaches_the_dlq(api, stack, monkeypatch):
@@ -73,4 +72,5 @@ def test_a_message_whose_job_cannot_be_handed_on_ends_the_job_and_reaches_the_dl
         wiring.registry().update("local", enabled=True)
     assert job["status"] == "FAILED"
     assert "2 deliveries" in job["error"]
-    assert json.dumps({"job_id": job_id}) in dlq_bodies(stack)
+    expected = json.dumps({"job_id": job_id})
+    assert expected in dlq_bodies(stack, expected)

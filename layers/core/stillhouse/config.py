@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     idempotency_table: str = "stillhouse-idempotency"
     high_queue_url: str = ""
     normal_queue_url: str = ""
+    high_dlq_url: str = ""
+    normal_dlq_url: str = ""
     max_receive_count: int = 3
+    sweep_after_s: float = 300
 
     # Workflows (Step Functions): the ARNs are set only on the functions that start or resume them.
     recovery_state_machine_arn: str = ""

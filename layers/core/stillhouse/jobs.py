@@ -18,6 +18,7 @@ from stillhouse.transitions import sources_of
 
 _JSON_FIELDS = ("input", "params", "output", "council")
 TENANT_INDEX = "ByTenant"
+STATUS_INDEX = "ByStatus"
 
 
 def now_iso() -> str:
@@ -89,6 +90,17 @@ class JobStore:
         page = self._table.query(**kwargs)
         last = page.get("LastEvaluatedKey")
         return [_from_item(i) for i in page.get("Items", [])], _encode_cursor(last) if last else None
+
+    def stale(self, status: JobStatus, before: str, limit: int = 100) -> list[str]:
+        """Ids of jobs in `status` whose last change is older than `before` (ISO time), oldest first."""
+        page = self._table.query(
+            IndexName=STATUS_INDEX,
+            KeyConditionExpression="#s = :s AND updated_at < :before",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": status.value, ":before": before},
+            Limit=limit,
+        )
+        return [item["id"] for item in page.get("Items", [])]
 
     def transition(
         self,

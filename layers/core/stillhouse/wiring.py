@@ -24,6 +24,7 @@ from stillhouse.route import Router
 from stillhouse.runpod_client import RunPodClient
 from stillhouse.service import CouncilDefaults, JobService
 from stillhouse.signing import callback_token
+from stillhouse.sweeper import Sweeper, redrive
 from stillhouse.workflow_tasks import RecoveryTasks
 from stillhouse.workflows import Workflows
 
@@ -156,7 +157,21 @@ def workflow_tasks() -> RecoveryTasks:
 
 def reset() -> None:
     """Forget every built object (the embedded stack calls this after pointing at a new moto)."""
-    for fn in (job_store, member_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
+    for fn in (sweeper, job_store, member_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
         fn.cache_clear()
     secrets.reset()
     aws.reset()
+
+
+@lru_cache(maxsize=1)
+def sweeper() -> Sweeper:
+    return Sweeper(store=job_store(), callbacks=callbacks(), fetch_status=fetch_status,
+                   execution_status=workflows().status, notify=notify_caller,
+                   stale_after_s=get_settings().sweep_after_s)
+
+
+def redrive_dlqs() -> int:
+    settings = get_settings()
+    sqs = aws.client("sqs")
+    pairs = [(settings.high_dlq_url, settings.high_queue_url), (settings.normal_dlq_url, settings.normal_queue_url)]
+    return sum(redrive(sqs, dlq, queue) for dlq, queue in pairs if dlq and queue)

@@ -47,6 +47,15 @@ class Workflows:
             if err.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "ValidationException"):
                 raise
 
+    def status(self, execution_arn: str) -> str:
+        """RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED (| MISSING when unknown)."""
+        try:
+            return self._sfn.describe_execution(executionArn=execution_arn)["status"]
+        except ClientError as err:
+            if err.response["Error"]["Code"] == "ExecutionDoesNotExist":
+                return "MISSING"
+            raise
+
     def succeed_task(self, task_token: str, output: dict[str, Any]) -> None:
         self._resume(lambda: self._sfn.send_task_success(taskToken=task_token, output=json.dumps(output)))
 

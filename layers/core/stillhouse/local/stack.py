@@ -14,6 +14,7 @@ from stillhouse.local.http_gateway import HttpGateway
 from stillhouse.local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse.local.moto_env import MotoEnvironment, free_port
 from stillhouse.local.pollers import QueuePoller
+from stillhouse.local.scheduler import ScheduleRunner
 from stillhouse.local.template import translate
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -47,6 +48,7 @@ class EmbeddedStack:
         self.functions = FunctionRegistry()
         self.resources: dict[str, str] = {}
         self.pollers: list[QueuePoller] = []
+        self.schedules: list[ScheduleRunner] = []
         self.gateway: HttpGateway | None = None
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
@@ -90,6 +92,10 @@ class EmbeddedStack:
                                      wait_s=self.options.poll_wait_s)
                 poller.start()
                 self.pollers.append(poller)
+            for schedule in local.schedules:
+                runner = ScheduleRunner(schedule.function, schedule.period_s, self.functions)
+                runner.start()
+                self.schedules.append(runner)
         except BaseException:
             self.stop()
             raise
@@ -99,6 +105,9 @@ class EmbeddedStack:
         for poller in self.pollers:
             poller.stop()
         self.pollers.clear()
+        for runner in self.schedules:
+            runner.stop()
+        self.schedules.clear()
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None

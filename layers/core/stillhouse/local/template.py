@@ -65,6 +65,20 @@ class HttpRoute:
 
 
 @dataclass
+class Schedule:
+    function: str  # logical id
+    expression: str  # "rate(1 minute)"
+
+    @property
+    def period_s(self) -> float:
+        found = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", self.expression.strip())
+        if not found:
+            raise ValueError(f"the embedded scheduler runs rate() expressions only, not {self.expression!r}")
+        unit = {"minute": 60, "hour": 3600, "day": 86400}[found.group(2).rstrip("s")]
+        return int(found.group(1)) * unit
+
+
+@dataclass
 class StateMachineSpec:
     logical_id: str
     definition_text: str  # the .asl.json with ${...} placeholders
@@ -79,6 +93,7 @@ class LocalTemplate:
     routes: list[HttpRoute] = field(default_factory=list)
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
     state_machines: dict[str, StateMachineSpec] = field(default_factory=dict)
+    schedules: list[Schedule] = field(default_factory=list)
 
 
 def load_sam(path: Path) -> dict[str, Any]:
@@ -118,6 +133,8 @@ def translate(template_path: Path) -> LocalTemplate:
                 ep = event.get("Properties", {})
                 if event["Type"] == "HttpApi":
                     local.routes.append(HttpRoute(name, ep["Method"].upper(), ep["Path"]))
+                elif event["Type"] == "Schedule":
+                    local.schedules.append(Schedule(name, ep["Schedule"]))
                 elif event["Type"] == "SQS":
                     local.queue_mappings.append(QueueMapping(
                         function=name,
@@ -141,7 +158,7 @@ def translate(template_path: Path) -> LocalTemplate:
     drop = [
         name for name, res in cfn["Resources"].items()
         if res["Type"].startswith("AWS::ApiGatewayV2::")
-        or res["Type"] == "AWS::StepFunctions::StateMachine"
+        or res["Type"] in ("AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
         or res["Type"] in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission")
     ]
     for name in drop:

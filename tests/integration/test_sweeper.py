@@ -1,0 +1,70 @@
+"""The sweeper: lost webhooks, lost RunPod jobs and dead workflows still end in a terminal status."""
+import json
+import time
+
+from stillhouse import aws, wiring
+
+
+def sweep(stack, **event):
+    return stack.functions.get("SweeperFunction").invoke({"stale_after_s": 0, **event})
+
+
+def test_a_fast_path_job_whose_webhook_was_lost_is_completed_by_the_sweeper(api, stack, faults):
+    faults("local", drop_webhook_rate=1.0)
+    job_id = api.submit("echo", {"text": "quiet"})
+    job = api.wait(job_id, statuses={"IN_PROGRESS"})
+    time.sleep(1.0)  # RunPod finished it; nobody told us
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "IN_PROGRESS"
+    result = sweep(stack)
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert result.get("settled", 0) >= 1
+    assert job["status"] == "COMPLETED" and job["output"]["text"] == "quiet"
+    assert job["events"][-1]["actor"] == "sweeper"
+
+
+def test_a_job_runpod_no_longer_knows_goes_to_the_recovery_workflow(api, stack, faults):
+    faults("local", drop_webhook_rate=1.0)
+    job_id = api.submit("echo", {"text": "vanished"})
+    api.wait(job_id, statuses={"IN_PROGRESS"})
+    wiring.job_store().annotate(job_id, {"runpod_id": "no-such-runpod-job"})  # as if RunPod purged it
+    stack.standin.reset_faults("local")
+    sweep(stack)
+    job = api.wait(job_id, timeout=30)
+    assert job["status"] == "COMPLETED" and job["attempts"] == 2
+    statuses = [e["status"] for e in job["events"]]
+    assert "RETRYING" in statuses
+    assert any(e["actor"] == "sweeper" for e in job["events"])
+
+
+def test_a_retrying_job_whose_workflow_died_is_failed(api, stack, faults):
+    faults("local", error_rate=1.0)
+    job_id = api.submit()
+    job = api.wait(job_id, statuses={"RETRYING"}, timeout=15)
+    while not api.get(f"/v1/jobs/{job_id}").json().get("execution_arn"):
+        time.sleep(0.05)
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    aws.client("stepfunctions").stop_execution(executionArn=job["execution_arn"])
+    deadline = time.monotonic() + 10
+    while wiring.workflows().status(job["execution_arn"]) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sweep(stack)
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "FAILED" and "workflow ended" in job["error"]
+
+
+def test_running_jobs_are_left_alone(api, stack):
+    job_id = api.submit("sleep", {"seconds": 1.5})
+    api.wait(job_id, statuses={"IN_PROGRESS"})
+    result = sweep(stack)
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "IN_PROGRESS"
+    assert result.get("still_running", 0) >= 1
+    assert api.wait(job_id)["status"] == "COMPLETED"
+
+
+def test_redrive_moves_dlq_messages_back_to_their_queue(stack):
+    sqs = aws.client("sqs")
+    sqs.send_message(QueueUrl=stack.queue_url("JobsNormalDLQ"), MessageBody=json.dumps({"job_id": "redriven-poison"}))
+    moved = stack.functions.get("SweeperFunction").invoke({"action": "redrive"})
+    assert moved == {"redriven": 1}
+    left = sqs.get_queue_attributes(QueueUrl=stack.queue_url("JobsNormalDLQ"), AttributeNames=["ApproximateNumberOfMessages"])
+    assert left["Attributes"]["ApproximateNumberOfMessages"] == "0"

@@ -1,0 +1,110 @@
+"""template.yaml is the one description of the stack: these check what the embedded runtime and
+AWS both rely on."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from stillhouse import errors
+from stillhouse.local.template import translate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def local():
+    return translate(ROOT / "template.yaml")
+
+
+def substituted(spec, parameters):
+    text = spec.definition_text
+    for key, raw in spec.substitutions.items():
+        if isinstance(raw, dict) and "Ref" in raw:
+            value = parameters[raw["Ref"]]["Default"]
+        else:
+            value = "arn:aws:lambda:us-east-1:123456789012:function:f"
+        text = text.replace("${" + key + "}", str(value))
+    return text
+
+
+def test_both_workflows_are_declared(local):
+    assert set(local.state_machines) == {"RecoveryStateMachine", "CouncilStateMachine"}
+
+
+def test_every_definition_placeholder_has_a_substitution_and_parses(local):
+    parameters = local.cloudformation["Parameters"]
+    for spec in local.state_machines.values():
+        placeholders = set(re.findall(r"\$\{(\w+)\}", spec.definition_text))
+        assert placeholders == set(spec.substitutions), spec.logical_id
+        definition = json.loads(substituted(spec, parameters))
+        assert definition["StartAt"] in definition["States"]
+
+
+def _states(definition):
+    for name, state in definition["States"].items():
+        yield name, state
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if processor:
+            yield from _states(processor)
+
+
+def test_retry_and_catch_names_are_our_error_classes_or_states_errors(local):
+    parameters = local.cloudformation["Parameters"]
+    ours = {cls.__name__ for cls in errors.WorkflowTaskError.__subclasses__()}
+    for spec in local.state_machines.values():
+        for name, state in _states(json.loads(substituted(spec, parameters))):
+            for rule in state.get("Retry", []) + state.get("Catch", []):
+                for error in rule["ErrorEquals"]:
+                    assert error.startswith("States.") or error in ours, (spec.logical_id, name, error)
+
+
+def test_every_retry_uses_full_jitter_and_a_bounded_backoff(local):
+    parameters = local.cloudformation["Parameters"]
+    for spec in local.state_machines.values():
+        for name, state in _states(json.loads(substituted(spec, parameters))):
+            for rule in state.get("Retry", []):
+                assert rule["JitterStrategy"] == "FULL", name
+                assert rule["MaxAttempts"] >= 1 and rule["BackoffRate"] >= 1, name
+
+
+def test_every_terminal_path_records_the_job(local):
+    """Each workflow ends through a task that writes the job, so none ends silently."""
+    parameters = local.cloudformation["Parameters"]
+    for spec in local.state_machines.values():
+        states = json.loads(substituted(spec, parameters))["States"]
+        assert states["RecordFailure"]["Next"] == "Failed"
+        assert "record_failure" in json.dumps(states["RecordFailure"])
+
+
+def test_queues_trigger_dispatch_with_partial_batch_failures(local):
+    queues = {m.queue for m in local.queue_mappings}
+    assert queues == {"JobsHighQueue", "JobsNormalQueue"}
+    assert all(m.function == "DispatchFunction" and m.report_batch_item_failures for m in local.queue_mappings)
+
+
+def test_each_job_queue_has_a_dlq_with_a_redrive_policy(local):
+    resources = local.cloudformation["Resources"]
+    for queue in ("JobsHighQueue", "JobsNormalQueue"):
+        redrive = resources[queue]["Properties"]["RedrivePolicy"]
+        assert redrive["deadLetterTargetArn"]["Fn::GetAtt"][0] == queue.replace("Queue", "DLQ")
+        assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_every_function_handler_exists(local):
+    for spec in local.functions.values():
+        module, _, attr = spec.handler.rpartition(".")
+        source = (spec.code_dir / f"{module}.py").read_text()
+        assert f"def {attr}(" in source, spec.logical_id
+
+
+def test_handlers_stay_thin(local):
+    for spec in local.functions.values():
+        lines = (spec.code_dir / "app.py").read_text().splitlines()
+        assert len(lines) <= 40, f"{spec.logical_id} has {len(lines)} lines; logic belongs in the core"
+
+
+def test_the_http_api_routes_reach_the_right_functions(local):
+    routes = {(r.method, r.path): r.function for r in local.routes}
+    assert routes[("ANY", "/v1/{proxy+}")] == "ApiFunction"
+    assert routes[("POST", "/callbacks/runpod/{job_id}")] == "WebhookFunction"

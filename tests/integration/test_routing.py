@@ -74,3 +74,14 @@ def test_an_admin_can_add_an_endpoint(api, stack):
     assert response.status_code == 200
     assert endpoint_rows(api)["extra"]["models"] == ["tiny"]
     api.put("/v1/endpoints/extra", {"enabled": False})
+
+
+def test_the_cli_edits_and_lists_endpoints(api, stack, capsys):
+    from stillhouse.local.cli import main
+
+    assert main(["endpoints", "--url", stack.url, "--key", stack.dev_api_key, "put", "west", "--weight", "0.25"]) == 0
+    assert main(["endpoints", "--url", stack.url, "--key", stack.dev_api_key, "list"]) == 0
+    listed = capsys.readouterr().out
+    assert '"name": "west"' in listed
+    assert endpoint_rows(api)["west"]["weight"] == 0.25
+    api.put("/v1/endpoints/west", {"weight": 1})

@@ -35,6 +35,13 @@ def test_a_body_over_one_mebibyte_is_413(api):
     assert job_count(api) == before
 
 
+def test_an_input_too_large_to_keep_with_the_job_is_413_naming_input(api):
+    before = job_count(api)
+    response = api.post("/v1/jobs", {"task": "echo", "input": {"text": "x" * 400_000}})
+    assert response.status_code == 413 and response.json()["error"]["field"] == "input"
+    assert job_count(api) == before
+
+
 def test_a_bad_query_parameter_names_it(api):
     response = api.get("/v1/jobs", params={"limit": 0})
     assert response.status_code == 422 and response.json()["error"]["field"] == "limit"
@@ -57,8 +64,9 @@ def test_another_tenants_job_is_404(api, other_tenant):
     assert api.get(f"/v1/jobs/{job_id}").status_code == 200
 
 
-def test_an_unknown_route_is_404(api):
-    assert api.get("/v1/nothing-here").status_code == 404
+def test_an_unknown_route_is_404_in_the_error_format(api):
+    response = api.get("/v1/nothing-here")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
 
 
 def test_endpoint_edits_need_an_admin_key(other_tenant):

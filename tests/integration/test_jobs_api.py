@@ -100,3 +100,14 @@ def test_endpoints_are_listed_with_their_stand_in_base_url(api, stack):
     endpoints = {e["name"]: e for e in api.get("/v1/endpoints").json()}
     assert endpoints["local"]["base_url"] == stack.standin.api_base()
     assert endpoints["local"]["endpoint_id"] == "local"
+
+
+def test_a_result_too_big_for_dynamodb_is_served_from_s3(api, receiver):
+    text = "x" * 250_000  # the echo output carries it twice: ~500 KB, over DynamoDB's 400 KB item limit
+    job = api.wait(api.submit("echo", {"text": text}, webhook=receiver.url), timeout=30)
+    assert job["status"] == "COMPLETED", job.get("error")
+    assert job["output"] is None and job["output_url"]
+    fetched = requests.get(job["output_url"], timeout=10)
+    assert fetched.status_code == 200 and fetched.json()["text"] == text
+    (call,) = receiver.wait_for(1)
+    assert call["json"]["output_url"] and call["json"]["output"] is None

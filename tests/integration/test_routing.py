@@ -43,7 +43,8 @@ def test_a_hard_down_endpoint_opens_its_breaker_and_every_job_completes_elsewher
 
 def test_adaptive_routing_moves_traffic_to_the_fast_endpoint(api, faults, two_endpoints):
     faults("west", latency_ms=300)
-    jobs = run_jobs(api, 200, wave=20)
+    # Waves no bigger than a worker's concurrency (8): the endpoints are compared, not saturated.
+    jobs = run_jobs(api, 200, wave=8)
     assert {j["status"] for j in jobs} == {"COMPLETED"}
     share = Counter(j["endpoint"] for j in jobs)
     assert share["east"] >= 0.8 * len(jobs), share

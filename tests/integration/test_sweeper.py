@@ -25,7 +25,10 @@ def test_a_fast_path_job_whose_webhook_was_lost_is_completed_by_the_sweeper(api,
 def test_a_job_runpod_no_longer_knows_goes_to_the_recovery_workflow(api, stack, faults):
     faults("local", drop_webhook_rate=1.0)
     job_id = api.submit("echo", {"text": "vanished"})
-    api.wait(job_id, statuses={"IN_PROGRESS"})
+    runpod_id = api.wait(job_id, statuses={"IN_PROGRESS"})["runpod_id"]
+    deadline = time.monotonic() + 10
+    while stack.standin.job_status(runpod_id)["status"] != "COMPLETED" and time.monotonic() < deadline:
+        time.sleep(0.05)  # its (dropped) webhook is behind us: nothing can arrive later
     wiring.job_store().annotate(job_id, {"runpod_id": "no-such-runpod-job"})  # as if RunPod purged it
     stack.standin.reset_faults("local")
     sweep(stack)

@@ -26,7 +26,7 @@ def jobs_table(aws_mock):
             "IndexName": "ByTenant",
             "KeySchema": [{"AttributeName": "tenant_id", "KeyType": "HASH"},
                           {"AttributeName": "tenant_sk", "KeyType": "RANGE"}],
-            "Projection": {"ProjectionType": "ALL"},
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status", "task", "created_at", "updated_at"]},
         }],
     )
 

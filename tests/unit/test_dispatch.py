@@ -41,7 +41,8 @@ class FakeRouter:
         self.endpoints, self.closed = plan, set(closed)
         self.outcomes = []
 
-    def plan(self, model):
+    def plan(self, model, *, streaming=False):
+        self.streaming = streaming
         return list(self.endpoints)
 
     def allow(self, name, plan=None):
@@ -180,3 +181,11 @@ def test_council_jobs_start_the_council_workflow(jobs_table):
     job = make_dispatcher(store, [Ep("a")], FakeRunPod(), workflows=workflows).dispatch("c1")
     assert workflows.councils == [("c1", {"prompt": "p", "models": ["a", "b"]})]
     assert job.status is JobStatus.IN_PROGRESS and job.execution_arn == "arn:exec:c1-council"
+
+
+def test_a_streaming_job_is_planned_over_streaming_endpoints(jobs_table):
+    store = JobStore(jobs_table)
+    store.create(make_job("s1").model_copy(update={"input": {"prompt": "hi", "stream": True}}))
+    router = FakeRouter([Ep("a")])
+    make_dispatcher(store, None, FakeRunPod(), router=router).dispatch("s1")
+    assert router.streaming is True

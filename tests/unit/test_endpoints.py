@@ -209,3 +209,32 @@ def test_force_fetch_bypasses_the_cache(config_table, clock):
     assert reader.candidates(None) != []
     assert reader.get("gpu-a", force_fetch=True).enabled is False
     assert reader.candidates(None) == []
+
+
+# --- streaming endpoints ------------------------------------------------------------------------
+
+
+def test_streaming_defaults_to_false_and_round_trips(registry):
+    assert spec("a").streaming is False
+    registry.put(spec("s", streaming=True))
+    assert registry.get("s", force_fetch=True).streaming is True
+    assert registry.update("s", streaming=False).streaming is False
+
+
+def test_a_streaming_job_goes_only_to_streaming_endpoints(registry):
+    registry.put(spec("plain"))
+    registry.put(spec("stream-llama", models=["llama"], streaming=True))
+    registry.put(spec("stream-off", streaming=True, enabled=False))
+    assert [s.name for s in registry.candidates("llama", streaming=True)] == ["stream-llama"]
+    assert registry.candidates("qwen", streaming=True) == []  # no streaming endpoint serves it
+
+
+def test_a_plain_job_prefers_plain_endpoints_and_falls_back_to_streaming_ones(registry):
+    # A streaming worker returns every output as a list of chunks: use it for plain jobs only when
+    # no plain endpoint serves the model.
+    registry.put(spec("plain-llama", models=["llama"]))
+    registry.put(spec("stream-any", streaming=True))
+    assert [s.name for s in registry.candidates("llama")] == ["plain-llama"]
+    assert [s.name for s in registry.candidates("qwen")] == ["stream-any"]
+    registry.update("plain-llama", enabled=False)
+    assert [s.name for s in registry.candidates("llama")] == ["stream-any"]

@@ -305,3 +305,13 @@ def test_describe_lists_every_endpoint_with_its_health(make_router):
     assert set(views) == {"a", "b"}
     assert views["a"].health.last_error == "HTTP 502" and views["a"].health.accepting
     assert views["b"].health.state is BreakerState.CLOSED
+
+
+def test_plan_sends_streaming_jobs_to_streaming_endpoints_only(make_router):
+    router = make_router(ep("plain"), ep("stream", streaming=True))
+    for _ in range(20):  # whatever the policy draws
+        assert [s.name for s in router.plan(None, streaming=True)] == ["stream"]
+        assert [s.name for s in router.plan(None)] == ["plain"]
+    router.registry.update("stream", enabled=False)
+    none = router.plan(None, streaming=True)
+    assert (list(none), none.candidates) == ([], 0)  # nothing can stream: a configuration problem

@@ -32,7 +32,7 @@ class DispatchDeferred(StillhouseError):
 class Routing(Protocol):
     """What dispatch needs of the router (stillhouse.route.Router): a plan, breaker claims, outcomes."""
 
-    def plan(self, model: str | None) -> Sequence[Endpoint]: ...
+    def plan(self, model: str | None, *, streaming: bool = False) -> Sequence[Endpoint]: ...
 
     def allow(self, name: str, plan: Any = None) -> bool: ...
 
@@ -84,7 +84,7 @@ def place(router: Routing, client_for: Callable[[Endpoint], RunPodClient], model
     the router (breaker, statistics); a terminal refusal stops the walk (the input is at fault)."""
     errors: list[str] = []
     classes: list[ErrorClass] = []
-    plan = router.plan(model)
+    plan = router.plan(model, streaming=bool(payload.get("stream")))
     for endpoint in plan:
         if not router.allow(endpoint.name, plan):
             errors.append(f"{endpoint.name}: breaker open")

@@ -41,6 +41,9 @@ class EndpointSpec(BaseModel):
     enabled: bool = True
     # Name of the secret holding this endpoint's RunPod API key; None = the default key.
     secret_ref: str | None = Field(default=None, min_length=1, max_length=512)
+    # Deployed with WORKER_STREAMING=true: its worker streams `stream: true` jobs in chunks, and every
+    # job's output comes back as a list of chunks (RunPod decides streaming per worker, not per job).
+    streaming: bool = False
 
     @field_validator("base_url")
     @classmethod
@@ -157,9 +160,18 @@ class EndpointRegistry:
             raise EndpointNotFound(name)
         return spec
 
-    def candidates(self, model: str | None) -> list[EndpointSpec]:
-        """Enabled endpoints serving `model` (any enabled endpoint when model is None)."""
-        return [s for s in self.list() if s.enabled and s.serves(model)]
+    def candidates(self, model: str | None, streaming: bool = False) -> list[EndpointSpec]:
+        """Enabled endpoints serving `model` (any enabled endpoint when model is None), of the job's kind.
+
+        A streaming job goes only to streaming endpoints (only their workers send chunks). A
+        non-streaming job goes to non-streaming endpoints; streaming ones are used only when no
+        non-streaming endpoint serves the model at all, because a streaming worker returns every
+        output as a list of chunks instead of the usual object (docs/gpu_handler.md, "Streaming").
+        """
+        serving = [s for s in self.list() if s.enabled and s.serves(model)]
+        if streaming:
+            return [s for s in serving if s.streaming]
+        return [s for s in serving if not s.streaming] or serving
 
     # --- writes ------------------------------------------------------------------------------
 

@@ -20,13 +20,13 @@ from stillhouse.config import get_settings
 from stillhouse.http_common import new_resolver
 from stillhouse.endpoints import EndpointNotFound, EndpointSpec
 from stillhouse.route import EndpointView
+from stillhouse.streams import StreamPage, StreamReader
 from stillhouse.models import (
     Job,
     JobAccepted,
     JobPage,
     JobRequest,
     JobStatus,
-    JobSummary,
 )
 
 logger = Logger(service="stillhouse")
@@ -91,8 +91,7 @@ def submit_job(
 
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Job:
-    job = wiring.job_service().get(principal(), job_id)
-    return job.model_copy(update={"tenant_id": job.tenant_id})
+    return wiring.public_view(wiring.job_service().get(principal(), job_id))
 
 
 @app.get("/v1/jobs")
@@ -102,13 +101,20 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> JobPage:
     jobs, next_cursor = wiring.job_service().list(principal(), status=status, limit=limit, cursor=cursor)
-    return JobPage(items=[JobSummary.model_validate(j.model_dump()) for j in jobs], cursor=next_cursor)
+    return JobPage(items=jobs, cursor=next_cursor)
 
 
 @app.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> JobAccepted:
     job = wiring.job_service().cancel(principal(), job_id)
     return JobAccepted(id=job.id, status=job.status)
+
+
+@app.get("/v1/jobs/<job_id>/stream")
+def stream_job(job_id: str) -> StreamPage:
+    """The chunks a streaming job produced since the last call (RunPod-style polling; see streams.py)."""
+    reader = StreamReader(wiring.job_store(), wiring.registry(), wiring.client_for)
+    return reader.read(principal(), job_id)
 
 
 def _endpoint_row(view: EndpointView) -> dict[str, Any]:

@@ -6,11 +6,16 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from aws_lambda_powertools import Logger
 
 from stillhouse import errors
 from stillhouse.config import get_settings
 from stillhouse.models import ErrorBody, ErrorDetail
+
+logger = Logger(service="stillhouse", child=True)
 
 # Domain error type -> HTTP status. The one place this mapping lives; matched by type, never text.
 _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
@@ -64,9 +69,21 @@ def _guard_body(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
     return next_middleware(app)
 
 
+def _unexpected(exc: Exception) -> Response:
+    """Anything else is our fault: log it with its traceback, answer 500 in the one error format."""
+    if isinstance(exc, ServiceError):  # Powertools' own HTTP errors, e.g. no such route
+        code = "not_found" if exc.status_code == HTTPStatus.NOT_FOUND else "error"
+        return error_response(HTTPStatus(exc.status_code), code, exc.msg)
+    logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+    return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error",
+                          "internal error; the request may not have completed, it is safe to retry with the "
+                          "same Idempotency-Key")
+
+
 def new_resolver() -> APIGatewayHttpResolver:
     resolver = APIGatewayHttpResolver(enable_validation=True)
     resolver.use(middlewares=[_guard_body])
     resolver.exception_handler(errors.StillhouseError)(_domain_error)
     resolver.exception_handler(RequestValidationError)(_validation_error)
+    resolver.exception_handler(Exception)(_unexpected)
     return resolver

@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
-from stillhouse.models import Job, JobEvent, JobStatus
+from stillhouse.models import Job, JobEvent, JobStatus, JobSummary
 from stillhouse.transitions import sources_of
 
 _JSON_FIELDS = ("input", "params", "output", "council")
@@ -52,8 +52,14 @@ def _is_condition_failure(err: ClientError) -> bool:
 
 
 class JobStore:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, results: Any = None) -> None:
         self._table = table
+        self._results = results  # stillhouse.results.ResultStore: big outputs go to S3
+
+    def _stored(self, job_id: str, name: str, value: Any) -> Any:
+        if name == "output" and self._results is not None:
+            value = self._results.keep(job_id, value)
+        return json.dumps(value) if name in _JSON_FIELDS else value
 
     def create(self, job: Job) -> Job:
         try:
@@ -73,7 +79,9 @@ class JobStore:
 
     def list(
         self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
-    ) -> tuple[list[Job], str | None]:
+    ) -> tuple[list[JobSummary], str | None]:
+        """A tenant's jobs, newest first. The index carries only the summary fields (template.yaml),
+        so a status change rewrites a small index entry, not a copy of the whole job."""
         kwargs: dict[str, Any] = {
             "IndexName": TENANT_INDEX,
             "KeyConditionExpression": "tenant_id = :t",
@@ -89,7 +97,8 @@ class JobStore:
             kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, tenant_id)
         page = self._table.query(**kwargs)
         last = page.get("LastEvaluatedKey")
-        return [_from_item(i) for i in page.get("Items", [])], _encode_cursor(last) if last else None
+        items = [JobSummary.model_validate(i) for i in page.get("Items", [])]
+        return items, _encode_cursor(last) if last else None
 
     def stale(self, status: JobStatus, before: str, limit: int = 100) -> list[str]:
         """Ids of jobs in `status` whose last change is older than `before` (ISO time), oldest first."""
@@ -130,7 +139,7 @@ class JobStore:
         sets = ["#s = :target", "updated_at = :now", "events = list_append(events, :ev)"]
         for i, (name, value) in enumerate((fields or {}).items()):
             names[f"#f{i}"] = name
-            values[f":f{i}"] = json.dumps(value) if name in _JSON_FIELDS else value
+            values[f":f{i}"] = self._stored(job_id, name, value)
             sets.append(f"#f{i} = :f{i}")
         if endpoint is not None and "endpoint" not in (fields or {}):
             names["#ep"], values[":ep"] = "endpoint", endpoint
@@ -163,7 +172,7 @@ class JobStore:
         names, values, sets = {"#s": "status"}, {":now": now_iso()}, ["updated_at = :now"]
         for i, (name, value) in enumerate(fields.items()):
             names[f"#f{i}"] = name
-            values[f":f{i}"] = json.dumps(value) if name in _JSON_FIELDS else value
+            values[f":f{i}"] = self._stored(job_id, name, value)
             sets.append(f"#f{i} = :f{i}")
         terminal = [s.value for s in JobStatus if s.terminal]
         for i, status in enumerate(terminal):

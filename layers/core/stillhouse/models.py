@@ -98,6 +98,7 @@ class Job(BaseModel):
     runpod_id: str | None = None
     attempts: int = 0
     output: Any = None
+    output_url: str | None = None  # presigned S3 URL when the output was too large to keep inline
     error: str | None = None
     error_class: ErrorClass | None = None
     execution_arn: str | None = None  # the workflow running this job, if any

@@ -16,7 +16,8 @@ SIGNATURE_HEADER = "X-Stillhouse-Signature"
 
 def webhook_body(job: Job) -> bytes:
     return json.dumps(
-        {"id": job.id, "status": job.status.value, "output": job.output, "error": job.error,
+        {"id": job.id, "status": job.status.value, "output": job.output, "output_url": job.output_url,
+         "error": job.error,
          "endpoint": job.endpoint, "attempts": job.attempts},
         separators=(",", ":"),
     ).encode()

@@ -185,9 +185,10 @@ class Router:
         self.rng = rng or random.Random()
         self.now = now or breaker.now
 
-    def plan(self, model: str | None, policy: Policy | str | None = None) -> Plan:
-        """Where to send a job for `model`, best first. Empty: wait and retry (don't drop the job)."""
-        candidates = self.registry.candidates(model)
+    def plan(self, model: str | None, policy: Policy | str | None = None, *, streaming: bool = False) -> Plan:
+        """Where to send a job for `model`, best first. Empty: wait and retry (don't drop the job).
+        A streaming job is planned over streaming endpoints only (EndpointRegistry.candidates)."""
+        candidates = self.registry.candidates(model, streaming=streaming)
         if not candidates:
             return Plan(endpoints=(), candidates=0)
         states = self.breaker.store.get_many(c.name for c in candidates)

@@ -1,6 +1,7 @@
 """The jobs service: what the HTTP API does, free of HTTP."""
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -8,10 +9,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from stillhouse.auth import Principal
-from stillhouse.errors import Conflict, ServiceUnavailable, TransitionRefused, Unprocessable
+from stillhouse.errors import Conflict, PayloadTooLarge, ServiceUnavailable, TransitionRefused, Unprocessable
 from stillhouse.jobs import JobStore, now_iso
 from stillhouse.models import CouncilInput, Job, JobRequest, JobStatus, Task
 from stillhouse.queue import JobQueue
+
+
+# A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
+MAX_INPUT_BYTES = 300_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,10 @@ class JobService:
         self._canceller = canceller  # callable(job) that cancels the in-flight RunPod job
 
     def submit(self, principal: Principal, request: JobRequest) -> Job:
+        size = len(json.dumps(request.input, separators=(",", ":")))
+        if size > MAX_INPUT_BYTES:
+            raise PayloadTooLarge(f"input is {size} bytes; a job keeps at most {MAX_INPUT_BYTES} bytes of input "
+                                  "(pass large data by URL)", field="input")
         if request.task is Task.COUNCIL:
             request = request.model_copy(update={"input": self._council_input(request.input)})
         at = now_iso()

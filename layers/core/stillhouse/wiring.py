@@ -20,6 +20,7 @@ from stillhouse.jobs import JobStore, MemberStore
 from stillhouse.models import Job, Priority
 from stillhouse.notify import notify
 from stillhouse.queue import JobQueue
+from stillhouse.results import ResultStore
 from stillhouse.route import Router
 from stillhouse.runpod_client import RunPodClient
 from stillhouse.service import CouncilDefaults, JobService
@@ -30,8 +31,13 @@ from stillhouse.workflows import Workflows
 
 
 @lru_cache(maxsize=1)
+def results() -> ResultStore:
+    return ResultStore(aws.client("s3"), get_settings().results_bucket)
+
+
+@lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    return JobStore(aws.table(get_settings().jobs_table))
+    return JobStore(aws.table(get_settings().jobs_table), results())
 
 
 @lru_cache(maxsize=1)
@@ -141,8 +147,14 @@ def callbacks() -> CallbackRecorder:
     )
 
 
+def public_view(job: Job) -> Job:
+    """The job as callers see it: a result kept in S3 is given as a presigned URL."""
+    url = results().url(job.output)
+    return job.model_copy(update={"output": None, "output_url": url}) if url else job
+
+
 def notify_caller(job: Job) -> None:
-    notify(job, secrets.signing_secret())
+    notify(public_view(job), secrets.signing_secret())
 
 
 @lru_cache(maxsize=1)
@@ -157,7 +169,7 @@ def workflow_tasks() -> RecoveryTasks:
 
 def reset() -> None:
     """Forget every built object (the embedded stack calls this after pointing at a new moto)."""
-    for fn in (sweeper, job_store, member_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
+    for fn in (sweeper, results, job_store, member_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
         fn.cache_clear()
     secrets.reset()
     aws.reset()

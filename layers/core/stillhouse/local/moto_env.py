@@ -67,7 +67,9 @@ class MotoEnvironment:
         for name, res in local.cloudformation["Resources"].items():
             if res["Type"] in ("AWS::Lambda::Function", "AWS::Lambda::LayerVersion"):
                 s3.put_object(Bucket=CODE_BUCKET, Key=f"{name}.zip", Body=placeholder.getvalue())
-        resources = _physical_secrets(local, parameters, secret_values, self.client("secretsmanager"))
+        defaults = {k: str(v.get("Default", "")) for k, v in local.cloudformation.get("Parameters", {}).items()}
+        resolved = {**defaults, **{k: str(v) for k, v in parameters.items()}}
+        resources = _physical_secrets(local, resolved, secret_values, self.client("secretsmanager"))
         machines = {logical: f"{STACK_NAME}-{logical}" for logical in local.state_machines}
         replacements = {logical: {"Ref": name} for logical, name in resources.items()}
         for logical, name in machines.items():
@@ -84,12 +86,11 @@ class MotoEnvironment:
             for summary in page["StackResourceSummaries"]:
                 if summary.get("PhysicalResourceId"):
                     resources[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
-        defaults = {k: str(v.get("Default", "")) for k, v in local.cloudformation.get("Parameters", {}).items()}
         sfn = self.client("stepfunctions")
         for logical, spec in local.state_machines.items():
             definition = spec.definition_text
             for key, raw in spec.substitutions.items():
-                value = _resolve(raw, {**defaults, **{k: str(v) for k, v in parameters.items()}}, resources)
+                value = _resolve(raw, resolved, resources)
                 definition = definition.replace("${" + key + "}", value)
             json.loads(definition)  # fail here, clearly, on a placeholder left unresolved
             arn = sfn.create_state_machine(name=machines[logical], definition=definition, type="STANDARD",

@@ -278,6 +278,7 @@ class RunPodStandIn:
         start_workers: bool = True,
         worker_concurrency: int = 1,
         worker_env: dict[str, str] | None = None,
+        endpoint_env: dict[str, dict[str, str]] | None = None,
         webhook_retry_delay_s: float = 1.0,
         result_ttl_s: float = 1800,
         log_dir: Path | None = None,
@@ -302,6 +303,10 @@ class RunPodStandIn:
         self._start_workers = start_workers
         self._worker_concurrency = max(1, int(worker_concurrency))
         self._worker_env = dict(worker_env or {})
+        # Per endpoint, on top of worker_env: e.g. {"b": {"WORKER_STREAMING": "true"}} makes only b stream.
+        self._endpoint_env = {ep: dict(env) for ep, env in (endpoint_env or {}).items()}
+        if unknown := sorted(set(self._endpoint_env) - set(endpoints)):
+            raise ValueError(f"endpoint_env names endpoints that are not in endpoints: {', '.join(unknown)}")
         self._webhook_retry_delay_s = webhook_retry_delay_s
         self._result_ttl_s = result_ttl_s
         self._runsync_result_ttl_s = min(runsync_result_ttl_s, result_ttl_s)
@@ -413,11 +418,15 @@ class RunPodStandIn:
         with self._lock:
             return list(self._endpoints)
 
-    def add_endpoint(self, endpoint_id: str) -> None:
-        """Add an endpoint at run time (starts its worker when workers are enabled). No-op if it exists."""
+    def add_endpoint(self, endpoint_id: str, *, env: dict[str, str] | None = None) -> None:
+        """Add an endpoint at run time (starts its worker when workers are enabled). No-op if it exists.
+
+        `env`: extra environment for this endpoint's worker (like the constructor's endpoint_env)."""
         with self._lock:
             if endpoint_id in self._endpoints:
                 return
+            if env is not None:
+                self._endpoint_env[endpoint_id] = dict(env)
             ep = _Endpoint(endpoint_id, self._lock, self._seed)
             self._endpoints[endpoint_id] = ep
         if self._started and self._start_workers and not self._stopping.is_set():
@@ -467,6 +476,11 @@ class RunPodStandIn:
         with self._lock:
             job = self._jobs.get(job_id)
             return None if job is None else job.status_body()
+
+    def endpoint_env(self, endpoint_id: str) -> dict[str, str]:
+        """The environment an endpoint's worker gets on top of the RUNPOD_* set: worker_env, then its
+        own entry of endpoint_env."""
+        return {**self._worker_env, **self._endpoint_env.get(endpoint_id, {})}
 
     def worker_env_for(self, endpoint_id: str, pod_id: str | None = None) -> dict[str, str]:
         """The RUNPOD_* environment that points a real SDK worker at this stand-in's endpoint."""
@@ -521,7 +535,7 @@ class RunPodStandIn:
                 self._spawner = Spawner()
             env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
             env.update(self.worker_env_for(ep.id, pod_id))
-            env.update(self._worker_env)
+            env.update(self.endpoint_env(ep.id))
             if self._worker_command:
                 command, cwd = list(self._worker_command), None
             else:
@@ -1233,6 +1247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handler", default=None, help="path of the worker handler (default gpu_handler/handler.py)")
     p.add_argument("--no-workers", action="store_true", help="start no worker processes")
     p.add_argument("--concurrency", type=int, default=1, help="exported to the worker as WORKER_CONCURRENCY")
+    p.add_argument("--endpoint-env", action="append", default=[], metavar="EP:NAME=VALUE",
+                   help="extra environment for one endpoint's worker, e.g. b:WORKER_STREAMING=true (repeatable)")
     p.add_argument("--log-dir", default=None, help="worker logs go here (default: discarded)")
     p.add_argument("--webhook-retry-delay", type=float, default=1.0)
     p.add_argument("--result-ttl", type=float, default=1800)
@@ -1240,10 +1256,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
+    endpoint_env: dict[str, dict[str, str]] = {}
+    for item in args.endpoint_env:
+        ep, sep, assignment = item.partition(":")
+        name, eq, value = assignment.partition("=")
+        if not (sep and eq and ep.strip() and name.strip()):
+            p.error(f"--endpoint-env wants EP:NAME=VALUE, got {item!r}")
+        endpoint_env.setdefault(ep.strip(), {})[name.strip()] = value
     standin = RunPodStandIn(
         host=args.host, port=args.port, api_key=args.api_key,
         endpoints=[e.strip() for e in args.endpoints.split(",") if e.strip()],
         handler_path=args.handler, start_workers=not args.no_workers, worker_concurrency=args.concurrency,
+        endpoint_env=endpoint_env,
         webhook_retry_delay_s=args.webhook_retry_delay, result_ttl_s=args.result_ttl,
         log_dir=Path(args.log_dir) if args.log_dir else None, seed=args.seed,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ class StackOptions:
     parameters: dict[str, str] = field(default_factory=dict)
     start_workers: bool = True
     worker_env: dict[str, str] = field(default_factory=dict)
+    #: extra worker environment per endpoint, on top of worker_env. An endpoint whose worker gets
+    #: WORKER_STREAMING=true is registered with streaming=True (it takes the `stream: true` jobs).
+    endpoint_env: dict[str, dict[str, str]] = field(default_factory=dict)
     worker_concurrency: int = 8  # jobs one stand-in worker takes at once (RunPod concurrency_modifier)
     webhook_retry_delay_s: float = 1.0
     log_dir: Path | None = None
@@ -40,6 +44,11 @@ class StackOptions:
 
 
 class EmbeddedStack:
+    # moto's backends and the Lambda environment are process-global: two stacks in one process would
+    # silently share tables and overwrite each other's settings, so a second one is refused.
+    _running: EmbeddedStack | None = None
+    _running_lock = threading.Lock()
+
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
         self.port = self.options.port or free_port()
@@ -59,6 +68,12 @@ class EmbeddedStack:
     def start(self) -> EmbeddedStack:
         from stillhouse.local.runpod_standin import RunPodStandIn
 
+        with EmbeddedStack._running_lock:
+            if EmbeddedStack._running is not None:
+                raise RuntimeError(
+                    f"an embedded stack already runs in this process ({EmbeddedStack._running.url}); "
+                    "moto and the Lambda environment are process-global: use that one")
+            EmbeddedStack._running = self
         try:
             self.moto.start()
             local = translate(self.options.template)
@@ -68,6 +83,7 @@ class EmbeddedStack:
                 start_workers=self.options.start_workers,
                 worker_concurrency=self.options.worker_concurrency,
                 worker_env=self.options.worker_env,
+                endpoint_env=self.options.endpoint_env,
                 webhook_retry_delay_s=self.options.webhook_retry_delay_s,
                 log_dir=self.options.log_dir,
             )
@@ -115,6 +131,9 @@ class EmbeddedStack:
             self.standin.stop()
             self.standin = None
         self.moto.stop()
+        with EmbeddedStack._running_lock:
+            if EmbeddedStack._running is self:
+                EmbeddedStack._running = None
 
     def __enter__(self) -> EmbeddedStack:
         return self.start()
@@ -135,8 +154,11 @@ class EmbeddedStack:
     def _seed(self) -> None:
         wiring.api_keys().add(self.dev_api_key, "dev", admin=True)
         for name in self.options.endpoints:
+            # Read as gpu_handler's WorkerSettings reads it.
+            flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
+            streaming = flag.strip().lower() in {"1", "true", "yes", "on"}
             wiring.registry().put({"name": name, "endpoint_id": name, "base_url": self.standin.api_base(),
-                                   "models": ["*"]})
+                                   "models": ["*"], "streaming": streaming})
 
     # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
     def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:

@@ -1,0 +1,179 @@
+"""Real models end to end: HTTP API -> dispatch -> RunPod stand-in -> the real gpu_handler (SmolLM2-135M
+and MiniLM from the packages, on CPU) -> webhook; and streaming through GET /v1/jobs/{id}/stream.
+
+Its own embedded stack with two endpoints: `gen` (a default worker) and `genstream` (a worker started
+with WORKER_STREAMING=true through StackOptions.endpoint_env, hence registered with streaming=True), so
+`stream: true` jobs go to `genstream` and the others to `gen`.
+
+The stack runs in a child process: an embedded stack configures its whole process (moto's in-memory
+backends are process-global — a second stack's CreateSecret/CreateStack collide with the session
+stack's — and so are os.environ, moto's Lambda hook and the wiring caches), so two cannot share one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from .conftest import TERMINAL, Api
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "What is the capital of France?"
+MAX_NEW_TOKENS = 12
+JOB_TIMEOUT_S = 180.0  # model load on a busy 2-core machine; no test asserts on timings
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Taken at import (collection), before any stack in this process has set its variables.
+_CLEAN_ENV = dict(os.environ)
+
+_STACK_PROCESS = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from stillhouse.local.stack import EmbeddedStack, StackOptions
+
+    options = StackOptions(
+        port=0,
+        endpoints=["gen", "genstream"],
+        endpoint_env={"genstream": {"WORKER_STREAMING": "true"}},
+        parameters={"QueueVisibilityTimeout": "5", "MaxReceiveCount": "3"},
+        webhook_retry_delay_s=0.2,
+        log_dir=Path(sys.argv[1]),
+    )
+    with EmbeddedStack(options) as stack:
+        other = stack.create_api_key("other-tenant")
+        print(json.dumps({"url": stack.url, "key": stack.dev_api_key, "other_key": other}), flush=True)
+        sys.stdin.read()  # runs until the test closes our stdin
+""")
+
+
+@pytest.fixture(scope="module")
+def gen_stack(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("gen-logs")
+    log_path = log_dir / "stack.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _STACK_PROCESS, str(log_dir)], cwd=REPO_ROOT,
+                                env=_CLEAN_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                text=True)
+    try:
+        line = proc.stdout.readline()  # the stack's address once it is up (pytest-timeout bounds this)
+        if not line:
+            proc.wait(timeout=10)
+            pytest.fail(f"the stack process exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
+        info = json.loads(line)
+        yield SimpleNamespace(url=info["url"], dev_api_key=info["key"], other_key=info["other_key"])
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def gen_api(gen_stack):
+    return Api(gen_stack.url, gen_stack.dev_api_key)
+
+
+@pytest.fixture(scope="module")
+def plain_generation(gen_api):
+    """One non-streamed greedy generation, shared: its text is what the stream must add up to."""
+    job_id = gen_api.submit("generate", {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS})
+    return gen_api.wait(job_id, timeout=JOB_TIMEOUT_S)
+
+
+def stream_until_done(api: Api, job_id: str) -> tuple[list[dict], list[dict]]:
+    """Poll the stream like a client: every answer until a terminal status (which carries the rest)."""
+    pages, chunks = [], []
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        response = api.get(f"/v1/jobs/{job_id}/stream")
+        assert response.status_code == 200, response.text
+        page = response.json()
+        pages.append(page)
+        chunks += page["stream"]
+        if page["status"] in TERMINAL:
+            break
+        time.sleep(0.1)
+    return pages, chunks
+
+
+def test_endpoints_are_registered_by_kind(gen_api):
+    rows = {row["name"]: row for row in gen_api.get("/v1/endpoints").json()}
+    assert (rows["gen"]["streaming"], rows["genstream"]["streaming"]) == (False, True)
+
+
+def test_a_generate_job_completes_with_text_token_counts_and_finish_reason(plain_generation):
+    job = plain_generation
+    assert job["status"] == "COMPLETED", job.get("error")
+    assert job["endpoint"] == "gen"  # plain jobs stay off the streaming endpoint
+    out = job["output"]
+    assert isinstance(out["text"], str) and out["text"].strip()
+    assert out["finish_reason"] in ("stop", "length")
+    assert out["prompt_tokens"] > 0 and 1 <= out["completion_tokens"] <= MAX_NEW_TOKENS
+    assert out["model"] == "SmolLM2-135M-Instruct"
+
+
+def test_an_embed_job_returns_normalised_vectors(gen_api):
+    texts = ["the cat sat on the mat", "stillhouse routes GPU jobs"]
+    job = gen_api.wait(gen_api.submit("embed", {"texts": texts}), timeout=JOB_TIMEOUT_S)
+    assert job["status"] == "COMPLETED", job.get("error")
+    out = job["output"]
+    assert out["count"] == len(texts) and len(out["embeddings"]) == len(texts)
+    assert out["dims"] == 384 and all(len(v) == out["dims"] for v in out["embeddings"])
+    for vector in out["embeddings"]:
+        assert math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, abs_tol=1e-3)
+
+
+def test_a_streamed_generation_adds_up_to_the_plain_text(gen_api, plain_generation):
+    assert plain_generation["status"] == "COMPLETED"
+    job_id = gen_api.submit("generate", {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "stream": True})
+    pages, chunks = stream_until_done(gen_api, job_id)
+    assert pages[-1]["status"] == "COMPLETED", pages[-1]
+    assert {p["id"] for p in pages} == {job_id}
+    assert len(chunks) >= 2  # really streamed, not one final blob
+    texts = [c["output"]["text"] for c in chunks]
+    assert "".join(texts) == plain_generation["output"]["text"]  # greedy: same text either way
+    last = chunks[-1]["output"]
+    assert last["finish_reason"] == plain_generation["output"]["finish_reason"]
+    assert last["completion_tokens"] == plain_generation["output"]["completion_tokens"]
+
+    job = gen_api.get(f"/v1/jobs/{job_id}").json()
+    assert job["endpoint"] == "genstream"
+    # A streaming worker's result is RunPod's aggregate: the list of every chunk.
+    assert [c["text"] for c in job["output"]] == texts
+    # Polling after the end: the status, nothing new.
+    after = gen_api.get(f"/v1/jobs/{job_id}/stream").json()
+    assert (after["status"], after["stream"]) == ("COMPLETED", [])
+
+
+def test_the_stream_of_a_plain_job_is_its_status_and_no_chunks(gen_api, plain_generation):
+    page = gen_api.get(f"/v1/jobs/{plain_generation['id']}/stream").json()
+    assert page == {"id": plain_generation["id"], "status": "COMPLETED", "attempt": 1, "stream": []}
+
+
+def test_another_tenants_stream_is_not_found(gen_api, gen_stack, plain_generation):
+    other = Api(gen_stack.url, gen_stack.other_key)
+    for job_id in (plain_generation["id"], "no-such-job"):
+        response = other.get(f"/v1/jobs/{job_id}/stream")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    assert Api(gen_stack.url, None).get(f"/v1/jobs/{plain_generation['id']}/stream").status_code == 401
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_a_bad_generate_parameter_fails_the_job_naming_the_field(gen_api, stream):
+    job_id = gen_api.submit("generate", {"prompt": PROMPT, "max_new_tokens": -1, "stream": stream})
+    job = gen_api.wait(job_id, timeout=JOB_TIMEOUT_S)
+    assert job["status"] == "FAILED"
+    assert job["endpoint"] == ("genstream" if stream else "gen")
+    assert job["error_class"] == "terminal"
+    assert "max_new_tokens" in job["error"]

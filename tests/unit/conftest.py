@@ -39,3 +39,34 @@ def keys_table(aws_mock):
         AttributeDefinitions=[{"AttributeName": "key_hash", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
     )
+
+
+@pytest.fixture(scope="module")
+def module_dynamodb():
+    """One moto backend for a whole module (starting one costs ~0.3 s); tests empty their tables."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            mp.setenv(var, "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            yield boto3.resource("dynamodb", region_name="us-east-1")
+
+
+def create_config_table(ddb, name):
+    """The ConfigTable layout (Powertools Parameters' DynamoDBProvider: id + sk)."""
+    return ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+    )
+
+
+def create_state_table(ddb, name):
+    """The EndpointStateTable layout (one item per endpoint name)."""
+    return ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+    )

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import random
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from stillhouse.breaker import Breaker, BreakerSettings, OpenReason, on_failure
 from stillhouse.endpoint_state import BreakerState, EndpointState, EndpointStateStore, StateConflict
 from stillhouse.models import ErrorClass
+
+from .conftest import create_state_table
 
 STATE_TABLE = "test-endpoint-state"
 EP = "gpu-a"
@@ -44,25 +44,8 @@ class InterleavingStore(EndpointStateStore):
 
 
 @pytest.fixture(scope="module")
-def _aws():
-    # One moto backend per module (starting one costs ~0.3 s); each test empties the table instead.
-    with pytest.MonkeyPatch.context() as mp:
-        for var, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(var, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            ddb = boto3.resource("dynamodb", region_name="us-east-1")
-            yield ddb.create_table(
-                TableName=STATE_TABLE,
-                KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
+def _aws(module_dynamodb):
+    return create_state_table(module_dynamodb, STATE_TABLE)
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from stillhouse.endpoints import (
     EndpointNotFound,
@@ -13,6 +11,8 @@ from stillhouse.endpoints import (
     EndpointSpec,
     InvalidEndpointConfig,
 )
+
+from .conftest import create_config_table
 
 CONFIG_TABLE = "test-config"
 
@@ -29,31 +29,8 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def _aws():
-    # One moto backend per module (starting one costs ~0.3 s); each test empties the table instead.
-    with pytest.MonkeyPatch.context() as mp:
-        for var, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(var, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            ddb = boto3.resource("dynamodb", region_name="us-east-1")
-            yield ddb.create_table(
-                TableName=CONFIG_TABLE,
-                KeySchema=[
-                    {"AttributeName": "id", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": "id", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
+def _aws(module_dynamodb):
+    return create_config_table(module_dynamodb, CONFIG_TABLE)
 
 
 @pytest.fixture

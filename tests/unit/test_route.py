@@ -4,15 +4,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from stillhouse.breaker import Breaker, BreakerSettings
 from stillhouse.endpoint_state import BreakerState, EndpointState, EndpointStateStore
 from stillhouse.endpoints import EndpointRegistry, EndpointSpec
 from stillhouse.models import ErrorClass
 from stillhouse.route import Plan, Policy, RouteSettings, Router, route
+
+from .conftest import create_config_table, create_state_table
 
 T0 = 1_700_000_000.0
 
@@ -145,34 +145,9 @@ def test_nothing_routable_gives_an_empty_list():
 
 
 @pytest.fixture(scope="module")
-def _aws():
-    # One moto backend per module (starting one costs ~0.3 s); each test empties the tables instead.
-    with pytest.MonkeyPatch.context() as mp:
-        for var, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(var, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            ddb = boto3.resource("dynamodb", region_name="us-east-1")
-            config = ddb.create_table(
-                TableName="test-config",
-                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"},
-                           {"AttributeName": "sk", "KeyType": "RANGE"}],
-                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"},
-                                      {"AttributeName": "sk", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            state = ddb.create_table(
-                TableName="test-endpoint-state",
-                KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            yield config, state
+def _aws(module_dynamodb):
+    return (create_config_table(module_dynamodb, "test-config"),
+            create_state_table(module_dynamodb, "test-endpoint-state"))
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """The jobs API end to end: HTTP -> API Lambda -> DynamoDB/SQS -> dispatch -> RunPod stand-in -> webhook."""
-import json
 
 import requests
 

@@ -1,6 +1,5 @@
 """The recovery workflow: retries with backoff, failover, callback timeout -> /status, giving up."""
 import time
-from datetime import datetime
 
 from stillhouse import aws
 

@@ -14,7 +14,12 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stillhouse.endpoint_state import BreakerState, EndpointState, EndpointStateStore, StateConflict
+from stillhouse.endpoint_state import (
+    BreakerState,
+    EndpointState,
+    EndpointStateStore,
+    StateConflict,
+)
 from stillhouse.models import ErrorClass
 
 log = logging.getLogger(__name__)

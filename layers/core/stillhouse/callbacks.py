@@ -6,7 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused, Unauthorized
+from stillhouse.errors import (
+    InvalidRequest,
+    JobNotFound,
+    TransitionRefused,
+    Unauthorized,
+)
 from stillhouse.jobs import JobStore, MemberStore
 from stillhouse.models import ErrorClass, Job, JobStatus
 from stillhouse.signing import verify_callback_token

@@ -12,15 +12,15 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyValidationError,
+)
 
 from stillhouse import aws, errors, wiring
 from stillhouse.auth import Principal, require_admin
 from stillhouse.config import get_settings
-from stillhouse.http_common import new_resolver
 from stillhouse.endpoints import EndpointNotFound, EndpointSpec
-from stillhouse.route import EndpointView
-from stillhouse.streams import StreamPage, StreamReader
+from stillhouse.http_common import new_resolver
 from stillhouse.models import (
     Job,
     JobAccepted,
@@ -28,6 +28,8 @@ from stillhouse.models import (
     JobRequest,
     JobStatus,
 )
+from stillhouse.route import EndpointView
+from stillhouse.streams import StreamPage, StreamReader
 
 logger = Logger(service="stillhouse")
 app = new_resolver()

@@ -5,11 +5,12 @@ import base64
 from http import HTTPStatus
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestValidationError,
+)
 
 from stillhouse import errors
 from stillhouse.config import get_settings

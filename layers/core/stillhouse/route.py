@@ -15,7 +15,13 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stillhouse.breaker import Breaker, BreakerSettings, EndpointHealth, health, would_allow
+from stillhouse.breaker import (
+    Breaker,
+    BreakerSettings,
+    EndpointHealth,
+    health,
+    would_allow,
+)
 from stillhouse.endpoint_state import BreakerState, EndpointState
 from stillhouse.endpoints import EndpointRegistry, EndpointSpec
 from stillhouse.models import ErrorClass

@@ -10,7 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from stillhouse.errors import StillhouseError
 from stillhouse.models import ErrorClass

@@ -9,11 +9,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from stillhouse.auth import Principal
-from stillhouse.errors import Conflict, PayloadTooLarge, ServiceUnavailable, TransitionRefused, Unprocessable
+from stillhouse.errors import (
+    Conflict,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TransitionRefused,
+    Unprocessable,
+)
 from stillhouse.jobs import JobStore, now_iso
 from stillhouse.models import CouncilInput, Job, JobRequest, JobStatus, Task
 from stillhouse.queue import JobQueue
-
 
 # A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
 MAX_INPUT_BYTES = 300_000

@@ -11,11 +11,11 @@ from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.breaker import Breaker
 from stillhouse.callbacks import CallbackRecorder, report_outcome
-from stillhouse.endpoint_state import EndpointStateStore
 from stillhouse.config import get_settings
-from stillhouse.dispatch import Dispatcher, Endpoint
-from stillhouse.endpoints import EndpointRegistry
 from stillhouse.council_tasks import CouncilTasks
+from stillhouse.dispatch import Dispatcher, Endpoint
+from stillhouse.endpoint_state import EndpointStateStore
+from stillhouse.endpoints import EndpointRegistry
 from stillhouse.jobs import JobStore, MemberStore
 from stillhouse.models import Job, Priority
 from stillhouse.notify import notify

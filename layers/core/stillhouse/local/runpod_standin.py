@@ -43,7 +43,11 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
 
-from stillhouse.local.runpod_standin_worker import InProcessWorker, Spawner, WorkerProcess
+from stillhouse.local.runpod_standin_worker import (
+    InProcessWorker,
+    Spawner,
+    WorkerProcess,
+)
 
 log = logging.getLogger("stillhouse.local.runpod_standin")
 

@@ -110,3 +110,10 @@ def test_a_result_too_big_for_dynamodb_is_served_from_s3(api, receiver):
     assert fetched.status_code == 200 and fetched.json()["text"] == text
     (call,) = receiver.wait_for(1)
     assert call["json"]["output_url"] and call["json"]["output"] is None
+
+
+def test_curl_style_form_encoded_json_is_accepted(api):
+    """`curl -d '{...}'` sends Content-Type: application/x-www-form-urlencoded."""
+    response = requests.post(api.url + "/v1/jobs", data='{"task":"echo","input":{"text":"hi"}}',
+                             headers={**api.headers, "Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+    assert response.status_code == 202 and response.json()["status"] == "IN_QUEUE"

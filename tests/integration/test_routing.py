@@ -41,11 +41,13 @@ def test_a_hard_down_endpoint_opens_its_breaker_and_every_job_completes_elsewher
     assert endpoint_rows(api)["west"]["breaker"] == "CLOSED"
 
 
-def test_adaptive_routing_moves_traffic_to_the_fast_endpoint(api, faults, two_endpoints):
+def test_adaptive_routing_moves_traffic_to_the_fast_endpoint(api, stack, faults, two_endpoints):
     faults("west", latency_ms=300)
     # Waves no bigger than a worker's concurrency (8): the endpoints are compared, not saturated.
     jobs = run_jobs(api, 200, wave=8)
-    assert {j["status"] for j in jobs} == {"COMPLETED"}
+    stuck = [j for j in jobs if j["status"] != "COMPLETED"]
+    assert not stuck, [(j["events"], stack.standin.job_status(j["runpod_id"] or ""),
+                        [d for d in stack.standin.webhook_deliveries if d["job_id"] == j["runpod_id"]]) for j in stuck]
     share = Counter(j["endpoint"] for j in jobs)
     assert share["east"] >= 0.8 * len(jobs), share
     assert share["west"] > 0  # exploration keeps the slow one measured

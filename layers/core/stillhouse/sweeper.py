@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from stillhouse.callbacks import CallbackRecorder
 from stillhouse.errors import JobNotFound, TransitionRefused
 from stillhouse.jobs import JobStore
 from stillhouse.models import ErrorClass, Job, JobStatus
 from stillhouse.runpod_client import RunPodError
+
+logger = Logger(service="stillhouse", child=True)
 
 
 def iso(moment: datetime) -> str:
@@ -66,6 +70,9 @@ class Sweeper:
         if body.get("status") in (JobStatus.IN_QUEUE.value, JobStatus.IN_PROGRESS.value):
             return "still_running"
         settled = self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="sweeper")
+        if settled is not None:
+            # Worth a warning: a webhook went missing (RunPod gave up on our callback URL).
+            logger.warning("settled a job whose webhook never came", extra={"job_id": job.id, "status": body.get("status")})
         return "settled" if settled is not None else "unchanged"
 
     def _fail(self, job: Job, reason: str) -> str:

@@ -55,6 +55,8 @@ def stack(tmp_path_factory):
             "RetryIntervalSeconds": "1", "CapacityIntervalSeconds": "1", "RetryBackoffRate": "2",
             "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4", "CallbackTimeoutSeconds": "4",
             "StatusPollSeconds": "1", "MaxAttempts": "6",
+            # A RunPod job lost inside a worker times out (-> worker_lost -> retried) within a test.
+            "ExecutionTimeoutMs": "20000",
         },
         # Short breaker cool-down so recovery is observable within a test.
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3"},

@@ -12,7 +12,7 @@ def run_jobs(api, n, wave=10, task="echo", input=None):
     finished = []
     for start in range(0, n, wave):
         ids = [api.submit(task, input or {"text": "x"}) for _ in range(min(wave, n - start))]
-        finished += [api.wait(i, timeout=30) for i in ids]
+        finished += [api.wait(i, timeout=60) for i in ids]
     return finished
 
 

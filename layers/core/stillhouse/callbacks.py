@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stillhouse.cache import ResultCache
 from stillhouse.errors import (
     InvalidRequest,
     JobNotFound,
@@ -88,6 +89,7 @@ class CallbackRecorder:
         lambda endpoint, status, error_class, error, body: None)
     workflows: Resumer | None = None
     members: MemberStore | None = None
+    cache: ResultCache | None = None
 
     def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
         """A RunPod webhook: verify it, trust it only if it matches our record, then apply it."""
@@ -163,6 +165,8 @@ class CallbackRecorder:
         except TransitionRefused:
             return None
         self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body)
+        if finished.status is JobStatus.COMPLETED and job.cache_key and self.cache is not None:
+            self.cache.put(job.cache_key, job.id, body.get("output"))  # best effort: never fails the record
         if finished.task_token and self.workflows is not None:
             if finished.status is JobStatus.COMPLETED:
                 self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})

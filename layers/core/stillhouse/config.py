@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     config_table: str = "stillhouse-config"
     endpoint_state_table: str = "stillhouse-endpoint-state"
     idempotency_table: str = "stillhouse-idempotency"
+    cache_table: str = "stillhouse-result-cache"
+    cache_ttl_s: int = 86_400
     results_bucket: str = ""  # outputs over ~350 KB go here (DynamoDB items stop at 400 KB)
     high_queue_url: str = ""
     normal_queue_url: str = ""

@@ -31,6 +31,8 @@ def _to_item(job: Job) -> dict[str, Any]:
         data["task_token"] = job.task_token
     if job.members is not None:
         data["members"] = job.members
+    if job.cache_key:
+        data["cache_key"] = job.cache_key
     for name in _JSON_FIELDS:
         if name in data:
             data[name] = json.dumps(data[name])

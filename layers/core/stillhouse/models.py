@@ -92,6 +92,8 @@ class Job(BaseModel):
     priority: Priority = Priority.NORMAL
     webhook: str | None = None
     cache: bool = False
+    cache_key: str | None = Field(default=None, exclude=True)
+    cached_from: str | None = None  # the job whose result answered this one (cache: true)
     created_at: str
     updated_at: str
     endpoint: str | None = None

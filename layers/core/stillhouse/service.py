@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stillhouse.auth import Principal
+from stillhouse.cache import ResultCache, cache_key, cacheable
 from stillhouse.errors import (
     Conflict,
     PayloadTooLarge,
@@ -36,7 +37,10 @@ def new_job_id() -> str:
 
 class JobService:
     def __init__(self, store: JobStore, queue: JobQueue, canceller: Any = None,
-                 council_defaults: CouncilDefaults | None = None) -> None:
+                 council_defaults: CouncilDefaults | None = None, cache: ResultCache | None = None,
+                 notify: Any = None) -> None:
+        self._cache = cache
+        self._notify = notify  # callable(job): push a finished job to the caller's webhook
         self._council_defaults = council_defaults or CouncilDefaults()
         self._store = store
         self._queue = queue
@@ -49,6 +53,12 @@ class JobService:
                                   "(pass large data by URL)", field="input")
         if request.task is Task.COUNCIL:
             request = request.model_copy(update={"input": self._council_input(request.input)})
+        key = None
+        if request.cache:
+            if self._cache is None or not cacheable(request.task, request.input, request.params):
+                raise Unprocessable("cache: only deterministic jobs can be cached (echo, embed, and generate "
+                                    "with temperature 0 and no stream)", field="cache")
+            key = cache_key(principal.tenant_id, request.task, request.model, request.input, request.params)
         at = now_iso()
         job = Job(
             id=new_job_id(),
@@ -66,8 +76,12 @@ class JobService:
             events=[{"at": at, "status": JobStatus.IN_QUEUE, "actor": "api"}],
             # Council members are recorded into this map as the workflow asks them (it must exist first).
             members={} if request.task is Task.COUNCIL else None,
+            cache_key=key,
         )
         self._store.create(job)
+        hit = self._cache.get(key) if key else None
+        if hit is not None:  # answered at once: no queue, no GPU
+            return self._answer_from_cache(job, *hit)
         try:
             self._queue.send(job.id, job.priority)
         except Exception as err:  # noqa: BLE001 - any failure to enqueue must end the job, not strand it
@@ -75,6 +89,14 @@ class JobService:
                                    fields={"error": f"could not enqueue: {err}"})
             raise ServiceUnavailable("the job queue is unavailable; the job was not accepted") from err
         return job
+
+    def _answer_from_cache(self, job: Job, source: str, output: Any) -> Job:
+        # The ordinary transition, so a big output spills to S3 and the timeline shows where it came from.
+        done = self._store.transition(job.id, JobStatus.COMPLETED, actor="cache", detail=f"result of job {source}",
+                                      fields={"output": output, "cached_from": source})
+        if self._notify is not None:
+            self._notify(done)
+        return done
 
     def _council_input(self, raw: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.breaker import Breaker
+from stillhouse.cache import ResultCache
 from stillhouse.callbacks import CallbackRecorder, report_outcome
 from stillhouse.config import get_settings
 from stillhouse.council_tasks import CouncilTasks
@@ -33,6 +34,12 @@ from stillhouse.workflows import Workflows
 @lru_cache(maxsize=1)
 def results() -> ResultStore:
     return ResultStore(aws.client("s3"), get_settings().results_bucket)
+
+
+@lru_cache(maxsize=1)
+def result_cache() -> ResultCache:
+    settings = get_settings()
+    return ResultCache(aws.table(settings.cache_table), ttl_s=settings.cache_ttl_s)
 
 
 @lru_cache(maxsize=1)
@@ -98,7 +105,8 @@ def job_service() -> JobService:
         {Priority.HIGH: settings.high_queue_url, Priority.NORMAL: settings.normal_queue_url},
     )
     defaults = CouncilDefaults(tuple(settings.council_models), settings.council_chair)
-    return JobService(job_store(), queue, canceller=cancel_on_runpod, council_defaults=defaults)
+    return JobService(job_store(), queue, canceller=cancel_on_runpod, council_defaults=defaults,
+                      cache=result_cache(), notify=notify_caller)
 
 
 def callback_url(job: Job, attempt: int, endpoint: Endpoint, member: str = "") -> str:
@@ -143,6 +151,7 @@ def callbacks() -> CallbackRecorder:
         notify=notify_caller,
         learn=lambda *outcome: report_outcome(router(), *outcome),
         members=member_store(),
+        cache=result_cache(),
         workflows=workflows(),
     )
 
@@ -169,7 +178,7 @@ def workflow_tasks() -> RecoveryTasks:
 
 def reset() -> None:
     """Forget every built object (the embedded stack calls this after pointing at a new moto)."""
-    for fn in (sweeper, results, job_store, member_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
+    for fn in (sweeper, results, result_cache, job_store, member_store, api_keys, registry, router, workflows, workflow_tasks, runpod_client, job_service, dispatcher, callbacks):
         fn.cache_clear()
     secrets.reset()
     aws.reset()

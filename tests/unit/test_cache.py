@@ -1,0 +1,123 @@
+"""The result cache: which jobs qualify, what a key covers, expiry, and that a hit skips the GPU."""
+import boto3
+import pytest
+
+from stillhouse.auth import Principal
+from stillhouse.cache import MAX_CACHED_BYTES, ResultCache, cache_key, cacheable
+from stillhouse.errors import Unprocessable
+from stillhouse.jobs import JobStore
+from stillhouse.models import JobRequest, JobStatus, Task
+from stillhouse.service import JobService
+
+
+@pytest.fixture
+def cache_table(aws_mock):
+    ddb = boto3.resource("dynamodb", region_name="us-east-1")
+    return ddb.create_table(
+        TableName="cache", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
+    )
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1_000_000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.mark.parametrize("task, input, params, expected", [
+    (Task.ECHO, {"text": "hi"}, {}, True),
+    (Task.EMBED, {"texts": ["a"]}, {}, True),
+    (Task.GENERATE, {"prompt": "p"}, {}, True),  # the worker's default temperature is 0 (greedy)
+    (Task.GENERATE, {"prompt": "p", "temperature": 0}, {}, True),
+    (Task.GENERATE, {"prompt": "p"}, {"temperature": 0.7}, False),
+    (Task.GENERATE, {"prompt": "p", "temperature": 0.7}, {}, False),
+    (Task.GENERATE, {"prompt": "p", "stream": True}, {}, False),
+    (Task.SLEEP, {"seconds": 1}, {}, False),
+    (Task.COUNCIL, {"prompt": "p"}, {}, False),
+])
+def test_only_deterministic_jobs_are_cacheable(task, input, params, expected):
+    assert cacheable(task, input, params) is expected
+
+
+def test_a_key_covers_tenant_task_model_input_and_params_but_not_key_order():
+    base = cache_key("acme", Task.ECHO, None, {"a": 1, "b": 2}, {})
+    assert base == cache_key("acme", Task.ECHO, None, {"b": 2, "a": 1}, {})
+    assert base != cache_key("other", Task.ECHO, None, {"a": 1, "b": 2}, {})
+    assert base != cache_key("acme", Task.EMBED, None, {"a": 1, "b": 2}, {})
+    assert base != cache_key("acme", Task.ECHO, "m", {"a": 1, "b": 2}, {})
+    assert base != cache_key("acme", Task.ECHO, None, {"a": 1, "b": 3}, {})
+    assert base != cache_key("acme", Task.ECHO, None, {"a": 1, "b": 2}, {"max_new_tokens": 8})
+
+
+def test_an_entry_is_served_until_it_expires(cache_table):
+    clock = Clock()
+    cache = ResultCache(cache_table, ttl_s=60, now=clock)
+    assert cache.get("k") is None
+    assert cache.put("k", "job-1", {"text": "hi", "score": 0.5})
+    assert cache.get("k") == ("job-1", {"text": "hi", "score": 0.5})
+    clock.t += 61
+    assert cache.get("k") is None
+
+
+def test_an_output_too_big_for_one_item_is_not_kept(cache_table):
+    cache = ResultCache(cache_table)
+    assert cache.put("k", "job-1", {"text": "x" * MAX_CACHED_BYTES}) is False
+    assert cache.get("k") is None
+
+
+def test_a_failed_cache_write_is_reported_not_raised(cache_table):
+    cache_table.delete()  # every write now fails with ResourceNotFound
+    assert ResultCache(cache_table).put("k", "job-1", {"text": "hi"}) is False
+
+
+class RecordingQueue:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, job_id, priority):
+        self.sent.append(job_id)
+
+
+@pytest.fixture
+def service(jobs_table, cache_table):
+    queue, notified = RecordingQueue(), []
+    svc = JobService(JobStore(jobs_table), queue, cache=ResultCache(cache_table), notify=notified.append)
+    return svc, queue, notified, ResultCache(cache_table)
+
+
+def test_a_cached_request_is_answered_at_once_without_queueing(service):
+    svc, queue, notified, cache = service
+    who = Principal(tenant_id="acme")
+    request = JobRequest(task="echo", input={"text": "hi"}, cache=True)
+    first = svc.submit(who, request)
+    assert first.status is JobStatus.IN_QUEUE and queue.sent == [first.id]
+    cache.put(first.cache_key, first.id, {"text": "hi"})  # what the webhook does when `first` completes
+
+    second = svc.submit(who, request)
+    assert queue.sent == [first.id]  # no GPU work for the second
+    assert second.status is JobStatus.COMPLETED
+    assert second.output == {"text": "hi"} and second.cached_from == first.id
+    assert [e.actor for e in second.events] == ["api", "cache"]
+    assert notified == [second]  # the caller's webhook hears of it as of any finished job
+
+
+def test_without_cache_true_the_same_request_runs_again(service):
+    svc, queue, _, cache = service
+    who = Principal(tenant_id="acme")
+    first = svc.submit(who, JobRequest(task="echo", input={"text": "hi"}, cache=True))
+    cache.put(first.cache_key, first.id, {"text": "hi"})
+    again = svc.submit(who, JobRequest(task="echo", input={"text": "hi"}))
+    assert again.status is JobStatus.IN_QUEUE and queue.sent == [first.id, again.id]
+
+
+def test_asking_to_cache_a_sampled_generation_is_refused_naming_the_field(service):
+    svc, queue, _, _ = service
+    with pytest.raises(Unprocessable) as err:
+        svc.submit(Principal(tenant_id="acme"),
+                   JobRequest(task="generate", input={"prompt": "p", "temperature": 0.9}, cache=True))
+    assert err.value.field == "cache"
+    assert queue.sent == []

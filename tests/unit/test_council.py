@@ -4,6 +4,7 @@ import pytest
 from stillhouse import council
 from stillhouse.council_tasks import CouncilTasks
 from stillhouse.errors import TerminalError
+from stillhouse.models import Job, JobStatus, Task
 
 ANSWERS = [{"model": "m1", "text": "one"}, {"model": "m2", "text": "two"}, {"model": "m3", "text": "three"}]
 
@@ -39,19 +40,61 @@ def test_the_chair_sees_every_answer_and_the_peer_ranking():
     assert "Peer ranking (best first): m2, m1" in text
 
 
-class Notes:
-    def __init__(self):
-        self.fields = None
+class Store:
+    """One council job, as the JobStore keeps it (annotate replaces whole fields, as DynamoDB SET does)."""
+
+    def __init__(self, spec):
+        self.job = Job(id="j", tenant_id="t", task=Task.COUNCIL, status=JobStatus.IN_PROGRESS, input=spec,
+                       created_at="now", updated_at="now", members={})
+
+    def get(self, job_id):
+        return self.job
 
     def annotate(self, job_id, fields):
-        self.fields = fields
+        self.job = self.job.model_copy(update=fields)
+
+    def transition(self, job_id, status, **kw):
+        self.job = self.job.model_copy(update={"status": status, **kw["fields"]})
+        return self.job
+
+
+class OneEndpoint:
+    """Router and RunPod client in one: every model has one endpoint, which accepts every /run."""
+
+    name, endpoint_id, base_url, secret_ref = "e1", "ep-1", "http://runpod", None
+
+    def __init__(self):
+        self.sent = []
+
+    def plan(self, model, streaming=False):
+        return [self]
+
+    def allow(self, name, plan=None):
+        return True
+
+    def submitted(self, name):
+        pass
+
+    def run(self, base_url, endpoint_id, payload, webhook, policy):
+        self.sent.append(payload)
+        return {"id": f"rp-{len(self.sent)}"}
+
+
+class Members:
+    def put(self, job_id, key, member):
+        pass
+
+
+def council_job(**spec):
+    store, endpoint = Store({"prompt": "q?", "models": ["m1", "m2", "m3"], **spec}), OneEndpoint()
+    tasks = CouncilTasks(store=store, members=Members(), router=endpoint, client_for=lambda e: endpoint,
+                         callback_url=lambda *a: "http://cb", policy={}, notify=lambda job: None)
+    return tasks, store, endpoint
 
 
 def quorum(answers, tolerated):
-    notes = Notes()
-    tasks = CouncilTasks(store=notes, members=None, router=None, client_for=None, callback_url=None,
-                         policy={}, notify=None)
-    return tasks.quorum("j", answers, tolerated), notes.fields
+    tasks, store, _ = council_job()
+    return tasks.quorum("j", answers, tolerated), {"council": store.job.council}
 
 
 def test_a_quorum_keeps_answers_and_names_failed_models():
@@ -65,3 +108,53 @@ def test_more_failures_than_tolerated_is_terminal():
         quorum([ANSWERS[0], {"model": "m2", "error": "x"}, {"model": "m3", "error": "y"}], 50)
     with pytest.raises(TerminalError):
         quorum([{"model": "m1", "error": "x"}, {"model": "m2", "error": "y"}], 100)  # nobody answered
+
+
+def ranked(model, *labels):
+    return {"model": model, "text": "Thoughts.\n" + council.RANKING_MARKER + "\n" + "\n".join(
+        f"{i}. Response {label}" for i, label in enumerate(labels, start=1))}
+
+
+def ask_the_chair(tasks, endpoint):
+    tasks.handle({"action": "council_member", "job_id": "j", "stage": "synthesis", "index": 0, "model": "m1",
+                  "task_token": "t"})
+    return endpoint.sent[-1]["messages"][-1]["content"]
+
+
+def test_the_chair_is_asked_with_the_peer_ranking_when_the_council_ranks():
+    tasks, _, endpoint = council_job(rank=True)
+    tasks.handle({"action": "council_quorum", "job_id": "j", "answers": ANSWERS, "tolerated_failure_percentage": 50})
+    tasks.handle({"action": "council_tally", "job_id": "j", "rankings": [
+        ranked("m1", "B", "C", "A"), ranked("m2", "B", "A", "C"), {"model": "m3", "error": "TransientError"}]})
+    prompt = ask_the_chair(tasks, endpoint)
+    assert "Peer ranking (best first): m2, m1, m3" in prompt  # m1 and m3 tie on 2.5; ties go by name
+    assert all(f"Answer from {a['model']}:\n{a['text']}" in prompt for a in ANSWERS)
+
+
+def test_without_ranking_the_chair_sees_only_the_answers():
+    tasks, _, endpoint = council_job()
+    tasks.handle({"action": "council_quorum", "job_id": "j", "answers": ANSWERS, "tolerated_failure_percentage": 50})
+    prompt = ask_the_chair(tasks, endpoint)
+    assert "Answer from m3:\nthree" in prompt
+    assert "Peer ranking" not in prompt
+
+
+def test_the_result_carries_the_rankings_the_chair_was_given():
+    tasks, store, endpoint = council_job(rank=True)
+    tasks.quorum("j", ANSWERS, 50)
+    tasks.tally("j", [ranked("m1", "C", "A"), ranked("m3", "C", "B", "A"), {"model": "m2", "error": "x"}])
+    prompt = ask_the_chair(tasks, endpoint)
+    tasks.record({"job_id": "j", "final": {"model": "m1", "text": "final"}})
+    out = store.job.output
+    assert out["rankings"] == [{"model": "m1", "ranking": ["m3", "m1"]}, {"model": "m3", "ranking": ["m3", "m2", "m1"]}]
+    assert out["aggregate_ranking"] == council.aggregate_rankings([["m3", "m1"], ["m3", "m2", "m1"]])
+    assert "Peer ranking (best first): " + ", ".join(r["model"] for r in out["aggregate_ranking"]) in prompt
+    assert out["labels"] == {"A": "m1", "B": "m2", "C": "m3"}
+
+
+def test_an_unranked_result_has_no_ranking_fields():
+    tasks, store, _ = council_job()
+    tasks.quorum("j", ANSWERS, 50)
+    tasks.record({"job_id": "j", "final": {"model": "m1", "text": "final"}})
+    assert store.job.output["final"] == "final"
+    assert not {"rankings", "aggregate_ranking", "labels"} & store.job.output.keys()

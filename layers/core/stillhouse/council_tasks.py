@@ -75,10 +75,19 @@ class CouncilTasks:
         self.store.annotate(job_id, {"council": {"answers": ok, "failed_models": failed, "labels": labels}})
         return {"answered": [a["model"] for a in ok], "failed_models": failed}
 
+    def tally(self, job_id: str, rankings: list[dict[str, Any]]) -> dict[str, Any]:
+        """Read every ranking once and keep them with their aggregate on the job: the chair's prompt
+        and the recorded result both read them from there, so they cannot disagree."""
+        kept = self.store.get(job_id).council or {}
+        ranked = [{"model": r["model"], "ranking": council.parse_ranking(r["text"], kept.get("labels", {}))}
+                  for r in rankings if "text" in r]  # a ranker that failed is left out, not fatal
+        aggregate = council.aggregate_rankings([r["ranking"] for r in ranked])
+        self.store.annotate(job_id, {"council": {**kept, "rankings": ranked, "aggregate": aggregate}})
+        return {"rankers": [r["model"] for r in ranked]}
+
     def record(self, state: dict[str, Any]) -> dict[str, Any]:
         job = self.store.get(state["job_id"])
         kept = job.council or {}
-        labels: dict[str, str] = kept.get("labels", {})
         output: dict[str, Any] = {
             "final": state["final"]["text"],
             "chair": state["final"].get("model"),
@@ -86,12 +95,10 @@ class CouncilTasks:
                         for a in kept.get("answers", [])],
             "failed_models": kept.get("failed_models", []),
         }
-        if "rankings" in state:
-            rankings = [{"model": r["model"], "ranking": council.parse_ranking(r["text"], labels)}
-                        for r in state["rankings"] if "text" in r]
-            output["rankings"] = rankings
-            output["aggregate_ranking"] = council.aggregate_rankings([r["ranking"] for r in rankings])
-            output["labels"] = labels
+        if "rankings" in kept:  # only a council with rank: true went through the tally
+            output["rankings"] = kept["rankings"]
+            output["aggregate_ranking"] = kept["aggregate"]
+            output["labels"] = kept.get("labels", {})
         try:
             done = self.store.transition(job.id, JobStatus.COMPLETED, actor="council", attempt=job.attempts,
                                          fields={"output": output}, expect=[JobStatus.IN_PROGRESS])
@@ -106,6 +113,8 @@ class CouncilTasks:
             return self.member(event["job_id"], event["stage"], int(event["index"]), event["model"], event["task_token"])
         if action == "council_quorum":
             return self.quorum(event["job_id"], event["answers"], float(event["tolerated_failure_percentage"]))
+        if action == "council_tally":
+            return self.tally(event["job_id"], event["rankings"])
         if action == "council_record":
             return self.record(event["state"])
         return None

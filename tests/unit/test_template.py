@@ -108,3 +108,83 @@ def test_the_http_api_routes_reach_the_right_functions(local):
     routes = {(r.method, r.path): r.function for r in local.routes}
     assert routes[("ANY", "/v1/{proxy+}")] == "ApiFunction"
     assert routes[("POST", "/callbacks/runpod/{job_id}")] == "WebhookFunction"
+
+
+def _references(value):
+    """Logical ids a CloudFormation value depends on (Ref, GetAtt, ${X} / ${X.Attr} in Sub)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                yield inner
+            elif key == "Fn::GetAtt":
+                yield inner[0] if isinstance(inner, list) else inner.split(".")[0]
+            elif key == "Fn::Sub":
+                text = inner[0] if isinstance(inner, list) else inner
+                yield from (name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text))
+                if isinstance(inner, list):
+                    yield from _references(inner[1])
+            else:
+                yield from _references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _references(inner)
+
+
+def test_the_deployed_template_has_no_circular_dependency(local):
+    """CloudFormation refuses a cycle (e.g. a function reading the URL of the HttpApi that integrates it)."""
+    resources = local.deployed["Resources"]
+    graph = {}
+    for name, res in resources.items():
+        depends = res.get("DependsOn", [])
+        refs = set(_references(res.get("Properties", {}))) | set([depends] if isinstance(depends, str) else depends)
+        graph[name] = {r for r in refs if r in resources and r != name}
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in graph[node]:
+            assert state.get(nxt) != "open", f"circular dependency: {' -> '.join([*path, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+
+
+def _statements(local, function):
+    for policy in local.deployed["Resources"][f"{function}Role"]["Properties"]["Policies"]:
+        yield from policy["PolicyDocument"]["Statement"]
+
+
+def _allowed(local, function, action, resource_ref=None):
+    for statement in _statements(local, function):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if action in actions and (resource_ref is None or resource_ref in set(_references(statement["Resource"]))):
+            return True
+    return False
+
+
+def test_functions_that_resume_workflows_may_send_task_results(local):
+    for function in ("ApiFunction", "DispatchFunction", "WebhookFunction", "WorkflowTasksFunction"):
+        for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+            assert _allowed(local, function, action), (function, action)
+
+
+def test_functions_that_release_an_endpoint_slot_may_write_endpoint_state(local):
+    """A cancel (api), a result (webhook, sweeper, workflow tasks) or a dispatch moves in-flight counters."""
+    for function in ("ApiFunction", "DispatchFunction", "WebhookFunction", "SweeperFunction", "WorkflowTasksFunction"):
+        assert _allowed(local, function, "dynamodb:UpdateItem", "EndpointStateTable"), function
+
+
+def test_waiting_for_an_endpoint_has_its_own_long_retry(local):
+    """No endpoint available is not a failure of the job: it waits far longer than an error is retried."""
+    parameters = local.cloudformation["Parameters"]
+    spec = local.state_machines["RecoveryStateMachine"]
+    submit = json.loads(substituted(spec, parameters))["States"]["Submit"]
+    (wait,) = [r for r in submit["Retry"] if r["ErrorEquals"] == ["NoEndpointAvailable"]]
+    (errors_retry,) = [r for r in submit["Retry"] if "TransientError" in r["ErrorEquals"]]
+    assert "NoEndpointAvailable" not in errors_retry["ErrorEquals"]
+    assert wait["MaxAttempts"] > errors_retry["MaxAttempts"]
+    assert wait["IntervalSeconds"] and wait["MaxDelaySeconds"]

@@ -49,7 +49,10 @@ class Settings(BaseSettings):
     job_ttl_ms: int = 86_400_000
 
     # Our public base URL: RunPod posts results to {callback_base_url}/callbacks/runpod/{job_id}.
+    # Empty on AWS when the stack's own API URL is used: it is then read from this SSM parameter
+    # (template.yaml: a function cannot refer to the HttpApi that integrates it).
     callback_base_url: str = "http://127.0.0.1:3000"
+    callback_base_url_parameter: str = ""
     signing_secret_name: str = "stillhouse/signing-secret"
     parameters_max_age_s: int = 5
     # Routing policy and breaker thresholds (docs/routing.md), e.g. STILLHOUSE_ROUTE__POLICY=weighted,

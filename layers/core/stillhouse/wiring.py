@@ -114,7 +114,7 @@ def callback_url(job: Job, attempt: int, endpoint: Endpoint, member: str = "") -
     params = {"attempt": attempt, "endpoint": endpoint.name, "token": token}
     if member:
         params["member"] = member
-    return f"{get_settings().callback_base_url}/callbacks/runpod/{job.id}?{urlencode(params)}"
+    return f"{secrets.callback_base_url()}/callbacks/runpod/{job.id}?{urlencode(params)}"
 
 
 @lru_cache(maxsize=1)

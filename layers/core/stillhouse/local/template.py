@@ -87,7 +87,8 @@ class StateMachineSpec:
 
 @dataclass
 class LocalTemplate:
-    cloudformation: dict[str, Any]
+    cloudformation: dict[str, Any]  # what the embedded stack creates in moto
+    deployed: dict[str, Any] = field(default_factory=dict)  # the whole translation, as AWS would get it
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     queue_mappings: list[QueueMapping] = field(default_factory=list)
     routes: list[HttpRoute] = field(default_factory=list)
@@ -151,10 +152,12 @@ def translate(template_path: Path) -> LocalTemplate:
             # moto's CloudFormation creates state machines in its non-executing backend and ignores
             # DefinitionSubstitutions: the stack creates them itself from the same definition file.
             text = (root / props.pop("DefinitionUri")).read_text()
-            local.state_machines[name] = StateMachineSpec(name, text, props.pop("DefinitionSubstitutions", {}))
+            # Substitutions stay in the translation too, so `deployed` keeps the machine's dependencies.
+            local.state_machines[name] = StateMachineSpec(name, text, props.get("DefinitionSubstitutions", {}))
             props["Definition"] = {"StartAt": "Placeholder", "States": {"Placeholder": {"Type": "Succeed"}}}
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     cfn = transform(copy.deepcopy(sam), {}, _NoPolicies())
+    local.deployed = copy.deepcopy(cfn)
     drop = [
         name for name, res in cfn["Resources"].items()
         if res["Type"].startswith("AWS::ApiGatewayV2::")

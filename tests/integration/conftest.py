@@ -54,7 +54,7 @@ def stack(tmp_path_factory):
             # Step Functions sleeps are real: short backoffs and callback timeouts keep tests quick.
             "RetryIntervalSeconds": "1", "CapacityIntervalSeconds": "1", "RetryBackoffRate": "2",
             "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4", "CallbackTimeoutSeconds": "4",
-            "StatusPollSeconds": "1", "MaxAttempts": "6",
+            "StatusPollSeconds": "1", "MaxAttempts": "6", "WaitForEndpointIntervalSeconds": "1",
             # A RunPod job lost inside a worker times out (-> worker_lost -> retried) within a test.
             "ExecutionTimeoutMs": "20000",
         },
@@ -82,7 +82,8 @@ def other_tenant(stack):
 
 @pytest.fixture
 def faults(stack):
-    """Set fault knobs on stand-in endpoints; every knob is reset after the test."""
+    """Set fault knobs on stand-in endpoints; every knob is reset after the test, and so is what the
+    router learnt from the faults (breaker, statistics), so the next test starts on a healthy endpoint."""
     touched = set()
 
     def set_faults(endpoint="local", **knobs):
@@ -90,8 +91,10 @@ def faults(stack):
         stack.standin.set_faults(endpoint, **knobs)
 
     yield set_faults
+    state = aws.table(get_settings().endpoint_state_table)
     for endpoint in touched:
         stack.standin.reset_faults(endpoint)
+        state.delete_item(Key={"name": endpoint})
 
 
 class Receiver:

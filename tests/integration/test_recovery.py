@@ -1,7 +1,7 @@
 """The recovery workflow: retries with backoff, failover, callback timeout -> /status, giving up."""
 import time
 
-from stillhouse import aws
+from stillhouse import aws, wiring
 
 
 def history(job):
@@ -92,3 +92,20 @@ def test_cancelling_a_retrying_job_stops_its_workflow(api, faults):
     entered = [e["stateEnteredEventDetails"]["name"] for e in history(job) if "stateEnteredEventDetails" in e]
     assert "RecordFailure" not in entered
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "CANCELLED"
+
+
+def test_with_no_endpoint_available_a_job_waits_without_spending_attempts(api):
+    wiring.registry().update("local", enabled=False)  # east and west are disabled too: nothing serves
+    try:
+        job_id = api.submit("echo", {"text": "patient"})
+        job = wait_for(api, job_id, "RETRYING")
+        # Longer than the error Retry block lasts (1+2+4 s with the test's settings): still waiting.
+        time.sleep(9)
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "RETRYING" and "no endpoint available" in job["error"]
+        assert job["attempts"] == 1  # the fast path's attempt only: waiting spends none
+    finally:
+        wiring.registry().update("local", enabled=True)
+    job = api.wait(job_id, timeout=30)
+    assert job["status"] == "COMPLETED" and job["output"]["text"] == "patient"
+    assert job["attempts"] == 2

@@ -2,6 +2,10 @@
 import time
 from collections import Counter
 
+from stillhouse import aws
+from stillhouse.config import get_settings
+from stillhouse.endpoints import EndpointRegistry
+
 
 def endpoint_rows(api):
     return {row["name"]: row for row in api.get("/v1/endpoints").json()}
@@ -24,8 +28,17 @@ def test_endpoints_show_breaker_and_statistics(api, stack):
 
 
 def test_a_hard_down_endpoint_opens_its_breaker_and_every_job_completes_elsewhere(api, stack, faults, two_endpoints):
+    threshold = get_settings().breaker.consecutive_failures
+    runs_before = stack.standin.stats("west").get("api:run", 0)
     faults("west", down=True)
-    jobs = run_jobs(api, 60, wave=10)
+    # One job at a time until the breaker opens: each failure is recorded before the next job is routed.
+    jobs = []
+    while endpoint_rows(api)["west"]["breaker"] == "CLOSED" and len(jobs) < 100:
+        jobs.append(api.wait(api.submit("echo", {"text": "x"}), timeout=60))
+    failed_runs = stack.standin.stats("west").get("api:run", 0) - runs_before
+    assert endpoint_rows(api)["west"]["breaker"] == "OPEN"
+    assert failed_runs <= threshold, f"opened after {failed_runs} failed submissions (threshold {threshold})"
+    jobs += run_jobs(api, 60 - len(jobs), wave=10)
     # Every job completed on the healthy endpoint, on its first dispatch (failover within the attempt).
     assert {j["status"] for j in jobs} == {"COMPLETED"}
     assert {j["endpoint"] for j in jobs} == {"east"}
@@ -61,6 +74,19 @@ def test_a_registry_edit_takes_effect_without_a_restart(api, two_endpoints):
     jobs = run_jobs(api, 10, wave=10)
     assert {j["endpoint"] for j in jobs} == {"east"}
     api.put("/v1/endpoints/west", {"enabled": True, "weight": 1})
+
+
+def test_another_instance_sees_a_registry_edit_once_its_ttl_has_passed(api, two_endpoints):
+    # A second registry over the same table, as a concurrently warm Lambda holds it (its own clock).
+    settings = get_settings()
+    clock = [time.time()]
+    other = EndpointRegistry(aws.table(settings.config_table), ttl_s=settings.parameters_max_age_s,
+                             now=lambda: clock[0])
+    assert other.get("west").enabled  # read and cached before the edit
+    assert api.put("/v1/endpoints/west", {"enabled": False}).status_code == 200
+    clock[0] += settings.parameters_max_age_s
+    assert other.get("west").enabled is False
+    assert [s.name for s in other.candidates(None)] == ["east"]
 
 
 def test_a_bad_registry_edit_is_refused_and_the_old_config_stays(api):

@@ -80,3 +80,62 @@ def test_a_non_terminal_callback_is_ignored(store):
 ])
 def test_failed_runpod_jobs_are_classified(status, error, expected):
     assert error_class_of(status, error) is expected
+
+
+class Workflows:
+    """The recovery workflow as callbacks see it: nothing to do here but take the calls."""
+
+    def start_recovery(self, job_id, attempt):
+        return f"arn:exec:{job_id}-{attempt}"
+
+    def succeed_task(self, task_token, output):
+        pass
+
+    def fail_task(self, task_token, error, cause):
+        pass
+
+
+def start_attempt(store, endpoint, runpod_id):
+    """One attempt as dispatch makes it: claimed, then recorded IN_PROGRESS once RunPod accepted it."""
+    claimed = store.claim_attempt("j2", store.get("j2").attempts)
+    store.transition("j2", JobStatus.IN_PROGRESS, actor="recovery", endpoint=endpoint, attempt=claimed.attempts,
+                     fields={"runpod_id": runpod_id})
+    return claimed.attempts
+
+
+def learning_recorder(store, status_answers):
+    learned = []
+    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=lambda ep, rp: status_answers[rp],
+                           notify=lambda job: None, workflows=Workflows(),
+                           learn=lambda endpoint, status, error_class, error, body: learned.append(
+                               (endpoint, status, error_class)))
+    return rec, learned
+
+
+RETRYABLE = '{"error_type": "OutOfMemory", "retryable": true}'
+
+
+def test_an_older_attempt_that_was_never_recorded_frees_its_endpoint_slot(jobs_table):
+    # Attempt 1 was accepted by `a` but its submit died before recording it; attempt 2 runs on `b`.
+    store = JobStore(jobs_table)
+    store.create(make_job("j2"))
+    store.claim_attempt("j2", 0)
+    start_attempt(store, "b", "rp2")
+    failed = {"id": "rp1", "status": "FAILED", "error": RETRYABLE}
+    rec, learned = learning_recorder(store, {"rp1": failed})
+    assert rec.record("j2", 1, "a", token("j2", 1, "a"), failed) is None
+    assert learned == [("a", JobStatus.FAILED, ErrorClass.TRANSIENT)]
+    job = store.get("j2")
+    assert job.status is JobStatus.IN_PROGRESS and job.endpoint == "b" and job.runpod_id == "rp2"
+
+
+def test_an_older_attempt_already_reported_when_it_was_retried_is_not_counted_again(jobs_table):
+    store = JobStore(jobs_table)
+    store.create(make_job("j2"))
+    start_attempt(store, "a", "rp1")
+    failed = {"id": "rp1", "status": "FAILED", "error": RETRYABLE}
+    rec, learned = learning_recorder(store, {"rp1": failed})
+    rec.record("j2", 1, "a", token("j2", 1, "a"), failed)  # attempt 1 fails: reported, job RETRYING
+    start_attempt(store, "b", "rp2")
+    assert rec.record("j2", 1, "a", token("j2", 1, "a"), failed) is None  # a late duplicate webhook
+    assert learned == [("a", JobStatus.FAILED, ErrorClass.TRANSIENT)]

@@ -6,7 +6,7 @@ import pytest
 from stillhouse.dispatch import DispatchDeferred, Dispatcher, runpod_payload
 from stillhouse.jobs import JobStore
 from stillhouse.models import ErrorClass, JobStatus
-from stillhouse.runpod_client import RunPodError
+from stillhouse.runpod_client import RunPodError, classify_status
 
 from .test_jobs_store import make_job
 
@@ -189,3 +189,35 @@ def test_a_streaming_job_is_planned_over_streaming_endpoints(jobs_table):
     router = FakeRouter([Ep("a")])
     make_dispatcher(store, None, FakeRunPod(), router=router).dispatch("s1")
     assert router.streaming is True
+
+
+def lost_attempt(store, endpoint):
+    """j1 after its first attempt was lost by `endpoint`'s worker, as the recovery workflow records it."""
+    store.claim_attempt("j1", 0)
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="recovery", endpoint=endpoint, attempt=1,
+                     fields={"runpod_id": "rp-lost"})
+    store.transition("j1", JobStatus.RETRYING, actor="recovery", endpoint=endpoint, attempt=1,
+                     fields={"error": "TIMED_OUT", "error_class": ErrorClass.WORKER_LOST.value})
+    return store.claim_attempt("j1", 1)
+
+
+def test_after_a_worker_lost_the_job_the_next_attempt_goes_elsewhere(store):
+    runpod = FakeRunPod()
+    retry = lost_attempt(store, "a")
+    job = make_dispatcher(store, [Ep("a", "ep-a"), Ep("b", "ep-b")], runpod).submit(retry, 2, actor="recovery")
+    assert job.endpoint == "b" and [r[0] for r in runpod.runs] == ["ep-b"]
+
+
+def test_the_endpoint_that_lost_the_job_is_still_used_when_no_other_takes_it(store):
+    runpod = FakeRunPod({"ep-b": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})
+    retry = lost_attempt(store, "a")
+    job = make_dispatcher(store, [Ep("a", "ep-a"), Ep("b", "ep-b")], runpod).submit(retry, 2, actor="recovery")
+    assert job.endpoint == "a" and [r[0] for r in runpod.runs] == ["ep-b", "ep-a"]
+
+
+def test_an_endpoint_refusing_our_api_key_fails_over_and_counts_against_its_breaker(store):
+    rejected = RunPodError("HTTP 401", error_class=classify_status(401), status_code=401)
+    router = FakeRouter([Ep("a", "ep-a"), Ep("b", "ep-b")])
+    job = make_dispatcher(store, None, FakeRunPod({"ep-a": rejected}), router=router).dispatch("j1")
+    assert job.status is JobStatus.IN_PROGRESS and job.endpoint == "b"
+    assert router.outcomes == [("refused", "a", ErrorClass.TRANSIENT), ("submitted", "b")]

@@ -79,6 +79,13 @@ class Resumer(Protocol):
     def fail_task(self, task_token: str, error: str, cause: str) -> None: ...
 
 
+def _recorded_in_progress(job: Job, attempt: int) -> bool:
+    """Did the job record show this attempt IN_PROGRESS? Whatever moved it off IN_PROGRESS (webhook,
+    status check) reported that attempt's outcome already. An attempt RunPod accepted but never
+    recorded (its submit died first) still holds its endpoint's in-flight slot."""
+    return any(e.status is JobStatus.IN_PROGRESS and e.attempt == attempt for e in job.events)
+
+
 @dataclass
 class CallbackRecorder:
     store: JobStore
@@ -150,7 +157,10 @@ class CallbackRecorder:
         detail = f"runpod {runpod_id} delay={body.get('delayTime')}ms exec={body.get('executionTime')}ms"
         if error_class is not None and error_class.retryable and self.workflows is not None:
             if attempt != job.attempts:
-                return None  # an older attempt failing changes nothing: a newer one is under way
+                # A newer attempt is under way, so the job is unchanged; the endpoint's slot is not.
+                if not _recorded_in_progress(job, attempt):
+                    self.learn(endpoint, JobStatus.FAILED, error_class, error_text or target.value, body)
+                return None
             return self._retry(job, endpoint, attempt, body, error_text or target.value, error_class, detail, actor)
         fields: dict[str, Any] = {"runpod_id": runpod_id}
         if target is JobStatus.COMPLETED:

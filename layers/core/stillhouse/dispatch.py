@@ -78,14 +78,22 @@ class Placed:
 _TELLING = [ErrorClass.TERMINAL, ErrorClass.TRANSIENT, ErrorClass.WORKER_LOST, ErrorClass.CAPACITY]
 
 
+def lost_on(job: Job) -> str | None:
+    """The endpoint whose worker lost the job's last attempt, if that is how it ended."""
+    return job.endpoint if job.error_class is ErrorClass.WORKER_LOST else None
+
+
 def place(router: Routing, client_for: Callable[[Endpoint], RunPodClient], model: str | None,
-          payload: dict[str, Any], webhook_for: Callable[[Endpoint], str], policy: dict[str, Any]) -> Placed | Refused:
+          payload: dict[str, Any], webhook_for: Callable[[Endpoint], str], policy: dict[str, Any],
+          *, avoid: str | None = None) -> Placed | Refused:
     """Walk the router's plan: the first endpoint that accepts /run wins; every refusal is reported to
-    the router (breaker, statistics); a terminal refusal stops the walk (the input is at fault)."""
+    the router (breaker, statistics); a terminal refusal stops the walk (the input is at fault).
+    `avoid` is tried last, only when every other endpoint in the plan refused."""
     errors: list[str] = []
     classes: list[ErrorClass] = []
     plan = router.plan(model, streaming=bool(payload.get("stream")))
-    for endpoint in plan:
+    # A stable sort keeps the policy's order among the others.
+    for endpoint in sorted(plan, key=lambda e: e.name == avoid):
         if not router.allow(endpoint.name, plan):
             errors.append(f"{endpoint.name}: breaker open")
             continue  # another instance took the last recovery probe
@@ -156,12 +164,18 @@ class Dispatcher:
         return self._record(job, JobStatus.RETRYING, "dispatch", attempt, reason, fields,
                             expect=[JobStatus.IN_QUEUE])
 
+    def can_place(self, job: Job) -> bool:
+        """Whether any endpoint could take the job now (serves its model, breaker not open, not full)."""
+        return bool(self.router.plan(job.model, streaming=bool(runpod_payload(job).get("stream"))))
+
     # --- one pass over the plan (fast path and recovery workflow alike) --------------------------
     def submit(self, job: Job, attempt: int, *, actor: str, task_token: str | None = None) -> Job | Refused | None:
         """Try the plan's endpoints in order; the job is IN_PROGRESS on success, FAILED on a terminal
         refusal (returned as None), and unchanged when every endpoint refused retryably (Refused)."""
+        # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
         outcome = place(self.router, self.client_for, job.model, runpod_payload(job),
-                        lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy)
+                        lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy,
+                        avoid=lost_on(job))
         if isinstance(outcome, Refused):
             if outcome.error_class is ErrorClass.TERMINAL:
                 self._fail(job, attempt, outcome.endpoint, outcome.reason, ErrorClass.TERMINAL, actor=actor)

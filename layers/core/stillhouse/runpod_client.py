@@ -41,7 +41,10 @@ class RunPodError(StillhouseError):
 def classify_status(status_code: int) -> ErrorClass:
     if status_code == 429:
         return ErrorClass.CAPACITY
-    if status_code >= 500 or status_code == 408:
+    # 401/403: our API key for this endpoint is wrong, not the job's input. Failing over and counting
+    # it towards the endpoint's breaker takes a misconfigured endpoint out of rotation instead of
+    # failing every job routed to it.
+    if status_code >= 500 or status_code in (401, 403, 408):
         return ErrorClass.TRANSIENT
     if status_code == 404:
         return ErrorClass.WORKER_LOST

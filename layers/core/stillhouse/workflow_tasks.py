@@ -38,6 +38,11 @@ class RecoveryTasks:
             raise errors.JobFinished(f"job is {job.status.value}")
         if job.attempts >= self.max_attempts:
             raise errors.TerminalError(f"gave up after {job.attempts} attempts; last error: {job.error}")
+        if not self.dispatcher.can_place(job):
+            # Waiting is not failing: no attempt is spent, the workflow's own long Retry block waits.
+            reason = f"no endpoint available for model {job.model or '(default)'}"
+            self._note(job, reason, None)
+            raise errors.NoEndpointAvailable(reason)
         claimed = self.store.claim_attempt(job.id, job.attempts)
         if claimed is None:
             raise errors.TransientError("another attempt of this job is being submitted")
@@ -61,7 +66,7 @@ class RecoveryTasks:
             body = self.fetch_status(job.endpoint, job.runpod_id)
         except RunPodError as err:
             if err.error_class is ErrorClass.WORKER_LOST:  # RunPod no longer knows the job
-                self._note(job, err.message, ErrorClass.WORKER_LOST)
+                self._attempt_lost(job, err.message, ErrorClass.WORKER_LOST, {})
                 raise errors.WorkerLostError(err.message) from err
             raise errors.TransientError(err.message) from err
         if body.get("status") in ("IN_QUEUE", "IN_PROGRESS"):
@@ -69,7 +74,7 @@ class RecoveryTasks:
         target = JobStatus(body["status"]) if body.get("status") in JobStatus.__members__ else None
         error_class = error_class_of(target, body.get("error")) if target else ErrorClass.WORKER_LOST
         if error_class is not None and error_class.retryable:
-            self._note(job, str(body.get("error") or body.get("status")), error_class)
+            self._attempt_lost(job, str(body.get("error") or body.get("status")), error_class, body)
             raise errors.WorkerLostError(f"RunPod job {job.runpod_id} ended {body.get('status')}")
         self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="recovery")
         return {"state": "done"}
@@ -90,6 +95,19 @@ class RecoveryTasks:
             return {"recorded": False}
         self.notify(failed)
         return {"recorded": True}
+
+    def _attempt_lost(self, job: Job, reason: str, error_class: ErrorClass, body: dict[str, Any]) -> None:
+        """The RunPod job in flight ended without a usable result: take the job off it and report the
+        failure to routing (breaker, in-flight slot). Only the write that moves this very attempt off
+        IN_PROGRESS reports, so a webhook or a second check racing us cannot count it twice."""
+        try:
+            self.store.transition(job.id, JobStatus.RETRYING, actor="recovery", attempt=job.attempts,
+                                  endpoint=job.endpoint, detail=reason,
+                                  fields={"error": reason, "error_class": error_class.value},
+                                  expect=[JobStatus.IN_PROGRESS], expect_runpod_id=job.runpod_id)
+        except errors.TransitionRefused:
+            return  # recorded (and reported) by whoever moved the job first
+        self.callbacks.learn(job.endpoint, JobStatus.FAILED, error_class, reason, body)
 
     def _note(self, job: Job, reason: str, error_class: ErrorClass | None) -> None:
         """Keep the latest reason on the job so its timeline shows why it is still waiting."""

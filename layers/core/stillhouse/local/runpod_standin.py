@@ -58,7 +58,7 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000  # RunPod: 10 min
 DEFAULT_TTL_MS = 86_400_000  # RunPod: 24 h
 RUNSYNC_WAIT_DEFAULT_MS, RUNSYNC_WAIT_MIN_MS, RUNSYNC_WAIT_MAX_MS = 90_000, 1_000, 300_000
-MAX_RUN_BODY, MAX_RUNSYNC_BODY, MAX_OTHER_BODY = 10 * 2**20, 20 * 2**20, 20 * 2**20
+MAX_RUN_BODY, MAX_RUNSYNC_BODY = 10 * 2**20, 20 * 2**20
 WEBHOOK_TRIES = 3  # one POST + two retries, as RunPod
 TTL_SWEEP_S = 0.25  # how often queued jobs are checked against policy.ttl
 CRASH_DETECT_S = 1.0  # how long a "crashed" worker takes to be noticed (crash_mode fail/requeue)
@@ -472,7 +472,8 @@ class RunPodStandIn:
             return [dict(d) for d in self._deliveries]
 
     def stats(self, endpoint_id: str) -> dict[str, int]:
-        """Counters of an endpoint: terminal statuses, "retried", "crashed", "route:<worker route>" hits."""
+        """Counters of an endpoint: terminal statuses, "retried", "crashed", "route:<worker route>" and
+        "api:<hosted route>" hits."""
         with self._lock:
             return dict(self._endpoints[endpoint_id].counters)
 
@@ -1074,6 +1075,8 @@ class _Handler(BaseHTTPRequestHandler):
                          {"WWW-Authenticate": "Bearer"})
         ep = self._endpoint(standin, parts)
         action, rest = (parts[1] if len(parts) > 1 else ""), parts[2:]
+        with standin._lock:
+            ep.counters[f"api:{action}"] += 1  # every call that reached the endpoint, faults included
         latency = ep.faults["latency_ms"]
         if latency:
             time.sleep(latency / 1000)

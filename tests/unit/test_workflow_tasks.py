@@ -1,0 +1,93 @@
+"""The recovery workflow's status check: a lost attempt is retried, and routing hears of it exactly once."""
+import pytest
+
+from stillhouse import errors
+from stillhouse.callbacks import CallbackRecorder
+from stillhouse.jobs import JobStore
+from stillhouse.models import ErrorClass, JobStatus
+from stillhouse.runpod_client import RunPodError
+from stillhouse.signing import callback_token
+from stillhouse.workflow_tasks import RecoveryTasks
+
+from .test_callbacks import SECRET, Workflows
+from .test_jobs_store import make_job
+
+RETRYABLE = '{"error_type": "OutOfMemory", "retryable": true}'
+
+
+class RunPodStatus:
+    """RunPod's /status as the check sees it: a body per RunPod job id, or an error."""
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def __call__(self, endpoint, runpod_id):
+        answer = self.answers[runpod_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def store(jobs_table):
+    s = JobStore(jobs_table)
+    s.create(make_job("j1"))
+    s.claim_attempt("j1", 0)
+    s.transition("j1", JobStatus.IN_PROGRESS, actor="recovery", endpoint="a", attempt=1,
+                 fields={"runpod_id": "rp1", "task_token": "tt1"})
+    return s
+
+
+def recovery(store, answers):
+    learned = []
+    fetch = RunPodStatus(answers)
+    callbacks = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=fetch, notify=lambda job: None,
+                                 workflows=Workflows(),
+                                 learn=lambda endpoint, status, error_class, error, body: learned.append(
+                                     (endpoint, status, error_class)))
+    # check_status never submits, so it needs no dispatcher.
+    tasks = RecoveryTasks(store=store, dispatcher=None, callbacks=callbacks, fetch_status=fetch,
+                          notify=lambda job: None, max_attempts=3)
+    return tasks, learned
+
+
+def test_a_job_runpod_no_longer_knows_is_lost_and_reported_once(store):
+    vanished = RunPodError("HTTP 404", error_class=ErrorClass.WORKER_LOST, status_code=404)
+    tasks, learned = recovery(store, {"rp1": vanished})
+    with pytest.raises(errors.WorkerLostError):
+        tasks.check_status("j1")
+    with pytest.raises(errors.WorkerLostError):
+        tasks.check_status("j1")  # the same check delivered twice
+    assert learned == [("a", JobStatus.FAILED, ErrorClass.WORKER_LOST)]
+    job = store.get("j1")
+    assert job.status is JobStatus.RETRYING and job.error_class is ErrorClass.WORKER_LOST and job.endpoint == "a"
+
+
+@pytest.mark.parametrize(("body", "error_class"), [
+    ({"id": "rp1", "status": "TIMED_OUT", "executionTime": 20000}, ErrorClass.WORKER_LOST),
+    ({"id": "rp1", "status": "FAILED", "error": RETRYABLE}, ErrorClass.TRANSIENT),
+])
+def test_an_attempt_that_ended_retryably_is_reported_once_even_when_its_webhook_follows(store, body, error_class):
+    tasks, learned = recovery(store, {"rp1": body})
+    with pytest.raises(errors.WorkerLostError):
+        tasks.check_status("j1")
+    # RunPod's webhook for the same attempt comes in after the check moved the job on.
+    assert tasks.callbacks.record("j1", 1, "a", callback_token(SECRET, "j1", 1, "a"), body) is None
+    assert learned == [("a", JobStatus.FAILED, error_class)]
+    assert store.get("j1").status is JobStatus.RETRYING
+
+
+
+def test_a_webhook_landing_while_the_check_asks_runpod_is_reported_instead_of_the_check(store):
+    body = {"id": "rp1", "status": "FAILED", "error": RETRYABLE}
+    tasks, learned = recovery(store, {"rp1": body})
+    ask_runpod = tasks.fetch_status
+
+    def webhook_lands_first(endpoint, runpod_id):
+        tasks.callbacks.record("j1", 1, "a", callback_token(SECRET, "j1", 1, "a"), body)
+        return ask_runpod(endpoint, runpod_id)
+
+    tasks.fetch_status = webhook_lands_first
+    with pytest.raises(errors.WorkerLostError):
+        tasks.check_status("j1")
+    assert learned == [("a", JobStatus.FAILED, ErrorClass.TRANSIENT)]

@@ -4,6 +4,6 @@ from aws_lambda_powertools.logging import correlation_paths
 from stillhouse.http_api import app, logger
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

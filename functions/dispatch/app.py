@@ -22,7 +22,9 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 async def record_handler(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    await asyncio.to_thread(wiring.dispatcher().dispatch, job_id_of(record.body), receive_count)
+    job_id = job_id_of(record.body)
+    logger.info("dispatching", extra={"job_id": job_id, "receive_count": receive_count})
+    await asyncio.to_thread(wiring.dispatcher().dispatch, job_id, receive_count)
 
 
 @logger.inject_lambda_context

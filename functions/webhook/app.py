@@ -5,6 +5,6 @@ from stillhouse.callback_api import app
 from stillhouse.http_api import logger
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

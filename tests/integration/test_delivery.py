@@ -39,7 +39,7 @@ def test_a_duplicated_queue_message_runs_the_job_once(api, stack):
     assert len(runpod_jobs_for(stack, job_id)) == 1
 
 
-def test_a_duplicated_webhook_leaves_one_result_and_one_notification(api, faults, receiver):
+def test_a_duplicated_webhook_leaves_one_result_and_one_notification(api, stack, faults, receiver):
     faults("local", duplicate_webhook_rate=1.0)
     job_id = api.submit("echo", {"text": "dup"}, webhook=receiver.url)
     job = api.wait(job_id)
@@ -48,12 +48,28 @@ def test_a_duplicated_webhook_leaves_one_result_and_one_notification(api, faults
     assert job["status"] == "COMPLETED"
     assert [e["status"] for e in job["events"]].count("COMPLETED") == 1
     assert len(receiver.calls) == 1
+    accepted = [d for d in stack.standin.webhook_deliveries
+                if f"/callbacks/runpod/{job_id}?" in d["url"] and d.get("status_code") == 200]
+    assert {d["copy"] for d in accepted} == {1, 2}  # both copies really reached us, and were answered
 
 
-def test_a_message_that_always_fails_lands_in_the_dlq(stack):
+def test_a_message_that_always_fails_lands_in_the_dlq_after_max_receive_count(stack, monkeypatch):
+    from stillhouse import wiring
+
+    deliveries = []
+    dispatch = wiring.dispatcher().dispatch
+
+    def counting(job_id, receive_count=1):
+        if job_id == "no-such-job":
+            deliveries.append(receive_count)
+        return dispatch(job_id, receive_count)
+
+    monkeypatch.setattr(wiring.dispatcher(), "dispatch", counting)
     poison = json.dumps({"job_id": "no-such-job"})
     send_raw(stack, poison)
     assert poison in dlq_bodies(stack, poison)
+    max_receive_count = int(stack.options.parameters["MaxReceiveCount"])
+    assert deliveries == list(range(1, max_receive_count + 1))  # every delivery tried, then the DLQ
 
 
 def test_a_message_whose_job_cannot_be_handed_on_ends_the_job_and_reaches_the_dlq(api, stack, monkeypatch):

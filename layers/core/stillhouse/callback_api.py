@@ -5,11 +5,14 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
+from aws_lambda_powertools import Logger
+
 from stillhouse import wiring
 from stillhouse.http_common import new_resolver
 from stillhouse.models import JobStatus
 
 app = new_resolver()
+logger = Logger(service="stillhouse", child=True)
 
 
 @app.post("/callbacks/runpod/<job_id>")
@@ -21,6 +24,7 @@ def runpod_callback(
     attempt: Annotated[int, Query(ge=0)] = 0,
     member: Annotated[str, Query(max_length=40, pattern=r"^[a-z]+-\d+$")] = "",
 ) -> dict[str, Any]:
+    logger.append_keys(job_id=job_id, runpod_endpoint=endpoint, attempt=attempt)
     if member:  # a council member's answer: it resumes a workflow task, the job's status is the workflow's
         taken = wiring.callbacks().record_member(job_id, member, endpoint, token, body)
         return {"id": job_id, "member": member, "recorded": taken}

@@ -32,10 +32,21 @@ from stillhouse.route import EndpointView
 from stillhouse.streams import StreamPage, StreamReader
 
 logger = Logger(service="stillhouse")
-app = new_resolver()
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+
+
+def authenticate(resolver) -> None:
+    """Every /v1 route needs an API key, checked before the request is validated (401 before 422)."""
+    if resolver.current_event.path not in PUBLIC_PATHS:
+        who = wiring.api_keys().authenticate(resolver.current_event.headers.get("authorization"))
+        resolver.append_context(principal=who)
+
+
+app = new_resolver(gates=[authenticate])
+
 
 def principal() -> Principal:
-    return wiring.api_keys().authenticate(app.current_event.headers.get("authorization"))
+    return app.context["principal"]
 
 
 @lru_cache(maxsize=1)
@@ -85,14 +96,18 @@ def submit_job(
         except IdempotencyValidationError as err:
             raise errors.Conflict("Idempotency-Key was used with a different request",
                                   field="Idempotency-Key") from err
+        logger.append_keys(job_id=accepted["id"])
         return Response(status_code=202, content_type="application/json", body=JobAccepted(**accepted))
     job = wiring.job_service().submit(who, request)
+    logger.append_keys(job_id=job.id)
+    logger.info("job accepted", extra={"task": job.task.value, "status": job.status.value})
     return Response(status_code=202, content_type="application/json",
                     body=JobAccepted(id=job.id, status=job.status))
 
 
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Job:
+    logger.append_keys(job_id=job_id)
     return wiring.public_view(wiring.job_service().get(principal(), job_id))
 
 
@@ -108,6 +123,7 @@ def list_jobs(
 
 @app.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> JobAccepted:
+    logger.append_keys(job_id=job_id)
     job = wiring.job_service().cancel(principal(), job_id)
     return JobAccepted(id=job.id, status=job.status)
 
@@ -115,6 +131,7 @@ def cancel_job(job_id: str) -> JobAccepted:
 @app.get("/v1/jobs/<job_id>/stream")
 def stream_job(job_id: str) -> StreamPage:
     """The chunks a streaming job produced since the last call (RunPod-style polling; see streams.py)."""
+    logger.append_keys(job_id=job_id)
     reader = StreamReader(wiring.job_store(), wiring.registry(), wiring.client_for)
     return reader.read(principal(), job_id)
 

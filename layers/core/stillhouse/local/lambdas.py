@@ -2,6 +2,9 @@
 
 One lock per function mirrors Lambda's one-event-per-instance model: Powertools' resolver keeps
 the current event on the app object, so two concurrent events in one instance would mix.
+Functions served by Powertools' HTTP resolver share one lock besides: the resolver keeps the current
+event in a *class* attribute (`BaseRouter.current_event`), one per process, so the API and webhook
+functions — separate processes on Lambda — would read each other's requests here.
 """
 from __future__ import annotations
 
@@ -47,12 +50,11 @@ class LambdaContext:
 
 
 class InProcessFunction:
-    def __init__(self, spec: FunctionSpec, physical_name: str) -> None:
+    def __init__(self, spec: FunctionSpec, physical_name: str, lock: threading.Lock | None = None) -> None:
         self.spec = spec
         self.physical_name = physical_name
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
         self._handler: Callable[[Any, Any], Any] | None = None
-        self.invocations = 0
 
     def _load(self) -> Callable[[Any, Any], Any]:
         module_name, _, attr = self.spec.handler.rpartition(".")
@@ -67,7 +69,6 @@ class InProcessFunction:
         with self._lock:
             if self._handler is None:
                 self._handler = self._load()
-            self.invocations += 1
             return self._handler(event, LambdaContext(self.physical_name))
 
 

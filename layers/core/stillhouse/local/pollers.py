@@ -46,7 +46,6 @@ class QueuePoller:
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"poller-{function}", daemon=True)
-        self.batches = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -70,7 +69,6 @@ class QueuePoller:
         ).get("Messages", [])
         if not received:
             return 0
-        self.batches += 1
         try:
             result = self.functions.get(self.function).invoke(sqs_event(received, self.queue_arn))
         except Exception:  # noqa: BLE001 - the whole batch becomes visible again, as on Lambda

@@ -61,7 +61,6 @@ class EmbeddedStack:
         self.gateway: HttpGateway | None = None
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
-        self.admin_api_key = self.dev_api_key
         self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -91,8 +90,11 @@ class EmbeddedStack:
             parameters = {"CallbackBaseUrl": self.url, "RunPodBaseUrl": self.standin.api_base(),
                           **self.options.parameters}
             self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
+            http_lock = threading.Lock()  # see stillhouse.local.lambdas: one HTTP resolver event per process
+            served = {route.function for route in local.routes}
             for spec in local.functions.values():
-                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id]))
+                lock = http_lock if spec.logical_id in served else None
+                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id], lock))
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()

@@ -31,14 +31,18 @@ def jobs_table(aws_mock):
     )
 
 
+def create_hash_table(ddb, name, key):
+    """A table keyed by one string attribute (api keys, endpoint state, result cache)."""
+    return ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+    )
+
+
 @pytest.fixture
 def keys_table(aws_mock):
-    ddb = boto3.resource("dynamodb", region_name="us-east-1")
-    return ddb.create_table(
-        TableName="keys", BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "key_hash", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
-    )
+    return create_hash_table(boto3.resource("dynamodb", region_name="us-east-1"), "keys", "key_hash")
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +69,4 @@ def create_config_table(ddb, name):
 
 def create_state_table(ddb, name):
     """The EndpointStateTable layout (one item per endpoint name)."""
-    return ddb.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-    )
+    return create_hash_table(ddb, name, "name")

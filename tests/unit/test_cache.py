@@ -9,15 +9,12 @@ from stillhouse.jobs import JobStore
 from stillhouse.models import JobRequest, JobStatus, Task
 from stillhouse.service import JobService
 
+from .conftest import create_hash_table
+
 
 @pytest.fixture
 def cache_table(aws_mock):
-    ddb = boto3.resource("dynamodb", region_name="us-east-1")
-    return ddb.create_table(
-        TableName="cache", BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
-    )
+    return create_hash_table(boto3.resource("dynamodb", region_name="us-east-1"), "cache", "key")
 
 
 class Clock:

@@ -3,7 +3,7 @@ import pytest
 
 from stillhouse import council
 from stillhouse.council_tasks import CouncilTasks
-from stillhouse.errors import TerminalError
+from stillhouse.errors import JobFinished, TerminalError
 from stillhouse.models import Job, JobStatus, Task
 
 ANSWERS = [{"model": "m1", "text": "one"}, {"model": "m2", "text": "two"}, {"model": "m3", "text": "three"}]
@@ -64,7 +64,7 @@ class OneEndpoint:
     name, endpoint_id, base_url, secret_ref = "e1", "ep-1", "http://runpod", None
 
     def __init__(self):
-        self.sent = []
+        self.sent, self.cancelled, self.released_names = [], [], []
 
     def plan(self, model, streaming=False):
         return [self]
@@ -75,19 +75,28 @@ class OneEndpoint:
     def submitted(self, name):
         pass
 
+    def released(self, name):
+        self.released_names.append(name)
+
+    def cancel(self, base_url, endpoint_id, runpod_id):
+        self.cancelled.append(runpod_id)
+
     def run(self, base_url, endpoint_id, payload, webhook, policy):
         self.sent.append(payload)
         return {"id": f"rp-{len(self.sent)}"}
 
 
 class Members:
+    def __init__(self, store):
+        self.store = store
+
     def put(self, job_id, key, member):
-        pass
+        return not self.store.job.status.terminal  # MemberStore.put refuses once the job has ended
 
 
 def council_job(**spec):
     store, endpoint = Store({"prompt": "q?", "models": ["m1", "m2", "m3"], **spec}), OneEndpoint()
-    tasks = CouncilTasks(store=store, members=Members(), router=endpoint, client_for=lambda e: endpoint,
+    tasks = CouncilTasks(store=store, members=Members(store), router=endpoint, client_for=lambda e: endpoint,
                          callback_url=lambda *a: "http://cb", policy={}, notify=lambda job: None)
     return tasks, store, endpoint
 
@@ -158,3 +167,18 @@ def test_an_unranked_result_has_no_ranking_fields():
     tasks.record({"job_id": "j", "final": {"model": "m1", "text": "final"}})
     assert store.job.output["final"] == "final"
     assert not {"rankings", "aggregate_ranking", "labels"} & store.job.output.keys()
+
+
+def test_a_member_submitted_while_the_job_is_cancelled_is_cancelled_on_runpod():
+    tasks, store, endpoint = council_job()
+    run = endpoint.run
+
+    def cancelled_meanwhile(*args, **kw):
+        accepted = run(*args, **kw)
+        store.job = store.job.model_copy(update={"status": JobStatus.CANCELLED})  # the caller's cancel wins
+        return accepted
+
+    endpoint.run = cancelled_meanwhile
+    with pytest.raises(JobFinished):
+        tasks.member("j", "answer", 0, "m1", "token")
+    assert endpoint.cancelled == ["rp-1"] and endpoint.released_names == ["e1"]

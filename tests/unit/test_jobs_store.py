@@ -2,7 +2,7 @@
 import pytest
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
-from stillhouse.jobs import JobStore, now_iso
+from stillhouse.jobs import JobStore, MemberStore, now_iso
 from stillhouse.models import Job, JobStatus, Task
 
 
@@ -104,3 +104,13 @@ def test_a_forged_cursor_is_a_clear_400(store):
     with pytest.raises(InvalidRequest) as err:
         store.list("acme", cursor="not-base64!")
     assert err.value.field == "cursor"
+
+
+def test_a_council_member_is_recorded_only_while_the_job_lives(store, jobs_table):
+    members = MemberStore(jobs_table)
+    store.create(make_job(members={}))
+    assert members.put("j1", "answer-0", {"model": "m1", "runpod_id": "rp1"})
+    assert members.finish("j1", "answer-0") and not members.finish("j1", "answer-0")  # taken once
+    store.transition("j1", JobStatus.CANCELLED, actor="api")
+    assert not members.put("j1", "answer-1", {"model": "m2", "runpod_id": "rp2"})
+    assert set(store.get("j1").members) == {"answer-0"}

@@ -45,12 +45,17 @@ class CouncilTasks:
                         lambda endpoint: self.callback_url(job, 0, endpoint, key), self.policy)
         if isinstance(outcome, Refused):
             raise RAISE_FOR[outcome.error_class](f"{model}: {outcome.reason}")
-        self.router.submitted(outcome.endpoint.name)
-        self.members.put(job_id, key, {
-            "model": model, "stage": stage, "endpoint": outcome.endpoint.name,
-            "runpod_id": outcome.accepted["id"], "task_token": task_token, "started_ms": int(time.time() * 1000),
-        })
-        return {"runpod_id": outcome.accepted["id"]}
+        endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]
+        self.router.submitted(endpoint.name)
+        if not self.members.put(job_id, key, {
+            "model": model, "stage": stage, "endpoint": endpoint.name,
+            "runpod_id": runpod_id, "task_token": task_token, "started_ms": int(time.time() * 1000),
+        }):
+            # Cancelled while we were submitting: the cancel could not see this member, so stop it here.
+            self.client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
+            self.router.released(endpoint.name)
+            raise errors.JobFinished(f"job {job_id} ended while {model} was being asked")
+        return {"runpod_id": runpod_id}
 
     @staticmethod
     def _messages(job: Job, spec: CouncilInput, stage: str) -> list[dict[str, str]]:

@@ -220,14 +220,23 @@ class MemberStore:
     def __init__(self, table: Any) -> None:
         self._table = table
 
-    def put(self, job_id: str, key: str, member: dict[str, Any]) -> None:
-        self._table.update_item(
-            Key={"id": job_id},
-            UpdateExpression="SET members.#k = :m",
-            ConditionExpression="attribute_exists(members)",
-            ExpressionAttributeNames={"#k": key},
-            ExpressionAttributeValues={":m": member},
-        )
+    def put(self, job_id: str, key: str, member: dict[str, Any]) -> bool:
+        """Record a member in flight; False when the job has ended meanwhile (e.g. cancelled): a cancel
+        reads the members in the write that ends the job, so one put after it would never be seen."""
+        terminal = {f":t{i}": s.value for i, s in enumerate(s for s in JobStatus if s.terminal)}
+        try:
+            self._table.update_item(
+                Key={"id": job_id},
+                UpdateExpression="SET members.#k = :m",
+                ConditionExpression=f"attribute_exists(members) AND NOT #s IN ({', '.join(terminal)})",
+                ExpressionAttributeNames={"#k": key, "#s": "status"},
+                ExpressionAttributeValues={":m": member, **terminal},
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return False
+            raise
+        return True
 
     def finish(self, job_id: str, key: str) -> bool:
         """Mark a member's result as taken; False when it already was (a duplicate callback)."""

@@ -593,3 +593,32 @@ def test_a_worker_process_that_dies_fails_its_job_and_is_restarted() -> None:
         assert body["status"] == "FAILED" and "exited" in body["error"]
         again = c.runsync({"task": "echo"})
         assert again["status"] == "COMPLETED" and again["workerId"] != body["workerId"]
+
+
+def test_job_take_on_an_empty_queue_is_held_open_and_answers_as_soon_as_a_job_arrives() -> None:
+    """An immediate empty answer would make the SDK's worker loop spin; RunPod holds the poll open."""
+    standin = RunPodStandIn(api_key=API_KEY, endpoints=["held"], start_workers=False, job_take_hold_s=1.0)
+    standin.start()
+    try:
+        take = standin.worker_env_for("held", pod_id="pod-1")["RUNPOD_WEBHOOK_GET_JOB"].replace("$ID", "pod-1")
+        started = time.monotonic()
+        empty = requests.get(take, timeout=10)
+        assert empty.status_code == 204 and time.monotonic() - started >= 0.9
+
+        got: dict[str, Any] = {}
+
+        def poll() -> None:
+            got["response"] = requests.get(take, timeout=10)
+            got["at"] = time.monotonic()
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.3)
+        submitted = time.monotonic()
+        job = requests.post(f"{standin.api_base()}/held/run", headers=AUTH, timeout=5,
+                            json={"input": {"task": "echo", "text": "now"}}).json()
+        poller.join(timeout=5)
+        assert got["response"].status_code == 200 and got["response"].json()["id"] == job["id"]
+        assert got["at"] - submitted < 0.5  # handed out at once, not at the end of the hold
+    finally:
+        standin.stop()

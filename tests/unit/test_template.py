@@ -56,7 +56,17 @@ def test_retry_and_catch_names_are_our_error_classes_or_states_errors(local):
         for name, state in _states(json.loads(substituted(spec, parameters))):
             for rule in state.get("Retry", []) + state.get("Catch", []):
                 for error in rule["ErrorEquals"]:
-                    assert error.startswith("States.") or error in ours, (spec.logical_id, name, error)
+                    assert error.startswith(("States.", "Lambda.")) or error in ours, (spec.logical_id, name, error)
+
+
+def test_every_lambda_task_retries_lambdas_own_transient_errors(local):
+    """Throttling or a service hiccup of Lambda itself is not the job's failure (AWS's recommended retrier)."""
+    parameters = local.cloudformation["Parameters"]
+    for spec in local.state_machines.values():
+        for name, state in _states(json.loads(substituted(spec, parameters))):
+            if state["Type"] == "Task":
+                retried = {e for rule in state.get("Retry", []) for e in rule["ErrorEquals"]}
+                assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= retried, (spec.logical_id, name)
 
 
 def test_every_retry_uses_full_jitter_and_a_bounded_backoff(local):

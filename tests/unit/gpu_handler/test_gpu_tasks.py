@@ -232,3 +232,14 @@ def test_the_echo_model_family_answers_deterministically_without_weights():
     assert again["text"] == out["text"]
     cut = asyncio.run(run_job({"task": "generate", "model": "echo-b", "prompt": "one two three", "stop": ["two"]}, no_engine))
     assert cut["text"] == "echo-b says: one " and cut["finish_reason"] == "stop"
+
+
+def test_a_preloaded_model_that_cannot_load_stops_the_worker_before_it_takes_jobs(
+    handler_module: Any, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")  # the path resolves; loading it fails
+    done = _run_handler_script(env={"MODEL_ID": str(broken), "PRELOAD_MODELS": "generate"})
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "worker start-up failed" in done.stdout + done.stderr

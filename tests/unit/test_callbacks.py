@@ -139,3 +139,33 @@ def test_an_older_attempt_already_reported_when_it_was_retried_is_not_counted_ag
     start_attempt(store, "b", "rp2")
     assert rec.record("j2", 1, "a", token("j2", 1, "a"), failed) is None  # a late duplicate webhook
     assert learned == [("a", JobStatus.FAILED, ErrorClass.TRANSIENT)]
+
+
+def test_an_older_attempt_that_finishes_the_job_stops_the_newer_one_and_frees_each_slot_once(jobs_table):
+    """Attempt 1 was declared lost (its endpoint reported then), attempt 2 runs on `b`; attempt 1's
+    result arrives after all: it completes the job, `b`'s RunPod job is stopped, and `a` is not
+    reported a second time."""
+    store = JobStore(jobs_table)
+    store.create(make_job("j1"))
+    store.claim_attempt("j1", 0)
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", attempt=1, fields={"runpod_id": "rp1"})
+    store.transition("j1", JobStatus.RETRYING, actor="recovery", endpoint="a", attempt=1,
+                     fields={"error": "lost", "error_class": "worker_lost"})
+    store.claim_attempt("j1", 1)
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="recovery", endpoint="b", attempt=2, fields={"runpod_id": "rp2"})
+    learnt, stopped = [], []
+    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=lambda e, r: {"id": "rp1", "status": "COMPLETED", "output": {"text": "late"}},
+                           notify=lambda job: None, learn=lambda endpoint, *rest: learnt.append(endpoint),
+                           stop_runpod_job=lambda endpoint, runpod_id: stopped.append((endpoint, runpod_id)))
+    job = rec.record("j1", 1, "a", token(attempt=1), {"id": "rp1", "status": "COMPLETED", "output": {"text": "late"}})
+    assert job.status is JobStatus.COMPLETED and job.output == {"text": "late"} and job.endpoint == "a"
+    assert stopped == [("b", "rp2")] and learnt == []
+
+
+def test_the_current_attempts_result_is_learnt_and_stops_nothing(store):
+    learnt, stopped = [], []
+    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=lambda e, r: {}, notify=lambda job: None,
+                           learn=lambda endpoint, *rest: learnt.append(endpoint),
+                           stop_runpod_job=lambda *a: stopped.append(a))
+    rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
+    assert learnt == ["a"] and stopped == []

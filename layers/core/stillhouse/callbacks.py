@@ -97,6 +97,8 @@ class CallbackRecorder:
     workflows: Resumer | None = None
     members: MemberStore | None = None
     cache: ResultCache | None = None
+    # (endpoint name, RunPod id): cancel a RunPod job nobody needs any more and free its endpoint slot.
+    stop_runpod_job: Callable[[str, str], None] | None = None
 
     def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
         """A RunPod webhook: verify it, trust it only if it matches our record, then apply it."""
@@ -169,12 +171,19 @@ class CallbackRecorder:
             fields["error"] = error_text
         if error_class is not None:
             fields["error_class"] = error_class.value
+        superseded = attempt < job.attempts  # an older attempt's result, while a newer attempt is under way
         try:
             finished = self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
                                              fields=fields, detail=detail)
         except TransitionRefused:
             return None
-        self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body)
+        if not superseded or not _recorded_in_progress(job, attempt):
+            # An older attempt the job had moved off was reported then; reporting it again would free
+            # its endpoint's slot twice.
+            self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body)
+        if superseded and job.status is JobStatus.IN_PROGRESS and job.endpoint and job.runpod_id \
+                and self.stop_runpod_job is not None:
+            self.stop_runpod_job(job.endpoint, job.runpod_id)  # the newer attempt's work is now pointless
         if finished.status is JobStatus.COMPLETED and job.cache_key and self.cache is not None:
             self.cache.put(job.cache_key, job.id, body.get("output"))  # best effort: never fails the record
         if finished.task_token and self.workflows is not None:

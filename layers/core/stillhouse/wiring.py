@@ -89,12 +89,18 @@ def cancel_on_runpod(job: Job) -> None:
     if job.endpoint and job.runpod_id:
         in_flight.append((job.endpoint, job.runpod_id))
     for endpoint_name, runpod_id in in_flight:
-        router().released(endpoint_name)
-        try:
-            endpoint = registry().get(endpoint_name)
-            client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
-        except Exception:  # noqa: BLE001 - the cancel itself is recorded; a GPU may finish for nothing
-            continue
+        stop_runpod_job(endpoint_name, runpod_id)
+
+
+def stop_runpod_job(endpoint_name: str, runpod_id: str) -> None:
+    """Free the endpoint's in-flight slot and ask RunPod to cancel (best effort: the job's own record is
+    already final; at worst a GPU finishes for nothing and its late webhook is ignored)."""
+    router().released(endpoint_name)
+    try:
+        endpoint = registry().get(endpoint_name)
+        client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 @lru_cache(maxsize=1)
@@ -153,6 +159,7 @@ def callbacks() -> CallbackRecorder:
         members=member_store(),
         cache=result_cache(),
         workflows=workflows(),
+        stop_runpod_job=stop_runpod_job,
     )
 
 

@@ -90,6 +90,12 @@ class JsonResolver(APIGatewayHttpResolver):
         declared = headers.get("content-type", "")
         if event.get("body") and (not declared or declared.startswith("application/x-www-form-urlencoded")):
             event = {**event, "headers": {**headers, "content-type": "application/json"}}
+        # Powertools keeps the current event in a class attribute, one for every resolver of the process,
+        # and reads it as `self.current_event`: an instance attribute shadows it, so two resolvers in one
+        # process (the embedded runtime runs the API and webhook functions side by side) never read each
+        # other's request. On Lambda, one event per process, this changes nothing.
+        self.current_event = self._to_proxy_event(event)
+        self.lambda_context = context
         return super().resolve(event, context)
 
 

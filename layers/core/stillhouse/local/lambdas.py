@@ -1,11 +1,7 @@
 """Lambda handlers run in-process, with a Lambda-like context, one invocation at a time each.
 
 One lock per function mirrors Lambda's one-event-per-instance model: Powertools' resolver keeps
-the current event on the app object, so two concurrent events in one instance would mix.
-Functions served by Powertools' HTTP resolver share one lock besides: the resolver keeps the current
-event in a *class* attribute (`BaseRouter.current_event`), one per process, so the API and webhook
-functions — separate processes on Lambda — would read each other's requests here.
-"""
+the current event on the app object, so two concurrent events in one instance would mix."""
 from __future__ import annotations
 
 import importlib.util
@@ -50,10 +46,10 @@ class LambdaContext:
 
 
 class InProcessFunction:
-    def __init__(self, spec: FunctionSpec, physical_name: str, lock: threading.Lock | None = None) -> None:
+    def __init__(self, spec: FunctionSpec, physical_name: str) -> None:
         self.spec = spec
         self.physical_name = physical_name
-        self._lock = lock or threading.Lock()
+        self._lock = threading.Lock()
         self._handler: Callable[[Any, Any], Any] | None = None
 
     def _load(self) -> Callable[[Any, Any], Any]:

@@ -90,11 +90,8 @@ class EmbeddedStack:
             parameters = {"CallbackBaseUrl": self.url, "RunPodBaseUrl": self.standin.api_base(),
                           **self.options.parameters}
             self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
-            http_lock = threading.Lock()  # see stillhouse.local.lambdas: one HTTP resolver event per process
-            served = {route.function for route in local.routes}
             for spec in local.functions.values():
-                lock = http_lock if spec.logical_id in served else None
-                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id], lock))
+                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id]))
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +39,9 @@ def new_job_id() -> str:
 class JobService:
     def __init__(self, store: JobStore, queue: JobQueue, canceller: Any = None,
                  council_defaults: CouncilDefaults | None = None, cache: ResultCache | None = None,
-                 notify: Any = None) -> None:
+                 notify: Callable[[Job], Any] | None = None) -> None:
         self._cache = cache
-        self._notify = notify  # callable(job): push a finished job to the caller's webhook
+        self._notify = notify  # pushes a finished job to the caller's webhook
         self._council_defaults = council_defaults or CouncilDefaults()
         self._store = store
         self._queue = queue

@@ -50,7 +50,9 @@ def stack(tmp_path_factory):
         port=0,
         endpoints=["local", "east", "west"],
         parameters={
-            "QueueVisibilityTimeout": "1", "MaxReceiveCount": "2",
+            # Short, so redelivery and the DLQ run in seconds; but longer than one dispatch under a busy
+            # CI machine, else a redelivery races the first delivery and claims a second attempt.
+            "QueueVisibilityTimeout": "3", "MaxReceiveCount": "2",
             # Step Functions sleeps are real: short backoffs and callback timeouts keep tests quick.
             "RetryIntervalSeconds": "1", "CapacityIntervalSeconds": "1", "RetryBackoffRate": "2",
             "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4", "CallbackTimeoutSeconds": "4",
@@ -82,16 +84,19 @@ def other_tenant(stack):
 
 @pytest.fixture
 def faults(stack):
-    """Set fault knobs on stand-in endpoints; every knob is reset after the test, and so is what the
-    router learnt from the faults (breaker, statistics), so the next test starts on a healthy endpoint."""
+    """Set fault knobs on stand-in endpoints. What the router learnt of an endpoint (breaker, latency and
+    success statistics) is forgotten when a test first touches it and again afterwards, so a fault test
+    sees exactly its own faults' effect; every knob is reset after the test."""
     touched = set()
+    state = aws.table(get_settings().endpoint_state_table)
 
     def set_faults(endpoint="local", **knobs):
-        touched.add(endpoint)
+        if endpoint not in touched:
+            touched.add(endpoint)
+            state.delete_item(Key={"name": endpoint})
         stack.standin.set_faults(endpoint, **knobs)
 
     yield set_faults
-    state = aws.table(get_settings().endpoint_state_table)
     for endpoint in touched:
         stack.standin.reset_faults(endpoint)
         state.delete_item(Key={"name": endpoint})

@@ -33,7 +33,7 @@ def test_429s_are_backed_off_and_the_job_completes_after_capacity_returns(api, s
     faults("local", rate_limit_rate=1.0, retry_after_s=1)
     job_id = api.submit("echo", {"text": "busy"})
     job = wait_for(api, job_id, "RETRYING")
-    assert job["error_class"] == "capacity"
+    assert job["error_class"] == "capacity", (job, api.get("/v1/endpoints").json())
     time.sleep(1)  # let the workflow retry (and be refused) at least once
     stack.standin.reset_faults("local")
     job = api.wait(job_id, timeout=30)

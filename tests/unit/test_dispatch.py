@@ -119,6 +119,24 @@ def test_when_no_endpoint_takes_the_job_it_goes_to_the_recovery_workflow(store):
     assert store.get("j1").execution_arn == "arn:exec:j1-1"
 
 
+def test_a_hand_over_still_records_its_reason_when_the_workflows_first_task_got_there_first(store):
+    """The execution runs as soon as it is started; its first task may find nothing to place and move
+    the job to RETRYING before the dispatcher records why it handed the job over."""
+    class EagerWorkflows(FakeWorkflows):
+        def start_recovery(self, job_id, attempt):
+            arn = super().start_recovery(job_id, attempt)
+            store.transition(job_id, JobStatus.RETRYING, actor="recovery", detail="no endpoint available",
+                             fields={"error": "no endpoint available", "execution_arn": arn},
+                             expect=[JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS, JobStatus.RETRYING])
+            return arn
+
+    runpod = FakeRunPod({"ep-a": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})
+    make_dispatcher(store, [Ep("a", "ep-a")], runpod, workflows=EagerWorkflows()).dispatch("j1")
+    job = store.get("j1")
+    assert job.status is JobStatus.RETRYING and job.error_class is ErrorClass.CAPACITY
+    assert job.execution_arn == "arn:exec:j1-1"
+
+
 def test_without_a_workflow_an_unplaced_job_stays_queued_for_redelivery(store):
     runpod = FakeRunPod({"ep-a": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})
     with pytest.raises(DispatchDeferred):

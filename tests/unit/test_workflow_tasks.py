@@ -91,3 +91,25 @@ def test_a_webhook_landing_while_the_check_asks_runpod_is_reported_instead_of_th
     with pytest.raises(errors.WorkerLostError):
         tasks.check_status("j1")
     assert learned == [("a", JobStatus.FAILED, ErrorClass.TRANSIENT)]
+
+
+class NothingAvailable:
+    """A dispatcher whose router has no endpoint to offer (all open, full, or none serves the model)."""
+
+    def can_place(self, job):
+        return False
+
+    def submit(self, *args, **kwargs):
+        raise AssertionError("nothing may be submitted while no endpoint is available")
+
+
+def test_with_no_endpoint_the_submit_task_waits_without_spending_an_attempt_and_records_its_execution(jobs_table):
+    store = JobStore(jobs_table)
+    store.create(make_job("j2"))  # still IN_QUEUE: the dispatcher that started us has not written yet
+    tasks = RecoveryTasks(store=store, dispatcher=NothingAvailable(), callbacks=None, fetch_status=None,
+                          notify=lambda job: None, max_attempts=3)
+    with pytest.raises(errors.NoEndpointAvailable):
+        tasks.handle({"action": "submit", "job_id": "j2", "task_token": "tt", "execution_arn": "arn:exec:j2-1"})
+    job = store.get("j2")
+    assert job.status is JobStatus.RETRYING and job.attempts == 0
+    assert job.execution_arn == "arn:exec:j2-1" and "no endpoint available" in job.error

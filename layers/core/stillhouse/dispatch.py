@@ -156,20 +156,23 @@ class Dispatcher:
             return self._record(job, JobStatus.IN_PROGRESS, "dispatch", attempt, reason,
                                 {"execution_arn": arn}, expect=[JobStatus.IN_QUEUE])
         # Start first (the execution name makes it idempotent), then record it in one write: a job
-        # is never RETRYING without the execution that owns it.
+        # is never RETRYING without the execution that owns it. The execution's first task may get
+        # there before us (it records itself too), so RETRYING is accepted as well: the reason and
+        # its error class still land.
         arn = self.workflows.start_recovery(job.id, attempt)
         fields: dict[str, Any] = {"execution_arn": arn}
         if error_class is not None:
             fields |= {"error": reason, "error_class": error_class.value}
         return self._record(job, JobStatus.RETRYING, "dispatch", attempt, reason, fields,
-                            expect=[JobStatus.IN_QUEUE])
+                            expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
 
     def can_place(self, job: Job) -> bool:
         """Whether any endpoint could take the job now (serves its model, breaker not open, not full)."""
         return bool(self.router.plan(job.model, streaming=bool(runpod_payload(job).get("stream"))))
 
     # --- one pass over the plan (fast path and recovery workflow alike) --------------------------
-    def submit(self, job: Job, attempt: int, *, actor: str, task_token: str | None = None) -> Job | Refused | None:
+    def submit(self, job: Job, attempt: int, *, actor: str, task_token: str | None = None,
+               execution_arn: str | None = None) -> Job | Refused | None:
         """Try the plan's endpoints in order; the job is IN_PROGRESS on success, FAILED on a terminal
         refusal (returned as None), and unchanged when every endpoint refused retryably (Refused)."""
         # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
@@ -182,14 +185,16 @@ class Dispatcher:
                 return None
             return outcome
         self.router.submitted(outcome.endpoint.name)
-        return self._started(job, attempt, outcome.endpoint, outcome.accepted, actor, task_token)
+        return self._started(job, attempt, outcome.endpoint, outcome.accepted, actor, task_token, execution_arn)
 
     def _started(self, job: Job, attempt: int, endpoint: Endpoint, accepted: dict[str, Any], actor: str,
-                 task_token: str | None) -> Job | None:
+                 task_token: str | None, execution_arn: str | None = None) -> Job | None:
         runpod_id = accepted["id"]
         fields: dict[str, Any] = {"runpod_id": runpod_id}
         if task_token:
             fields["task_token"] = task_token
+        if execution_arn:
+            fields["execution_arn"] = execution_arn
         started = self._record(job, JobStatus.IN_PROGRESS, actor, attempt, None, fields, endpoint=endpoint.name,
                                expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
         if started is None:

@@ -31,8 +31,10 @@ class RecoveryTasks:
     max_attempts: int
     council: CouncilTasks | None = None
 
-    def submit(self, job_id: str, task_token: str) -> dict[str, Any]:
-        """One attempt: route, POST /run, remember the task token; the webhook resumes the workflow."""
+    def submit(self, job_id: str, task_token: str, execution_arn: str | None = None) -> dict[str, Any]:
+        """One attempt: route, POST /run, remember the task token; the webhook resumes the workflow.
+        The execution records itself on the job: its first task can run before the dispatcher that
+        started it has written `execution_arn`, and the job must never look like it has no owner."""
         job = self.store.get(job_id)
         if job.status.terminal:
             raise errors.JobFinished(f"job is {job.status.value}")
@@ -41,14 +43,15 @@ class RecoveryTasks:
         if not self.dispatcher.can_place(job):
             # Waiting is not failing: no attempt is spent, the workflow's own long Retry block waits.
             reason = f"no endpoint available for model {job.model or '(default)'}"
-            self._note(job, reason, None)
+            self._note(job, reason, None, execution_arn)
             raise errors.NoEndpointAvailable(reason)
         claimed = self.store.claim_attempt(job.id, job.attempts)
         if claimed is None:
             raise errors.TransientError("another attempt of this job is being submitted")
-        outcome = self.dispatcher.submit(claimed, claimed.attempts, actor="recovery", task_token=task_token)
+        outcome = self.dispatcher.submit(claimed, claimed.attempts, actor="recovery", task_token=task_token,
+                                         execution_arn=execution_arn)
         if isinstance(outcome, Refused):
-            self._note(claimed, outcome.reason, outcome.error_class)
+            self._note(claimed, outcome.reason, outcome.error_class, execution_arn)
             raise RAISE_FOR[outcome.error_class](outcome.reason)
         if outcome is None:
             raise errors.JobFinished(f"job is {self.store.get(job_id).status.value}")
@@ -109,11 +112,13 @@ class RecoveryTasks:
             return  # recorded (and reported) by whoever moved the job first
         self.callbacks.learn(job.endpoint, JobStatus.FAILED, error_class, reason, body)
 
-    def _note(self, job: Job, reason: str, error_class: ErrorClass | None) -> None:
+    def _note(self, job: Job, reason: str, error_class: ErrorClass | None, execution_arn: str | None = None) -> None:
         """Keep the latest reason on the job so its timeline shows why it is still waiting."""
         fields: dict[str, Any] = {"error": reason}
         if error_class is not None:
             fields["error_class"] = error_class.value
+        if execution_arn:
+            fields["execution_arn"] = execution_arn
         try:
             self.store.transition(job.id, JobStatus.RETRYING, actor="recovery", attempt=job.attempts,
                                   endpoint=None, detail=reason, fields=fields,
@@ -124,7 +129,7 @@ class RecoveryTasks:
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         action = event.get("action")
         if action == "submit":
-            return self.submit(event["job_id"], event["task_token"])
+            return self.submit(event["job_id"], event["task_token"], event.get("execution_arn"))
         if action == "check_status":
             return self.check_status(event["job_id"])
         if action == "record_failure":

@@ -75,10 +75,8 @@ class OneEndpoint:
     def submitted(self, name):
         pass
 
-    def released(self, name):
+    def stop(self, name, runpod_id):
         self.released_names.append(name)
-
-    def cancel(self, base_url, endpoint_id, runpod_id):
         self.cancelled.append(runpod_id)
 
     def run(self, base_url, endpoint_id, payload, webhook, policy):
@@ -97,7 +95,8 @@ class Members:
 def council_job(**spec):
     store, endpoint = Store({"prompt": "q?", "models": ["m1", "m2", "m3"], **spec}), OneEndpoint()
     tasks = CouncilTasks(store=store, members=Members(store), router=endpoint, client_for=lambda e: endpoint,
-                         callback_url=lambda *a: "http://cb", policy={}, notify=lambda job: None)
+                         callback_url=lambda *a: "http://cb", policy={}, notify=lambda job: None,
+                         stop_runpod_job=endpoint.stop)
     return tasks, store, endpoint
 
 

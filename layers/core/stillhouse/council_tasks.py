@@ -30,6 +30,7 @@ class CouncilTasks:
     callback_url: Callable[[Job, int, Endpoint, str], str]  # (job, attempt, endpoint, member key)
     policy: dict[str, Any]
     notify: Callable[[Job], Any]
+    stop_runpod_job: Callable[[str, str], None]  # (endpoint name, RunPod id): cancel it, free its slot
 
     def member(self, job_id: str, stage: str, index: int, model: str, task_token: str) -> dict[str, Any]:
         """Ask one model (answer, rank or synthesis stage); its webhook resumes the workflow."""
@@ -52,8 +53,7 @@ class CouncilTasks:
             "runpod_id": runpod_id, "task_token": task_token, "started_ms": int(time.time() * 1000),
         }):
             # Cancelled while we were submitting: the cancel could not see this member, so stop it here.
-            self.client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
-            self.router.released(endpoint.name)
+            self.stop_runpod_job(endpoint.name, runpod_id)
             raise errors.JobFinished(f"job {job_id} ended while {model} was being asked")
         return {"runpod_id": runpod_id}
 

@@ -49,6 +49,13 @@ def _from_item(item: dict[str, Any]) -> Job:
     return Job.model_validate(data)
 
 
+def _live(values: dict[str, Any]) -> str:
+    """A condition that the job (status as `#s`) has not ended; adds its placeholders to `values`."""
+    terminal = {f":t{i}": s.value for i, s in enumerate(s for s in JobStatus if s.terminal)}
+    values.update(terminal)
+    return f"NOT #s IN ({', '.join(terminal)})"
+
+
 def _is_condition_failure(err: ClientError) -> bool:
     return err.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
@@ -176,13 +183,10 @@ class JobStore:
             names[f"#f{i}"] = name
             values[f":f{i}"] = self._stored(job_id, name, value)
             sets.append(f"#f{i} = :f{i}")
-        terminal = [s.value for s in JobStatus if s.terminal]
-        for i, status in enumerate(terminal):
-            values[f":t{i}"] = status
         try:
             self._table.update_item(
                 Key={"id": job_id}, UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=f"attribute_exists(id) AND NOT #s IN ({', '.join(f':t{i}' for i in range(len(terminal)))})",
+                ConditionExpression=f"attribute_exists(id) AND {_live(values)}",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
             )
         except ClientError as err:
@@ -223,14 +227,14 @@ class MemberStore:
     def put(self, job_id: str, key: str, member: dict[str, Any]) -> bool:
         """Record a member in flight; False when the job has ended meanwhile (e.g. cancelled): a cancel
         reads the members in the write that ends the job, so one put after it would never be seen."""
-        terminal = {f":t{i}": s.value for i, s in enumerate(s for s in JobStatus if s.terminal)}
+        values: dict[str, Any] = {":m": member}
         try:
             self._table.update_item(
                 Key={"id": job_id},
                 UpdateExpression="SET members.#k = :m",
-                ConditionExpression=f"attribute_exists(members) AND NOT #s IN ({', '.join(terminal)})",
+                ConditionExpression=f"attribute_exists(members) AND {_live(values)}",
                 ExpressionAttributeNames={"#k": key, "#s": "status"},
-                ExpressionAttributeValues={":m": member, **terminal},
+                ExpressionAttributeValues=values,
             )
         except ClientError as err:
             if _is_condition_failure(err):

@@ -177,7 +177,8 @@ def notify_caller(job: Job) -> None:
 def workflow_tasks() -> RecoveryTasks:
     settings = get_settings()
     council = CouncilTasks(store=job_store(), members=member_store(), router=router(), client_for=client_for,
-                           callback_url=callback_url, policy=dispatcher().policy, notify=notify_caller)
+                           callback_url=callback_url, policy=dispatcher().policy, notify=notify_caller,
+                           stop_runpod_job=stop_runpod_job)
     return RecoveryTasks(store=job_store(), dispatcher=dispatcher(), callbacks=callbacks(),
                          fetch_status=fetch_status, notify=notify_caller, max_attempts=settings.max_attempts,
                          council=council)

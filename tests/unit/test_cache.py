@@ -118,3 +118,57 @@ def test_asking_to_cache_a_sampled_generation_is_refused_naming_the_field(servic
                    JobRequest(task="generate", input={"prompt": "p", "temperature": 0.9}, cache=True))
     assert err.value.field == "cache"
     assert queue.sent == []
+
+
+class _CacheWatchingStore(JobStore):
+    """A job store that notes whether the cache held the result at the moment the job became COMPLETED."""
+
+    def __init__(self, table, cache, key):
+        super().__init__(table)
+        self.cache, self.key, self.seen_at_completion = cache, key, "not completed"
+
+    def transition(self, job_id, target, **kw):
+        if target is JobStatus.COMPLETED:
+            self.seen_at_completion = self.cache.get(self.key)
+        return super().transition(job_id, target, **kw)
+
+
+def _recorder(store, cache):
+    from stillhouse.callbacks import CallbackRecorder
+    return CallbackRecorder(store=store, secret=lambda: "k", fetch_status=None, notify=lambda job: None, cache=cache)
+
+
+def _running_cached_job(store):
+    from .test_jobs_store import make_job
+    store.create(make_job("j1", cache=True, cache_key="key-1"))
+    return store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", attempt=1,
+                            fields={"runpod_id": "rp1"})
+
+
+def test_the_result_is_cached_before_the_job_shows_completed(jobs_table, cache_table):
+    # Whoever sees COMPLETED and asks again must get the hit, so the entry cannot come after.
+    cache = ResultCache(cache_table)
+    store = _CacheWatchingStore(jobs_table, cache, "key-1")
+    job = _running_cached_job(store)
+    _recorder(store, cache).apply(job, "a", 1, {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}},
+                                  actor="webhook")
+    assert store.seen_at_completion == ("j1", {"text": "hi"})
+
+
+def test_a_result_the_job_does_not_take_is_not_left_in_the_cache(jobs_table, cache_table):
+    cache, store = ResultCache(cache_table), JobStore(jobs_table)
+    seen = _running_cached_job(store)
+    store.transition("j1", JobStatus.CANCELLED, actor="api")  # cancelled while the report was on its way
+    assert _recorder(store, cache).apply(seen, "a", 1, {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}},
+                                         actor="webhook") is None
+    assert store.get("j1").status is JobStatus.CANCELLED and cache.get("key-1") is None
+
+
+def test_a_duplicate_report_racing_the_first_keeps_the_cached_result(jobs_table, cache_table):
+    cache, store = ResultCache(cache_table), JobStore(jobs_table)
+    seen = _running_cached_job(store)
+    body = {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}}
+    rec = _recorder(store, cache)
+    assert rec.apply(seen, "a", 1, body, actor="webhook").status is JobStatus.COMPLETED
+    assert rec.apply(seen, "a", 1, body, actor="poller") is None  # read the job before the first one wrote
+    assert cache.get("key-1") == ("j1", {"text": "hi"})

@@ -61,3 +61,12 @@ class ResultCache:
             log.warning("result cache write failed for job %s: %s", job_id, err)
             return False
         return True
+
+    def forget(self, key: str, job_id: str) -> None:
+        """Drop the entry `job_id` wrote (its job did not end COMPLETED after all). Best effort, like put;
+        the condition keeps another job's entry for the same key."""
+        try:
+            self._table.delete_item(Key={"key": key}, ConditionExpression="job_id = :j",
+                                    ExpressionAttributeValues={":j": job_id})
+        except (BotoCoreError, ClientError) as err:
+            log.info("result cache entry of job %s not dropped: %s", job_id, err)

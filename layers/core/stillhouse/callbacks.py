@@ -172,10 +172,16 @@ class CallbackRecorder:
         if error_class is not None:
             fields["error_class"] = error_class.value
         superseded = attempt < job.attempts  # an older attempt's result, while a newer attempt is under way
+        # The cache entry is written before the job shows COMPLETED, so whoever sees COMPLETED and asks
+        # again gets the hit; a result the job then does not take is dropped again.
+        cached = (target is JobStatus.COMPLETED and not job.status.terminal and job.cache_key is not None
+                  and self.cache is not None and self.cache.put(job.cache_key, job.id, body.get("output")))
         try:
             finished = self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
                                              fields=fields, detail=detail)
         except TransitionRefused:
+            if cached and self.store.get(job.id).status is not JobStatus.COMPLETED:  # not a duplicate report
+                self.cache.forget(job.cache_key, job.id)  # type: ignore[union-attr, arg-type]
             return None
         if not superseded or not _recorded_in_progress(job, attempt):
             # An older attempt the job had moved off was reported then; reporting it again would free
@@ -184,8 +190,6 @@ class CallbackRecorder:
         if superseded and job.status is JobStatus.IN_PROGRESS and job.endpoint and job.runpod_id \
                 and self.stop_runpod_job is not None:
             self.stop_runpod_job(job.endpoint, job.runpod_id)  # the newer attempt's work is now pointless
-        if finished.status is JobStatus.COMPLETED and job.cache_key and self.cache is not None:
-            self.cache.put(job.cache_key, job.id, body.get("output"))  # best effort: never fails the record
         if finished.task_token and self.workflows is not None:
             if finished.status is JobStatus.COMPLETED:
                 self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})

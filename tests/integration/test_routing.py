@@ -20,6 +20,16 @@ def run_jobs(api, n, wave=10, task="echo", input=None):
     return finished
 
 
+def story(stack, job):
+    """What happened to a job, on our side and the stand-in's, in a few lines (for failure messages)."""
+    events = [(e["at"][11:], e["status"], e["actor"], e.get("endpoint"), e.get("attempt"), e.get("detail"))
+              for e in job["events"]]
+    deliveries = [{k: d.get(k) for k in ("status", "copy", "attempt", "status_code", "error", "dropped")}
+                  for d in stack.standin.webhook_deliveries if d["job_id"] == job["runpod_id"]]
+    return (f"job {job['id']} {job['status']} runpod {job['runpod_id']}: events {events}; "
+            f"runpod status {stack.standin.job_status(job['runpod_id'] or '')}; webhooks {deliveries}")
+
+
 def test_endpoints_show_breaker_and_statistics(api, stack):
     row = endpoint_rows(api)["local"]
     for key in ("name", "base_url", "endpoint_id", "weight", "breaker", "ema_latency_ms", "success_rate", "in_flight"):
@@ -59,8 +69,7 @@ def test_adaptive_routing_moves_traffic_to_the_fast_endpoint(api, stack, faults,
     # Waves no bigger than a worker's concurrency (8): the endpoints are compared, not saturated.
     jobs = run_jobs(api, 200, wave=8)
     stuck = [j for j in jobs if j["status"] != "COMPLETED"]
-    assert not stuck, [(j["events"], stack.standin.job_status(j["runpod_id"] or ""),
-                        [d for d in stack.standin.webhook_deliveries if d["job_id"] == j["runpod_id"]]) for j in stuck]
+    assert not stuck, "\n".join(story(stack, j) for j in stuck)
     share = Counter(j["endpoint"] for j in jobs)
     assert share["east"] >= 0.8 * len(jobs), share
     assert share["west"] > 0  # exploration keeps the slow one measured

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import zipfile
 from typing import Any
 
@@ -28,6 +29,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class OneDynamoDBCallAtATime:
+    """WSGI middleware: moto's DynamoDB checks a ConditionExpression and then writes, with nothing held
+    in between, so two threads can both pass the same condition (DynamoDB itself makes it atomic). Our
+    exactly-once status changes rest on that atomicity, so DynamoDB calls take turns. Other services
+    are left concurrent: an SQS long poll must not hold up everything else."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self._app(environ, start_response)
+        with self._lock:
+            return list(self._app(environ, start_response))  # the whole response, inside the lock
+
+
+def moto_server(ip_address: str, port: int) -> Any:
+    """moto's threaded server with DynamoDB's conditional writes made atomic."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class AtomicDynamoDBMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:  # as moto's, with the app wrapped
+            app = OneDynamoDBCallAtATime(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return AtomicDynamoDBMotoServer(ip_address=ip_address, port=port, verbose=False)
+
+
 class MotoEnvironment:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -40,11 +74,9 @@ class MotoEnvironment:
         for key, value in FAKE_CREDENTIALS.items():
             os.environ.setdefault(key, value)
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        from moto.server import ThreadedMotoServer
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call drowns the CLI
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = moto_server("127.0.0.1", self.port)
         self._server.start()
         requests.post(f"{self.url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}},
                       timeout=5).raise_for_status()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextvars
 import json
 import math
 import os
@@ -343,7 +344,9 @@ class Meter:
     """Per-function AWS calls, capacity units, SQS chunks, Lambda durations and log bytes."""
 
     def __init__(self) -> None:
-        self.local = threading.local()
+        # A context variable, not a thread-local: the dispatch function runs each record of a batch in a
+        # thread of its own (asyncio.to_thread), which copies the context but not thread-locals.
+        self.current: contextvars.ContextVar[str | None] = contextvars.ContextVar("bench_function", default=None)
         self.lock = threading.Lock()
         self.enabled = False  # True only inside the measured window
         self.calls: Counter[tuple[str, str, str]] = Counter()  # (function, service, operation)
@@ -365,7 +368,7 @@ class Meter:
             self.durations.clear()
 
     def function(self) -> str:
-        return getattr(self.local, "function", None) or "outside"
+        return self.current.get() or "outside"
 
     # --- Lambda handlers -----------------------------------------------------------------------
     def wrap_handler(self, name: str, handler: Any) -> Any:
@@ -373,7 +376,7 @@ class Meter:
 
         def timed(event: Any, context: Any) -> Any:
             source = _event_source(event)
-            meter.local.function = name
+            token = meter.current.set(name)
             with meter.lock:
                 meter.active += 1
             start = time.perf_counter()
@@ -381,7 +384,7 @@ class Meter:
                 return handler(event, context)
             finally:
                 elapsed = (time.perf_counter() - start) * 1000
-                meter.local.function = None
+                meter.current.reset(token)
                 with meter.lock:
                     meter.active -= 1
                     if meter.enabled:
@@ -456,7 +459,7 @@ class Meter:
 
     # --- function logs (stdout) ----------------------------------------------------------------
     def count_log(self, n: int) -> None:
-        fn = getattr(self.local, "function", None)
+        fn = self.current.get()
         if fn and self.enabled:
             with self.lock:
                 self.log_bytes[fn] += n

@@ -96,8 +96,8 @@ def test_a_webhook_landing_while_the_check_asks_runpod_is_reported_instead_of_th
 class NothingAvailable:
     """A dispatcher whose router has no endpoint to offer (all open, full, or none serves the model)."""
 
-    def can_place(self, job):
-        return False
+    def plan(self, job):
+        return []
 
     def submit(self, *args, **kwargs):
         raise AssertionError("nothing may be submitted while no endpoint is available")
@@ -113,3 +113,24 @@ def test_with_no_endpoint_the_submit_task_waits_without_spending_an_attempt_and_
     job = store.get("j2")
     assert job.status is JobStatus.RETRYING and job.attempts == 0
     assert job.execution_arn == "arn:exec:j2-1" and "no endpoint available" in job.error
+
+
+def test_a_submit_task_reads_the_endpoints_once_to_decide_and_to_place(jobs_table):
+    from .test_dispatch import Ep, FakeRouter, FakeRunPod, make_dispatcher
+
+    class CountingRouter(FakeRouter):
+        plans = 0
+
+        def plan(self, model, *, streaming=False):
+            self.plans += 1  # each plan is a read of every endpoint's state
+            return super().plan(model, streaming=streaming)
+
+    store = JobStore(jobs_table)
+    store.create(make_job("j3"))
+    store.transition("j3", JobStatus.RETRYING, actor="dispatch", fields={"execution_arn": "arn:exec:j3-0"})
+    router = CountingRouter([Ep("a")])
+    tasks = RecoveryTasks(store=store, dispatcher=make_dispatcher(store, None, FakeRunPod(), router=router),
+                          callbacks=None, fetch_status=None, notify=lambda job: None, max_attempts=3)
+    placed = tasks.handle({"action": "submit", "job_id": "j3", "task_token": "tt", "execution_arn": "arn:exec:j3-0"})
+    assert placed["endpoint"] == "a" and placed["attempt"] == 1
+    assert router.plans == 1

@@ -83,15 +83,20 @@ def lost_on(job: Job) -> str | None:
     return job.endpoint if job.error_class is ErrorClass.WORKER_LOST else None
 
 
+def nothing_available(model: str | None) -> str:
+    return f"no endpoint available for model {model or '(default)'}"
+
+
 def place(router: Routing, client_for: Callable[[Endpoint], RunPodClient], model: str | None,
           payload: dict[str, Any], webhook_for: Callable[[Endpoint], str], policy: dict[str, Any],
-          *, avoid: str | None = None) -> Placed | Refused:
-    """Walk the router's plan: the first endpoint that accepts /run wins; every refusal is reported to
-    the router (breaker, statistics); a terminal refusal stops the walk (the input is at fault).
-    `avoid` is tried last, only when every other endpoint in the plan refused."""
+          *, avoid: str | None = None, plan: Sequence[Endpoint] | None = None) -> Placed | Refused:
+    """Walk the router's plan (or the one the caller just asked for): the first endpoint that accepts
+    /run wins; every refusal is reported to the router (breaker, statistics); a terminal refusal stops
+    the walk (the input is at fault). `avoid` is tried last, only when every other endpoint refused."""
     errors: list[str] = []
     classes: list[ErrorClass] = []
-    plan = router.plan(model, streaming=bool(payload.get("stream")))
+    if plan is None:
+        plan = router.plan(model, streaming=bool(payload.get("stream")))
     # A stable sort keeps the policy's order among the others.
     for endpoint in sorted(plan, key=lambda e: e.name == avoid):
         if not router.allow(endpoint.name, plan):
@@ -108,7 +113,7 @@ def place(router: Routing, client_for: Callable[[Endpoint], RunPodClient], model
             classes.append(err.error_class)
             continue
         return Placed(endpoint, accepted)
-    reason = "; ".join(errors) or f"no endpoint available for model {model or '(default)'}"
+    reason = "; ".join(errors) or nothing_available(model)
     return Refused(min(classes, key=_TELLING.index) if classes else None, reason)
 
 
@@ -166,19 +171,20 @@ class Dispatcher:
         return self._record(job, JobStatus.RETRYING, "dispatch", attempt, reason, fields,
                             expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
 
-    def can_place(self, job: Job) -> bool:
-        """Whether any endpoint could take the job now (serves its model, breaker not open, not full)."""
-        return bool(self.router.plan(job.model, streaming=bool(runpod_payload(job).get("stream"))))
+    def plan(self, job: Job) -> Sequence[Endpoint]:
+        """The endpoints that could take the job now (serve its model, breaker not open, not full)."""
+        return self.router.plan(job.model, streaming=bool(runpod_payload(job).get("stream")))
 
     # --- one pass over the plan (fast path and recovery workflow alike) --------------------------
     def submit(self, job: Job, attempt: int, *, actor: str, task_token: str | None = None,
-               execution_arn: str | None = None) -> Job | Refused | None:
-        """Try the plan's endpoints in order; the job is IN_PROGRESS on success, FAILED on a terminal
-        refusal (returned as None), and unchanged when every endpoint refused retryably (Refused)."""
+               execution_arn: str | None = None, plan: Sequence[Endpoint] | None = None) -> Job | Refused | None:
+        """Try the plan's endpoints in order (`plan`: one the caller has just read); the job is
+        IN_PROGRESS on success, FAILED on a terminal refusal (returned as None), and unchanged when every
+        endpoint refused retryably (Refused)."""
         # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
         outcome = place(self.router, self.client_for, job.model, runpod_payload(job),
                         lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy,
-                        avoid=lost_on(job))
+                        avoid=lost_on(job), plan=plan)
         if isinstance(outcome, Refused):
             if outcome.error_class is ErrorClass.TERMINAL:
                 self._fail(job, attempt, outcome.endpoint, outcome.reason, ErrorClass.TERMINAL, actor=actor)

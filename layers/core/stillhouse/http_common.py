@@ -105,8 +105,9 @@ Gate = Callable[[APIGatewayHttpResolver], None]
 def _before_validation(resolver: APIGatewayHttpResolver, gates: list[Gate]) -> None:
     """Run `gates` ahead of request validation. Powertools runs its validation before every `use()`
     middleware, so a caller without an API key would learn about field errors (422) before being told
-    to authenticate (401). The validation middleware is a documented-order but private attribute:
-    tests/unit/test_http_gates.py fails if a Powertools release moves it."""
+    to authenticate (401). The validation middleware is a private attribute: if a Powertools release
+    renames it, building any resolver fails at import, and tests/integration/test_bad_input.py checks
+    that 401 still comes first."""
     validation = resolver._request_validation_middleware
 
     def gated(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:

@@ -12,7 +12,7 @@ from typing import Any
 from stillhouse import errors
 from stillhouse.callbacks import CallbackRecorder, error_class_of
 from stillhouse.council_tasks import RAISE_FOR, CouncilTasks
-from stillhouse.dispatch import Dispatcher, Refused
+from stillhouse.dispatch import Dispatcher, Refused, nothing_available
 from stillhouse.jobs import JobStore
 from stillhouse.models import ErrorClass, Job, JobStatus
 from stillhouse.runpod_client import RunPodError
@@ -40,16 +40,17 @@ class RecoveryTasks:
             raise errors.JobFinished(f"job is {job.status.value}")
         if job.attempts >= self.max_attempts:
             raise errors.TerminalError(f"gave up after {job.attempts} attempts; last error: {job.error}")
-        if not self.dispatcher.can_place(job):
+        plan = self.dispatcher.plan(job)
+        if not plan:
             # Waiting is not failing: no attempt is spent, the workflow's own long Retry block waits.
-            reason = f"no endpoint available for model {job.model or '(default)'}"
+            reason = nothing_available(job.model)
             self._note(job, reason, None, execution_arn)
             raise errors.NoEndpointAvailable(reason)
         claimed = self.store.claim_attempt(job.id, job.attempts)
         if claimed is None:
             raise errors.TransientError("another attempt of this job is being submitted")
         outcome = self.dispatcher.submit(claimed, claimed.attempts, actor="recovery", task_token=task_token,
-                                         execution_arn=execution_arn)
+                                         execution_arn=execution_arn, plan=plan)
         if isinstance(outcome, Refused):
             self._note(claimed, outcome.reason, outcome.error_class, execution_arn)
             raise RAISE_FOR[outcome.error_class](outcome.reason)

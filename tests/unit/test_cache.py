@@ -10,6 +10,7 @@ from stillhouse.models import JobRequest, JobStatus, Task
 from stillhouse.service import JobService
 
 from .conftest import create_hash_table
+from .test_callbacks import recorder
 
 
 @pytest.fixture
@@ -134,8 +135,7 @@ class _CacheWatchingStore(JobStore):
 
 
 def _recorder(store, cache):
-    from stillhouse.callbacks import CallbackRecorder
-    return CallbackRecorder(store=store, secret=lambda: "k", fetch_status=None, notify=lambda job: None, cache=cache)
+    return recorder(store, cache=cache)[0]
 
 
 def _running_cached_job(store):

@@ -20,14 +20,14 @@ def store(jobs_table):
     return s
 
 
-def recorder(store, status_answers=None):
+def recorder(store, status_answers=None, **parts):
     notified, fetched = [], []
 
     def fetch(endpoint, runpod_id):
         fetched.append((endpoint, runpod_id))
         return status_answers[runpod_id]
 
-    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=fetch, notify=notified.append)
+    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=fetch, notify=notified.append, **parts)
     return rec, notified, fetched
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from stillhouse.dispatch import DispatchDeferred, Dispatcher, runpod_payload
 from stillhouse.jobs import JobStore
-from stillhouse.models import ErrorClass, JobStatus
+from stillhouse.models import ErrorClass, JobStatus, Task
 from stillhouse.runpod_client import RunPodError, classify_status
 
 from .test_jobs_store import make_job
@@ -194,7 +194,7 @@ def test_workflow_mode_always_hands_every_job_to_the_workflow(store):
 
 def test_council_jobs_start_the_council_workflow(jobs_table):
     store = JobStore(jobs_table)
-    store.create(make_job("c1").model_copy(update={"task": "council", "input": {"prompt": "p", "models": ["a", "b"]}}))
+    store.create(make_job("c1").model_copy(update={"task": Task.COUNCIL, "input": {"prompt": "p", "models": ["a", "b"]}}))
     workflows = FakeWorkflows()
     job = make_dispatcher(store, [Ep("a")], FakeRunPod(), workflows=workflows).dispatch("c1")
     assert workflows.councils == [("c1", {"prompt": "p", "models": ["a", "b"]})]

@@ -141,13 +141,19 @@ def receiver():
 @pytest.fixture
 def two_endpoints(stack):
     """Route between `east` and `west` only, from fresh statistics; `local` is back afterwards."""
-    table = aws.table(get_settings().endpoint_state_table)
+    forget_statistics("east", "west")
     for name in ("east", "west"):
-        table.delete_item(Key={"name": name})
         wiring.registry().update(name, enabled=True)
     wiring.registry().update("local", enabled=False)
     yield ("east", "west")
     for name in ("east", "west"):
         wiring.registry().update(name, enabled=False)
-        table.delete_item(Key={"name": name})
+    forget_statistics("east", "west")
     wiring.registry().update("local", enabled=True)
+
+
+def forget_statistics(*names):
+    """Endpoints' breakers, latency and in-flight counts as if new, so no test inherits another's."""
+    table = aws.table(get_settings().endpoint_state_table)
+    for name in names:
+        table.delete_item(Key={"name": name})

@@ -85,11 +85,26 @@ class OneEndpoint:
 
 
 class Members:
+    """MemberStore's rules on the one job: put refuses once the job has ended; finish takes a try once."""
+
     def __init__(self, store):
         self.store = store
 
+    def _set(self, key, member):
+        self.store.job = self.store.job.model_copy(update={"members": {**self.store.job.members, key: member}})
+
     def put(self, job_id, key, member):
-        return not self.store.job.status.terminal  # MemberStore.put refuses once the job has ended
+        if self.store.job.status.terminal:
+            return False
+        self._set(key, member)
+        return True
+
+    def finish(self, job_id, key):
+        member = self.store.job.members.get(key)
+        if member is None or member.get("done"):
+            return False
+        self._set(key, {**member, "done": True})
+        return True
 
 
 def council_job(**spec):
@@ -181,3 +196,23 @@ def test_a_member_submitted_while_the_job_is_cancelled_is_cancelled_on_runpod():
     with pytest.raises(JobFinished):
         tasks.member("j", "answer", 0, "m1", "token")
     assert endpoint.cancelled == ["rp-1"] and endpoint.released_names == ["e1"]
+
+
+def test_a_member_retried_after_its_callback_timed_out_cancels_the_earlier_try_once():
+    tasks, store, endpoint = council_job()
+    tasks.member("j", "answer", 0, "m1", "token-1")
+    tasks.member("j", "answer", 0, "m1", "token-2")  # the Ask timed out; the workflow asks again
+    assert endpoint.cancelled == ["rp-1"] and endpoint.released_names == ["e1"]
+    assert store.job.members["answer-0"]["runpod_id"] == "rp-2"
+    assert store.job.members["answer-0"]["task_token"] == "token-2"
+    tasks.member("j", "answer", 0, "m1", "token-3")
+    assert endpoint.cancelled == ["rp-1", "rp-2"]  # each earlier try once
+
+
+def test_a_retried_member_whose_earlier_result_was_taken_cancels_nothing():
+    tasks, store, endpoint = council_job()
+    tasks.member("j", "answer", 0, "m1", "token-1")
+    assert tasks.members.finish("j", "answer-0")  # its webhook came (and freed the slot) just too late
+    tasks.member("j", "answer", 0, "m1", "token-2")
+    assert endpoint.cancelled == [] and endpoint.released_names == []
+    assert store.job.members["answer-0"]["runpod_id"] == "rp-2"

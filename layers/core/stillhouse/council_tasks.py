@@ -39,6 +39,12 @@ class CouncilTasks:
             raise errors.JobFinished(f"job is {job.status.value}")
         spec = CouncilInput.model_validate(job.input)
         key = f"{stage}-{index}"
+        earlier = (job.members or {}).get(key)
+        if earlier and not earlier.get("done") and self.members.finish(job_id, key):
+            # A retry after the callback timed out: the earlier try still holds a RunPod worker and an
+            # endpoint slot, and its late result would be ignored. Taking it (finish) first makes this
+            # the only place that frees it: its webhook, if it comes, finds it taken.
+            self.stop_runpod_job(earlier["endpoint"], earlier["runpod_id"])
         payload: dict[str, Any] = {"task": "generate", "model": model, "messages": self._messages(job, spec, stage)}
         if spec.max_new_tokens:
             payload["max_new_tokens"] = spec.max_new_tokens

@@ -88,18 +88,17 @@ def faults(stack):
     success statistics) is forgotten when a test first touches it and again afterwards, so a fault test
     sees exactly its own faults' effect; every knob is reset after the test."""
     touched = set()
-    state = aws.table(get_settings().endpoint_state_table)
 
     def set_faults(endpoint="local", **knobs):
         if endpoint not in touched:
             touched.add(endpoint)
-            state.delete_item(Key={"name": endpoint})
+            forget_statistics(endpoint)
         stack.standin.set_faults(endpoint, **knobs)
 
     yield set_faults
     for endpoint in touched:
         stack.standin.reset_faults(endpoint)
-        state.delete_item(Key={"name": endpoint})
+        forget_statistics(endpoint)
 
 
 class Receiver:

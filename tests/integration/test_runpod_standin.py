@@ -200,11 +200,12 @@ def test_runsync_returns_the_output_inline(local: Client) -> None:
 
 def test_runsync_returns_the_in_progress_status_body_when_not_done_within_wait(local: Client) -> None:
     started = time.monotonic()
-    body = local.runsync({"task": "sleep", "seconds": 1.4}, wait_ms=1000)
+    body = local.runsync({"task": "sleep", "seconds": 2.5}, wait_ms=1000)
 
-    assert 0.9 < time.monotonic() - started < 1.7
+    # It waited as asked, and answered before the job was done (not at its end).
+    assert 0.9 < time.monotonic() - started < 2.5
     assert body["status"] in ("IN_QUEUE", "IN_PROGRESS") and "output" not in body
-    assert local.wait_status(body["id"], TERMINAL)["output"] == {"slept": 1.4}
+    assert local.wait_status(body["id"], TERMINAL)["output"] == {"slept": 2.5}
 
 
 def test_status_answers_both_get_and_post(local: Client) -> None:
@@ -545,7 +546,7 @@ def test_concurrent_async_worker_takes_batches_and_is_stopped_on_cancel(tmp_path
         bodies = [c.wait_status(i, TERMINAL) for i in ids]
 
         assert [b["status"] for b in bodies] == ["COMPLETED"] * 3
-        assert time.monotonic() - started < 2.5  # they ran side by side with the 30 s job
+        assert time.monotonic() - started < 10  # they ran beside the 30 s job, not after it
         c.post(f"cancel/{long_job}")
         log_text = lambda: (tmp_path / "runpod-worker-c.log").read_text()  # noqa: E731
         wait_for(lambda: "Stopping job" in log_text(), timeout=5)  # the SDK's job-stop channel fired

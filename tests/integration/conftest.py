@@ -36,12 +36,17 @@ class Api:
         return response.json()["id"]
 
     def wait(self, job_id, statuses=TERMINAL, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in statuses or time.monotonic() > deadline:
-                return job
-            time.sleep(0.05)
+        return settled(lambda: self.get(f"/v1/jobs/{job_id}").json(), lambda job: job["status"] in statuses, timeout)
+
+
+def settled(read, done, timeout, interval=0.05):
+    """What `read()` returns once `done` holds for it, or at the deadline (the caller asserts on it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,11 @@
 """The council workflow: every model answers (Map of callback tasks), optional ranking, a chair
 synthesises; a failing member is tolerated; cancel stops it for good."""
-import time
 
 import pytest
 
 from stillhouse import aws, wiring
 
-from .conftest import forget_statistics
+from .conftest import forget_statistics, settled
 
 MODELS = ["echo-a", "echo-b", "echo-c"]
 PROMPT = "What makes a good cask?"
@@ -81,32 +80,14 @@ def test_more_failures_than_tolerated_fail_the_job_with_the_reasons(api, council
 
 def members_in_flight(job_id, count, timeout=5.0):
     """The job's members once `count` of them have been sent to RunPod (the API never shows them)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        members = wiring.job_store().get(job_id).members or {}
-        if len(members) >= count or time.monotonic() > deadline:
-            return members
-        time.sleep(0.05)
-
-
-def runpod_statuses_once_settled(stack, runpod_ids, want, timeout=3.0):
-    """The stand-in's status of each RunPod job once all are `want` (or as they are at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        statuses = [stack.standin.job_status(r)["status"] for r in runpod_ids]
-        if set(statuses) == {want} or time.monotonic() > deadline:
-            return statuses
-        time.sleep(0.05)
+    return settled(lambda: wiring.job_store().get(job_id).members or {}, lambda m: len(m) >= count, timeout)
 
 
 def execution_end(execution_arn, timeout):
     """The execution's status once it is no longer RUNNING (or RUNNING still, at the deadline)."""
-    sfn, deadline = aws.client("stepfunctions"), time.monotonic() + timeout
-    while True:
-        status = sfn.describe_execution(executionArn=execution_arn)["status"]
-        if status != "RUNNING" or time.monotonic() > deadline:
-            return status
-        time.sleep(0.1)
+    sfn = aws.client("stepfunctions")
+    return settled(lambda: sfn.describe_execution(executionArn=execution_arn)["status"],
+                   lambda status: status != "RUNNING", timeout, interval=0.1)
 
 
 def test_cancel_mid_council_cancels_the_members_on_runpod_and_nothing_overwrites_it(
@@ -121,7 +102,9 @@ def test_cancel_mid_council_cancels_the_members_on_runpod_and_nothing_overwrites
     assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
     # The cancel stops every member in flight. A member whose callback timed out just now may have been
     # asked again meanwhile; its retry stops the try read above, so allow that a moment.
-    assert runpod_statuses_once_settled(stack, runpod_ids, "CANCELLED") == ["CANCELLED"] * len(MODELS)
+    statuses = settled(lambda: [stack.standin.job_status(r)["status"] for r in runpod_ids],
+                       lambda seen: set(seen) == {"CANCELLED"}, timeout=3.0)
+    assert statuses == ["CANCELLED"] * len(MODELS)
     # moto ends a stopped execution only when the step under way does (here: the callback timeout);
     # whatever that step does on its way out must not touch the cancelled job.
     assert execution_end(api.get(f"/v1/jobs/{job_id}").json()["execution_arn"], timeout=15) != "RUNNING"

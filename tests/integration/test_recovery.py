@@ -3,6 +3,8 @@ import time
 
 from stillhouse import aws, wiring
 
+from .conftest import settled
+
 
 def history(job):
     sfn = aws.client("stepfunctions")
@@ -35,10 +37,7 @@ def test_429s_are_backed_off_and_the_job_completes_after_capacity_returns(api, s
     wait_for(api, job_id, "RETRYING")
     # The workflow's first task may note "no endpoint available" (the endpoint is in its Retry-After
     # back-off) a moment before the dispatcher records why it handed the job over.
-    deadline, job = time.monotonic() + 5, None
-    while time.monotonic() < deadline and not (job or {}).get("error_class"):
-        job = api.get(f"/v1/jobs/{job_id}").json()
-        time.sleep(0.05)
+    job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda job: job.get("error_class"), 5)
     assert job["error_class"] == "capacity", (job, api.get("/v1/endpoints").json())
     time.sleep(1)  # let the workflow retry (and be refused) at least once
     stack.standin.reset_faults("local")
@@ -89,9 +88,8 @@ def test_cancelling_a_retrying_job_stops_its_workflow(api, faults):
     job = wait_for(api, job_id, "RETRYING")
     assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
     sfn = aws.client("stepfunctions")
-    deadline = time.monotonic() + 5
-    while sfn.describe_execution(executionArn=job["execution_arn"])["status"] == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    settled(lambda: sfn.describe_execution(executionArn=job["execution_arn"])["status"],
+            lambda status: status != "RUNNING", 5, interval=0.1)
     # StopExecution ends it at its current step (moto reports the interrupted step's failure where AWS
     # says ABORTED); no retry, no RecordFailure runs after the cancel.
     assert sfn.describe_execution(executionArn=job["execution_arn"])["status"] != "RUNNING"

@@ -4,6 +4,8 @@ import time
 
 from stillhouse import aws, wiring
 
+from .conftest import settled
+
 
 def sweep(stack, **event):
     return stack.functions.get("SweeperFunction").invoke({"stale_after_s": 0, **event})
@@ -26,9 +28,8 @@ def test_a_job_runpod_no_longer_knows_goes_to_the_recovery_workflow(api, stack, 
     faults("local", drop_webhook_rate=1.0)
     job_id = api.submit("echo", {"text": "vanished"})
     runpod_id = api.wait(job_id, statuses={"IN_PROGRESS"})["runpod_id"]
-    deadline = time.monotonic() + 10
-    while stack.standin.job_status(runpod_id)["status"] != "COMPLETED" and time.monotonic() < deadline:
-        time.sleep(0.05)  # its (dropped) webhook is behind us: nothing can arrive later
+    # Its (dropped) webhook is behind us once it is COMPLETED: nothing can arrive later.
+    settled(lambda: stack.standin.job_status(runpod_id)["status"], lambda status: status == "COMPLETED", 10)
     wiring.job_store().annotate(job_id, {"runpod_id": "no-such-runpod-job"})  # as if RunPod purged it
     stack.standin.reset_faults("local")
     sweep(stack)
@@ -42,14 +43,11 @@ def test_a_job_runpod_no_longer_knows_goes_to_the_recovery_workflow(api, stack, 
 def test_a_retrying_job_whose_workflow_died_is_failed(api, stack, faults):
     faults("local", error_rate=1.0)
     job_id = api.submit()
-    job = api.wait(job_id, statuses={"RETRYING"}, timeout=15)
-    while not api.get(f"/v1/jobs/{job_id}").json().get("execution_arn"):
-        time.sleep(0.05)
-    job = api.get(f"/v1/jobs/{job_id}").json()
+    api.wait(job_id, statuses={"RETRYING"}, timeout=15)
+    job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda job: job.get("execution_arn"), 15)
     aws.client("stepfunctions").stop_execution(executionArn=job["execution_arn"])
-    deadline = time.monotonic() + 10
-    while wiring.workflows().status(job["execution_arn"]) == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    settled(lambda: wiring.workflows().status(job["execution_arn"]), lambda status: status != "RUNNING", 10,
+            interval=0.1)
     sweep(stack)
     job = api.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "FAILED" and "workflow ended" in job["error"]

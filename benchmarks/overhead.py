@@ -512,7 +512,7 @@ class CountingStdout:
 def install(meter: Meter) -> None:
     """Patch, in this process only: time every handler, attribute every factory client's calls."""
     from stillhouse import aws
-    from stillhouse.local.lambdas import InProcessFunction
+    from stillhouse_local.lambdas import InProcessFunction
 
     original_load = InProcessFunction._load
 
@@ -707,7 +707,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def _measure(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any]:
     from stillhouse import aws
-    from stillhouse.local.stack import EmbeddedStack, StackOptions
+    from stillhouse_local.stack import EmbeddedStack, StackOptions
 
     install(meter)
     load_start = os.getloadavg()
@@ -774,7 +774,7 @@ def _measure(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str,
 
 def function_sizes(template: Path) -> tuple[dict[str, int], dict[str, str]]:
     """MemorySize and architecture of each function, from the translated template (Globals applied)."""
-    from stillhouse.local.template import translate
+    from stillhouse_local.template import translate
 
     memory, arch = {}, {}
     for logical_id, res in translate(template).cloudformation.get("Resources", {}).items():

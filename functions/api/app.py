@@ -1,7 +1,7 @@
 """API Lambda: API Gateway HTTP API (v2) events -> the stillhouse HTTP API."""
 from aws_lambda_powertools.logging import correlation_paths
 
-from stillhouse.http_api import app, logger
+from stillhouse.http.public_api import app, logger
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

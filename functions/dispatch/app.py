@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse import wiring
-from stillhouse.queue import job_id_of
+from stillhouse.jobs.queue import job_id_of
 
 logger = Logger(service="stillhouse")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)

@@ -9,7 +9,7 @@ import requests
 
 from stillhouse import aws, wiring
 from stillhouse.config import get_settings
-from stillhouse.local.stack import EmbeddedStack, StackOptions
+from stillhouse_local.stack import EmbeddedStack, StackOptions
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 

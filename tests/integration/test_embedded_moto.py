@@ -7,7 +7,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from stillhouse.local.moto_env import FAKE_CREDENTIALS, free_port, moto_server
+from stillhouse_local.moto_env import FAKE_CREDENTIALS, free_port, moto_server
 
 
 TABLE = "moto-atomicity-check"  # moto's backends are per process: keep clear of the stack's tables

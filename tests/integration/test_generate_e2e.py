@@ -37,7 +37,7 @@ _CLEAN_ENV = dict(os.environ)
 _STACK_PROCESS = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from stillhouse.local.stack import EmbeddedStack, StackOptions
+    from stillhouse_local.stack import EmbeddedStack, StackOptions
 
     options = StackOptions(
         port=0,

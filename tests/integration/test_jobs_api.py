@@ -2,8 +2,8 @@
 
 import requests
 
-from stillhouse.notify import SIGNATURE_HEADER
-from stillhouse.signing import verify_webhook_signature
+from stillhouse.delivery.webhooks import SIGNATURE_HEADER
+from stillhouse.delivery.signing import verify_webhook_signature
 from stillhouse import secrets
 
 

@@ -4,7 +4,7 @@ from collections import Counter
 
 from stillhouse import aws
 from stillhouse.config import get_settings
-from stillhouse.endpoints import EndpointRegistry
+from stillhouse.routing.registry import EndpointRegistry
 
 
 def endpoint_rows(api):
@@ -120,7 +120,7 @@ def test_an_admin_can_add_an_endpoint(api, stack):
 
 
 def test_the_cli_edits_and_lists_endpoints(api, stack, capsys):
-    from stillhouse.local.cli import main
+    from stillhouse_local.cli import main
 
     assert main(["endpoints", "--url", stack.url, "--key", stack.dev_api_key, "put", "west", "--weight", "0.25"]) == 0
     assert main(["endpoints", "--url", stack.url, "--key", stack.dev_api_key, "list"]) == 0

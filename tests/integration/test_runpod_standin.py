@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from stillhouse.local.runpod_standin import RunPodStandIn
+from stillhouse_local.runpod_standin import RunPodStandIn
 
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

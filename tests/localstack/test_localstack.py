@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from stillhouse import aws
-from stillhouse.jobs import JobStore, now_iso
-from stillhouse.models import Job, JobStatus, Priority, Task
-from stillhouse.queue import JobQueue, job_id_of
+from stillhouse.jobs.store import JobStore, now_iso
+from stillhouse.jobs.model import Job, JobStatus, Priority, Task
+from stillhouse.jobs.queue import JobQueue, job_id_of
 
 URL = os.environ.get("LOCALSTACK_URL", "http://localhost:4566")
 

@@ -5,7 +5,7 @@ import pytest
 
 from stillhouse.auth import ApiKeyStore, bearer_token, hash_key, new_key
 from stillhouse.errors import Unauthorized
-from stillhouse.signing import (
+from stillhouse.delivery.signing import (
     callback_token,
     verify_callback_token,
     verify_webhook_signature,

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from stillhouse.breaker import Breaker, BreakerSettings, OpenReason, on_failure
-from stillhouse.endpoint_state import BreakerState, EndpointState, EndpointStateStore, StateConflict
-from stillhouse.models import ErrorClass
+from stillhouse.routing.breaker import Breaker, BreakerSettings, OpenReason, on_failure
+from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore, StateConflict
+from stillhouse.jobs.model import ErrorClass
 
 from .conftest import create_state_table
 

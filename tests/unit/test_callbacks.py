@@ -1,11 +1,11 @@
 """RunPod callbacks: verified, recorded once, re-checked when surprising, then pushed to the caller."""
 import pytest
 
-from stillhouse.callbacks import CallbackRecorder, error_class_of
+from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 from stillhouse.errors import Unauthorized
-from stillhouse.jobs import JobStore
-from stillhouse.models import ErrorClass, JobStatus
-from stillhouse.signing import callback_token
+from stillhouse.jobs.store import JobStore
+from stillhouse.jobs.model import ErrorClass, JobStatus
+from stillhouse.delivery.signing import callback_token
 
 from .test_jobs_store import make_job
 

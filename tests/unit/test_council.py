@@ -1,10 +1,10 @@
 """Council stages: anonymised ranking, its parsing, aggregation and the chair's prompt."""
 import pytest
 
-from stillhouse import council
-from stillhouse.council_tasks import CouncilTasks
+from stillhouse.workflows import council_prompts as council
+from stillhouse.workflows.council import CouncilTasks
 from stillhouse.errors import JobFinished, TerminalError
-from stillhouse.models import Job, JobStatus, Task
+from stillhouse.jobs.model import Job, JobStatus, Task
 
 ANSWERS = [{"model": "m1", "text": "one"}, {"model": "m2", "text": "two"}, {"model": "m3", "text": "three"}]
 

@@ -3,10 +3,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from stillhouse.dispatch import DispatchDeferred, Dispatcher, runpod_payload
-from stillhouse.jobs import JobStore
-from stillhouse.models import ErrorClass, JobStatus, Task
-from stillhouse.runpod_client import RunPodError, classify_status
+from stillhouse.jobs.dispatch import DispatchDeferred, Dispatcher, runpod_payload
+from stillhouse.jobs.store import JobStore
+from stillhouse.jobs.model import ErrorClass, JobStatus, Task
+from stillhouse.runpod.client import RunPodError, classify_status
 
 from .test_jobs_store import make_job
 

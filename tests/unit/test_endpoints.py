@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from stillhouse.endpoints import (
+from stillhouse.routing.registry import (
     EndpointNotFound,
     EndpointRegistry,
     EndpointSpec,

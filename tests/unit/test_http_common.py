@@ -4,7 +4,7 @@ side; Powertools keeps the current event in a class attribute)."""
 import json
 from pathlib import Path
 
-from stillhouse.http_common import new_resolver
+from stillhouse.http.resolver import new_resolver
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

@@ -3,7 +3,7 @@ only the records a function reports as failed stay on the queue, a raised error 
 import boto3
 import pytest
 
-from stillhouse.local.pollers import QueuePoller
+from stillhouse_local.pollers import QueuePoller
 
 
 class Function:

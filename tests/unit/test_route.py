@@ -6,11 +6,11 @@ from collections import Counter
 
 import pytest
 
-from stillhouse.breaker import Breaker, BreakerSettings
-from stillhouse.endpoint_state import BreakerState, EndpointState, EndpointStateStore
-from stillhouse.endpoints import EndpointRegistry, EndpointSpec
-from stillhouse.models import ErrorClass
-from stillhouse.route import Plan, Policy, RouteSettings, Router, route
+from stillhouse.routing.breaker import Breaker, BreakerSettings
+from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore
+from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
+from stillhouse.jobs.model import ErrorClass
+from stillhouse.routing.router import Plan, Policy, RouteSettings, Router, route
 
 from .conftest import create_config_table, create_state_table
 

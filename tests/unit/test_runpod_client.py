@@ -1,8 +1,8 @@
 """RunPod's HTTP answers, classified: what the router does next depends on who is at fault."""
 import pytest
 
-from stillhouse.models import ErrorClass
-from stillhouse.runpod_client import classify_status
+from stillhouse.jobs.model import ErrorClass
+from stillhouse.runpod.client import classify_status
 
 
 @pytest.mark.parametrize(("status_code", "error_class"), [

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 from stillhouse.auth import Principal
-from stillhouse.endpoints import EndpointNotFound, EndpointSpec
+from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
 from stillhouse.errors import JobNotFound, ServiceUnavailable
-from stillhouse.models import ErrorClass, JobStatus
-from stillhouse.runpod_client import RunPodError
-from stillhouse.streams import StreamReader, chunks_of
+from stillhouse.jobs.model import ErrorClass, JobStatus
+from stillhouse.runpod.client import RunPodError
+from stillhouse.jobs.streams import StreamReader, chunks_of
 
 from .test_jobs_store import make_job
 

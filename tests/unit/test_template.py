@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stillhouse import errors
-from stillhouse.local.template import translate
+from stillhouse_local.template import translate
 
 ROOT = Path(__file__).resolve().parents[2]
 

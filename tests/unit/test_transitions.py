@@ -1,8 +1,8 @@
 """The one table of job status transitions."""
 import pytest
 
-from stillhouse.models import TERMINAL_STATUSES, JobStatus
-from stillhouse.transitions import ALLOWED, allowed, sources_of
+from stillhouse.jobs.model import TERMINAL_STATUSES, JobStatus
+from stillhouse.jobs.status import ALLOWED, allowed, sources_of
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))

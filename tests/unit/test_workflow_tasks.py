@@ -2,12 +2,12 @@
 import pytest
 
 from stillhouse import errors
-from stillhouse.callbacks import CallbackRecorder
-from stillhouse.jobs import JobStore
-from stillhouse.models import ErrorClass, JobStatus
-from stillhouse.runpod_client import RunPodError
-from stillhouse.signing import callback_token
-from stillhouse.workflow_tasks import RecoveryTasks
+from stillhouse.runpod.callbacks import CallbackRecorder
+from stillhouse.jobs.store import JobStore
+from stillhouse.jobs.model import ErrorClass, JobStatus
+from stillhouse.runpod.client import RunPodError
+from stillhouse.delivery.signing import callback_token
+from stillhouse.workflows.recovery import RecoveryTasks
 
 from .test_callbacks import SECRET, Workflows
 from .test_jobs_store import make_job

@@ -6,8 +6,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stillhouse.breaker import BreakerSettings
-from stillhouse.route import RouteSettings
+from stillhouse.routing.breaker import BreakerSettings
+from stillhouse.routing.router import RouteSettings
 
 
 class Settings(BaseSettings):

@@ -9,26 +9,26 @@ from urllib.parse import urlencode
 
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
-from stillhouse.breaker import Breaker
-from stillhouse.cache import ResultCache
-from stillhouse.callbacks import CallbackRecorder, report_outcome
+from stillhouse.routing.breaker import Breaker
+from stillhouse.outputs.cache import ResultCache
+from stillhouse.runpod.callbacks import CallbackRecorder, report_outcome
 from stillhouse.config import get_settings
-from stillhouse.council_tasks import CouncilTasks
-from stillhouse.dispatch import Dispatcher, Endpoint
-from stillhouse.endpoint_state import EndpointStateStore
-from stillhouse.endpoints import EndpointRegistry
-from stillhouse.jobs import JobStore, MemberStore
-from stillhouse.models import Job, Priority
-from stillhouse.notify import notify
-from stillhouse.queue import JobQueue
-from stillhouse.results import ResultStore
-from stillhouse.route import Router
-from stillhouse.runpod_client import RunPodClient
-from stillhouse.service import CouncilDefaults, JobService
-from stillhouse.signing import callback_token
-from stillhouse.sweeper import Sweeper, redrive
-from stillhouse.workflow_tasks import RecoveryTasks
-from stillhouse.workflows import Workflows
+from stillhouse.workflows.council import CouncilTasks
+from stillhouse.jobs.dispatch import Dispatcher, Endpoint
+from stillhouse.routing.state import EndpointStateStore
+from stillhouse.routing.registry import EndpointRegistry
+from stillhouse.jobs.store import JobStore, MemberStore
+from stillhouse.jobs.model import Job, Priority
+from stillhouse.delivery.webhooks import notify
+from stillhouse.jobs.queue import JobQueue
+from stillhouse.outputs.spill import ResultStore
+from stillhouse.routing.router import Router
+from stillhouse.runpod.client import RunPodClient
+from stillhouse.jobs.service import CouncilDefaults, JobService
+from stillhouse.delivery.signing import callback_token
+from stillhouse.jobs.sweeper import Sweeper, redrive
+from stillhouse.workflows.recovery import RecoveryTasks
+from stillhouse.workflows.stepfunctions import Workflows
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,175 @@
+"""The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
+
+import json
+from functools import lru_cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyValidationError,
+)
+
+from stillhouse import aws, errors, wiring
+from stillhouse.auth import Principal, require_admin
+from stillhouse.config import get_settings
+from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
+from stillhouse.http.resolver import new_resolver
+from stillhouse.jobs.model import (
+    Job,
+    JobAccepted,
+    JobPage,
+    JobRequest,
+    JobStatus,
+)
+from stillhouse.routing.router import EndpointView
+from stillhouse.jobs.streams import StreamPage, StreamReader
+
+logger = Logger(service="stillhouse")
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+
+
+def authenticate(resolver) -> None:
+    """Every /v1 route needs an API key, checked before the request is validated (401 before 422)."""
+    if resolver.current_event.path not in PUBLIC_PATHS:
+        who = wiring.api_keys().authenticate(resolver.current_event.headers.get("authorization"))
+        resolver.append_context(principal=who)
+
+
+app = new_resolver(gates=[authenticate])
+
+
+def principal() -> Principal:
+    return app.context["principal"]
+
+
+@lru_cache(maxsize=1)
+def _idempotent_submit():
+    persistence = DynamoDBPersistenceLayer(
+        table_name=get_settings().idempotency_table, boto3_client=aws.client("dynamodb")
+    )
+    config = IdempotencyConfig(
+        event_key_jmespath="[tenant_id, key]",
+        payload_validation_jmespath="request",
+        expires_after_seconds=24 * 3600,
+    )
+
+    @idempotent_function(data_keyword_argument="data", persistence_store=persistence, config=config)
+    def submit(*, data: dict[str, Any]) -> dict[str, Any]:
+        who = Principal(tenant_id=data["tenant_id"])
+        job = wiring.job_service().submit(who, JobRequest.model_validate(data["request"]))
+        return {"id": job.id, "status": job.status.value}
+
+    return submit, config
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi() -> dict[str, Any]:
+    return json.loads(app.get_openapi_json_schema(title="stillhouse", version="1.0.0",
+                                                  description="Serverless GPU job router"))
+
+
+@app.post("/v1/jobs", responses={202: {"description": "accepted"}})
+def submit_job(
+    request: JobRequest,
+    idempotency_key: Annotated[str | None, Header(alias="idempotency-key", max_length=200)] = None,
+) -> JobAccepted:
+    who = principal()
+    if idempotency_key:
+        try:
+            submit, config = _idempotent_submit()
+            config.register_lambda_context(app.lambda_context)
+            accepted = submit(data={
+                "tenant_id": who.tenant_id, "key": idempotency_key, "request": request.model_dump(mode="json"),
+            })
+        except IdempotencyValidationError as err:
+            raise errors.Conflict("Idempotency-Key was used with a different request",
+                                  field="Idempotency-Key") from err
+        logger.append_keys(job_id=accepted["id"])
+        return Response(status_code=202, content_type="application/json", body=JobAccepted(**accepted))
+    job = wiring.job_service().submit(who, request)
+    logger.append_keys(job_id=job.id)
+    logger.info("job accepted", extra={"task": job.task.value, "status": job.status.value})
+    return Response(status_code=202, content_type="application/json",
+                    body=JobAccepted(id=job.id, status=job.status))
+
+
+@app.get("/v1/jobs/<job_id>")
+def get_job(job_id: str) -> Job:
+    logger.append_keys(job_id=job_id)
+    return wiring.public_view(wiring.job_service().get(principal(), job_id))
+
+
+@app.get("/v1/jobs")
+def list_jobs(
+    status: Annotated[JobStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> JobPage:
+    jobs, next_cursor = wiring.job_service().list(principal(), status=status, limit=limit, cursor=cursor)
+    return JobPage(items=jobs, cursor=next_cursor)
+
+
+@app.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> JobAccepted:
+    logger.append_keys(job_id=job_id)
+    job = wiring.job_service().cancel(principal(), job_id)
+    return JobAccepted(id=job.id, status=job.status)
+
+
+@app.get("/v1/jobs/<job_id>/stream")
+def stream_job(job_id: str) -> StreamPage:
+    """The chunks a streaming job produced since the last call (RunPod-style polling; see streams.py)."""
+    logger.append_keys(job_id=job_id)
+    reader = StreamReader(wiring.job_store(), wiring.registry(), wiring.client_for)
+    return reader.read(principal(), job_id)
+
+
+def _endpoint_row(view: EndpointView) -> dict[str, Any]:
+    health = view.health
+    return {
+        **view.spec.model_dump(mode="json"),
+        "breaker": health.state.name,
+        "accepting": health.accepting,
+        "opened_reason": health.opened_reason,
+        "ema_latency_ms": health.ema_latency_ms,
+        "baseline_latency_ms": health.baseline_latency_ms,
+        "success_rate": health.success_rate,
+        "failure_rate": health.failure_rate,
+        "samples": health.samples,
+        "in_flight": health.in_flight,
+        "last_error": health.last_error,
+        "last_error_class": health.last_error_class,
+    }
+
+
+@app.get("/v1/endpoints")
+def list_endpoints() -> list[dict[str, Any]]:
+    principal()
+    return [_endpoint_row(view) for view in wiring.router().describe()]
+
+
+@app.put("/v1/endpoints/<name>")
+def put_endpoint(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Add an endpoint (full spec) or change some fields of an existing one (e.g. weight, enabled)."""
+    require_admin(principal())
+    registry = wiring.registry()
+    try:
+        spec = registry.update(name, **body)
+    except EndpointNotFound:
+        spec = registry.put({**body, "name": name})
+    return spec.model_dump(mode="json")
+
+
+__all__ = ["app", "logger", "EndpointSpec"]

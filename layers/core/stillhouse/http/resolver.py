@@ -1,0 +1,129 @@
+"""What both HTTP faces share: one error format, one domain-error mapping, the body guard."""
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestValidationError,
+)
+
+from stillhouse import errors
+from stillhouse.config import get_settings
+from stillhouse.jobs.model import ErrorBody, ErrorDetail
+
+logger = Logger(service="stillhouse", child=True)
+
+# Domain error type -> HTTP status. The one place this mapping lives; matched by type, never text.
+_STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
+    (errors.PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    (errors.Unprocessable, HTTPStatus.UNPROCESSABLE_ENTITY),
+    (errors.InvalidRequest, HTTPStatus.BAD_REQUEST),
+    (errors.Unauthorized, HTTPStatus.UNAUTHORIZED),
+    (errors.Forbidden, HTTPStatus.FORBIDDEN),
+    (errors.NotFound, HTTPStatus.NOT_FOUND),
+    (errors.Conflict, HTTPStatus.CONFLICT),
+    (errors.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
+]
+
+
+def http_status_of(exc: errors.StillhouseError) -> HTTPStatus:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def error_response(status: HTTPStatus, code: str, message: str, field: str | None = None) -> Response:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
+    return Response(status_code=status, content_type="application/json", body=body.model_dump_json())
+
+
+def _domain_error(exc: errors.StillhouseError) -> Response:
+    return error_response(http_status_of(exc), exc.code, exc.message, exc.field)
+
+
+def _validation_error(exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
+    field = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "request body is not valid JSON", "body")
+    if field is None and "body" in first.get("loc", ()):
+        return error_response(HTTPStatus.BAD_REQUEST, "invalid_request", "request body must be a JSON object", "body")
+    message = f"{field or 'request'}: {first.get('msg', 'invalid value')}"
+    return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", message, field)
+
+
+def guard_body(app: APIGatewayHttpResolver) -> None:
+    """Refuse an oversized body before it is parsed, so nothing is written."""
+    event = app.current_event
+    raw = event.body or ""
+    size = len(base64.b64decode(raw)) if event.is_base64_encoded else len(raw.encode())
+    if size > get_settings().max_body_bytes:
+        raise errors.PayloadTooLarge(f"body is {size} bytes; the limit is {get_settings().max_body_bytes}",
+                                     field="body")
+
+
+def _unexpected(exc: Exception) -> Response:
+    """Anything else is our fault: log it with its traceback, answer 500 in the one error format."""
+    if isinstance(exc, ServiceError):  # Powertools' own HTTP errors, e.g. no such route
+        code = "not_found" if exc.status_code == HTTPStatus.NOT_FOUND else "error"
+        return error_response(HTTPStatus(exc.status_code), code, exc.msg)
+    logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+    return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error",
+                          "internal error; the request may not have completed, it is safe to retry with the "
+                          "same Idempotency-Key")
+
+
+class JsonResolver(APIGatewayHttpResolver):
+    """This API speaks JSON only. `curl -d` labels a JSON body as a form; read it as what it is, so the
+    validator parses JSON instead of reporting every field missing."""
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        headers = event.get("headers") or {}
+        declared = headers.get("content-type", "")
+        if event.get("body") and (not declared or declared.startswith("application/x-www-form-urlencoded")):
+            event = {**event, "headers": {**headers, "content-type": "application/json"}}
+        # Powertools keeps the current event in a class attribute, one for every resolver of the process,
+        # and reads it as `self.current_event`: an instance attribute shadows it, so two resolvers in one
+        # process (the embedded runtime runs the API and webhook functions side by side) never read each
+        # other's request. On Lambda, one event per process, this changes nothing.
+        self.current_event = self._to_proxy_event(event)
+        self.lambda_context = context
+        return super().resolve(event, context)
+
+
+Gate = Callable[[APIGatewayHttpResolver], None]
+
+
+def _before_validation(resolver: APIGatewayHttpResolver, gates: list[Gate]) -> None:
+    """Run `gates` ahead of request validation. Powertools runs its validation before every `use()`
+    middleware, so a caller without an API key would learn about field errors (422) before being told
+    to authenticate (401). The validation middleware is a private attribute: if a Powertools release
+    renames it, building any resolver fails at import, and tests/integration/test_bad_input.py checks
+    that 401 still comes first."""
+    validation = resolver._request_validation_middleware
+
+    def gated(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
+        for gate in gates:
+            gate(app)  # raises a domain error, mapped by the resolver's exception handlers
+        return validation(app, next_middleware)
+
+    resolver._request_validation_middleware = gated
+
+
+def new_resolver(*, gates: list[Gate] | None = None) -> APIGatewayHttpResolver:
+    """A resolver in our error format; `gates` (e.g. authentication) run before validation, after the
+    body-size guard."""
+    resolver = JsonResolver(enable_validation=True)
+    _before_validation(resolver, [guard_body, *(gates or [])])
+    resolver.exception_handler(errors.StillhouseError)(_domain_error)
+    resolver.exception_handler(RequestValidationError)(_validation_error)
+    resolver.exception_handler(Exception)(_unexpected)
+    return resolver

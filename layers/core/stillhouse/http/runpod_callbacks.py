@@ -1,0 +1,32 @@
+"""HTTP face of RunPod callbacks: POST /callbacks/runpod/{job_id}?attempt=&endpoint=&token=."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from stillhouse import wiring
+from stillhouse.http.resolver import new_resolver
+from stillhouse.jobs.model import JobStatus
+
+app = new_resolver()
+logger = Logger(service="stillhouse", child=True)
+
+
+@app.post("/callbacks/runpod/<job_id>")
+def runpod_callback(
+    job_id: str,
+    body: dict[str, Any],
+    token: Annotated[str, Query(max_length=200)],
+    endpoint: Annotated[str, Query(max_length=100)],
+    attempt: Annotated[int, Query(ge=0)] = 0,
+    member: Annotated[str, Query(max_length=40, pattern=r"^[a-z]+-\d+$")] = "",
+) -> dict[str, Any]:
+    logger.append_keys(job_id=job_id, runpod_endpoint=endpoint, attempt=attempt)
+    if member:  # a council member's answer: it resumes a workflow task, the job's status is the workflow's
+        taken = wiring.callbacks().record_member(job_id, member, endpoint, token, body)
+        return {"id": job_id, "member": member, "recorded": taken}
+    finished = wiring.callbacks().record(job_id, attempt, endpoint, token, body)
+    status = finished.status if finished else JobStatus(wiring.job_store().get(job_id).status)
+    return {"id": job_id, "status": status.value, "recorded": finished is not None}

@@ -1,0 +1,227 @@
+"""Dispatch: take a queued job, pick an endpoint, submit it to RunPod with our signed callback URL.
+
+Safe under duplicate SQS deliveries: each delivery must first claim the next attempt with a
+conditional write, so only one of two concurrent deliveries submits to RunPod. When no endpoint
+takes the job, it is handed to the recovery workflow (backoff, failover), never dropped.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stillhouse.errors import StillhouseError, TransitionRefused
+from stillhouse.jobs.store import JobStore
+from stillhouse.jobs.model import ErrorClass, Job, JobStatus, Task
+from stillhouse.runpod.client import RunPodClient, RunPodError
+
+
+class Endpoint(Protocol):
+    name: str
+    endpoint_id: str
+    base_url: str
+    secret_ref: str | None
+
+
+class DispatchDeferred(StillhouseError):
+    """The job could not be handed on this time; the queue delivers it again later."""
+
+    code = "dispatch_deferred"
+
+
+class Routing(Protocol):
+    """What dispatch needs of the router (stillhouse.routing.router.Router): a plan, breaker claims, outcomes."""
+
+    def plan(self, model: str | None, *, streaming: bool = False) -> Sequence[Endpoint]: ...
+
+    def allow(self, name: str, plan: Any = None) -> bool: ...
+
+    def submitted(self, name: str) -> None: ...
+
+    def refused(self, name: str, error: RunPodError) -> None: ...
+
+    def released(self, name: str) -> None: ...
+
+
+class Handover(Protocol):
+    """Where jobs go that need a workflow (stillhouse.workflows.stepfunctions.Workflows)."""
+
+    def start_recovery(self, job_id: str, attempt: int) -> str: ...
+
+    def start_council(self, job_id: str, council: dict[str, Any]) -> str: ...
+
+
+def runpod_payload(job: Job) -> dict[str, Any]:
+    """The handler's input: the caller's params, then input, then the routing facts."""
+    payload = {**job.params, **job.input, "task": job.task.value}
+    if job.model:
+        payload["model"] = job.model
+    return payload
+
+
+@dataclass
+class Refused:
+    """No endpoint took the work this time, and why (the most telling error class)."""
+
+    error_class: ErrorClass | None  # None: no endpoint was available at all
+    reason: str
+    endpoint: str | None = None  # the endpoint that refused terminally, if one did
+
+
+@dataclass
+class Placed:
+    endpoint: Endpoint
+    accepted: dict[str, Any]  # RunPod's /run answer: {"id", "status"}
+
+
+# A capacity refusal says "later, same place"; anything else says "something is broken".
+_TELLING = [ErrorClass.TERMINAL, ErrorClass.TRANSIENT, ErrorClass.WORKER_LOST, ErrorClass.CAPACITY]
+
+
+def lost_on(job: Job) -> str | None:
+    """The endpoint whose worker lost the job's last attempt, if that is how it ended."""
+    return job.endpoint if job.error_class is ErrorClass.WORKER_LOST else None
+
+
+def nothing_available(model: str | None) -> str:
+    return f"no endpoint available for model {model or '(default)'}"
+
+
+def place(router: Routing, client_for: Callable[[Endpoint], RunPodClient], model: str | None,
+          payload: dict[str, Any], webhook_for: Callable[[Endpoint], str], policy: dict[str, Any],
+          *, avoid: str | None = None, plan: Sequence[Endpoint] | None = None) -> Placed | Refused:
+    """Walk the router's plan (or the one the caller just asked for): the first endpoint that accepts
+    /run wins; every refusal is reported to the router (breaker, statistics); a terminal refusal stops
+    the walk (the input is at fault). `avoid` is tried last, only when every other endpoint refused."""
+    errors: list[str] = []
+    classes: list[ErrorClass] = []
+    if plan is None:
+        plan = router.plan(model, streaming=bool(payload.get("stream")))
+    # A stable sort keeps the policy's order among the others.
+    for endpoint in sorted(plan, key=lambda e: e.name == avoid):
+        if not router.allow(endpoint.name, plan):
+            errors.append(f"{endpoint.name}: breaker open")
+            continue  # another instance took the last recovery probe
+        try:
+            accepted = client_for(endpoint).run(endpoint.base_url, endpoint.endpoint_id, payload,
+                                                webhook=webhook_for(endpoint), policy=policy)
+        except RunPodError as err:
+            router.refused(endpoint.name, err)
+            errors.append(f"{endpoint.name}: {err.message}")
+            if err.error_class is ErrorClass.TERMINAL:
+                return Refused(ErrorClass.TERMINAL, err.message, endpoint.name)
+            classes.append(err.error_class)
+            continue
+        return Placed(endpoint, accepted)
+    reason = "; ".join(errors) or nothing_available(model)
+    return Refused(min(classes, key=_TELLING.index) if classes else None, reason)
+
+
+@dataclass
+class Dispatcher:
+    store: JobStore
+    router: Routing
+    client_for: Callable[[Endpoint], RunPodClient]
+    callback_url: Callable[[Job, int, Endpoint], str]
+    policy: dict[str, Any]
+    max_receive_count: int
+    workflows: Handover | None = None
+    workflow_mode: str = "on_failure"  # or "always": every job runs in the recovery workflow
+
+    # --- the fast path (SQS) -------------------------------------------------------------------
+    def dispatch(self, job_id: str, receive_count: int = 1) -> Job | None:
+        job = self.store.get(job_id)
+        if job.status is not JobStatus.IN_QUEUE:
+            return None  # duplicate delivery, cancelled while queued, or a workflow has it
+        try:
+            if job.task is Task.COUNCIL:
+                return self._hand_over(job, 0, "council workflow", council=True)
+            if self.workflow_mode == "always":
+                return self._hand_over(job, 0, "workflow_mode=always")
+            claimed = self.store.claim_attempt(job.id, job.attempts)
+            if claimed is None:
+                return None  # a concurrent delivery took this attempt
+            outcome = self.submit(claimed, claimed.attempts, actor="dispatch")
+            if not isinstance(outcome, Refused):
+                return outcome
+            return self._hand_over(claimed, claimed.attempts, outcome.reason, outcome.error_class)
+        except Exception as err:
+            if receive_count >= self.max_receive_count:
+                # Last delivery: end the job before the message goes to the DLQ.
+                self._fail(job, job.attempts, None, f"dispatch failed after {receive_count} deliveries: {err}",
+                           ErrorClass.TRANSIENT, actor="dispatch")
+            raise
+
+    def _hand_over(self, job: Job, attempt: int, reason: str, error_class: ErrorClass | None = None,
+                   *, council: bool = False) -> Job | None:
+        if self.workflows is None:
+            raise DispatchDeferred(reason)
+        if council:
+            arn = self.workflows.start_council(job.id, job.input)
+            return self._record(job, JobStatus.IN_PROGRESS, "dispatch", attempt, reason,
+                                {"execution_arn": arn}, expect=[JobStatus.IN_QUEUE])
+        # Start first (the execution name makes it idempotent), then record it in one write: a job
+        # is never RETRYING without the execution that owns it. The execution's first task may get
+        # there before us (it records itself too), so RETRYING is accepted as well: the reason and
+        # its error class still land.
+        arn = self.workflows.start_recovery(job.id, attempt)
+        fields: dict[str, Any] = {"execution_arn": arn}
+        if error_class is not None:
+            fields |= {"error": reason, "error_class": error_class.value}
+        return self._record(job, JobStatus.RETRYING, "dispatch", attempt, reason, fields,
+                            expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
+
+    def plan(self, job: Job) -> Sequence[Endpoint]:
+        """The endpoints that could take the job now (serve its model, breaker not open, not full)."""
+        return self.router.plan(job.model, streaming=bool(runpod_payload(job).get("stream")))
+
+    # --- one pass over the plan (fast path and recovery workflow alike) --------------------------
+    def submit(self, job: Job, attempt: int, *, actor: str, task_token: str | None = None,
+               execution_arn: str | None = None, plan: Sequence[Endpoint] | None = None) -> Job | Refused | None:
+        """Try the plan's endpoints in order (`plan`: one the caller has just read); the job is
+        IN_PROGRESS on success, FAILED on a terminal refusal (returned as None), and unchanged when every
+        endpoint refused retryably (Refused)."""
+        # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
+        outcome = place(self.router, self.client_for, job.model, runpod_payload(job),
+                        lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy,
+                        avoid=lost_on(job), plan=plan)
+        if isinstance(outcome, Refused):
+            if outcome.error_class is ErrorClass.TERMINAL:
+                self._fail(job, attempt, outcome.endpoint, outcome.reason, ErrorClass.TERMINAL, actor=actor)
+                return None
+            return outcome
+        self.router.submitted(outcome.endpoint.name)
+        return self._started(job, attempt, outcome.endpoint, outcome.accepted, actor, task_token, execution_arn)
+
+    def _started(self, job: Job, attempt: int, endpoint: Endpoint, accepted: dict[str, Any], actor: str,
+                 task_token: str | None, execution_arn: str | None = None) -> Job | None:
+        runpod_id = accepted["id"]
+        fields: dict[str, Any] = {"runpod_id": runpod_id}
+        if task_token:
+            fields["task_token"] = task_token
+        if execution_arn:
+            fields["execution_arn"] = execution_arn
+        started = self._record(job, JobStatus.IN_PROGRESS, actor, attempt, None, fields, endpoint=endpoint.name,
+                               expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
+        if started is None:
+            current = self.store.get(job.id)
+            if current.status is JobStatus.CANCELLED:
+                # Cancelled while we were submitting: don't leave the GPU working for nobody.
+                self.client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)
+                if current.endpoint is None:
+                    self.router.released(endpoint.name)  # the cancel could not know where it ran
+        return started  # None: cancelled meanwhile, or the result webhook already finished it
+
+    def _fail(self, job: Job, attempt: int, endpoint: str | None, error: str, error_class: ErrorClass,
+              *, actor: str) -> Job | None:
+        return self._record(job, JobStatus.FAILED, actor, attempt, error,
+                            {"error": error, "error_class": error_class.value}, endpoint=endpoint)
+
+    def _record(self, job: Job, target: JobStatus, actor: str, attempt: int, detail: str | None,
+                fields: dict[str, Any], *, endpoint: str | None = None,
+                expect: list[JobStatus] | None = None) -> Job | None:
+        try:
+            return self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
+                                         detail=detail, fields=fields, expect=expect)
+        except TransitionRefused:
+            return None

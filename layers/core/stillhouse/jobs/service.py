@@ -1,0 +1,135 @@
+"""The jobs service: what the HTTP API does, free of HTTP."""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from stillhouse.auth import Principal
+from stillhouse.outputs.cache import ResultCache, cache_key, cacheable
+from stillhouse.errors import (
+    Conflict,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TransitionRefused,
+    Unprocessable,
+)
+from stillhouse.jobs.store import JobStore, now_iso
+from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Task
+from stillhouse.jobs.queue import JobQueue
+
+# A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
+MAX_INPUT_BYTES = 300_000
+
+
+@dataclass(frozen=True)
+class CouncilDefaults:
+    models: tuple[str, ...] = ()
+    chair: str | None = None
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobService:
+    def __init__(self, store: JobStore, queue: JobQueue, canceller: Any = None,
+                 council_defaults: CouncilDefaults | None = None, cache: ResultCache | None = None,
+                 notify: Callable[[Job], Any] | None = None) -> None:
+        self._cache = cache
+        self._notify = notify  # pushes a finished job to the caller's webhook
+        self._council_defaults = council_defaults or CouncilDefaults()
+        self._store = store
+        self._queue = queue
+        self._canceller = canceller  # callable(job) that cancels the in-flight RunPod job
+
+    def submit(self, principal: Principal, request: JobRequest) -> Job:
+        size = len(json.dumps(request.input, separators=(",", ":")))
+        if size > MAX_INPUT_BYTES:
+            raise PayloadTooLarge(f"input is {size} bytes; a job keeps at most {MAX_INPUT_BYTES} bytes of input "
+                                  "(pass large data by URL)", field="input")
+        if request.task is Task.COUNCIL:
+            request = request.model_copy(update={"input": self._council_input(request.input)})
+        key = None
+        if request.cache:
+            if self._cache is None or not cacheable(request.task, request.input, request.params):
+                raise Unprocessable("cache: only deterministic jobs can be cached (echo, embed, and generate "
+                                    "with temperature 0 and no stream)", field="cache")
+            key = cache_key(principal.tenant_id, request.task, request.model, request.input, request.params)
+        at = now_iso()
+        job = Job(
+            id=new_job_id(),
+            tenant_id=principal.tenant_id,
+            task=request.task,
+            status=JobStatus.IN_QUEUE,
+            input=request.input,
+            model=request.model,
+            params=request.params,
+            priority=request.priority,
+            webhook=str(request.webhook) if request.webhook else None,
+            cache=request.cache,
+            created_at=at,
+            updated_at=at,
+            events=[{"at": at, "status": JobStatus.IN_QUEUE, "actor": "api"}],
+            # Council members are recorded into this map as the workflow asks them (it must exist first).
+            members={} if request.task is Task.COUNCIL else None,
+            cache_key=key,
+        )
+        self._store.create(job)
+        hit = self._cache.get(key) if key else None
+        if hit is not None:  # answered at once: no queue, no GPU
+            return self._answer_from_cache(job, *hit)
+        try:
+            self._queue.send(job.id, job.priority)
+        except Exception as err:  # noqa: BLE001 - any failure to enqueue must end the job, not strand it
+            self._store.transition(job.id, JobStatus.FAILED, actor="api", detail="enqueue failed",
+                                   fields={"error": f"could not enqueue: {err}"})
+            raise ServiceUnavailable("the job queue is unavailable; the job was not accepted") from err
+        return job
+
+    def _answer_from_cache(self, job: Job, source: str, output: Any) -> Job:
+        # The ordinary transition, so a big output spills to S3 and the timeline shows where it came from.
+        done = self._store.transition(job.id, JobStatus.COMPLETED, actor="cache", detail=f"result of job {source}",
+                                      fields={"output": output, "cached_from": source})
+        if self._notify is not None:
+            self._notify(done)
+        return done
+
+    def _council_input(self, raw: dict[str, Any]) -> dict[str, Any]:
+        try:
+            spec = CouncilInput.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(["input", *map(str, first["loc"])])
+            raise Unprocessable(f"{field}: {first['msg']}", field=field) from err
+        models = spec.models or list(self._council_defaults.models)
+        if len(models) < 2:
+            raise Unprocessable("input.models: a council needs at least 2 models", field="input.models")
+        if len(set(models)) != len(models):
+            raise Unprocessable("input.models: each model may sit on the council once", field="input.models")
+        chair = spec.chair or self._council_defaults.chair or models[0]
+        return spec.model_copy(update={"models": models, "chair": chair}).model_dump()
+
+    def get(self, principal: Principal, job_id: str) -> Job:
+        return self._store.get(job_id, principal.tenant_id)
+
+    def list(self, principal: Principal, *, status: JobStatus | None, limit: int, cursor: str | None):
+        return self._store.list(principal.tenant_id, status=status, limit=limit, cursor=cursor)
+
+    def cancel(self, principal: Principal, job_id: str) -> Job:
+        job = self._store.get(job_id, principal.tenant_id)
+        if job.status.terminal:
+            raise Conflict(f"job {job_id} is already {job.status.value}", field="status")
+        try:
+            job = self._store.transition(job_id, JobStatus.CANCELLED, actor="api", endpoint=job.endpoint,
+                                         attempt=job.attempts, detail="cancelled by caller")
+        except TransitionRefused as err:
+            current = self._store.get(job_id)
+            raise Conflict(f"job {job_id} is already {current.status.value}", field="status") from err
+        if self._canceller is not None:
+            self._canceller(job)
+        return job

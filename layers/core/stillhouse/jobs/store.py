@@ -1,0 +1,273 @@
+"""Job store on DynamoDB. Every write is conditional, so duplicates never change a terminal job.
+
+Payloads (input, params, output) are stored as JSON strings: DynamoDB refuses Python floats, and a
+result is read back whole anyway.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
+from stillhouse.jobs.model import Job, JobEvent, JobStatus, JobSummary
+from stillhouse.jobs.status import sources_of
+
+_JSON_FIELDS = ("input", "params", "output", "council")
+TENANT_INDEX = "ByTenant"
+STATUS_INDEX = "ByStatus"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _to_item(job: Job) -> dict[str, Any]:
+    data = job.model_dump(mode="json", exclude_none=True)
+    if job.task_token:  # excluded from every dump shown to callers, but stored
+        data["task_token"] = job.task_token
+    if job.members is not None:
+        data["members"] = job.members
+    if job.cache_key:
+        data["cache_key"] = job.cache_key
+    for name in _JSON_FIELDS:
+        if name in data:
+            data[name] = json.dumps(data[name])
+    data["tenant_sk"] = f"{job.created_at}#{job.id}"
+    return data
+
+
+def _from_item(item: dict[str, Any]) -> Job:
+    data = dict(item)
+    for name in _JSON_FIELDS:
+        if isinstance(data.get(name), str):
+            data[name] = json.loads(data[name])
+    data.pop("tenant_sk", None)
+    return Job.model_validate(data)
+
+
+def _live(values: dict[str, Any]) -> str:
+    """A condition that the job (status as `#s`) has not ended; adds its placeholders to `values`."""
+    terminal = {f":t{i}": s.value for i, s in enumerate(s for s in JobStatus if s.terminal)}
+    values.update(terminal)
+    return f"NOT #s IN ({', '.join(terminal)})"
+
+
+def _is_condition_failure(err: ClientError) -> bool:
+    return err.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+class JobStore:
+    def __init__(self, table: Any, results: Any = None) -> None:
+        self._table = table
+        self._results = results  # stillhouse.outputs.spill.ResultStore: big outputs go to S3
+
+    def _stored(self, job_id: str, name: str, value: Any) -> Any:
+        if name == "output" and self._results is not None:
+            value = self._results.keep(job_id, value)
+        return json.dumps(value) if name in _JSON_FIELDS else value
+
+    def create(self, job: Job) -> Job:
+        try:
+            self._table.put_item(Item=_to_item(job), ConditionExpression="attribute_not_exists(id)")
+        except ClientError as err:
+            if _is_condition_failure(err):
+                raise TransitionRefused(f"job {job.id} already exists") from err
+            raise
+        return job
+
+    def get(self, job_id: str, tenant_id: str | None = None) -> Job:
+        item = self._table.get_item(Key={"id": job_id}, ConsistentRead=True).get("Item")
+        # Another tenant's job is indistinguishable from a missing one.
+        if item is None or (tenant_id is not None and item.get("tenant_id") != tenant_id):
+            raise JobNotFound(f"job {job_id} not found", field="id")
+        return _from_item(item)
+
+    def list(
+        self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[JobSummary], str | None]:
+        """A tenant's jobs, newest first. The index carries only the summary fields (template.yaml),
+        so a status change rewrites a small index entry, not a copy of the whole job."""
+        kwargs: dict[str, Any] = {
+            "IndexName": TENANT_INDEX,
+            "KeyConditionExpression": "tenant_id = :t",
+            "ExpressionAttributeValues": {":t": tenant_id},
+            "ScanIndexForward": False,  # newest first
+            "Limit": limit,
+        }
+        if status is not None:
+            kwargs["FilterExpression"] = "#s = :s"
+            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+            kwargs["ExpressionAttributeValues"][":s"] = status.value
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, tenant_id)
+        page = self._table.query(**kwargs)
+        last = page.get("LastEvaluatedKey")
+        items = [JobSummary.model_validate(i) for i in page.get("Items", [])]
+        return items, _encode_cursor(last) if last else None
+
+    def stale(self, status: JobStatus, before: str, limit: int = 100) -> list[str]:
+        """Ids of jobs in `status` whose last change is older than `before` (ISO time), oldest first."""
+        page = self._table.query(
+            IndexName=STATUS_INDEX,
+            KeyConditionExpression="#s = :s AND updated_at < :before",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": status.value, ":before": before},
+            Limit=limit,
+        )
+        return [item["id"] for item in page.get("Items", [])]
+
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        *,
+        actor: str,
+        endpoint: str | None = None,
+        attempt: int | None = None,
+        detail: str | None = None,
+        fields: dict[str, Any] | None = None,
+        expect: list[JobStatus] | None = None,
+        expect_runpod_id: str | None = None,
+    ) -> Job:
+        """Move a job to `target` if the table allows it from its current status; else refuse."""
+        sources = expect if expect is not None else sources_of(target)
+        if not sources:
+            raise TransitionRefused(f"no status may move to {target}")
+        at = now_iso()
+        event = JobEvent(at=at, status=target, actor=actor, endpoint=endpoint, attempt=attempt or 0, detail=detail)
+        names = {"#s": "status"}
+        values: dict[str, Any] = {
+            ":target": target.value,
+            ":now": at,
+            ":ev": [event.model_dump(mode="json", exclude_none=True)],
+        }
+        sets = ["#s = :target", "updated_at = :now", "events = list_append(events, :ev)"]
+        for i, (name, value) in enumerate((fields or {}).items()):
+            names[f"#f{i}"] = name
+            values[f":f{i}"] = self._stored(job_id, name, value)
+            sets.append(f"#f{i} = :f{i}")
+        if endpoint is not None and "endpoint" not in (fields or {}):
+            names["#ep"], values[":ep"] = "endpoint", endpoint
+            sets.append("#ep = :ep")
+        placeholders = []
+        for i, src in enumerate(sources):
+            values[f":src{i}"] = src.value
+            placeholders.append(f":src{i}")
+        condition = f"attribute_exists(id) AND #s IN ({', '.join(placeholders)})"
+        if expect_runpod_id is not None:
+            names["#rp"], values[":rp"] = "runpod_id", expect_runpod_id
+            condition += " AND #rp = :rp"
+        try:
+            out = self._table.update_item(
+                Key={"id": job_id},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                raise TransitionRefused(f"job {job_id} cannot move to {target}") from err
+            raise
+        return _from_item(out["Attributes"])
+
+    def annotate(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write fields of a live job without a status change (e.g. a council's collected answers)."""
+        names, values, sets = {"#s": "status"}, {":now": now_iso()}, ["updated_at = :now"]
+        for i, (name, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = name
+            values[f":f{i}"] = self._stored(job_id, name, value)
+            sets.append(f"#f{i} = :f{i}")
+        try:
+            self._table.update_item(
+                Key={"id": job_id}, UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=f"attribute_exists(id) AND {_live(values)}",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                raise TransitionRefused(f"job {job_id} has already ended") from err
+            raise
+
+    def claim_attempt(self, job_id: str, seen_attempts: int) -> Job | None:
+        """Take the next dispatch attempt; None when another delivery took it first."""
+        try:
+            out = self._table.update_item(
+                Key={"id": job_id},
+                UpdateExpression="SET attempts = :next, updated_at = :now",
+                ConditionExpression="#s IN (:q, :r) AND attempts = :seen",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":next": seen_attempts + 1,
+                    ":seen": seen_attempts,
+                    ":now": now_iso(),
+                    ":q": JobStatus.IN_QUEUE.value,
+                    ":r": JobStatus.RETRYING.value,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return None
+            raise
+        return _from_item(out["Attributes"])
+
+
+class MemberStore:
+    """Council members of a job, kept in the job item's `members` map (one key per stage-index)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def put(self, job_id: str, key: str, member: dict[str, Any]) -> bool:
+        """Record a member in flight; False when the job has ended meanwhile (e.g. cancelled): a cancel
+        reads the members in the write that ends the job, so one put after it would never be seen."""
+        values: dict[str, Any] = {":m": member}
+        try:
+            self._table.update_item(
+                Key={"id": job_id},
+                UpdateExpression="SET members.#k = :m",
+                ConditionExpression=f"attribute_exists(members) AND {_live(values)}",
+                ExpressionAttributeNames={"#k": key, "#s": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return False
+            raise
+        return True
+
+    def finish(self, job_id: str, key: str) -> bool:
+        """Mark a member's result as taken; False when it already was (a duplicate callback)."""
+        try:
+            self._table.update_item(
+                Key={"id": job_id},
+                UpdateExpression="SET members.#k.done = :t",
+                ConditionExpression="attribute_exists(members.#k) AND attribute_not_exists(members.#k.done)",
+                ExpressionAttributeNames={"#k": key},
+                ExpressionAttributeValues={":t": True},
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return False
+            raise
+        return True
+
+
+def _encode_cursor(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode()
+
+
+def _decode_cursor(cursor: str, tenant_id: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError as err:
+        raise InvalidRequest("cursor is not a cursor this API returned", field="cursor") from err
+    if not isinstance(key, dict) or key.get("tenant_id") != tenant_id:
+        raise InvalidRequest("cursor is not a cursor this API returned", field="cursor")
+    return key

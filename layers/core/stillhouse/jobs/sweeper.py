@@ -1,0 +1,99 @@
+"""The sweeper: no job is left without a terminal status, even when a webhook or a workflow is lost.
+
+Every minute it looks at jobs with no news for `stale_after_s`:
+- IN_PROGRESS on the fast path: ask RunPod's /status; a finished job is recorded as if its webhook
+  had come, a vanished one goes to the recovery workflow (WORKER_LOST), a running one is left alone
+  (RunPod's executionTimeout bounds it).
+- RETRYING or IN_PROGRESS under a workflow whose execution is no longer running: ended FAILED.
+It also moves DLQ messages back to their queue on request (after an operator fixed the cause).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from stillhouse.runpod.callbacks import CallbackRecorder
+from stillhouse.errors import JobNotFound, TransitionRefused
+from stillhouse.jobs.store import JobStore
+from stillhouse.jobs.model import ErrorClass, Job, JobStatus
+from stillhouse.runpod.client import RunPodError
+
+logger = Logger(service="stillhouse", child=True)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Sweeper:
+    store: JobStore
+    callbacks: CallbackRecorder
+    fetch_status: Callable[[str, str], dict[str, Any]]
+    execution_status: Callable[[str], str]
+    notify: Callable[[Job], Any]
+    stale_after_s: float
+
+    def sweep(self, *, stale_after_s: float | None = None, now: datetime | None = None) -> dict[str, int]:
+        cutoff = iso((now or datetime.now(UTC)) - timedelta(seconds=self.stale_after_s if stale_after_s is None else stale_after_s))
+        counts: Counter[str] = Counter()
+        for status in (JobStatus.IN_PROGRESS, JobStatus.RETRYING):
+            for job_id in self.store.stale(status, cutoff):
+                try:
+                    counts[self._settle(self.store.get(job_id))] += 1
+                except JobNotFound:
+                    continue
+        return dict(counts)
+
+    def _settle(self, job: Job) -> str:
+        if job.status.terminal:
+            return "already_final"
+        if job.execution_arn and (job.status is JobStatus.RETRYING or job.task_token or job.members is not None):
+            # A workflow owns the job; it has its own timeouts. Only a dead workflow needs us.
+            state = self.execution_status(job.execution_arn)
+            if state == "RUNNING":
+                return "workflow_running"
+            return self._fail(job, f"its workflow ended {state} without recording a result")
+        if not (job.endpoint and job.runpod_id):
+            return self._fail(job, "no RunPod job was recorded for it")
+        try:
+            body = self.fetch_status(job.endpoint, job.runpod_id)
+        except RunPodError as err:
+            if err.error_class is not ErrorClass.WORKER_LOST:
+                return "runpod_unreachable"  # try again next minute
+            body = {"id": job.runpod_id, "status": JobStatus.TIMED_OUT.value, "error": f"RunPod lost the job: {err.message}"}
+        if body.get("status") in (JobStatus.IN_QUEUE.value, JobStatus.IN_PROGRESS.value):
+            return "still_running"
+        settled = self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="sweeper")
+        if settled is not None:
+            # Worth a warning: a webhook went missing (RunPod gave up on our callback URL).
+            logger.warning("settled a job whose webhook never came", extra={"job_id": job.id, "status": body.get("status")})
+        return "settled" if settled is not None else "unchanged"
+
+    def _fail(self, job: Job, reason: str) -> str:
+        try:
+            failed = self.store.transition(job.id, JobStatus.FAILED, actor="sweeper", attempt=job.attempts,
+                                           detail=reason, fields={"error": reason, "error_class": ErrorClass.WORKER_LOST.value})
+        except TransitionRefused:
+            return "already_final"
+        self.notify(failed)
+        return "failed"
+
+
+def redrive(sqs: Any, dlq_url: str, queue_url: str, limit: int = 1000) -> int:
+    """Move up to `limit` messages from a DLQ back to its queue (send first, then delete: at least once)."""
+    moved = 0
+    while moved < limit:
+        messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+    return moved

@@ -1,0 +1,207 @@
+"""Per-endpoint shared state (circuit breaker + routing statistics) in the EndpointStateTable.
+
+One item per endpoint (HASH key `name`), shared by every function instance. Writes are optimistic:
+read, compute the next state with a pure function, write it back on the condition that `version` is
+unchanged, re-read and re-apply on conflict. `in_flight` is the one exception: it is changed only with
+atomic ADDs (many dispatchers and webhooks touch it at once) and the versioned write never sets it, so
+the two kinds of write cannot overwrite each other.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from stillhouse.errors import Conflict
+from stillhouse.jobs.model import ErrorClass
+
+log = logging.getLogger(__name__)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"  # traffic flows
+    OPEN = "open"  # no traffic until open_until
+    HALF_OPEN = "half_open"  # a few probes test whether the endpoint recovered
+
+
+class EndpointState(BaseModel):
+    """The stored item. Times are epoch seconds; None means "never"/"unknown"."""
+
+    # Unknown attributes are ignored so an older function can read an item a newer one wrote.
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    version: int = 0  # optimistic-concurrency counter; 0 = no versioned write yet
+
+    # breaker
+    state: BreakerState = BreakerState.CLOSED
+    consecutive_failures: int = 0
+    window: str = ""  # last outcomes, oldest first: "1" = counted failure, "0" = success
+    opened_at: float | None = None
+    open_until: float | None = None
+    opened_reason: str | None = None
+    reopen_count: int = 0  # reopenings since the last close; grows the cool-down
+    probes_claimed: int = 0
+    probe_successes: int = 0
+    probe_deadline: float | None = None  # unreported probes stop blocking new ones after this
+    capacity_until: float | None = None  # 429 back-off: route elsewhere until then
+
+    # statistics
+    ema_latency_ms: float | None = None  # fast EMA of queue delay + execution
+    baseline_latency_ms: float | None = None  # slow EMA: what "normal" looks like
+    success_rate: float = 1.0  # EMA of successes (1) and counted failures (0)
+    samples: int = 0  # outcomes observed, ever
+    recent: int = 0  # outcomes since the last close: predictive checks need a minimum
+    in_flight: int = 0  # submitted and not yet finished (atomic ADD only)
+    last_error: str | None = None
+    last_error_class: ErrorClass | None = None
+    last_error_at: float | None = None
+    updated_at: float | None = None
+
+
+# Written by the versioned update; `name` is the key, `in_flight` is ADD-only, `version` is bumped.
+_VERSIONED_FIELDS = tuple(
+    f for f in EndpointState.model_fields if f not in ("name", "version", "in_flight")
+)
+
+
+class StateConflict(Conflict):
+    """Too many concurrent writers on one endpoint's item; the caller decides whether to drop."""
+
+    code = "endpoint_state_conflict"
+
+
+class EndpointStateStore:
+    def __init__(
+        self,
+        table: Any,
+        *,
+        max_attempts: int = 5,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._table = table
+        self._client = table.meta.client
+        self._max_attempts = max_attempts
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+
+    def get(self, name: str, *, consistent: bool = True) -> EndpointState:
+        item = self._table.get_item(Key={"name": name}, ConsistentRead=consistent).get("Item")
+        return _from_item(item) if item else EndpointState(name=name)
+
+    def get_many(self, names: Iterable[str]) -> dict[str, EndpointState]:
+        """States of several endpoints in one round trip (eventually consistent: routing input)."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, EndpointState] = {n: EndpointState(name=n) for n in wanted}
+        for i in range(0, len(wanted), 100):  # BatchGetItem takes at most 100 keys
+            # A Table's client belongs to its resource, which (de)serialises plain Python values.
+            request = {self._table.name: {"Keys": [{"name": n} for n in wanted[i : i + 100]]}}
+            for attempt in range(self._max_attempts):
+                resp = self._client.batch_get_item(RequestItems=request)
+                for raw in resp.get("Responses", {}).get(self._table.name, []):
+                    state = _from_item(raw)
+                    found[state.name] = state
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                self._backoff(attempt)
+        return found
+
+    def update(
+        self, name: str, change: Callable[[EndpointState], EndpointState | None]
+    ) -> EndpointState:
+        """Apply `change` (a pure function of the current state) with a conditional write.
+
+        `change` returns the next state, or None when nothing needs writing. On a version conflict the
+        item is re-read and `change` re-applied to the fresh state. Raises StateConflict after
+        max_attempts.
+        """
+        for attempt in range(self._max_attempts):
+            current = self.get(name)
+            nxt = change(current.model_copy(deep=True))
+            if nxt is None:
+                return current
+            if self._write(current, nxt):
+                return nxt.model_copy(update={"version": current.version + 1})
+            self._backoff(attempt)
+        raise StateConflict(f"endpoint state {name!r}: {self._max_attempts} conflicting writes")
+
+    def add_in_flight(self, name: str, delta: int) -> None:
+        """Atomic ADD; a decrement never takes the counter below zero (a duplicate result is ignored)."""
+        if delta == 0:
+            return
+        kwargs: dict[str, Any] = {
+            "Key": {"name": name},
+            "UpdateExpression": "ADD in_flight :d",
+            "ExpressionAttributeValues": {":d": delta},
+        }
+        if delta < 0:
+            kwargs["ConditionExpression"] = "in_flight >= :need"
+            kwargs["ExpressionAttributeValues"][":need"] = -delta
+        try:
+            self._table.update_item(**kwargs)
+        except self._client.exceptions.ConditionalCheckFailedException:
+            log.info("in_flight of %s already at zero; decrement ignored", name)
+
+    def _write(self, current: EndpointState, state: EndpointState) -> bool:
+        expected_version = current.version
+        names = {"#version": "version"}
+        values: dict[str, Any] = {":next": expected_version + 1}
+        sets, removes = ["#version = :next"], []
+        for i, field in enumerate(_VERSIONED_FIELDS):
+            value = getattr(state, field)
+            # Only what changed: the version condition already guarantees the rest is as we read it.
+            if expected_version and value == getattr(current, field):
+                continue
+            names[f"#f{i}"] = field
+            if value is None:
+                removes.append(f"#f{i}")
+            else:
+                sets.append(f"#f{i} = :f{i}")
+                values[f":f{i}"] = _to_dynamo(value)
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        if expected_version == 0:
+            condition = "attribute_not_exists(#version)"
+        else:
+            condition = "#version = :expected"
+            values[":expected"] = expected_version
+        try:
+            self._table.update_item(
+                Key={"name": state.name},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _backoff(self, attempt: int) -> None:
+        # Full jitter so colliding writers spread out instead of colliding again.
+        self._sleep(self._rng.uniform(0, 0.005 * 2**attempt))
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("DynamoDB stores finite numbers only")
+        return Decimal(repr(round(value, 6)))
+    return value
+
+
+def _from_item(item: dict[str, Any]) -> EndpointState:
+    # pydantic's lax mode turns DynamoDB's Decimals into the declared int/float fields.
+    return EndpointState.model_validate(item)

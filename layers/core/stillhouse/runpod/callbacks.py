@@ -1,0 +1,220 @@
+"""RunPod result callbacks: verify, re-check when surprising, record once, notify the caller."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stillhouse.outputs.cache import ResultCache
+from stillhouse.errors import (
+    InvalidRequest,
+    JobNotFound,
+    TransitionRefused,
+    Unauthorized,
+)
+from stillhouse.jobs.store import JobStore, MemberStore
+from stillhouse.jobs.model import ErrorClass, Job, JobStatus
+from stillhouse.delivery.signing import verify_callback_token
+from stillhouse.workflows.stepfunctions import ERROR_NAMES
+
+# RunPod's terminal statuses and ours are the same words.
+_TERMINAL = {s.value: s for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT)}
+
+
+def error_class_of(status: JobStatus, error: Any) -> ErrorClass | None:
+    """Classify a failed RunPod job. The worker marks retryable errors (e.g. out of memory)."""
+    if status is JobStatus.TIMED_OUT:
+        return ErrorClass.WORKER_LOST
+    if status is not JobStatus.FAILED:
+        return None
+    detail = error
+    if isinstance(error, str):
+        try:
+            detail = json.loads(error)
+        except ValueError:
+            return ErrorClass.TERMINAL
+    if isinstance(detail, dict) and detail.get("retryable"):
+        return ErrorClass.TRANSIENT
+    return ErrorClass.TERMINAL
+
+
+class Learner(Protocol):
+    """The router's side of a result (stillhouse.routing.router.Router)."""
+
+    def succeeded(self, name: str, latency_ms: float | None) -> None: ...
+
+    def failed(self, name: str, error_class: ErrorClass, *, latency_ms: float | None = None,
+               error: str | None = None) -> None: ...
+
+    def released(self, name: str) -> None: ...
+
+
+def latency_ms(body: dict[str, Any]) -> float:
+    """What the caller waits for on an endpoint: RunPod's queue delay plus execution."""
+    return float(body.get("delayTime") or 0) + float(body.get("executionTime") or 0)
+
+
+def report_outcome(router: Learner, endpoint: str | None, status: JobStatus, error_class: ErrorClass | None,
+                   error: str | None, body: dict[str, Any]) -> None:
+    """Teach routing and the breaker from one finished RunPod job, exactly once (after the winning write)."""
+    if not endpoint:
+        return
+    latency = latency_ms(body)
+    if status is JobStatus.COMPLETED:
+        router.succeeded(endpoint, latency)
+    elif error_class is not None:
+        router.failed(endpoint, error_class, latency_ms=latency or None, error=error)
+    else:
+        router.released(endpoint)  # cancelled: nothing to learn
+
+
+class Resumer(Protocol):
+    """Where results go that a workflow waits for, or that need one (stillhouse.workflows.stepfunctions.Workflows)."""
+
+    def start_recovery(self, job_id: str, attempt: int) -> str: ...
+
+    def succeed_task(self, task_token: str, output: dict[str, Any]) -> None: ...
+
+    def fail_task(self, task_token: str, error: str, cause: str) -> None: ...
+
+
+def _recorded_in_progress(job: Job, attempt: int) -> bool:
+    """Did the job record show this attempt IN_PROGRESS? Whatever moved it off IN_PROGRESS (webhook,
+    status check) reported that attempt's outcome already. An attempt RunPod accepted but never
+    recorded (its submit died first) still holds its endpoint's in-flight slot."""
+    return any(e.status is JobStatus.IN_PROGRESS and e.attempt == attempt for e in job.events)
+
+
+@dataclass
+class CallbackRecorder:
+    store: JobStore
+    secret: Callable[[], str]
+    fetch_status: Callable[[str, str], dict[str, Any]]  # (endpoint name, runpod id) -> /status body
+    notify: Callable[[Job], Any]
+    learn: Callable[[str | None, JobStatus, ErrorClass | None, str | None, dict[str, Any]], None] = (
+        lambda endpoint, status, error_class, error, body: None)
+    workflows: Resumer | None = None
+    members: MemberStore | None = None
+    cache: ResultCache | None = None
+    # (endpoint name, RunPod id): cancel a RunPod job nobody needs any more and free its endpoint slot.
+    stop_runpod_job: Callable[[str, str], None] | None = None
+
+    def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
+        """A RunPod webhook: verify it, trust it only if it matches our record, then apply it."""
+        if not verify_callback_token(self.secret(), token, job_id, attempt, endpoint):
+            raise Unauthorized("callback token does not match this job", field="token")
+        runpod_id = body.get("id")
+        if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):
+            raise InvalidRequest("callback body needs 'id' and 'status'", field="body")
+        job = self.store.get(job_id)
+        if job.status.terminal:
+            return None  # duplicate or late callback: the first result stands
+        if job.runpod_id != runpod_id or job.status is not JobStatus.IN_PROGRESS:
+            # Surprising (result before our own record, or another attempt's job): ask RunPod itself.
+            body = self.fetch_status(endpoint, runpod_id)
+        return self.apply(job, endpoint, attempt, body, actor="webhook")
+
+    def record_member(self, job_id: str, member: str, endpoint: str, token: str, body: dict[str, Any]) -> bool:
+        """A council member's RunPod webhook: resume the workflow task that asked it, once."""
+        if not verify_callback_token(self.secret(), token, job_id, 0, endpoint, member):
+            raise Unauthorized("callback token does not match this job", field="token")
+        runpod_id = body.get("id")
+        if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):
+            raise InvalidRequest("callback body needs 'id' and 'status'", field="body")
+        job = self.store.get(job_id)
+        asked = (job.members or {}).get(member)
+        if asked is None or job.status.terminal:
+            return False  # unknown member (or job over): nothing waits for this result
+        if asked.get("runpod_id") != runpod_id:
+            body = self.fetch_status(endpoint, runpod_id)
+        target = _TERMINAL.get(body.get("status", ""))
+        if target is None or asked.get("runpod_id") != body.get("id") or not self.members.finish(job_id, member):
+            return False  # not finished, an older try of this member, or a duplicate
+        error = body.get("error")
+        error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
+        error_class = error_class_of(target, error)
+        self.learn(endpoint, target, error_class, error_text, body)
+        if target is JobStatus.COMPLETED:
+            output = body.get("output")
+            text = output.get("text") if isinstance(output, dict) else None
+            self.workflows.succeed_task(asked["task_token"], {
+                "model": asked["model"], "text": text if isinstance(text, str) else json.dumps(output),
+                "latency_ms": latency_ms(body)})
+        else:
+            name = ERROR_NAMES[error_class or ErrorClass.TERMINAL]
+            self.workflows.fail_task(asked["task_token"], name, error_text or target.value)
+        return True
+
+    def apply(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], *, actor: str) -> Job | None:
+        """Record a RunPod /status body once. A retryable failure of the current attempt goes to the
+        recovery workflow (resuming it, or starting it) instead of ending the job."""
+        target = _TERMINAL.get(body.get("status", ""))
+        if target is None:
+            return None  # not finished yet; RunPod calls again at a terminal status
+        runpod_id = body.get("id")
+        error = body.get("error")
+        error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
+        error_class = error_class_of(target, error)
+        detail = f"runpod {runpod_id} delay={body.get('delayTime')}ms exec={body.get('executionTime')}ms"
+        if error_class is not None and error_class.retryable and self.workflows is not None:
+            if attempt != job.attempts:
+                # A newer attempt is under way, so the job is unchanged; the endpoint's slot is not.
+                if not _recorded_in_progress(job, attempt):
+                    self.learn(endpoint, JobStatus.FAILED, error_class, error_text or target.value, body)
+                return None
+            return self._retry(job, endpoint, attempt, body, error_text or target.value, error_class, detail, actor)
+        fields: dict[str, Any] = {"runpod_id": runpod_id}
+        if target is JobStatus.COMPLETED:
+            fields["output"] = body.get("output")
+        if error_text is not None:
+            fields["error"] = error_text
+        if error_class is not None:
+            fields["error_class"] = error_class.value
+        superseded = attempt < job.attempts  # an older attempt's result, while a newer attempt is under way
+        # The cache entry is written before the job shows COMPLETED, so whoever sees COMPLETED and asks
+        # again gets the hit; a result the job then does not take is dropped again.
+        cached = (target is JobStatus.COMPLETED and not job.status.terminal and job.cache_key is not None
+                  and self.cache is not None and self.cache.put(job.cache_key, job.id, body.get("output")))
+        try:
+            finished = self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
+                                             fields=fields, detail=detail)
+        except TransitionRefused:
+            if cached and self.store.get(job.id).status is not JobStatus.COMPLETED:  # not a duplicate report
+                self.cache.forget(job.cache_key, job.id)  # type: ignore[union-attr, arg-type]
+            return None
+        if not superseded or not _recorded_in_progress(job, attempt):
+            # An older attempt the job had moved off was reported then; reporting it again would free
+            # its endpoint's slot twice.
+            self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body)
+        if superseded and job.status is JobStatus.IN_PROGRESS and job.endpoint and job.runpod_id \
+                and self.stop_runpod_job is not None:
+            self.stop_runpod_job(job.endpoint, job.runpod_id)  # the newer attempt's work is now pointless
+        if finished.task_token and self.workflows is not None:
+            if finished.status is JobStatus.COMPLETED:
+                self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
+            else:
+                self.workflows.fail_task(finished.task_token, "JobFinished", f"job ended {finished.status.value}")
+        self.notify(finished)
+        return finished
+
+    def _retry(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], error: str,
+               error_class: ErrorClass, detail: str, actor: str) -> Job | None:
+        fields: dict[str, Any] = {"error": error, "error_class": error_class.value}
+        if not job.task_token:
+            # Fast path: the recovery workflow takes over (idempotent start: duplicates are harmless).
+            fields["execution_arn"] = self.workflows.start_recovery(job.id, attempt)
+        try:
+            retrying = self.store.transition(
+                job.id, JobStatus.RETRYING, actor=actor, endpoint=endpoint, attempt=attempt, detail=detail,
+                fields=fields, expect=[JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS],
+            )
+        except TransitionRefused:
+            return None  # already retrying or finished: this report is a duplicate
+        self.learn(endpoint, JobStatus.FAILED, error_class, error, body)
+        if job.task_token:
+            self.workflows.fail_task(job.task_token, ERROR_NAMES[error_class], error)
+        return retrying
+
+
+__all__ = ["CallbackRecorder", "JobNotFound", "error_class_of"]

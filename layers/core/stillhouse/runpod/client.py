@@ -1,0 +1,139 @@
+"""Plain HTTP client of RunPod's hosted API (api.runpod.ai/v2 in production, the stand-in locally).
+
+Failures are raised as `RunPodError` carrying an `ErrorClass`, so callers decide by class, never by
+message text. Reads (status, stream, health, cancel) are retried on transient errors with tenacity;
+/run is retried only when the connection was never made, since a retried POST that did arrive would
+start a second GPU job.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from stillhouse.errors import StillhouseError
+from stillhouse.jobs.model import ErrorClass
+
+
+class RunPodError(StillhouseError):
+    code = "runpod_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: ErrorClass,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+def classify_status(status_code: int) -> ErrorClass:
+    if status_code == 429:
+        return ErrorClass.CAPACITY
+    # 401/403: our API key for this endpoint is wrong, not the job's input. Failing over and counting
+    # it towards the endpoint's breaker takes a misconfigured endpoint out of rotation instead of
+    # failing every job routed to it.
+    if status_code >= 500 or status_code in (401, 403, 408):
+        return ErrorClass.TRANSIENT
+    if status_code == 404:
+        return ErrorClass.WORKER_LOST
+    return ErrorClass.TERMINAL
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, RunPodError) and exc.error_class is ErrorClass.TRANSIENT
+
+
+def _never_connected(exc: BaseException) -> bool:
+    return isinstance(exc, RunPodError) and isinstance(exc.__cause__, requests.exceptions.ConnectionError) and not isinstance(
+        exc.__cause__, requests.exceptions.ReadTimeout
+    )
+
+
+_retry_reads = retry(
+    retry=retry_if_exception(_transient),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
+    reraise=True,
+)
+_retry_unsent = retry(
+    retry=retry_if_exception(_never_connected),
+    stop=stop_after_attempt(2),
+    wait=wait_exponential_jitter(multiplier=0.1, max=0.5),
+    reraise=True,
+)
+
+
+class RunPodClient:
+    def __init__(self, api_key: str, *, timeout_s: float = 10.0, session: requests.Session | None = None) -> None:
+        self._timeout = timeout_s
+        self._session = session or requests.Session()
+        self._session.headers.update({"Authorization": f"Bearer {api_key}"})
+
+    def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self._session.request(method, url, json=body, timeout=self._timeout)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+            raise RunPodError(f"{method} {url}: {err.__class__.__name__}", error_class=ErrorClass.TRANSIENT) from err
+        if response.status_code >= 400:
+            raise RunPodError(
+                f"{method} {url}: HTTP {response.status_code} {response.text[:200]}",
+                error_class=classify_status(response.status_code),
+                status_code=response.status_code,
+                retry_after_s=_retry_after(response),
+            )
+        try:
+            return response.json()
+        except ValueError as err:
+            raise RunPodError(f"{method} {url}: body is not JSON", error_class=ErrorClass.TRANSIENT) from err
+
+    @_retry_unsent
+    def run(
+        self,
+        base_url: str,
+        endpoint_id: str,
+        payload: dict[str, Any],
+        *,
+        webhook: str | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": payload}
+        if webhook:
+            body["webhook"] = webhook
+        if policy:
+            body["policy"] = policy
+        return self._call("POST", f"{base_url}/{endpoint_id}/run", body)
+
+    @_retry_reads
+    def status(self, base_url: str, endpoint_id: str, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{base_url}/{endpoint_id}/status/{job_id}")
+
+    @_retry_reads
+    def stream(self, base_url: str, endpoint_id: str, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{base_url}/{endpoint_id}/stream/{job_id}")
+
+    @_retry_reads
+    def cancel(self, base_url: str, endpoint_id: str, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"{base_url}/{endpoint_id}/cancel/{job_id}")
+
+    @_retry_reads
+    def health(self, base_url: str, endpoint_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{base_url}/{endpoint_id}/health")

@@ -1,0 +1,133 @@
+"""The Lambda tasks of the council workflow (statemachines/council.asl.json)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stillhouse import errors
+
+from stillhouse.workflows import council_prompts as council
+from stillhouse.jobs.dispatch import Endpoint, Refused, Routing, place
+from stillhouse.jobs.store import JobStore, MemberStore
+from stillhouse.jobs.model import CouncilInput, ErrorClass, Job, JobStatus
+from stillhouse.runpod.client import RunPodClient
+
+RAISE_FOR: dict[ErrorClass | None, type[errors.WorkflowTaskError]] = {
+    ErrorClass.CAPACITY: errors.CapacityError,
+    ErrorClass.TRANSIENT: errors.TransientError,
+    ErrorClass.WORKER_LOST: errors.WorkerLostError,
+    ErrorClass.TERMINAL: errors.TerminalError,
+    None: errors.NoEndpointAvailable,
+}
+
+
+@dataclass
+class CouncilTasks:
+    store: JobStore
+    members: MemberStore
+    router: Routing
+    client_for: Callable[[Endpoint], RunPodClient]
+    callback_url: Callable[[Job, int, Endpoint, str], str]  # (job, attempt, endpoint, member key)
+    policy: dict[str, Any]
+    notify: Callable[[Job], Any]
+    stop_runpod_job: Callable[[str, str], None]  # (endpoint name, RunPod id): cancel it, free its slot
+
+    def member(self, job_id: str, stage: str, index: int, model: str, task_token: str) -> dict[str, Any]:
+        """Ask one model (answer, rank or synthesis stage); its webhook resumes the workflow."""
+        job = self.store.get(job_id)
+        if job.status.terminal:
+            raise errors.JobFinished(f"job is {job.status.value}")
+        spec = CouncilInput.model_validate(job.input)
+        key = f"{stage}-{index}"
+        earlier = (job.members or {}).get(key)
+        if earlier and not earlier.get("done") and self.members.finish(job_id, key):
+            # A retry after the callback timed out: the earlier try still holds a RunPod worker and an
+            # endpoint slot, and its late result would be ignored. Taking it (finish) first makes this
+            # the only place that frees it: its webhook, if it comes, finds it taken.
+            self.stop_runpod_job(earlier["endpoint"], earlier["runpod_id"])
+        payload: dict[str, Any] = {"task": "generate", "model": model, "messages": self._messages(job, spec, stage)}
+        if spec.max_new_tokens:
+            payload["max_new_tokens"] = spec.max_new_tokens
+        outcome = place(self.router, self.client_for, model, payload,
+                        lambda endpoint: self.callback_url(job, 0, endpoint, key), self.policy)
+        if isinstance(outcome, Refused):
+            raise RAISE_FOR[outcome.error_class](f"{model}: {outcome.reason}")
+        endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]
+        self.router.submitted(endpoint.name)
+        if not self.members.put(job_id, key, {
+            "model": model, "stage": stage, "endpoint": endpoint.name,
+            "runpod_id": runpod_id, "task_token": task_token, "started_ms": int(time.time() * 1000),
+        }):
+            # Cancelled while we were submitting: the cancel could not see this member, so stop it here.
+            self.stop_runpod_job(endpoint.name, runpod_id)
+            raise errors.JobFinished(f"job {job_id} ended while {model} was being asked")
+        return {"runpod_id": runpod_id}
+
+    @staticmethod
+    def _messages(job: Job, spec: CouncilInput, stage: str) -> list[dict[str, str]]:
+        if stage == "answer":
+            return council.answer_messages(spec.prompt)
+        state = job.council or {}
+        if stage == "rank":
+            return council.ranking_messages(spec.prompt, state["answers"], state["labels"])
+        if stage == "synthesis":
+            return council.synthesis_messages(spec.prompt, state["answers"], state.get("aggregate"))
+        raise errors.TerminalError(f"unknown council stage {stage!r}")
+
+    def quorum(self, job_id: str, answers: list[dict[str, Any]], tolerated_failure_percentage: float) -> dict[str, Any]:
+        """Keep what the models answered; more failures than tolerated sink the job."""
+        ok = [a for a in answers if "text" in a]
+        failed = [a["model"] for a in answers if "text" not in a]
+        if not ok or 100.0 * len(failed) / len(answers) > tolerated_failure_percentage:
+            reasons = "; ".join(f"{a['model']}: {a.get('error')}" for a in answers if "text" not in a)
+            raise errors.TerminalError(
+                f"{len(failed)} of {len(answers)} models failed (tolerated: {tolerated_failure_percentage:g}%): {reasons}")
+        labels = council.labels_for([a["model"] for a in ok])
+        self.store.annotate(job_id, {"council": {"answers": ok, "failed_models": failed, "labels": labels}})
+        return {"answered": [a["model"] for a in ok], "failed_models": failed}
+
+    def tally(self, job_id: str, rankings: list[dict[str, Any]]) -> dict[str, Any]:
+        """Read every ranking once and keep them with their aggregate on the job: the chair's prompt
+        and the recorded result both read them from there, so they cannot disagree."""
+        kept = self.store.get(job_id).council or {}
+        ranked = [{"model": r["model"], "ranking": council.parse_ranking(r["text"], kept.get("labels", {}))}
+                  for r in rankings if "text" in r]  # a ranker that failed is left out, not fatal
+        aggregate = council.aggregate_rankings([r["ranking"] for r in ranked])
+        self.store.annotate(job_id, {"council": {**kept, "rankings": ranked, "aggregate": aggregate}})
+        return {"rankers": [r["model"] for r in ranked]}
+
+    def record(self, state: dict[str, Any]) -> dict[str, Any]:
+        job = self.store.get(state["job_id"])
+        kept = job.council or {}
+        output: dict[str, Any] = {
+            "final": state["final"]["text"],
+            "chair": state["final"].get("model"),
+            "answers": [{"model": a["model"], "text": a["text"], "latency_ms": a.get("latency_ms")}
+                        for a in kept.get("answers", [])],
+            "failed_models": kept.get("failed_models", []),
+        }
+        if "rankings" in kept:  # only a council with rank: true went through the tally
+            output["rankings"] = kept["rankings"]
+            output["aggregate_ranking"] = kept["aggregate"]
+            output["labels"] = kept.get("labels", {})
+        try:
+            done = self.store.transition(job.id, JobStatus.COMPLETED, actor="council", attempt=job.attempts,
+                                         fields={"output": output}, expect=[JobStatus.IN_PROGRESS])
+        except errors.TransitionRefused:
+            return {"recorded": False}  # cancelled meanwhile: the cancel stands
+        self.notify(done)
+        return {"recorded": True}
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        action = event.get("action")
+        if action == "council_member":
+            return self.member(event["job_id"], event["stage"], int(event["index"]), event["model"], event["task_token"])
+        if action == "council_quorum":
+            return self.quorum(event["job_id"], event["answers"], float(event["tolerated_failure_percentage"]))
+        if action == "council_tally":
+            return self.tally(event["job_id"], event["rankings"])
+        if action == "council_record":
+            return self.record(event["state"])
+        return None

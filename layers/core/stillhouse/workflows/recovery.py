@@ -1,0 +1,140 @@
+"""The Lambda tasks of the recovery workflow (statemachines/recovery.asl.json).
+
+Errors are raised as the classes in stillhouse.errors whose names the state machine's Retry and
+Catch blocks match, so backoff, failover and giving up are decided by the workflow definition.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stillhouse import errors
+from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
+from stillhouse.workflows.council import RAISE_FOR, CouncilTasks
+from stillhouse.jobs.dispatch import Dispatcher, Refused, nothing_available
+from stillhouse.jobs.store import JobStore
+from stillhouse.jobs.model import ErrorClass, Job, JobStatus
+from stillhouse.runpod.client import RunPodError
+from stillhouse.workflows.stepfunctions import ERROR_NAMES
+
+_CLASS_OF_ERROR_NAME = {name: cls for cls, name in ERROR_NAMES.items()}
+
+
+@dataclass
+class RecoveryTasks:
+    store: JobStore
+    dispatcher: Dispatcher
+    callbacks: CallbackRecorder
+    fetch_status: Callable[[str, str], dict[str, Any]]
+    notify: Callable[[Job], Any]
+    max_attempts: int
+    council: CouncilTasks | None = None
+
+    def submit(self, job_id: str, task_token: str, execution_arn: str | None = None) -> dict[str, Any]:
+        """One attempt: route, POST /run, remember the task token; the webhook resumes the workflow.
+        The execution records itself on the job: its first task can run before the dispatcher that
+        started it has written `execution_arn`, and the job must never look like it has no owner."""
+        job = self.store.get(job_id)
+        if job.status.terminal:
+            raise errors.JobFinished(f"job is {job.status.value}")
+        if job.attempts >= self.max_attempts:
+            raise errors.TerminalError(f"gave up after {job.attempts} attempts; last error: {job.error}")
+        plan = self.dispatcher.plan(job)
+        if not plan:
+            # Waiting is not failing: no attempt is spent, the workflow's own long Retry block waits.
+            reason = nothing_available(job.model)
+            self._note(job, reason, None, execution_arn)
+            raise errors.NoEndpointAvailable(reason)
+        claimed = self.store.claim_attempt(job.id, job.attempts)
+        if claimed is None:
+            raise errors.TransientError("another attempt of this job is being submitted")
+        outcome = self.dispatcher.submit(claimed, claimed.attempts, actor="recovery", task_token=task_token,
+                                         execution_arn=execution_arn, plan=plan)
+        if isinstance(outcome, Refused):
+            self._note(claimed, outcome.reason, outcome.error_class, execution_arn)
+            raise RAISE_FOR[outcome.error_class](outcome.reason)
+        if outcome is None:
+            raise errors.JobFinished(f"job is {self.store.get(job_id).status.value}")
+        return {"runpod_id": outcome.runpod_id, "endpoint": outcome.endpoint, "attempt": outcome.attempts}
+
+    def check_status(self, job_id: str) -> dict[str, str]:
+        """No callback came in time: ask RunPod. Lost or failed retryably -> WorkerLostError (submit again)."""
+        job = self.store.get(job_id)
+        if job.status.terminal:
+            return {"state": "done"}
+        if not (job.endpoint and job.runpod_id) or job.status is not JobStatus.IN_PROGRESS:
+            self._note(job, "no RunPod job in flight", ErrorClass.WORKER_LOST)
+            raise errors.WorkerLostError("no RunPod job in flight")
+        try:
+            body = self.fetch_status(job.endpoint, job.runpod_id)
+        except RunPodError as err:
+            if err.error_class is ErrorClass.WORKER_LOST:  # RunPod no longer knows the job
+                self._attempt_lost(job, err.message, ErrorClass.WORKER_LOST, {})
+                raise errors.WorkerLostError(err.message) from err
+            raise errors.TransientError(err.message) from err
+        if body.get("status") in ("IN_QUEUE", "IN_PROGRESS"):
+            return {"state": "running"}
+        target = JobStatus(body["status"]) if body.get("status") in JobStatus.__members__ else None
+        error_class = error_class_of(target, body.get("error")) if target else ErrorClass.WORKER_LOST
+        if error_class is not None and error_class.retryable:
+            self._attempt_lost(job, str(body.get("error") or body.get("status")), error_class, body)
+            raise errors.WorkerLostError(f"RunPod job {job.runpod_id} ended {body.get('status')}")
+        self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="recovery")
+        return {"state": "done"}
+
+    def record_failure(self, job_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
+        """The workflow gave up: end the job FAILED with the last error (a no-op if it already ended)."""
+        name = (error or {}).get("Error", "Unknown")
+        cause = (error or {}).get("Cause", "")
+        job = self.store.get(job_id)
+        message = f"{name}: {cause}" if cause else name
+        if job.error and name not in ("TerminalError",):
+            message = f"{message} (last attempt: {job.error})"
+        error_class = _CLASS_OF_ERROR_NAME.get(name, ErrorClass.TRANSIENT)
+        try:
+            failed = self.store.transition(job_id, JobStatus.FAILED, actor="recovery", attempt=job.attempts,
+                                           detail=message, fields={"error": message, "error_class": error_class.value})
+        except errors.TransitionRefused:
+            return {"recorded": False}
+        self.notify(failed)
+        return {"recorded": True}
+
+    def _attempt_lost(self, job: Job, reason: str, error_class: ErrorClass, body: dict[str, Any]) -> None:
+        """The RunPod job in flight ended without a usable result: take the job off it and report the
+        failure to routing (breaker, in-flight slot). Only the write that moves this very attempt off
+        IN_PROGRESS reports, so a webhook or a second check racing us cannot count it twice."""
+        try:
+            self.store.transition(job.id, JobStatus.RETRYING, actor="recovery", attempt=job.attempts,
+                                  endpoint=job.endpoint, detail=reason,
+                                  fields={"error": reason, "error_class": error_class.value},
+                                  expect=[JobStatus.IN_PROGRESS], expect_runpod_id=job.runpod_id)
+        except errors.TransitionRefused:
+            return  # recorded (and reported) by whoever moved the job first
+        self.callbacks.learn(job.endpoint, JobStatus.FAILED, error_class, reason, body)
+
+    def _note(self, job: Job, reason: str, error_class: ErrorClass | None, execution_arn: str | None = None) -> None:
+        """Keep the latest reason on the job so its timeline shows why it is still waiting."""
+        fields: dict[str, Any] = {"error": reason}
+        if error_class is not None:
+            fields["error_class"] = error_class.value
+        if execution_arn:
+            fields["execution_arn"] = execution_arn
+        try:
+            self.store.transition(job.id, JobStatus.RETRYING, actor="recovery", attempt=job.attempts,
+                                  endpoint=None, detail=reason, fields=fields,
+                                  expect=[JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS, JobStatus.RETRYING])
+        except errors.TransitionRefused:
+            pass
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        action = event.get("action")
+        if action == "submit":
+            return self.submit(event["job_id"], event["task_token"], event.get("execution_arn"))
+        if action == "check_status":
+            return self.check_status(event["job_id"])
+        if action == "record_failure":
+            return self.record_failure(event["job_id"], event.get("error"))
+        if self.council is not None and str(action).startswith("council_"):
+            return self.council.handle(event)
+        raise errors.TerminalError(f"unknown workflow action {action!r}")

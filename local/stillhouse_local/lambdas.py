@@ -1,0 +1,93 @@
+"""Lambda handlers run in-process, with a Lambda-like context, one invocation at a time each.
+
+One lock per function mirrors Lambda's one-event-per-instance model: Powertools' resolver keeps
+the current event on the app object, so two concurrent events in one instance would mix."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stillhouse_local.template import FunctionSpec
+
+
+@dataclass
+class LambdaContext:
+    function_name: str
+    memory_limit_in_mb: int = 512
+    timeout_s: float = 30.0
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    @property
+    def function_version(self) -> str:
+        return "$LATEST"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def log_stream_name(self) -> str:
+        return "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
+
+
+class InProcessFunction:
+    def __init__(self, spec: FunctionSpec, physical_name: str) -> None:
+        self.spec = spec
+        self.physical_name = physical_name
+        self._lock = threading.Lock()
+        self._handler: Callable[[Any, Any], Any] | None = None
+
+    def _load(self) -> Callable[[Any, Any], Any]:
+        module_name, _, attr = self.spec.handler.rpartition(".")
+        path = self.spec.code_dir / f"{module_name.replace('.', '/')}.py"
+        # Every function's module is called `app`: import each under its own name.
+        spec = importlib.util.spec_from_file_location(f"stillhouse_fn_{self.spec.logical_id}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return getattr(module, attr)
+
+    def invoke(self, event: Any) -> Any:
+        with self._lock:
+            if self._handler is None:
+                self._handler = self._load()
+            return self._handler(event, LambdaContext(self.physical_name))
+
+
+class FunctionRegistry:
+    """Logical id / physical name -> in-process function."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, InProcessFunction] = {}
+
+    def add(self, fn: InProcessFunction) -> None:
+        self._by_name[fn.spec.logical_id] = fn
+        self._by_name[fn.physical_name] = fn
+
+    def get(self, name: str) -> InProcessFunction:
+        return self._by_name[name.rsplit(":", 1)[-1] if name.startswith("arn:") else name]
+
+    def invoke_for_moto(self, function_name: str, event: Any) -> tuple[str, bool, str]:
+        """moto's `_invoke_lambda` contract: (payload, errored, logs). The exception's type name
+        becomes the error name, so Step Functions `Retry.ErrorEquals` can match our classes."""
+        try:
+            result = self.get(function_name).invoke(event)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as a Lambda error
+            body = {"errorType": type(exc).__name__, "errorMessage": str(exc),
+                    "stackTrace": traceback.format_exc().splitlines()[-5:]}
+            return json.dumps(body), True, ""
+        return json.dumps(result), False, ""

@@ -1,0 +1,173 @@
+"""The embedded stack: everything template.yaml declares, in one process, on 127.0.0.1."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stillhouse import wiring
+from stillhouse.auth import new_key
+from stillhouse_local.http_gateway import HttpGateway
+from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
+from stillhouse_local.moto_env import MotoEnvironment, free_port
+from stillhouse_local.pollers import QueuePoller
+from stillhouse_local.scheduler import ScheduleRunner
+from stillhouse_local.template import translate
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackOptions:
+    port: int = 3000
+    endpoints: list[str] = field(default_factory=lambda: ["local"])
+    template: Path = REPO_ROOT / "template.yaml"
+    dev_api_key: str | None = None
+    #: template parameter overrides (e.g. short visibility timeouts in tests)
+    parameters: dict[str, str] = field(default_factory=dict)
+    start_workers: bool = True
+    worker_env: dict[str, str] = field(default_factory=dict)
+    #: extra worker environment per endpoint, on top of worker_env. An endpoint whose worker gets
+    #: WORKER_STREAMING=true is registered with streaming=True (it takes the `stream: true` jobs).
+    endpoint_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    worker_concurrency: int = 8  # jobs one stand-in worker takes at once (RunPod concurrency_modifier)
+    webhook_retry_delay_s: float = 1.0
+    log_dir: Path | None = None
+    poll_wait_s: int = 1
+    #: extra environment for the functions (settings not in the template, e.g. breaker thresholds)
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+class EmbeddedStack:
+    # moto's backends and the Lambda environment are process-global: two stacks in one process would
+    # silently share tables and overwrite each other's settings, so a second one is refused.
+    _running: EmbeddedStack | None = None
+    _running_lock = threading.Lock()
+
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.port = self.options.port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.moto = MotoEnvironment()
+        self.functions = FunctionRegistry()
+        self.resources: dict[str, str] = {}
+        self.pollers: list[QueuePoller] = []
+        self.schedules: list[ScheduleRunner] = []
+        self.gateway: HttpGateway | None = None
+        self.standin: Any = None
+        self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
+        self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> EmbeddedStack:
+        from stillhouse_local.runpod_standin import RunPodStandIn
+
+        with EmbeddedStack._running_lock:
+            if EmbeddedStack._running is not None:
+                raise RuntimeError(
+                    f"an embedded stack already runs in this process ({EmbeddedStack._running.url}); "
+                    "moto and the Lambda environment are process-global: use that one")
+            EmbeddedStack._running = self
+        try:
+            self.moto.start()
+            local = translate(self.options.template)
+            self.standin = RunPodStandIn(
+                api_key=self.runpod_api_key,
+                endpoints=list(self.options.endpoints),
+                start_workers=self.options.start_workers,
+                worker_concurrency=self.options.worker_concurrency,
+                worker_env=self.options.worker_env,
+                endpoint_env=self.options.endpoint_env,
+                webhook_retry_delay_s=self.options.webhook_retry_delay_s,
+                log_dir=self.options.log_dir,
+            )
+            self.standin.start()
+            parameters = {"CallbackBaseUrl": self.url, "RunPodBaseUrl": self.standin.api_base(),
+                          **self.options.parameters}
+            self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
+            for spec in local.functions.values():
+                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id]))
+            self.moto.install_lambda_runtime(self.functions)
+            self._configure_process(local)
+            self._seed()
+            self.gateway = HttpGateway(local.routes, self.functions, port=self.port)
+            self.gateway.start()
+            sqs = self.moto.client("sqs")
+            for mapping in local.queue_mappings:
+                batch = mapping.batch_size
+                if isinstance(batch, dict):  # {"Ref": "DispatchBatchSize"}
+                    batch = parameters.get(batch["Ref"]) or _default_parameter(local, batch["Ref"])
+                poller = QueuePoller(sqs, self.resources[mapping.queue], mapping.function, self.functions,
+                                     batch_size=int(batch), report_batch_item_failures=mapping.report_batch_item_failures,
+                                     wait_s=self.options.poll_wait_s)
+                poller.start()
+                self.pollers.append(poller)
+            for schedule in local.schedules:
+                runner = ScheduleRunner(schedule.function, schedule.period_s, self.functions)
+                runner.start()
+                self.schedules.append(runner)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers.clear()
+        for runner in self.schedules:
+            runner.stop()
+        self.schedules.clear()
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        if self.standin is not None:
+            self.standin.stop()
+            self.standin = None
+        self.moto.stop()
+        with EmbeddedStack._running_lock:
+            if EmbeddedStack._running is self:
+                EmbeddedStack._running = None
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _configure_process(self, local: Any) -> None:
+        """Lambda environment variables are process-global here: set them once, for every function."""
+        env = self.moto.function_environment([self.resources[f] for f in local.functions])
+        env["AWS_ENDPOINT_URL"] = self.moto.url
+        env["AWS_REGION"] = "us-east-1"
+        env.update(self.options.environment)
+        os.environ.update(env)
+        wiring.reset()
+
+    def _seed(self) -> None:
+        wiring.api_keys().add(self.dev_api_key, "dev", admin=True)
+        for name in self.options.endpoints:
+            # Read as gpu_handler's WorkerSettings reads it.
+            flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
+            streaming = flag.strip().lower() in {"1", "true", "yes", "on"}
+            wiring.registry().put({"name": name, "endpoint_id": name, "base_url": self.standin.api_base(),
+                                   "models": ["*"], "streaming": streaming})
+
+    # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
+    def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:
+        key = new_key()
+        wiring.api_keys().add(key, tenant_id, admin=admin)
+        return key
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.resources[logical_id]
+
+
+def _default_parameter(local: Any, name: str) -> str:
+    return str(local.cloudformation.get("Parameters", {}).get(name, {}).get("Default", 10))

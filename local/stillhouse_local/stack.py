@@ -18,7 +18,7 @@ from stillhouse_local.pollers import QueuePoller
 from stillhouse_local.scheduler import ScheduleRunner
 from stillhouse_local.template import translate
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger(__name__)
 
 

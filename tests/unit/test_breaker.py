@@ -7,7 +7,7 @@ import pytest
 
 from stillhouse.routing.breaker import Breaker, BreakerSettings, OpenReason, on_failure
 from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore, StateConflict
-from stillhouse.jobs.model import ErrorClass
+from stillhouse.errors import ErrorClass
 
 from .conftest import create_state_table
 

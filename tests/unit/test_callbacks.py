@@ -4,7 +4,8 @@ import pytest
 from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 from stillhouse.errors import Unauthorized
 from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import ErrorClass, JobStatus
+from stillhouse.jobs.model import JobStatus
+from stillhouse.errors import ErrorClass
 from stillhouse.delivery.signing import callback_token
 
 from .test_jobs_store import make_job

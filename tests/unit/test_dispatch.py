@@ -3,9 +3,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from stillhouse.errors import ErrorClass
 from stillhouse.jobs.dispatch import DispatchDeferred, Dispatcher, runpod_payload
+from stillhouse.jobs.model import JobStatus, Task
+from stillhouse.jobs.status import NOTE_WAITING
 from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import ErrorClass, JobStatus, Task
 from stillhouse.runpod.client import RunPodError, classify_status
 
 from .test_jobs_store import make_job
@@ -125,9 +127,8 @@ def test_a_hand_over_still_records_its_reason_when_the_workflows_first_task_got_
     class EagerWorkflows(FakeWorkflows):
         def start_recovery(self, job_id, attempt):
             arn = super().start_recovery(job_id, attempt)
-            store.transition(job_id, JobStatus.RETRYING, actor="recovery", detail="no endpoint available",
-                             fields={"error": "no endpoint available", "execution_arn": arn},
-                             expect=[JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS, JobStatus.RETRYING])
+            store.transition(job_id, NOTE_WAITING, actor="recovery", detail="no endpoint available",
+                             fields={"error": "no endpoint available", "execution_arn": arn})
             return arn
 
     runpod = FakeRunPod({"ep-a": RunPodError("busy", error_class=ErrorClass.CAPACITY, status_code=429)})

@@ -9,7 +9,7 @@ import pytest
 from stillhouse.routing.breaker import Breaker, BreakerSettings
 from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore
 from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
-from stillhouse.jobs.model import ErrorClass
+from stillhouse.errors import ErrorClass
 from stillhouse.routing.router import Plan, Policy, RouteSettings, Router, route
 
 from .conftest import create_config_table, create_state_table

@@ -1,7 +1,7 @@
 """RunPod's HTTP answers, classified: what the router does next depends on who is at fault."""
 import pytest
 
-from stillhouse.jobs.model import ErrorClass
+from stillhouse.errors import ErrorClass
 from stillhouse.runpod.client import classify_status
 
 

@@ -6,7 +6,8 @@ import pytest
 from stillhouse.auth import Principal
 from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
 from stillhouse.errors import JobNotFound, ServiceUnavailable
-from stillhouse.jobs.model import ErrorClass, JobStatus
+from stillhouse.jobs.model import JobStatus
+from stillhouse.errors import ErrorClass
 from stillhouse.runpod.client import RunPodError
 from stillhouse.jobs.streams import StreamReader, chunks_of
 

@@ -1,11 +1,11 @@
 """The one table of job status transitions."""
 import pytest
 
-from stillhouse.jobs.model import TERMINAL_STATUSES, JobStatus
-from stillhouse.jobs.status import ALLOWED, allowed, sources_of
+from stillhouse.jobs import status
+from stillhouse.jobs.status import ALLOWED, TERMINAL, JobStatus, Move, allowed, sources_of
 
 
-@pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
+@pytest.mark.parametrize("terminal", sorted(TERMINAL))
 def test_nothing_leaves_a_terminal_status(terminal):
     assert ALLOWED[terminal] == frozenset()
     assert all(not allowed(terminal, target) for target in JobStatus)
@@ -31,4 +31,18 @@ def test_every_status_has_a_row():
 
 def test_sources_of_a_terminal_status_are_exactly_the_live_ones():
     assert set(sources_of(JobStatus.COMPLETED)) == {JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS, JobStatus.RETRYING}
-    assert sources_of(JobStatus.IN_QUEUE) == []
+    assert sources_of(JobStatus.IN_QUEUE) == frozenset()
+
+
+def test_a_terminal_job_is_exactly_one_in_the_terminal_set():
+    assert {s for s in JobStatus if s.terminal} == TERMINAL
+
+
+@pytest.mark.parametrize("move", [m for m in vars(status).values() if isinstance(m, Move)], ids=lambda m: m.name)
+def test_every_named_move_is_a_move_the_table_allows(move):
+    assert move.sources and all(allowed(source, move.target) for source in move.sources)
+
+
+def test_a_move_the_table_forbids_cannot_even_be_named():
+    with pytest.raises(ValueError, match="not in ALLOWED"):
+        Move("resurrect", JobStatus.IN_PROGRESS, frozenset({JobStatus.COMPLETED}))

@@ -4,7 +4,8 @@ import pytest
 from stillhouse import errors
 from stillhouse.runpod.callbacks import CallbackRecorder
 from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import ErrorClass, JobStatus
+from stillhouse.jobs.model import JobStatus
+from stillhouse.errors import ErrorClass
 from stillhouse.runpod.client import RunPodError
 from stillhouse.delivery.signing import callback_token
 from stillhouse.workflows.recovery import RecoveryTasks

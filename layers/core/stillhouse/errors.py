@@ -1,5 +1,24 @@
-"""Domain exceptions. The HTTP layer maps them to status codes by type, in one place (api.py)."""
+"""Domain exceptions and the classes of failure.
+
+The HTTP layer maps exceptions to status codes by type, in one place (stillhouse.http.resolver); the
+state machines match the workflow errors by class name, read from the one table at the end of this file.
+"""
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorClass(StrEnum):
+    """How a failed attempt is handled (see docs/errors.md)."""
+
+    CAPACITY = "capacity"  # 429 / throttled: back off, same endpoint later, breaker untouched
+    TRANSIENT = "transient"  # 5xx, timeouts, resets: retry, counts towards the breaker
+    TERMINAL = "terminal"  # bad input, non-retryable handler error: fail now, breaker untouched
+    WORKER_LOST = "worker_lost"  # job vanished / TIMED_OUT on the worker: retry elsewhere
+
+    @property
+    def retryable(self) -> bool:
+        return self is not ErrorClass.TERMINAL
 
 
 class StillhouseError(Exception):
@@ -84,3 +103,26 @@ class TerminalError(WorkflowTaskError):
 
 class JobFinished(WorkflowTaskError):
     """The job is already terminal (e.g. cancelled): the workflow just ends."""
+
+
+# --- the one table: class of failure <-> the error a workflow task raises ---------------------------
+#: What a workflow task raises for each class of failure (None: no endpoint could take the job at all).
+#: The exception's class name is the Step Functions error name that statemachines/*.asl.json match.
+WORKFLOW_ERRORS: dict[ErrorClass | None, type[WorkflowTaskError]] = {
+    ErrorClass.CAPACITY: CapacityError,
+    ErrorClass.TRANSIENT: TransientError,
+    ErrorClass.WORKER_LOST: WorkerLostError,
+    ErrorClass.TERMINAL: TerminalError,
+    None: NoEndpointAvailable,
+}
+#: Every error name a task may raise to a state machine.
+WORKFLOW_ERROR_NAMES = frozenset(cls.__name__ for cls in (*WORKFLOW_ERRORS.values(), JobFinished))
+
+
+def workflow_error_name(error_class: ErrorClass | None) -> str:
+    return WORKFLOW_ERRORS[error_class].__name__
+
+
+def error_class_named(name: str) -> ErrorClass | None:
+    """The class of failure a workflow error name stands for (None for unknown or no-endpoint names)."""
+    return next((c for c, cls in WORKFLOW_ERRORS.items() if cls.__name__ == name), None)

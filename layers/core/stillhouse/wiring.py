@@ -9,24 +9,24 @@ from urllib.parse import urlencode
 
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
-from stillhouse.routing.breaker import Breaker
-from stillhouse.outputs.cache import ResultCache
-from stillhouse.runpod.callbacks import CallbackRecorder, report_outcome
 from stillhouse.config import get_settings
-from stillhouse.workflows.council import CouncilTasks
-from stillhouse.jobs.dispatch import Dispatcher, Endpoint
-from stillhouse.routing.state import EndpointStateStore
-from stillhouse.routing.registry import EndpointRegistry
-from stillhouse.jobs.store import JobStore, MemberStore
-from stillhouse.jobs.model import Job, Priority
-from stillhouse.delivery.webhooks import notify
-from stillhouse.jobs.queue import JobQueue
-from stillhouse.outputs.spill import ResultStore
-from stillhouse.routing.router import Router
-from stillhouse.runpod.client import RunPodClient
-from stillhouse.jobs.service import CouncilDefaults, JobService
 from stillhouse.delivery.signing import callback_token
+from stillhouse.delivery.webhooks import notify
+from stillhouse.jobs.dispatch import Dispatcher, Endpoint
+from stillhouse.jobs.model import Job, Priority
+from stillhouse.jobs.queue import JobQueue
+from stillhouse.jobs.service import CouncilDefaults, JobService
+from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.jobs.sweeper import Sweeper, redrive
+from stillhouse.outputs.cache import ResultCache
+from stillhouse.outputs.spill import ResultStore
+from stillhouse.routing.breaker import Breaker
+from stillhouse.routing.registry import EndpointRegistry
+from stillhouse.routing.router import Router
+from stillhouse.routing.state import EndpointStateStore
+from stillhouse.runpod.callbacks import CallbackRecorder, report_outcome
+from stillhouse.runpod.client import RunPodClient
+from stillhouse.workflows.council import CouncilTasks
 from stillhouse.workflows.recovery import RecoveryTasks
 from stillhouse.workflows.stepfunctions import Workflows
 

@@ -7,8 +7,8 @@ import requests
 from aws_lambda_powertools import Logger
 from tenacity import retry, stop_after_attempt, wait_exponential_jitter
 
-from stillhouse.jobs.model import Job
 from stillhouse.delivery.signing import webhook_signature
+from stillhouse.jobs.model import Job
 
 logger = Logger(service="stillhouse", child=True)
 SIGNATURE_HEADER = "X-Stillhouse-Signature"

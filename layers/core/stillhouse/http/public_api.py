@@ -19,7 +19,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from stillhouse import aws, errors, wiring
 from stillhouse.auth import Principal, require_admin
 from stillhouse.config import get_settings
-from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -28,8 +27,9 @@ from stillhouse.jobs.model import (
     JobRequest,
     JobStatus,
 )
-from stillhouse.routing.router import EndpointView
 from stillhouse.jobs.streams import StreamPage, StreamReader
+from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
+from stillhouse.routing.router import EndpointView
 
 logger = Logger(service="stillhouse")
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})

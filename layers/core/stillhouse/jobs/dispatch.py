@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stillhouse.errors import StillhouseError, TransitionRefused
+from stillhouse.errors import ErrorClass, StillhouseError, TransitionRefused
+from stillhouse.jobs.model import Job, JobStatus, Task
+from stillhouse.jobs.status import HAND_OVER, START_ATTEMPT, START_COUNCIL, Move
 from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import ErrorClass, Job, JobStatus, Task
 from stillhouse.runpod.client import RunPodClient, RunPodError
 
 
@@ -158,8 +159,8 @@ class Dispatcher:
             raise DispatchDeferred(reason)
         if council:
             arn = self.workflows.start_council(job.id, job.input)
-            return self._record(job, JobStatus.IN_PROGRESS, "dispatch", attempt, reason,
-                                {"execution_arn": arn}, expect=[JobStatus.IN_QUEUE])
+            return self._record(job, START_COUNCIL, "dispatch", attempt, reason,
+                                {"execution_arn": arn})
         # Start first (the execution name makes it idempotent), then record it in one write: a job
         # is never RETRYING without the execution that owns it. The execution's first task may get
         # there before us (it records itself too), so RETRYING is accepted as well: the reason and
@@ -168,8 +169,7 @@ class Dispatcher:
         fields: dict[str, Any] = {"execution_arn": arn}
         if error_class is not None:
             fields |= {"error": reason, "error_class": error_class.value}
-        return self._record(job, JobStatus.RETRYING, "dispatch", attempt, reason, fields,
-                            expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
+        return self._record(job, HAND_OVER, "dispatch", attempt, reason, fields)
 
     def plan(self, job: Job) -> Sequence[Endpoint]:
         """The endpoints that could take the job now (serve its model, breaker not open, not full)."""
@@ -201,8 +201,7 @@ class Dispatcher:
             fields["task_token"] = task_token
         if execution_arn:
             fields["execution_arn"] = execution_arn
-        started = self._record(job, JobStatus.IN_PROGRESS, actor, attempt, None, fields, endpoint=endpoint.name,
-                               expect=[JobStatus.IN_QUEUE, JobStatus.RETRYING])
+        started = self._record(job, START_ATTEMPT, actor, attempt, None, fields, endpoint=endpoint.name)
         if started is None:
             current = self.store.get(job.id)
             if current.status is JobStatus.CANCELLED:
@@ -217,11 +216,10 @@ class Dispatcher:
         return self._record(job, JobStatus.FAILED, actor, attempt, error,
                             {"error": error, "error_class": error_class.value}, endpoint=endpoint)
 
-    def _record(self, job: Job, target: JobStatus, actor: str, attempt: int, detail: str | None,
-                fields: dict[str, Any], *, endpoint: str | None = None,
-                expect: list[JobStatus] | None = None) -> Job | None:
+    def _record(self, job: Job, move: Move | JobStatus, actor: str, attempt: int, detail: str | None,
+                fields: dict[str, Any], *, endpoint: str | None = None) -> Job | None:
         try:
-            return self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
-                                         detail=detail, fields=fields, expect=expect)
+            return self.store.transition(job.id, move, actor=actor, endpoint=endpoint, attempt=attempt,
+                                         detail=detail, fields=fields)
         except TransitionRefused:
             return None

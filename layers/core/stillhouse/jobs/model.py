@@ -6,26 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-
-class JobStatus(StrEnum):
-    """RunPod's own words, so users recognise them; RETRYING is ours (recovery workflow waits)."""
-
-    IN_QUEUE = "IN_QUEUE"
-    IN_PROGRESS = "IN_PROGRESS"
-    RETRYING = "RETRYING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMED_OUT = "TIMED_OUT"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
-
-TERMINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
-)
+from stillhouse.errors import ErrorClass
+from stillhouse.jobs.status import JobStatus
 
 
 class Task(StrEnum):
@@ -39,19 +21,6 @@ class Task(StrEnum):
 class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
-
-
-class ErrorClass(StrEnum):
-    """How a failed attempt is handled (see docs/errors.md)."""
-
-    CAPACITY = "capacity"  # 429 / throttled: back off, same endpoint later, breaker untouched
-    TRANSIENT = "transient"  # 5xx, timeouts, resets: retry, counts towards the breaker
-    TERMINAL = "terminal"  # bad input, non-retryable handler error: fail now, breaker untouched
-    WORKER_LOST = "worker_lost"  # job vanished / TIMED_OUT on the worker: retry elsewhere
-
-    @property
-    def retryable(self) -> bool:
-        return self is not ErrorClass.TERMINAL
 
 
 class JobRequest(BaseModel):

@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from stillhouse.auth import Principal
-from stillhouse.outputs.cache import ResultCache, cache_key, cacheable
 from stillhouse.errors import (
     Conflict,
     PayloadTooLarge,
@@ -18,9 +17,10 @@ from stillhouse.errors import (
     TransitionRefused,
     Unprocessable,
 )
-from stillhouse.jobs.store import JobStore, now_iso
 from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Task
 from stillhouse.jobs.queue import JobQueue
+from stillhouse.jobs.store import JobStore, now_iso
+from stillhouse.outputs.cache import ResultCache, cache_key, cacheable
 
 # A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
 MAX_INPUT_BYTES = 300_000

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
 from stillhouse.jobs.model import Job, JobEvent, JobStatus, JobSummary
-from stillhouse.jobs.status import sources_of
+from stillhouse.jobs.status import TERMINAL, Move, to
 
 _JSON_FIELDS = ("input", "params", "output", "council")
 TENANT_INDEX = "ByTenant"
@@ -51,7 +51,7 @@ def _from_item(item: dict[str, Any]) -> Job:
 
 def _live(values: dict[str, Any]) -> str:
     """A condition that the job (status as `#s`) has not ended; adds its placeholders to `values`."""
-    terminal = {f":t{i}": s.value for i, s in enumerate(s for s in JobStatus if s.terminal)}
+    terminal = {f":t{i}": s.value for i, s in enumerate(sorted(TERMINAL))}
     values.update(terminal)
     return f"NOT #s IN ({', '.join(terminal)})"
 
@@ -123,20 +123,22 @@ class JobStore:
     def transition(
         self,
         job_id: str,
-        target: JobStatus,
+        move: Move | JobStatus,
         *,
         actor: str,
         endpoint: str | None = None,
         attempt: int | None = None,
         detail: str | None = None,
         fields: dict[str, Any] | None = None,
-        expect: list[JobStatus] | None = None,
         expect_runpod_id: str | None = None,
     ) -> Job:
-        """Move a job to `target` if the table allows it from its current status; else refuse."""
-        sources = expect if expect is not None else sources_of(target)
-        if not sources:
-            raise TransitionRefused(f"no status may move to {target}")
+        """Make a move of the status table (a bare status: the plain move to it) if the job is in one of
+        its sources; else refuse. `expect_runpod_id` also requires the RunPod job in flight to be that one."""
+        if isinstance(move, JobStatus):
+            move = to(move)
+        if not move.sources:
+            raise TransitionRefused(f"no status may move to {move.target}")
+        target, sources = move.target, sorted(move.sources)
         at = now_iso()
         event = JobEvent(at=at, status=target, actor=actor, endpoint=endpoint, attempt=attempt or 0, detail=detail)
         names = {"#s": "status"}

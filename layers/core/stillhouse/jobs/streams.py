@@ -27,9 +27,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from stillhouse.auth import Principal
+from stillhouse.errors import ErrorClass, ServiceUnavailable
+from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
-from stillhouse.errors import ServiceUnavailable
-from stillhouse.jobs.model import ErrorClass, Job, JobStatus
 from stillhouse.runpod.client import RunPodError
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from stillhouse.runpod.callbacks import CallbackRecorder
-from stillhouse.errors import JobNotFound, TransitionRefused
+from stillhouse.errors import ErrorClass, JobNotFound, TransitionRefused
+from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import ErrorClass, Job, JobStatus
+from stillhouse.runpod.callbacks import CallbackRecorder
 from stillhouse.runpod.client import RunPodError
 
 logger = Logger(service="stillhouse", child=True)

@@ -14,13 +14,13 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stillhouse.errors import ErrorClass
 from stillhouse.routing.state import (
     BreakerState,
     EndpointState,
     EndpointStateStore,
     StateConflict,
 )
-from stillhouse.jobs.model import ErrorClass
 
 log = logging.getLogger(__name__)
 

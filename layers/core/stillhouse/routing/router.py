@@ -15,6 +15,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stillhouse.errors import ErrorClass
 from stillhouse.routing.breaker import (
     Breaker,
     BreakerSettings,
@@ -22,9 +23,8 @@ from stillhouse.routing.breaker import (
     health,
     would_allow,
 )
-from stillhouse.routing.state import BreakerState, EndpointState
 from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
-from stillhouse.jobs.model import ErrorClass
+from stillhouse.routing.state import BreakerState, EndpointState
 
 
 class Policy(StrEnum):

@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from stillhouse.errors import Conflict
-from stillhouse.jobs.model import ErrorClass
+from stillhouse.errors import Conflict, ErrorClass
 
 log = logging.getLogger(__name__)
 

@@ -6,20 +6,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stillhouse.outputs.cache import ResultCache
+from stillhouse.delivery.signing import verify_callback_token
 from stillhouse.errors import (
+    ErrorClass,
     InvalidRequest,
+    JobFinished,
     JobNotFound,
     TransitionRefused,
     Unauthorized,
+    workflow_error_name,
 )
+from stillhouse.jobs.model import Job, JobStatus
+from stillhouse.jobs.status import RETRY_ATTEMPT, TERMINAL
 from stillhouse.jobs.store import JobStore, MemberStore
-from stillhouse.jobs.model import ErrorClass, Job, JobStatus
-from stillhouse.delivery.signing import verify_callback_token
-from stillhouse.workflows.stepfunctions import ERROR_NAMES
+from stillhouse.outputs.cache import ResultCache
 
 # RunPod's terminal statuses and ours are the same words.
-_TERMINAL = {s.value: s for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT)}
+_TERMINAL = {s.value: s for s in TERMINAL}
 
 
 def error_class_of(status: JobStatus, error: Any) -> ErrorClass | None:
@@ -142,7 +145,7 @@ class CallbackRecorder:
                 "model": asked["model"], "text": text if isinstance(text, str) else json.dumps(output),
                 "latency_ms": latency_ms(body)})
         else:
-            name = ERROR_NAMES[error_class or ErrorClass.TERMINAL]
+            name = workflow_error_name(error_class or ErrorClass.TERMINAL)
             self.workflows.fail_task(asked["task_token"], name, error_text or target.value)
         return True
 
@@ -194,7 +197,7 @@ class CallbackRecorder:
             if finished.status is JobStatus.COMPLETED:
                 self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
             else:
-                self.workflows.fail_task(finished.task_token, "JobFinished", f"job ended {finished.status.value}")
+                self.workflows.fail_task(finished.task_token, JobFinished.__name__, f"job ended {finished.status.value}")
         self.notify(finished)
         return finished
 
@@ -206,14 +209,14 @@ class CallbackRecorder:
             fields["execution_arn"] = self.workflows.start_recovery(job.id, attempt)
         try:
             retrying = self.store.transition(
-                job.id, JobStatus.RETRYING, actor=actor, endpoint=endpoint, attempt=attempt, detail=detail,
-                fields=fields, expect=[JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS],
+                job.id, RETRY_ATTEMPT, actor=actor, endpoint=endpoint, attempt=attempt, detail=detail,
+                fields=fields,
             )
         except TransitionRefused:
             return None  # already retrying or finished: this report is a duplicate
         self.learn(endpoint, JobStatus.FAILED, error_class, error, body)
         if job.task_token:
-            self.workflows.fail_task(job.task_token, ERROR_NAMES[error_class], error)
+            self.workflows.fail_task(job.task_token, workflow_error_name(error_class), error)
         return retrying
 
 

@@ -17,8 +17,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from stillhouse.errors import StillhouseError
-from stillhouse.jobs.model import ErrorClass
+from stillhouse.errors import ErrorClass, StillhouseError
 
 
 class RunPodError(StillhouseError):

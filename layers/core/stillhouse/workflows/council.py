@@ -7,20 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillhouse import errors
-
-from stillhouse.workflows import council_prompts as council
 from stillhouse.jobs.dispatch import Endpoint, Refused, Routing, place
+from stillhouse.jobs.model import CouncilInput, Job
+from stillhouse.jobs.status import COMPLETE_COUNCIL
 from stillhouse.jobs.store import JobStore, MemberStore
-from stillhouse.jobs.model import CouncilInput, ErrorClass, Job, JobStatus
 from stillhouse.runpod.client import RunPodClient
-
-RAISE_FOR: dict[ErrorClass | None, type[errors.WorkflowTaskError]] = {
-    ErrorClass.CAPACITY: errors.CapacityError,
-    ErrorClass.TRANSIENT: errors.TransientError,
-    ErrorClass.WORKER_LOST: errors.WorkerLostError,
-    ErrorClass.TERMINAL: errors.TerminalError,
-    None: errors.NoEndpointAvailable,
-}
+from stillhouse.workflows import council_prompts as council
 
 
 @dataclass
@@ -53,7 +45,7 @@ class CouncilTasks:
         outcome = place(self.router, self.client_for, model, payload,
                         lambda endpoint: self.callback_url(job, 0, endpoint, key), self.policy)
         if isinstance(outcome, Refused):
-            raise RAISE_FOR[outcome.error_class](f"{model}: {outcome.reason}")
+            raise errors.WORKFLOW_ERRORS[outcome.error_class](f"{model}: {outcome.reason}")
         endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]
         self.router.submitted(endpoint.name)
         if not self.members.put(job_id, key, {
@@ -113,8 +105,8 @@ class CouncilTasks:
             output["aggregate_ranking"] = kept["aggregate"]
             output["labels"] = kept.get("labels", {})
         try:
-            done = self.store.transition(job.id, JobStatus.COMPLETED, actor="council", attempt=job.attempts,
-                                         fields={"output": output}, expect=[JobStatus.IN_PROGRESS])
+            done = self.store.transition(job.id, COMPLETE_COUNCIL, actor="council", attempt=job.attempts,
+                                         fields={"output": output})
         except errors.TransitionRefused:
             return {"recorded": False}  # cancelled meanwhile: the cancel stands
         self.notify(done)

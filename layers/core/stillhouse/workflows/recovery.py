@@ -10,15 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillhouse import errors
-from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
-from stillhouse.workflows.council import RAISE_FOR, CouncilTasks
+from stillhouse.errors import ErrorClass
 from stillhouse.jobs.dispatch import Dispatcher, Refused, nothing_available
+from stillhouse.jobs.model import Job, JobStatus
+from stillhouse.jobs.status import LOSE_ATTEMPT, NOTE_WAITING
 from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import ErrorClass, Job, JobStatus
+from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 from stillhouse.runpod.client import RunPodError
-from stillhouse.workflows.stepfunctions import ERROR_NAMES
-
-_CLASS_OF_ERROR_NAME = {name: cls for cls, name in ERROR_NAMES.items()}
+from stillhouse.workflows.council import CouncilTasks
 
 
 @dataclass
@@ -53,7 +52,7 @@ class RecoveryTasks:
                                          execution_arn=execution_arn, plan=plan)
         if isinstance(outcome, Refused):
             self._note(claimed, outcome.reason, outcome.error_class, execution_arn)
-            raise RAISE_FOR[outcome.error_class](outcome.reason)
+            raise errors.WORKFLOW_ERRORS[outcome.error_class](outcome.reason)
         if outcome is None:
             raise errors.JobFinished(f"job is {self.store.get(job_id).status.value}")
         return {"runpod_id": outcome.runpod_id, "endpoint": outcome.endpoint, "attempt": outcome.attempts}
@@ -89,9 +88,9 @@ class RecoveryTasks:
         cause = (error or {}).get("Cause", "")
         job = self.store.get(job_id)
         message = f"{name}: {cause}" if cause else name
-        if job.error and name not in ("TerminalError",):
+        if job.error and name != errors.TerminalError.__name__:
             message = f"{message} (last attempt: {job.error})"
-        error_class = _CLASS_OF_ERROR_NAME.get(name, ErrorClass.TRANSIENT)
+        error_class = errors.error_class_named(name) or ErrorClass.TRANSIENT
         try:
             failed = self.store.transition(job_id, JobStatus.FAILED, actor="recovery", attempt=job.attempts,
                                            detail=message, fields={"error": message, "error_class": error_class.value})
@@ -105,10 +104,10 @@ class RecoveryTasks:
         failure to routing (breaker, in-flight slot). Only the write that moves this very attempt off
         IN_PROGRESS reports, so a webhook or a second check racing us cannot count it twice."""
         try:
-            self.store.transition(job.id, JobStatus.RETRYING, actor="recovery", attempt=job.attempts,
+            self.store.transition(job.id, LOSE_ATTEMPT, actor="recovery", attempt=job.attempts,
                                   endpoint=job.endpoint, detail=reason,
                                   fields={"error": reason, "error_class": error_class.value},
-                                  expect=[JobStatus.IN_PROGRESS], expect_runpod_id=job.runpod_id)
+                                  expect_runpod_id=job.runpod_id)
         except errors.TransitionRefused:
             return  # recorded (and reported) by whoever moved the job first
         self.callbacks.learn(job.endpoint, JobStatus.FAILED, error_class, reason, body)
@@ -121,9 +120,8 @@ class RecoveryTasks:
         if execution_arn:
             fields["execution_arn"] = execution_arn
         try:
-            self.store.transition(job.id, JobStatus.RETRYING, actor="recovery", attempt=job.attempts,
-                                  endpoint=None, detail=reason, fields=fields,
-                                  expect=[JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS, JobStatus.RETRYING])
+            self.store.transition(job.id, NOTE_WAITING, actor="recovery", attempt=job.attempts,
+                                  endpoint=None, detail=reason, fields=fields)
         except errors.TransitionRefused:
             pass
 

@@ -6,16 +6,6 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stillhouse.jobs.model import ErrorClass
-
-# Error names the state machines' Retry/Catch blocks match (statemachines/*.asl.json).
-ERROR_NAMES = {
-    ErrorClass.CAPACITY: "CapacityError",
-    ErrorClass.TRANSIENT: "TransientError",
-    ErrorClass.WORKER_LOST: "WorkerLostError",
-    ErrorClass.TERMINAL: "TerminalError",
-}
-
 
 class Workflows:
     def __init__(self, sfn: Any, recovery_arn: str, council_arn: str) -> None:

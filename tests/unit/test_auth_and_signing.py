@@ -4,13 +4,13 @@ import time
 import pytest
 
 from stillhouse.auth import ApiKeyStore, bearer_token, hash_key, new_key
-from stillhouse.errors import Unauthorized
 from stillhouse.delivery.signing import (
     callback_token,
     verify_callback_token,
     verify_webhook_signature,
     webhook_signature,
 )
+from stillhouse.errors import Unauthorized
 
 
 def test_keys_are_stored_as_digests_never_in_clear(keys_table):

@@ -5,9 +5,10 @@ import random
 
 import pytest
 
-from stillhouse.routing.breaker import Breaker, BreakerSettings, OpenReason, on_failure
-from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore, StateConflict
+from stillhouse.config import BreakerSettings
 from stillhouse.errors import ErrorClass
+from stillhouse.routing.breaker import Breaker, OpenReason, on_failure
+from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore, StateConflict
 
 from .conftest import create_state_table
 

@@ -3,11 +3,11 @@ import boto3
 import pytest
 
 from stillhouse.auth import Principal
-from stillhouse.outputs.cache import MAX_CACHED_BYTES, ResultCache, cache_key, cacheable
 from stillhouse.errors import Unprocessable
-from stillhouse.jobs.store import JobStore
 from stillhouse.jobs.model import JobRequest, JobStatus, Task
 from stillhouse.jobs.service import JobService
+from stillhouse.jobs.store import JobStore
+from stillhouse.outputs.cache import MAX_CACHED_BYTES, ResultCache, cache_key, cacheable
 
 from .conftest import create_hash_table
 from .test_callbacks import recorder

@@ -1,12 +1,11 @@
 """RunPod callbacks: verified, recorded once, re-checked when surprising, then pushed to the caller."""
 import pytest
 
-from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
-from stillhouse.errors import Unauthorized
-from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import JobStatus
-from stillhouse.errors import ErrorClass
 from stillhouse.delivery.signing import callback_token
+from stillhouse.errors import ErrorClass, Unauthorized
+from stillhouse.jobs.model import JobStatus
+from stillhouse.jobs.store import JobStore
+from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 
 from .test_jobs_store import make_job
 

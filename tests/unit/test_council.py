@@ -1,10 +1,10 @@
 """Council stages: anonymised ranking, its parsing, aggregation and the chair's prompt."""
 import pytest
 
-from stillhouse.workflows import council_prompts as council
-from stillhouse.workflows.council import CouncilTasks
 from stillhouse.errors import JobFinished, TerminalError
 from stillhouse.jobs.model import Job, JobStatus, Task
+from stillhouse.workflows import council_prompts as council
+from stillhouse.workflows.council import CouncilTasks
 
 ANSWERS = [{"model": "m1", "text": "one"}, {"model": "m2", "text": "two"}, {"model": "m3", "text": "three"}]
 

@@ -2,8 +2,8 @@
 import pytest
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
-from stillhouse.jobs.store import JobStore, MemberStore, now_iso
 from stillhouse.jobs.model import Job, JobStatus, Task
+from stillhouse.jobs.store import JobStore, MemberStore, now_iso
 
 
 def make_job(job_id="j1", tenant="acme", **kw) -> Job:

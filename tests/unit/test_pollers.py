@@ -2,7 +2,6 @@
 only the records a function reports as failed stay on the queue, a raised error keeps the whole batch."""
 import boto3
 import pytest
-
 from stillhouse_local.pollers import QueuePoller
 
 

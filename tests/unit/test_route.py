@@ -6,11 +6,12 @@ from collections import Counter
 
 import pytest
 
-from stillhouse.routing.breaker import Breaker, BreakerSettings
-from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore
-from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
+from stillhouse.config import BreakerSettings, Policy, RouteSettings
 from stillhouse.errors import ErrorClass
-from stillhouse.routing.router import Plan, Policy, RouteSettings, Router, route
+from stillhouse.routing.breaker import Breaker
+from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
+from stillhouse.routing.router import Plan, Router, route
+from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore
 
 from .conftest import create_config_table, create_state_table
 

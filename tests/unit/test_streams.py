@@ -4,12 +4,11 @@ from __future__ import annotations
 import pytest
 
 from stillhouse.auth import Principal
-from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
-from stillhouse.errors import JobNotFound, ServiceUnavailable
+from stillhouse.errors import ErrorClass, JobNotFound, ServiceUnavailable
 from stillhouse.jobs.model import JobStatus
-from stillhouse.errors import ErrorClass
-from stillhouse.runpod.client import RunPodError
 from stillhouse.jobs.streams import StreamReader, chunks_of
+from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
+from stillhouse.runpod.client import RunPodError
 
 from .test_jobs_store import make_job
 

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
+from stillhouse_local.template import translate
 
 from stillhouse import errors
-from stillhouse_local.template import translate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,12 +2,12 @@
 import pytest
 
 from stillhouse import errors
-from stillhouse.runpod.callbacks import CallbackRecorder
-from stillhouse.jobs.store import JobStore
-from stillhouse.jobs.model import JobStatus
-from stillhouse.errors import ErrorClass
-from stillhouse.runpod.client import RunPodError
 from stillhouse.delivery.signing import callback_token
+from stillhouse.errors import ErrorClass
+from stillhouse.jobs.model import JobStatus
+from stillhouse.jobs.store import JobStore
+from stillhouse.runpod.callbacks import CallbackRecorder
+from stillhouse.runpod.client import RunPodError
 from stillhouse.workflows.recovery import RecoveryTasks
 
 from .test_callbacks import SECRET, Workflows

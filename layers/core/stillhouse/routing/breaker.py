@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from stillhouse.config import BreakerSettings
 from stillhouse.errors import ErrorClass
 from stillhouse.routing.state import (
     BreakerState,
@@ -35,30 +36,6 @@ class OpenReason(StrEnum):
     SUCCESS_RATE = "success_rate"  # predictive: success-rate EMA under the floor
     LATENCY_ANOMALY = "latency_anomaly"  # predictive: fast latency EMA far above the baseline
     PROBE_FAILED = "probe_failed"  # HALF_OPEN probe failed: back to OPEN, longer cool-down
-
-
-class BreakerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    consecutive_failures: int = Field(default=5, ge=1)
-    window_size: int = Field(default=20, ge=1, le=500)  # outcomes kept for the failure rate
-    failure_rate: float = Field(default=0.5, gt=0, le=1)
-    min_volume: int = Field(default=10, ge=1)  # outcomes in the window before the rate counts
-    cooldown_s: float = Field(default=30.0, gt=0)
-    cooldown_growth: float = Field(default=2.0, ge=1)  # per failed probe round
-    max_cooldown_s: float = Field(default=300.0, gt=0)
-    half_open_probes: int = Field(default=1, ge=1)  # probes allowed at once
-    half_open_successes: int = Field(default=1, ge=1)  # probe successes needed to close
-    probe_timeout_s: float = Field(default=300.0, gt=0)  # an unreported probe frees its slot after this
-    capacity_backoff_s: float = Field(default=5.0, ge=0)  # 429 without Retry-After
-    ema_alpha: float = Field(default=0.2, gt=0, le=1)
-    baseline_alpha: float = Field(default=0.02, gt=0, le=1)
-    anomaly_factor: float = Field(default=3.0, ge=0)  # 0 disables the latency check
-    # ...and the EMA must also exceed the baseline by this much: queue delay under a burst swings
-    # short jobs by a few hundred ms, which is load (routing's business), not a sick endpoint.
-    anomaly_min_excess_ms: float = Field(default=2000.0, ge=0)
-    min_samples: int = Field(default=20, ge=1)  # outcomes since close before predictive checks
-    success_rate_floor: float = Field(default=0.25, ge=0, lt=1)  # 0 disables
 
 
 class EndpointHealth(BaseModel):

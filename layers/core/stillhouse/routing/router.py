@@ -10,38 +10,15 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from stillhouse.config import BreakerSettings, Policy, RouteSettings
 from stillhouse.errors import ErrorClass
-from stillhouse.routing.breaker import (
-    Breaker,
-    BreakerSettings,
-    EndpointHealth,
-    health,
-    would_allow,
-)
+from stillhouse.routing.breaker import Breaker, EndpointHealth, health, would_allow
 from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
 from stillhouse.routing.state import BreakerState, EndpointState
-
-
-class Policy(StrEnum):
-    WEIGHTED = "weighted"  # random, proportional to spec.weight
-    LEAST_OUTSTANDING = "least_outstanding"  # fewest in flight per unit of weight
-    ADAPTIVE = "adaptive"  # learned: weight x success^a / latency^b, plus exploration
-
-
-class RouteSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    policy: Policy = Policy.ADAPTIVE
-    exploration: float = Field(default=0.05, ge=0, le=1)  # adaptive: share of uniform first picks
-    success_exponent: float = Field(default=2.0, ge=0)
-    # 2, not 1: at 1 a 5x slower endpoint would still get 1/6 of the traffic.
-    latency_exponent: float = Field(default=2.0, ge=0)
-    latency_floor_ms: float = Field(default=50.0, gt=0)  # below this, faster is not better
 
 
 def available(spec: EndpointSpec, state: EndpointState, now: float, breaker: BreakerSettings) -> bool:

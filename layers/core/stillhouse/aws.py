@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -22,6 +23,28 @@ _resources: dict[tuple[str, str], Any] = {}
 
 #: (service, operation) -> number of calls made through clients of this factory.
 api_calls: Counter[tuple[str, str]] = Counter()
+
+#: hook(client, service) for every client the factory makes: how benchmarks meter calls (later, metrics).
+ClientHook = Callable[[Any, str], None]
+_client_hooks: list[ClientHook] = []
+
+
+def add_client_hook(hook: ClientHook) -> Callable[[], None]:
+    """Call `hook` with each client created from now on and each one already cached (under the factory's
+    lock, so exactly once per client: it must not call the factory). Returns the function that removes it."""
+    with _lock:
+        _client_hooks.append(hook)
+        for (service, _), found in _clients.items():
+            hook(found, service)
+        for res in _resources.values():
+            hook(res.meta.client, "dynamodb")
+    return lambda: remove_client_hook(hook)
+
+
+def remove_client_hook(hook: ClientHook) -> None:
+    with _lock:
+        if hook in _client_hooks:
+            _client_hooks.remove(hook)
 
 
 def endpoint_url(settings: Settings | None = None) -> str | None:
@@ -58,6 +81,8 @@ def client(service: str, settings: Settings | None = None) -> Any:
             )
             found.meta.events.register("before-call", _count(service))
             _clients[key] = found
+            for hook in _client_hooks:
+                hook(found, service)
         return found
 
 
@@ -74,6 +99,8 @@ def table(name: str, settings: Settings | None = None) -> Any:
             )
             res.meta.client.meta.events.register("before-call", _count("dynamodb"))
             _resources[key] = res
+            for hook in _client_hooks:
+                hook(res.meta.client, "dynamodb")
     return res.Table(name)
 
 

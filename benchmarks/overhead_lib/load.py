@@ -1,0 +1,149 @@
+"""The caller's side: a webhook receiver, a closed loop of submitters, and the Step Functions transitions
+the jobs caused."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .stats import summary
+
+
+class Receiver:
+    """The caller's webhook endpoint on 127.0.0.1: timestamps each arrival on entry."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        self.cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:  # the stdlib's name
+                t, wall = time.perf_counter(), time.time()
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                try:
+                    data = json.loads(body)
+                except ValueError:
+                    return
+                with receiver.cond:
+                    receiver.arrivals.setdefault(data.get("id", ""), (t, wall, data))
+                    receiver.cond.notify_all()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="bench-receiver").start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait(self, job_id: str, timeout: float) -> tuple[float, float, dict[str, Any]] | None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while job_id not in self.arrivals:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            return self.arrivals[job_id]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
+
+
+def run_jobs(url: str, key: str, n: int, concurrency: int, observe: str, poll_ms: float, receiver: Receiver,
+             deadline_s: float, job_timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    import requests
+
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    issued = [0]
+    stop_at = time.monotonic() + deadline_s
+    body = {"task": "echo", "input": {"text": "x"}}
+    if observe == "webhook":
+        body["webhook"] = receiver.url
+
+    def worker() -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {key}"
+        while True:
+            with lock:
+                if issued[0] >= n or time.monotonic() > stop_at:
+                    return
+                issued[0] += 1
+            rec: dict[str, Any] = {"t0": time.perf_counter(), "wall0": time.time()}
+            response = session.post(url + "/v1/jobs", json=body, timeout=10)
+            rec["t_accepted"] = time.perf_counter()
+            if response.status_code != 202:
+                rec["error"] = f"submit {response.status_code}: {response.text[:200]}"
+                with lock:
+                    results.append(rec)
+                continue
+            rec["id"] = job_id = response.json()["id"]
+            if observe == "webhook":
+                arrival = receiver.wait(job_id, job_timeout_s)
+                if arrival is None:
+                    rec["error"] = "no webhook"
+                else:
+                    rec["t_visible"], rec["wall_visible"], rec["status"] = arrival[0], arrival[1], arrival[2]["status"]
+            else:
+                give_up = time.monotonic() + job_timeout_s
+                while time.monotonic() < give_up:
+                    job = session.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+                    if job.get("status") in TERMINAL:
+                        rec["t_visible"], rec["wall_visible"], rec["status"] = time.perf_counter(), time.time(), job["status"]
+                        break
+                    time.sleep(poll_ms / 1000)
+                else:
+                    rec["error"] = "not terminal in time"
+            with lock:
+                results.append(rec)
+
+    threads = [threading.Thread(target=worker, name=f"bench-caller-{i}", daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ #
+#  Step Functions transitions                                                                       #
+# ------------------------------------------------------------------------------------------------ #
+def count_transitions(sfn: Any, job_ids: set[str], wait_s: float = 15.0) -> dict[str, Any]:
+    """State transitions of the executions started for these jobs (named `<job id>-<attempt>`)."""
+    executions = []
+    for machine in sfn.list_state_machines()["stateMachines"]:
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine["stateMachineArn"]):
+            for ex in page["executions"]:
+                if ex["name"].rsplit("-", 1)[0] in job_ids or ex["name"].removesuffix("-council") in job_ids:
+                    executions.append(ex["executionArn"])
+    deadline = time.monotonic() + wait_s
+    per_execution, statuses, types = [], Counter(), Counter()
+    for arn in executions:
+        while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        statuses[sfn.describe_execution(executionArn=arn)["status"]] += 1
+        events = []
+        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn):
+            events += page["events"]
+        kinds = Counter(e["type"] for e in events)
+        types.update(kinds)
+        entered = sum(v for k, v in kinds.items() if k.endswith("StateEntered"))
+        tasks_entered = kinds.get("TaskStateEntered", 0)
+        scheduled = kinds.get("TaskScheduled", 0) + kinds.get("LambdaFunctionScheduled", 0)
+        per_execution.append(entered + max(0, scheduled - tasks_entered))
+    return {"executions": len(executions), "transitions": sum(per_execution),
+            "per_execution": summary([float(x) for x in per_execution]) if per_execution else None,
+            "execution_status": dict(statuses), "history_event_types": dict(types)}

@@ -1,0 +1,109 @@
+"""One measured run: start the embedded stack, warm it up, run the jobs with the meter on, read back
+the jobs' details and Step Functions histories (after the window, not counted), report."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from . import log
+from .load import Receiver, count_transitions, run_jobs
+from .metering import CountingStdout, DynamoMeter, Meter, install
+from .report import function_sizes, report
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import requests
+
+    meter = Meter()
+    uninstall = install(meter)
+    real_stdout_fd = os.dup(1)
+    os.dup2(2, 1)  # anything written to fd 1 (worker processes, stray prints) goes to stderr
+    sys.stdout = CountingStdout(meter, echo=args.verbose)  # type: ignore[assignment]
+    try:
+        return _run(args, meter, requests)
+    finally:
+        sys.stdout = sys.__stdout__
+        os.dup2(real_stdout_fd, 1)
+        os.close(real_stdout_fd)
+        uninstall()
+
+
+def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any]:
+    from stillhouse_local.stack import EmbeddedStack, StackOptions
+
+    from stillhouse import aws
+
+    load_start = os.getloadavg()
+    parameters = {"WorkflowMode": args.workflow_mode}
+    t_start = time.monotonic()
+    log(f"starting the embedded stack (WorkflowMode={args.workflow_mode}) ...")
+    stack = EmbeddedStack(StackOptions(port=0, parameters=parameters,
+                                       log_dir=Path(tempfile.mkdtemp(prefix="stillhouse-bench-")))).start()
+    receiver = Receiver()
+    try:
+        startup_s = time.monotonic() - t_start
+        log(f"stack up in {startup_s:.1f} s at {stack.url}")
+        # Instrument the event source mapping's SQS client (the pollers share one moto client).
+        for poller in stack.pollers:
+            meter.instrument_client(poller.sqs, "sqs", esm=True)
+        ddb = stack.moto.client("dynamodb")  # harness client: not the factory, never counted
+        indexes = {}
+        for name in ddb.list_tables()["TableNames"]:
+            desc = ddb.describe_table(TableName=name)["Table"]
+            indexes[name] = [(g["IndexName"], {k["AttributeName"] for k in g["KeySchema"]},
+                              g["Projection"]["ProjectionType"]) for g in desc.get("GlobalSecondaryIndexes", [])]
+        meter.dynamo = DynamoMeter(indexes)
+        memory, arch = function_sizes(stack.options.template)
+
+        log(f"warm-up: {args.warmup} jobs")
+        warm = run_jobs(stack.url, stack.dev_api_key, args.warmup, 1, args.observe, args.poll_ms, receiver, 60)
+        if any("error" in r for r in warm):
+            raise RuntimeError(f"warm-up failed: {[r.get('error') for r in warm]}")
+        _quiesce(meter)
+
+        calls_before = Counter(aws.api_calls)
+        meter.reset()
+        meter.enabled = True
+        log(f"measuring: {args.jobs} jobs at concurrency {args.concurrency} (observe={args.observe})")
+        t0 = time.perf_counter()
+        records = run_jobs(stack.url, stack.dev_api_key, args.jobs, args.concurrency, args.observe, args.poll_ms,
+                           receiver, args.max_run_s)
+        t1 = time.perf_counter()
+        _quiesce(meter)
+        meter.enabled = False
+        factory_calls = Counter(aws.api_calls)
+        factory_calls.subtract(calls_before)
+        factory_calls = +factory_calls
+        log(f"measured window {t1 - t0:.1f} s; reading job details (not counted)")
+
+        # --- per job details (after the window: these GETs are not counted) ----------------------
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {stack.dev_api_key}"
+        ok = [r for r in records if "error" not in r]
+        for rec in ok:
+            job = session.get(f"{stack.url}/v1/jobs/{rec['id']}", timeout=10).json()
+            rec["job"] = job
+        job_ids = {r["id"] for r in records if "id" in r}
+        sfn = count_transitions(stack.moto.client("stepfunctions"), job_ids)
+        load_end = os.getloadavg()
+    finally:
+        receiver.stop()
+        log("stopping the stack")
+        stack.stop()
+
+    return report(args, meter, records, t1 - t0, factory_calls, sfn, memory, arch, load_start, load_end,
+                  startup_s)
+
+
+def _quiesce(meter: Meter, timeout: float = 10.0) -> None:
+    """Wait until no handler runs (the webhook function finishes after the caller saw the result)."""
+    deadline = time.monotonic() + timeout
+    time.sleep(0.2)
+    while meter.active and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/gpu_handler.py
+	$(BIN)/python -m benchmarks.worker_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache

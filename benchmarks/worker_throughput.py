@@ -1,6 +1,9 @@
 """GPU worker throughput: tokens/s at concurrency 1 vs 16 through the engine, plus model load times.
 
-    .venv/bin/python benchmarks/gpu_handler.py [--max-new-tokens 64] [--concurrency 16]
+    .venv/bin/python -m benchmarks.worker_throughput [--max-new-tokens 64] [--concurrency 16]
+
+Run it as a module from the repository root (as `make bench` does): that puts the root on sys.path, where
+the `gpu_handler` package lives.
 
 Prints ONE JSON object on stdout (progress goes to stderr). Same 16 prompts and the same engine path
 (engine.generate -> micro-batcher -> model.generate) in both modes, greedy decoding:
@@ -27,9 +30,6 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The repo root goes FIRST: this script is itself named gpu_handler.py, and its own directory (sys.path[0]
-# when run as a script) would otherwise shadow the gpu_handler package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpu_handler.engine import Engine
 from gpu_handler.schemas import GenerateInput

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from stillhouse import wiring
+from stillhouse.container import container
 from stillhouse.jobs.queue import job_id_of
 
 logger = Logger(service="stillhouse")
@@ -24,7 +24,7 @@ async def record_handler(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
     job_id = job_id_of(record.body)
     logger.info("dispatching", extra={"job_id": job_id, "receive_count": receive_count})
-    await asyncio.to_thread(wiring.dispatcher().dispatch, job_id, receive_count)
+    await asyncio.to_thread(container().dispatcher.dispatch, job_id, receive_count)
 
 
 @logger.inject_lambda_context

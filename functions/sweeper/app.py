@@ -1,7 +1,7 @@
 """Sweeper Lambda: the 1-minute schedule settles stale jobs; {"action": "redrive"} empties the DLQs."""
 from aws_lambda_powertools import Logger
 
-from stillhouse import wiring
+from stillhouse.container import container
 
 logger = Logger(service="stillhouse")
 
@@ -9,7 +9,7 @@ logger = Logger(service="stillhouse")
 @logger.inject_lambda_context
 def handler(event: dict, context: object) -> dict:
     if event.get("action") == "redrive":
-        return {"redriven": wiring.redrive_dlqs()}
-    result = wiring.sweeper().sweep(stale_after_s=event.get("stale_after_s"))
+        return {"redriven": container().queue.redrive_dlqs()}
+    result = container().sweeper.sweep(stale_after_s=event.get("stale_after_s"))
     logger.info("sweep done", extra={"result": result})
     return result

@@ -5,11 +5,11 @@ state machines' Retry and Catch blocks match.
 """
 from aws_lambda_powertools import Logger
 
-from stillhouse import wiring
+from stillhouse.container import container
 
 logger = Logger(service="stillhouse")
 
 
 @logger.inject_lambda_context(correlation_id_path="job_id")
 def handler(event: dict, context: object) -> dict:
-    return wiring.workflow_tasks().handle(event)
+    return container().workflow_tasks.handle(event)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stillhouse import wiring
 from stillhouse.auth import new_key
+from stillhouse.container import container, reset
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
@@ -148,21 +148,21 @@ class EmbeddedStack:
         env["AWS_REGION"] = "us-east-1"
         env.update(self.options.environment)
         os.environ.update(env)
-        wiring.reset()
+        reset()
 
     def _seed(self) -> None:
-        wiring.api_keys().add(self.dev_api_key, "dev", admin=True)
+        container().api_keys.add(self.dev_api_key, "dev", admin=True)
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
             flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
             streaming = flag.strip().lower() in {"1", "true", "yes", "on"}
-            wiring.registry().put({"name": name, "endpoint_id": name, "base_url": self.standin.api_base(),
+            container().registry.put({"name": name, "endpoint_id": name, "base_url": self.standin.api_base(),
                                    "models": ["*"], "streaming": streaming})
 
     # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
     def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:
         key = new_key()
-        wiring.api_keys().add(key, tenant_id, admin=admin)
+        container().api_keys.add(key, tenant_id, admin=admin)
         return key
 
     def queue_url(self, logical_id: str) -> str:

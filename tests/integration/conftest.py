@@ -6,10 +6,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-
-from stillhouse import aws, wiring
-from stillhouse.config import get_settings
 from stillhouse_local.stack import EmbeddedStack, StackOptions
+
+from stillhouse import aws
+from stillhouse.config import get_settings
+from stillhouse.container import container
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
@@ -73,7 +74,7 @@ def stack(tmp_path_factory):
     with EmbeddedStack(options) as running:
         # Only `local` takes jobs unless a test says otherwise: assertions need to know where jobs run.
         for name in ("east", "west"):
-            wiring.registry().update(name, enabled=False)
+            container().registry.update(name, enabled=False)
         yield running
 
 
@@ -147,13 +148,13 @@ def two_endpoints(stack):
     """Route between `east` and `west` only, from fresh statistics; `local` is back afterwards."""
     forget_statistics("east", "west")
     for name in ("east", "west"):
-        wiring.registry().update(name, enabled=True)
-    wiring.registry().update("local", enabled=False)
+        container().registry.update(name, enabled=True)
+    container().registry.update("local", enabled=False)
     yield ("east", "west")
     for name in ("east", "west"):
-        wiring.registry().update(name, enabled=False)
+        container().registry.update(name, enabled=False)
     forget_statistics("east", "west")
-    wiring.registry().update("local", enabled=True)
+    container().registry.update("local", enabled=True)
 
 
 def forget_statistics(*names):

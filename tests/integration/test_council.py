@@ -3,7 +3,8 @@ synthesises; a failing member is tolerated; cancel stops it for good."""
 
 import pytest
 
-from stillhouse import aws, wiring
+from stillhouse import aws
+from stillhouse.container import container
 
 from .conftest import forget_statistics, settled
 
@@ -15,7 +16,7 @@ PROMPT = "What makes a good cask?"
 def council_endpoints(stack):
     """Three endpoints, one per echo model (a deterministic model family of the GPU worker), each with
     fresh statistics: a breaker a previous test opened would hold its model back."""
-    registry = wiring.registry()
+    registry = container().registry
     base = stack.standin.api_base()
     forget_statistics("alpha", "beta", "gamma")
     for name, endpoint_id, model in (("alpha", "local", "echo-a"), ("beta", "east", "echo-b"), ("gamma", "west", "echo-c")):
@@ -80,7 +81,7 @@ def test_more_failures_than_tolerated_fail_the_job_with_the_reasons(api, council
 
 def members_in_flight(job_id, count, timeout=5.0):
     """The job's members once `count` of them have been sent to RunPod (the API never shows them)."""
-    return settled(lambda: wiring.job_store().get(job_id).members or {}, lambda m: len(m) >= count, timeout)
+    return settled(lambda: container().job_store.get(job_id).members or {}, lambda m: len(m) >= count, timeout)
 
 
 def execution_end(execution_arn, timeout):

@@ -54,17 +54,17 @@ def test_a_duplicated_webhook_leaves_one_result_and_one_notification(api, stack,
 
 
 def test_a_message_that_always_fails_lands_in_the_dlq_after_max_receive_count(stack, monkeypatch):
-    from stillhouse import wiring
+    from stillhouse.container import container
 
     deliveries = []
-    dispatch = wiring.dispatcher().dispatch
+    dispatch = container().dispatcher.dispatch
 
     def counting(job_id, receive_count=1):
         if job_id == "no-such-job":
             deliveries.append(receive_count)
         return dispatch(job_id, receive_count)
 
-    monkeypatch.setattr(wiring.dispatcher(), "dispatch", counting)
+    monkeypatch.setattr(container().dispatcher, "dispatch", counting)
     poison = json.dumps({"job_id": "no-such-job"})
     send_raw(stack, poison)
     assert poison in dlq_bodies(stack, poison)
@@ -73,19 +73,19 @@ def test_a_message_that_always_fails_lands_in_the_dlq_after_max_receive_count(st
 
 
 def test_a_message_whose_job_cannot_be_handed_on_ends_the_job_and_reaches_the_dlq(api, stack, monkeypatch):
-    from stillhouse import wiring
+    from stillhouse.container import container
 
     def broken_start(job_id, attempt):
         raise RuntimeError("Step Functions unavailable")
 
-    monkeypatch.setattr(wiring.workflows(), "start_recovery", broken_start)
-    monkeypatch.setattr(wiring.workflows(), "start_council", broken_start)
-    wiring.registry().update("local", enabled=False)  # nothing takes it: it must go to recovery
+    monkeypatch.setattr(container().workflows, "start_recovery", broken_start)
+    monkeypatch.setattr(container().workflows, "start_council", broken_start)
+    container().registry.update("local", enabled=False)  # nothing takes it: it must go to recovery
     try:
         job_id = api.submit()
         job = api.wait(job_id, timeout=20)
     finally:
-        wiring.registry().update("local", enabled=True)
+        container().registry.update("local", enabled=True)
     assert job["status"] == "FAILED"
     assert "2 deliveries" in job["error"]
     expected = json.dumps({"job_id": job_id})

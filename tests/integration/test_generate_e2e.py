@@ -7,7 +7,7 @@ with WORKER_STREAMING=true through StackOptions.endpoint_env, hence registered w
 
 The stack runs in a child process: an embedded stack configures its whole process (moto's in-memory
 backends are process-global — a second stack's CreateSecret/CreateStack collide with the session
-stack's — and so are os.environ, moto's Lambda hook and the wiring caches), so two cannot share one.
+stack's — and so are os.environ, moto's Lambda hook and the container), so two cannot share one.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The recovery workflow: retries with backoff, failover, callback timeout -> /status, giving up."""
 import time
 
-from stillhouse import aws, wiring
+from stillhouse import aws
+from stillhouse.container import container
 
 from .conftest import settled
 
@@ -99,7 +100,7 @@ def test_cancelling_a_retrying_job_stops_its_workflow(api, faults):
 
 
 def test_with_no_endpoint_available_a_job_waits_without_spending_attempts(api):
-    wiring.registry().update("local", enabled=False)  # east and west are disabled too: nothing serves
+    container().registry.update("local", enabled=False)  # east and west are disabled too: nothing serves
     try:
         job_id = api.submit("echo", {"text": "patient"})
         job = wait_for(api, job_id, "RETRYING")
@@ -109,7 +110,7 @@ def test_with_no_endpoint_available_a_job_waits_without_spending_attempts(api):
         assert job["status"] == "RETRYING" and "no endpoint available" in job["error"]
         assert job["attempts"] == 1  # the fast path's attempt only: waiting spends none
     finally:
-        wiring.registry().update("local", enabled=True)
+        container().registry.update("local", enabled=True)
     job = api.wait(job_id, timeout=30)
     assert job["status"] == "COMPLETED" and job["output"]["text"] == "patient"
     assert job["attempts"] == 2

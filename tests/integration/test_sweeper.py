@@ -2,7 +2,8 @@
 import json
 import time
 
-from stillhouse import aws, wiring
+from stillhouse import aws
+from stillhouse.container import container
 
 from .conftest import settled
 
@@ -30,7 +31,7 @@ def test_a_job_runpod_no_longer_knows_goes_to_the_recovery_workflow(api, stack, 
     runpod_id = api.wait(job_id, statuses={"IN_PROGRESS"})["runpod_id"]
     # Its (dropped) webhook is behind us once it is COMPLETED: nothing can arrive later.
     settled(lambda: stack.standin.job_status(runpod_id)["status"], lambda status: status == "COMPLETED", 10)
-    wiring.job_store().annotate(job_id, {"runpod_id": "no-such-runpod-job"})  # as if RunPod purged it
+    container().job_store.annotate(job_id, {"runpod_id": "no-such-runpod-job"})  # as if RunPod purged it
     stack.standin.reset_faults("local")
     sweep(stack)
     job = api.wait(job_id, timeout=30)
@@ -46,7 +47,7 @@ def test_a_retrying_job_whose_workflow_died_is_failed(api, stack, faults):
     api.wait(job_id, statuses={"RETRYING"}, timeout=15)
     job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda job: job.get("execution_arn"), 15)
     aws.client("stepfunctions").stop_execution(executionArn=job["execution_arn"])
-    settled(lambda: wiring.workflows().status(job["execution_arn"]), lambda status: status != "RUNNING", 10,
+    settled(lambda: container().workflows.status(job["execution_arn"]), lambda status: status != "RUNNING", 10,
             interval=0.1)
     sweep(stack)
     job = api.get(f"/v1/jobs/{job_id}").json()

@@ -4,13 +4,9 @@ import time
 import pytest
 
 from stillhouse.auth import ApiKeyStore, bearer_token, hash_key, new_key
-from stillhouse.delivery.signing import (
-    callback_token,
-    verify_callback_token,
-    verify_webhook_signature,
-    webhook_signature,
-)
+from stillhouse.delivery.signing import verify_webhook_signature, webhook_signature
 from stillhouse.errors import Unauthorized
+from stillhouse.runpod.callback_urls import callback_token, verify_callback_token
 
 
 def test_keys_are_stored_as_digests_never_in_clear(keys_table):

@@ -1,10 +1,12 @@
 """RunPod callbacks: verified, recorded once, re-checked when surprising, then pushed to the caller."""
+from functools import partial
+
 import pytest
 
-from stillhouse.delivery.signing import callback_token
 from stillhouse.errors import ErrorClass, Unauthorized
 from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.store import JobStore
+from stillhouse.runpod.callback_urls import callback_token, verify_callback_token
 from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 
 from .test_jobs_store import make_job
@@ -27,7 +29,7 @@ def recorder(store, status_answers=None, **parts):
         fetched.append((endpoint, runpod_id))
         return status_answers[runpod_id]
 
-    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=fetch, notify=notified.append, **parts)
+    rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=fetch, notify=notified.append, **parts)
     return rec, notified, fetched
 
 
@@ -105,7 +107,7 @@ def start_attempt(store, endpoint, runpod_id):
 
 def learning_recorder(store, status_answers):
     learned = []
-    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=lambda ep, rp: status_answers[rp],
+    rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=lambda ep, rp: status_answers[rp],
                            notify=lambda job: None, workflows=Workflows(),
                            learn=lambda endpoint, status, error_class, error, body: learned.append(
                                (endpoint, status, error_class)))
@@ -154,7 +156,7 @@ def test_an_older_attempt_that_finishes_the_job_stops_the_newer_one_and_frees_ea
     store.claim_attempt("j1", 1)
     store.transition("j1", JobStatus.IN_PROGRESS, actor="recovery", endpoint="b", attempt=2, fields={"runpod_id": "rp2"})
     learnt, stopped = [], []
-    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=lambda e, r: {"id": "rp1", "status": "COMPLETED", "output": {"text": "late"}},
+    rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=lambda e, r: {"id": "rp1", "status": "COMPLETED", "output": {"text": "late"}},
                            notify=lambda job: None, learn=lambda endpoint, *rest: learnt.append(endpoint),
                            stop_runpod_job=lambda endpoint, runpod_id: stopped.append((endpoint, runpod_id)))
     job = rec.record("j1", 1, "a", token(attempt=1), {"id": "rp1", "status": "COMPLETED", "output": {"text": "late"}})
@@ -164,7 +166,7 @@ def test_an_older_attempt_that_finishes_the_job_stops_the_newer_one_and_frees_ea
 
 def test_the_current_attempts_result_is_learnt_and_stops_nothing(store):
     learnt, stopped = [], []
-    rec = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=lambda e, r: {}, notify=lambda job: None,
+    rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=lambda e, r: {}, notify=lambda job: None,
                            learn=lambda endpoint, *rest: learnt.append(endpoint),
                            stop_runpod_job=lambda *a: stopped.append(a))
     rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})

@@ -1,11 +1,13 @@
 """The recovery workflow's status check: a lost attempt is retried, and routing hears of it exactly once."""
+from functools import partial
+
 import pytest
 
 from stillhouse import errors
-from stillhouse.delivery.signing import callback_token
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.store import JobStore
+from stillhouse.runpod.callback_urls import callback_token, verify_callback_token
 from stillhouse.runpod.callbacks import CallbackRecorder
 from stillhouse.runpod.client import RunPodError
 from stillhouse.workflows.recovery import RecoveryTasks
@@ -42,7 +44,7 @@ def store(jobs_table):
 def recovery(store, answers):
     learned = []
     fetch = RunPodStatus(answers)
-    callbacks = CallbackRecorder(store=store, secret=lambda: SECRET, fetch_status=fetch, notify=lambda job: None,
+    callbacks = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=fetch, notify=lambda job: None,
                                  workflows=Workflows(),
                                  learn=lambda endpoint, status, error_class, error, body: learned.append(
                                      (endpoint, status, error_class)))

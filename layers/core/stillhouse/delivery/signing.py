@@ -1,18 +1,9 @@
-"""HMAC signatures: per-job callback tokens (RunPod webhooks are unsigned) and client webhooks."""
+"""HMAC signatures of the webhooks we push to callers."""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import time
-
-
-def callback_token(secret: str, job_id: str, attempt: int, endpoint: str, member: str = "") -> str:
-    message = f"{job_id}:{attempt}:{endpoint}:{member}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:40]
-
-
-def verify_callback_token(secret: str, token: str, job_id: str, attempt: int, endpoint: str, member: str = "") -> bool:
-    return hmac.compare_digest(callback_token(secret, job_id, attempt, endpoint, member), token or "")
 
 
 def webhook_signature(secret: str, body: bytes, timestamp: int | None = None) -> str:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import requests
 from aws_lambda_powertools import Logger
@@ -43,3 +45,26 @@ def notify(job: Job, secret: str) -> bool:
         logger.warning("client webhook failed", extra={"job_id": job.id, "error": str(err)})
         return False
     return True
+
+
+class OutputLinks(Protocol):
+    """Presigned links to outputs kept outside the job item (stillhouse.outputs.spill.ResultStore)."""
+
+    def url(self, output: Any) -> str | None: ...
+
+
+def public_view(job: Job, links: OutputLinks) -> Job:
+    """The job as callers see it: a result kept in S3 is given as a presigned URL."""
+    url = links.url(job.output)
+    return job.model_copy(update={"output": None, "output_url": url}) if url else job
+
+
+class CallerNotifier:
+    """Pushes a finished job, as its caller sees it, to the caller's webhook."""
+
+    def __init__(self, links: OutputLinks, secret: Callable[[], str]) -> None:
+        self._links = links
+        self._secret = secret
+
+    def __call__(self, job: Job) -> bool:
+        return notify(public_view(job, self._links), self._secret())

@@ -16,9 +16,10 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from stillhouse import aws, errors, wiring
+from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
-from stillhouse.config import get_settings
+from stillhouse.container import container
+from stillhouse.delivery.webhooks import public_view
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -38,7 +39,7 @@ PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
 def authenticate(resolver) -> None:
     """Every /v1 route needs an API key, checked before the request is validated (401 before 422)."""
     if resolver.current_event.path not in PUBLIC_PATHS:
-        who = wiring.api_keys().authenticate(resolver.current_event.headers.get("authorization"))
+        who = container().api_keys.authenticate(resolver.current_event.headers.get("authorization"))
         resolver.append_context(principal=who)
 
 
@@ -49,11 +50,12 @@ def principal() -> Principal:
     return app.context["principal"]
 
 
-@lru_cache(maxsize=1)
 def _idempotent_submit():
-    persistence = DynamoDBPersistenceLayer(
-        table_name=get_settings().idempotency_table, boto3_client=aws.client("dynamodb")
-    )
+    return _submit_keeping(container().idempotency)
+
+
+@lru_cache(maxsize=1)  # keyed by the persistence layer: a new container (reset) builds a new one
+def _submit_keeping(persistence: DynamoDBPersistenceLayer):
     config = IdempotencyConfig(
         event_key_jmespath="[tenant_id, key]",
         payload_validation_jmespath="request",
@@ -63,7 +65,7 @@ def _idempotent_submit():
     @idempotent_function(data_keyword_argument="data", persistence_store=persistence, config=config)
     def submit(*, data: dict[str, Any]) -> dict[str, Any]:
         who = Principal(tenant_id=data["tenant_id"])
-        job = wiring.job_service().submit(who, JobRequest.model_validate(data["request"]))
+        job = container().job_service.submit(who, JobRequest.model_validate(data["request"]))
         return {"id": job.id, "status": job.status.value}
 
     return submit, config
@@ -98,7 +100,7 @@ def submit_job(
                                   field="Idempotency-Key") from err
         logger.append_keys(job_id=accepted["id"])
         return Response(status_code=202, content_type="application/json", body=JobAccepted(**accepted))
-    job = wiring.job_service().submit(who, request)
+    job = container().job_service.submit(who, request)
     logger.append_keys(job_id=job.id)
     logger.info("job accepted", extra={"task": job.task.value, "status": job.status.value})
     return Response(status_code=202, content_type="application/json",
@@ -108,7 +110,7 @@ def submit_job(
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Job:
     logger.append_keys(job_id=job_id)
-    return wiring.public_view(wiring.job_service().get(principal(), job_id))
+    return public_view(container().job_service.get(principal(), job_id), container().spill)
 
 
 @app.get("/v1/jobs")
@@ -117,14 +119,14 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> JobPage:
-    jobs, next_cursor = wiring.job_service().list(principal(), status=status, limit=limit, cursor=cursor)
+    jobs, next_cursor = container().job_service.list(principal(), status=status, limit=limit, cursor=cursor)
     return JobPage(items=jobs, cursor=next_cursor)
 
 
 @app.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> JobAccepted:
     logger.append_keys(job_id=job_id)
-    job = wiring.job_service().cancel(principal(), job_id)
+    job = container().job_service.cancel(principal(), job_id)
     return JobAccepted(id=job.id, status=job.status)
 
 
@@ -132,7 +134,7 @@ def cancel_job(job_id: str) -> JobAccepted:
 def stream_job(job_id: str) -> StreamPage:
     """The chunks a streaming job produced since the last call (RunPod-style polling; see streams.py)."""
     logger.append_keys(job_id=job_id)
-    reader = StreamReader(wiring.job_store(), wiring.registry(), wiring.client_for)
+    reader = StreamReader(container().job_store, container().registry, container().runpod.client_for)
     return reader.read(principal(), job_id)
 
 
@@ -157,14 +159,14 @@ def _endpoint_row(view: EndpointView) -> dict[str, Any]:
 @app.get("/v1/endpoints")
 def list_endpoints() -> list[dict[str, Any]]:
     principal()
-    return [_endpoint_row(view) for view in wiring.router().describe()]
+    return [_endpoint_row(view) for view in container().router.describe()]
 
 
 @app.put("/v1/endpoints/<name>")
 def put_endpoint(name: str, body: dict[str, Any]) -> dict[str, Any]:
     """Add an endpoint (full spec) or change some fields of an existing one (e.g. weight, enabled)."""
     require_admin(principal())
-    registry = wiring.registry()
+    registry = container().registry
     try:
         spec = registry.update(name, **body)
     except EndpointNotFound:

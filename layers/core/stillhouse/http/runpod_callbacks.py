@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from stillhouse import wiring
+from stillhouse.container import container
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import JobStatus
 
@@ -25,8 +25,8 @@ def runpod_callback(
 ) -> dict[str, Any]:
     logger.append_keys(job_id=job_id, runpod_endpoint=endpoint, attempt=attempt)
     if member:  # a council member's answer: it resumes a workflow task, the job's status is the workflow's
-        taken = wiring.callbacks().record_member(job_id, member, endpoint, token, body)
+        taken = container().callbacks.record_member(job_id, member, endpoint, token, body)
         return {"id": job_id, "member": member, "recorded": taken}
-    finished = wiring.callbacks().record(job_id, attempt, endpoint, token, body)
-    status = finished.status if finished else JobStatus(wiring.job_store().get(job_id).status)
+    finished = container().callbacks.record(job_id, attempt, endpoint, token, body)
+    status = finished.status if finished else JobStatus(container().job_store.get(job_id).status)
     return {"id": job_id, "status": status.value, "recorded": finished is not None}

@@ -5,7 +5,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -36,16 +36,29 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+class WorkflowStopper(Protocol):
+    """Stops a job's workflow (stillhouse.workflows.stepfunctions.Workflows)."""
+
+    def stop(self, execution_arn: str, cause: str) -> None: ...
+
+
+class RunPodStopper(Protocol):
+    """Cancels a RunPod job and frees its endpoint slot (stillhouse.routing.runpod_gateway.RunPodGateway)."""
+
+    def stop(self, endpoint_name: str, runpod_id: str) -> None: ...
+
+
 class JobService:
-    def __init__(self, store: JobStore, queue: JobQueue, canceller: Any = None,
-                 council_defaults: CouncilDefaults | None = None, cache: ResultCache | None = None,
-                 notify: Callable[[Job], Any] | None = None) -> None:
+    def __init__(self, store: JobStore, queue: JobQueue, *, workflows: WorkflowStopper | None = None,
+                 runpod: RunPodStopper | None = None, council_defaults: CouncilDefaults | None = None,
+                 cache: ResultCache | None = None, notify: Callable[[Job], Any] | None = None) -> None:
         self._cache = cache
         self._notify = notify  # pushes a finished job to the caller's webhook
         self._council_defaults = council_defaults or CouncilDefaults()
         self._store = store
         self._queue = queue
-        self._canceller = canceller  # callable(job) that cancels the in-flight RunPod job
+        self._workflows = workflows
+        self._runpod = runpod
 
     def submit(self, principal: Principal, request: JobRequest) -> Job:
         size = len(json.dumps(request.input, separators=(",", ":")))
@@ -130,6 +143,17 @@ class JobService:
         except TransitionRefused as err:
             current = self._store.get(job_id)
             raise Conflict(f"job {job_id} is already {current.status.value}", field="status") from err
-        if self._canceller is not None:
-            self._canceller(job)
+        self._stop_work(job)
         return job
+
+    def _stop_work(self, job: Job) -> None:
+        """Best effort: the job is already CANCELLED; stop its workflow and the RunPod work in flight."""
+        if job.execution_arn and self._workflows is not None:
+            self._workflows.stop(job.execution_arn, "cancelled by caller")
+        if self._runpod is None:
+            return
+        in_flight = [(m["endpoint"], m["runpod_id"]) for m in (job.members or {}).values() if not m.get("done")]
+        if job.endpoint and job.runpod_id:
+            in_flight.append((job.endpoint, job.runpod_id))
+        for endpoint_name, runpod_id in in_flight:
+            self._runpod.stop(endpoint_name, runpod_id)

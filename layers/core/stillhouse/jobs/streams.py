@@ -57,7 +57,7 @@ class StreamClient(Protocol):
 
 
 class StreamReader:
-    """Reads a job's new chunks from the RunPod endpoint that runs it (stillhouse.wiring builds the parts)."""
+    """Reads a job's new chunks from the RunPod endpoint that runs it (stillhouse.container builds the parts)."""
 
     def __init__(self, store: Jobs, registry: Endpoints, client_for: Callable[[EndpointSpec], StreamClient]) -> None:
         self._store = store

@@ -83,17 +83,3 @@ class Sweeper:
             return "already_final"
         self.notify(failed)
         return "failed"
-
-
-def redrive(sqs: Any, dlq_url: str, queue_url: str, limit: int = 1000) -> int:
-    """Move up to `limit` messages from a DLQ back to its queue (send first, then delete: at least once)."""
-    moved = 0
-    while moved < limit:
-        messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not messages:
-            break
-        for message in messages:
-            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
-            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-            moved += 1
-    return moved

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stillhouse.delivery.signing import verify_callback_token
 from stillhouse.errors import (
     ErrorClass,
     InvalidRequest,
@@ -20,6 +19,7 @@ from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.jobs.status import RETRY_ATTEMPT, TERMINAL
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.outputs.cache import ResultCache
+from stillhouse.routing.feedback import latency_ms
 
 # RunPod's terminal statuses and ours are the same words.
 _TERMINAL = {s.value: s for s in TERMINAL}
@@ -42,36 +42,6 @@ def error_class_of(status: JobStatus, error: Any) -> ErrorClass | None:
     return ErrorClass.TERMINAL
 
 
-class Learner(Protocol):
-    """The router's side of a result (stillhouse.routing.router.Router)."""
-
-    def succeeded(self, name: str, latency_ms: float | None) -> None: ...
-
-    def failed(self, name: str, error_class: ErrorClass, *, latency_ms: float | None = None,
-               error: str | None = None) -> None: ...
-
-    def released(self, name: str) -> None: ...
-
-
-def latency_ms(body: dict[str, Any]) -> float:
-    """What the caller waits for on an endpoint: RunPod's queue delay plus execution."""
-    return float(body.get("delayTime") or 0) + float(body.get("executionTime") or 0)
-
-
-def report_outcome(router: Learner, endpoint: str | None, status: JobStatus, error_class: ErrorClass | None,
-                   error: str | None, body: dict[str, Any]) -> None:
-    """Teach routing and the breaker from one finished RunPod job, exactly once (after the winning write)."""
-    if not endpoint:
-        return
-    latency = latency_ms(body)
-    if status is JobStatus.COMPLETED:
-        router.succeeded(endpoint, latency)
-    elif error_class is not None:
-        router.failed(endpoint, error_class, latency_ms=latency or None, error=error)
-    else:
-        router.released(endpoint)  # cancelled: nothing to learn
-
-
 class Resumer(Protocol):
     """Where results go that a workflow waits for, or that need one (stillhouse.workflows.stepfunctions.Workflows)."""
 
@@ -92,7 +62,8 @@ def _recorded_in_progress(job: Job, attempt: int) -> bool:
 @dataclass
 class CallbackRecorder:
     store: JobStore
-    secret: Callable[[], str]
+    # (token, job id, attempt, endpoint name, council member) -> is it the token we minted for that URL?
+    verify_token: Callable[[str, str, int, str, str], bool]
     fetch_status: Callable[[str, str], dict[str, Any]]  # (endpoint name, runpod id) -> /status body
     notify: Callable[[Job], Any]
     learn: Callable[[str | None, JobStatus, ErrorClass | None, str | None, dict[str, Any]], None] = (
@@ -105,7 +76,7 @@ class CallbackRecorder:
 
     def record(self, job_id: str, attempt: int, endpoint: str, token: str, body: dict[str, Any]) -> Job | None:
         """A RunPod webhook: verify it, trust it only if it matches our record, then apply it."""
-        if not verify_callback_token(self.secret(), token, job_id, attempt, endpoint):
+        if not self.verify_token(token, job_id, attempt, endpoint, ""):
             raise Unauthorized("callback token does not match this job", field="token")
         runpod_id = body.get("id")
         if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):
@@ -120,7 +91,7 @@ class CallbackRecorder:
 
     def record_member(self, job_id: str, member: str, endpoint: str, token: str, body: dict[str, Any]) -> bool:
         """A council member's RunPod webhook: resume the workflow task that asked it, once."""
-        if not verify_callback_token(self.secret(), token, job_id, 0, endpoint, member):
+        if not self.verify_token(token, job_id, 0, endpoint, member):
             raise Unauthorized("callback token does not match this job", field="token")
         runpod_id = body.get("id")
         if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):

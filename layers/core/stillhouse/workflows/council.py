@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillhouse import errors
-from stillhouse.jobs.dispatch import Endpoint, Refused, Routing, place
 from stillhouse.jobs.model import CouncilInput, Job
 from stillhouse.jobs.status import COMPLETE_COUNCIL
 from stillhouse.jobs.store import JobStore, MemberStore
+from stillhouse.routing.placement import Endpoint, Refused, Routing, place
 from stillhouse.runpod.client import RunPodClient
 from stillhouse.workflows import council_prompts as council
 

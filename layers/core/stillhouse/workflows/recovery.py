@@ -11,10 +11,11 @@ from typing import Any
 
 from stillhouse import errors
 from stillhouse.errors import ErrorClass
-from stillhouse.jobs.dispatch import Dispatcher, Refused, nothing_available
+from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.jobs.status import LOSE_ATTEMPT, NOTE_WAITING
 from stillhouse.jobs.store import JobStore
+from stillhouse.routing.placement import Refused, nothing_available
 from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 from stillhouse.runpod.client import RunPodError
 from stillhouse.workflows.council import CouncilTasks

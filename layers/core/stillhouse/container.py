@@ -1,0 +1,173 @@
+"""Composition root: builds every object the functions use, once per process, from settings and the
+one AWS clients factory. Only building happens here; behaviour lives in the concept packages.
+
+Each object is built on first use, so a Lambda pays at cold start only for what its first request uses.
+Tests and the embedded stack call `reset()` after pointing the factory at another backend.
+"""
+from __future__ import annotations
+
+from functools import cached_property, partial
+from threading import Lock
+
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+from stillhouse import aws, secrets
+from stillhouse.auth import ApiKeyStore
+from stillhouse.config import Settings, get_settings
+from stillhouse.delivery.webhooks import CallerNotifier
+from stillhouse.jobs.dispatch import Dispatcher
+from stillhouse.jobs.model import Priority
+from stillhouse.jobs.queue import JobQueue
+from stillhouse.jobs.service import CouncilDefaults, JobService
+from stillhouse.jobs.store import JobStore, MemberStore
+from stillhouse.jobs.sweeper import Sweeper
+from stillhouse.outputs.cache import ResultCache
+from stillhouse.outputs.spill import ResultStore
+from stillhouse.routing.breaker import Breaker
+from stillhouse.routing.feedback import report_outcome
+from stillhouse.routing.registry import EndpointRegistry
+from stillhouse.routing.router import Router
+from stillhouse.routing.runpod_gateway import RunPodGateway
+from stillhouse.routing.state import EndpointStateStore
+from stillhouse.runpod.callback_urls import CallbackUrls
+from stillhouse.runpod.callbacks import CallbackRecorder
+from stillhouse.workflows.council import CouncilTasks
+from stillhouse.workflows.recovery import RecoveryTasks
+from stillhouse.workflows.stepfunctions import Workflows
+
+
+class Container:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # --- stores --------------------------------------------------------------------------------
+    @cached_property
+    def spill(self) -> ResultStore:
+        return ResultStore(aws.client("s3"), self.settings.results_bucket)
+
+    @cached_property
+    def result_cache(self) -> ResultCache:
+        return ResultCache(aws.table(self.settings.cache_table), ttl_s=self.settings.cache_ttl_s)
+
+    @cached_property
+    def job_store(self) -> JobStore:
+        return JobStore(aws.table(self.settings.jobs_table), self.spill)
+
+    @cached_property
+    def member_store(self) -> MemberStore:
+        return MemberStore(aws.table(self.settings.jobs_table))
+
+    @cached_property
+    def api_keys(self) -> ApiKeyStore:
+        return ApiKeyStore(aws.table(self.settings.api_keys_table))
+
+    @cached_property
+    def idempotency(self) -> DynamoDBPersistenceLayer:
+        return DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table,
+                                        boto3_client=aws.client("dynamodb"))
+
+    @cached_property
+    def queue(self) -> JobQueue:
+        s = self.settings
+        return JobQueue(aws.client("sqs"), {Priority.HIGH: s.high_queue_url, Priority.NORMAL: s.normal_queue_url},
+                        {Priority.HIGH: s.high_dlq_url, Priority.NORMAL: s.normal_dlq_url})
+
+    # --- routing and RunPod --------------------------------------------------------------------
+    @cached_property
+    def registry(self) -> EndpointRegistry:
+        return EndpointRegistry(aws.table(self.settings.config_table), ttl_s=self.settings.parameters_max_age_s)
+
+    @cached_property
+    def router(self) -> Router:
+        store = EndpointStateStore(aws.table(self.settings.endpoint_state_table))
+        return Router(self.registry, Breaker(store, self.settings.breaker), settings=self.settings.route)
+
+    @cached_property
+    def runpod(self) -> RunPodGateway:
+        return RunPodGateway(self.registry, self.router, secrets.runpod_api_key, self.settings.runpod_timeout_s)
+
+    @cached_property
+    def callback_urls(self) -> CallbackUrls:
+        return CallbackUrls(secrets.signing_secret, secrets.callback_base_url)
+
+    @cached_property
+    def workflows(self) -> Workflows:
+        s = self.settings
+        return Workflows(aws.client("stepfunctions"), s.recovery_state_machine_arn, s.council_state_machine_arn)
+
+    @cached_property
+    def notify_caller(self) -> CallerNotifier:
+        return CallerNotifier(self.spill, secrets.signing_secret)
+
+    # --- what the functions call ---------------------------------------------------------------
+    @cached_property
+    def job_service(self) -> JobService:
+        defaults = CouncilDefaults(tuple(self.settings.council_models), self.settings.council_chair)
+        return JobService(self.job_store, self.queue, workflows=self.workflows, runpod=self.runpod,
+                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        s = self.settings
+        return Dispatcher(
+            store=self.job_store,
+            router=self.router,
+            client_for=self.runpod.client_for,
+            callback_url=self.callback_urls.for_attempt,
+            policy={"executionTimeout": s.execution_timeout_ms, "ttl": s.job_ttl_ms},
+            max_receive_count=s.max_receive_count,
+            workflows=self.workflows,
+            workflow_mode=s.workflow_mode,
+        )
+
+    @cached_property
+    def callbacks(self) -> CallbackRecorder:
+        return CallbackRecorder(
+            store=self.job_store,
+            verify_token=self.callback_urls.verify,
+            fetch_status=self.runpod.status,
+            notify=self.notify_caller,
+            learn=partial(report_outcome, self.router),
+            members=self.member_store,
+            cache=self.result_cache,
+            workflows=self.workflows,
+            stop_runpod_job=self.runpod.stop,
+        )
+
+    @cached_property
+    def workflow_tasks(self) -> RecoveryTasks:
+        council = CouncilTasks(store=self.job_store, members=self.member_store, router=self.router,
+                               client_for=self.runpod.client_for, callback_url=self.callback_urls.for_attempt,
+                               policy=self.dispatcher.policy, notify=self.notify_caller,
+                               stop_runpod_job=self.runpod.stop)
+        return RecoveryTasks(store=self.job_store, dispatcher=self.dispatcher, callbacks=self.callbacks,
+                             fetch_status=self.runpod.status, notify=self.notify_caller,
+                             max_attempts=self.settings.max_attempts, council=council)
+
+    @cached_property
+    def sweeper(self) -> Sweeper:
+        return Sweeper(store=self.job_store, callbacks=self.callbacks, fetch_status=self.runpod.status,
+                       execution_status=self.workflows.status, notify=self.notify_caller,
+                       stale_after_s=self.settings.sweep_after_s)
+
+
+_current: Container | None = None
+_lock = Lock()
+
+
+def container() -> Container:
+    """This process's objects (built on first use)."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Container(get_settings())
+        return _current
+
+
+def reset() -> None:
+    """Forget every built object and client (the embedded stack calls this after pointing at a new moto)."""
+    global _current
+    with _lock:
+        _current = None
+    secrets.reset()
+    aws.reset()

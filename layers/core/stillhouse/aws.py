@@ -3,7 +3,7 @@
 Which one is configuration only (`AWS_ENDPOINT_URL`, or `STILLHOUSE_LOCALSTACK=true` to take the
 endpoint from localstack-client); business code never asks which. Clients are created lazily and
 cached per process (boto3 client creation costs ~50 ms; Lambda cold starts pay only for what they use).
-Every API call is counted, which is how the benchmarks price a job (DESIGN.md §6).
+Every API call is counted, which is how the benchmarks price a job (docs/cost.md).
 """
 from __future__ import annotations
 

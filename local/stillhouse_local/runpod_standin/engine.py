@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
 
-from stillhouse_local.runpod_standin_worker import (
+from stillhouse_local.runpod_standin.worker_process import (
     InProcessWorker,
     Spawner,
     WorkerProcess,

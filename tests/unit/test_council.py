@@ -5,6 +5,13 @@ from stillhouse.errors import JobFinished, TerminalError
 from stillhouse.jobs.model import Job, JobStatus, Task
 from stillhouse.workflows import council_prompts as council
 from stillhouse.workflows.council import CouncilTasks
+from stillhouse.workflows.events import CouncilState, MemberAnswer
+
+
+def members(answers):
+    """Answers as the state machine hands them to a task (the Map's results, typed)."""
+    return [MemberAnswer.model_validate(a) for a in answers]
+
 
 ANSWERS = [{"model": "m1", "text": "one"}, {"model": "m2", "text": "two"}, {"model": "m3", "text": "three"}]
 
@@ -117,7 +124,7 @@ def council_job(**spec):
 
 def quorum(answers, tolerated):
     tasks, store, _ = council_job()
-    return tasks.quorum("j", answers, tolerated), {"council": store.job.council}
+    return tasks.quorum("j", members(answers), tolerated), {"council": store.job.council}
 
 
 def test_a_quorum_keeps_answers_and_names_failed_models():
@@ -164,10 +171,10 @@ def test_without_ranking_the_chair_sees_only_the_answers():
 
 def test_the_result_carries_the_rankings_the_chair_was_given():
     tasks, store, endpoint = council_job(rank=True)
-    tasks.quorum("j", ANSWERS, 50)
-    tasks.tally("j", [ranked("m1", "C", "A"), ranked("m3", "C", "B", "A"), {"model": "m2", "error": "x"}])
+    tasks.quorum("j", members(ANSWERS), 50)
+    tasks.tally("j", members([ranked("m1", "C", "A"), ranked("m3", "C", "B", "A"), {"model": "m2", "error": "x"}]))
     prompt = ask_the_chair(tasks, endpoint)
-    tasks.record({"job_id": "j", "final": {"model": "m1", "text": "final"}})
+    tasks.record(CouncilState(job_id="j", final=MemberAnswer(model="m1", text="final")))
     out = store.job.output
     assert out["rankings"] == [{"model": "m1", "ranking": ["m3", "m1"]}, {"model": "m3", "ranking": ["m3", "m2", "m1"]}]
     assert out["aggregate_ranking"] == council.aggregate_rankings([["m3", "m1"], ["m3", "m2", "m1"]])
@@ -177,8 +184,8 @@ def test_the_result_carries_the_rankings_the_chair_was_given():
 
 def test_an_unranked_result_has_no_ranking_fields():
     tasks, store, _ = council_job()
-    tasks.quorum("j", ANSWERS, 50)
-    tasks.record({"job_id": "j", "final": {"model": "m1", "text": "final"}})
+    tasks.quorum("j", members(ANSWERS), 50)
+    tasks.record(CouncilState(job_id="j", final=MemberAnswer(model="m1", text="final")))
     assert store.job.output["final"] == "final"
     assert not {"rankings", "aggregate_ranking", "labels"} & store.job.output.keys()
 

@@ -137,3 +137,17 @@ def test_a_submit_task_reads_the_endpoints_once_to_decide_and_to_place(jobs_tabl
     placed = tasks.handle({"action": "submit", "job_id": "j3", "task_token": "tt", "execution_arn": "arn:exec:j3-0"})
     assert placed["endpoint"] == "a" and placed["attempt"] == 1
     assert router.plans == 1
+
+
+@pytest.mark.parametrize(("event", "field"), [
+    ({"action": "submit", "job_id": "j1"}, "submit.task_token"),
+    ({"action": "council_member", "job_id": "j1", "stage": "vote", "index": 0, "model": "m", "task_token": "t"},
+     "council_member.stage"),
+    ({"action": "launch"}, "action"),
+])
+def test_a_malformed_task_event_fails_terminally_naming_the_field(event, field):
+    tasks = RecoveryTasks(store=None, dispatcher=None, callbacks=None, fetch_status=None,
+                          notify=lambda job: None, max_attempts=3)
+    with pytest.raises(errors.TerminalError) as raised:
+        tasks.handle(event)
+    assert raised.value.field == field

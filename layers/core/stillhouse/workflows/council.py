@@ -13,6 +13,17 @@ from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.routing.placement import Endpoint, Refused, Routing, place
 from stillhouse.runpod.client import RunPodClient
 from stillhouse.workflows import council_prompts as council
+from stillhouse.workflows.events import (
+    CouncilMemberTask,
+    CouncilQuorumTask,
+    CouncilRecordTask,
+    CouncilState,
+    CouncilTallyTask,
+    MemberAnswer,
+    parse_task_event,
+)
+
+CouncilTask = CouncilMemberTask | CouncilQuorumTask | CouncilTallyTask | CouncilRecordTask
 
 
 @dataclass
@@ -68,34 +79,34 @@ class CouncilTasks:
             return council.synthesis_messages(spec.prompt, state["answers"], state.get("aggregate"))
         raise errors.TerminalError(f"unknown council stage {stage!r}")
 
-    def quorum(self, job_id: str, answers: list[dict[str, Any]], tolerated_failure_percentage: float) -> dict[str, Any]:
+    def quorum(self, job_id: str, answers: list[MemberAnswer], tolerated_failure_percentage: float) -> dict[str, Any]:
         """Keep what the models answered; more failures than tolerated sink the job."""
-        ok = [a for a in answers if "text" in a]
-        failed = [a["model"] for a in answers if "text" not in a]
+        ok = [a.model_dump(include={"model", "text", "latency_ms"}, exclude_none=True) for a in answers if a.answered]
+        failed = [a.model for a in answers if not a.answered]
         if not ok or 100.0 * len(failed) / len(answers) > tolerated_failure_percentage:
-            reasons = "; ".join(f"{a['model']}: {a.get('error')}" for a in answers if "text" not in a)
+            reasons = "; ".join(f"{a.model}: {a.error}" for a in answers if not a.answered)
             raise errors.TerminalError(
                 f"{len(failed)} of {len(answers)} models failed (tolerated: {tolerated_failure_percentage:g}%): {reasons}")
         labels = council.labels_for([a["model"] for a in ok])
         self.store.annotate(job_id, {"council": {"answers": ok, "failed_models": failed, "labels": labels}})
         return {"answered": [a["model"] for a in ok], "failed_models": failed}
 
-    def tally(self, job_id: str, rankings: list[dict[str, Any]]) -> dict[str, Any]:
+    def tally(self, job_id: str, rankings: list[MemberAnswer]) -> dict[str, Any]:
         """Read every ranking once and keep them with their aggregate on the job: the chair's prompt
         and the recorded result both read them from there, so they cannot disagree."""
         kept = self.store.get(job_id).council or {}
-        ranked = [{"model": r["model"], "ranking": council.parse_ranking(r["text"], kept.get("labels", {}))}
-                  for r in rankings if "text" in r]  # a ranker that failed is left out, not fatal
+        ranked = [{"model": r.model, "ranking": council.parse_ranking(r.text or "", kept.get("labels", {}))}
+                  for r in rankings if r.answered]  # a ranker that failed is left out, not fatal
         aggregate = council.aggregate_rankings([r["ranking"] for r in ranked])
         self.store.annotate(job_id, {"council": {**kept, "rankings": ranked, "aggregate": aggregate}})
         return {"rankers": [r["model"] for r in ranked]}
 
-    def record(self, state: dict[str, Any]) -> dict[str, Any]:
-        job = self.store.get(state["job_id"])
+    def record(self, state: CouncilState) -> dict[str, Any]:
+        job = self.store.get(state.job_id)
         kept = job.council or {}
         output: dict[str, Any] = {
-            "final": state["final"]["text"],
-            "chair": state["final"].get("model"),
+            "final": state.final.text,
+            "chair": state.final.model,
             "answers": [{"model": a["model"], "text": a["text"], "latency_ms": a.get("latency_ms")}
                         for a in kept.get("answers", [])],
             "failed_models": kept.get("failed_models", []),
@@ -112,14 +123,16 @@ class CouncilTasks:
         self.notify(done)
         return {"recorded": True}
 
-    def handle(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        action = event.get("action")
-        if action == "council_member":
-            return self.member(event["job_id"], event["stage"], int(event["index"]), event["model"], event["task_token"])
-        if action == "council_quorum":
-            return self.quorum(event["job_id"], event["answers"], float(event["tolerated_failure_percentage"]))
-        if action == "council_tally":
-            return self.tally(event["job_id"], event["rankings"])
-        if action == "council_record":
-            return self.record(event["state"])
-        return None
+    def handle(self, event: CouncilTask | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(event, dict):
+            event = parse_task_event(event)
+        match event:
+            case CouncilMemberTask():
+                return self.member(event.job_id, event.stage, event.index, event.model, event.task_token)
+            case CouncilQuorumTask():
+                return self.quorum(event.job_id, event.answers, event.tolerated_failure_percentage)
+            case CouncilTallyTask():
+                return self.tally(event.job_id, event.rankings)
+            case CouncilRecordTask():
+                return self.record(event.state)
+        raise errors.TerminalError(f"not a council task: {event!r}")

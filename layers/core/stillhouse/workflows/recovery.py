@@ -19,6 +19,7 @@ from stillhouse.routing.placement import Refused, nothing_available
 from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 from stillhouse.runpod.client import RunPodError
 from stillhouse.workflows.council import CouncilTasks
+from stillhouse.workflows.events import CheckStatusTask, RecordFailureTask, StateError, SubmitTask, parse_task_event
 
 
 @dataclass
@@ -83,10 +84,9 @@ class RecoveryTasks:
         self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="recovery")
         return {"state": "done"}
 
-    def record_failure(self, job_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    def record_failure(self, job_id: str, error: StateError | None) -> dict[str, Any]:
         """The workflow gave up: end the job FAILED with the last error (a no-op if it already ended)."""
-        name = (error or {}).get("Error", "Unknown")
-        cause = (error or {}).get("Cause", "")
+        name, cause = (error.Error, error.Cause) if error else ("Unknown", "")
         job = self.store.get(job_id)
         message = f"{name}: {cause}" if cause else name
         if job.error and name != errors.TerminalError.__name__:
@@ -126,14 +126,15 @@ class RecoveryTasks:
         except errors.TransitionRefused:
             pass
 
-    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        action = event.get("action")
-        if action == "submit":
-            return self.submit(event["job_id"], event["task_token"], event.get("execution_arn"))
-        if action == "check_status":
-            return self.check_status(event["job_id"])
-        if action == "record_failure":
-            return self.record_failure(event["job_id"], event.get("error"))
-        if self.council is not None and str(action).startswith("council_"):
-            return self.council.handle(event)
-        raise errors.TerminalError(f"unknown workflow action {action!r}")
+    def handle(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """One Step Functions task event (typed in stillhouse.workflows.events) -> the task it names."""
+        match event := parse_task_event(raw):
+            case SubmitTask():
+                return self.submit(event.job_id, event.task_token, event.execution_arn)
+            case CheckStatusTask():
+                return self.check_status(event.job_id)
+            case RecordFailureTask():
+                return self.record_failure(event.job_id, event.error)
+        if self.council is None:
+            raise errors.TerminalError(f"no council tasks here for {event.action!r}")
+        return self.council.handle(event)

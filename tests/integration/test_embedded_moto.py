@@ -6,9 +6,7 @@ import threading
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-
 from stillhouse_local.moto_env import FAKE_CREDENTIALS, free_port, moto_server
-
 
 TABLE = "moto-atomicity-check"  # moto's backends are per process: keep clear of the stack's tables
 

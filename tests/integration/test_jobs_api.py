@@ -2,9 +2,9 @@
 
 import requests
 
-from stillhouse.delivery.webhooks import SIGNATURE_HEADER
-from stillhouse.delivery.signing import verify_webhook_signature
 from stillhouse import secrets
+from stillhouse.delivery.signing import verify_webhook_signature
+from stillhouse.delivery.webhooks import SIGNATURE_HEADER
 
 
 def test_an_echo_job_completes_with_its_output_and_a_timeline(api):

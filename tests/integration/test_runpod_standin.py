@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from stillhouse_local.runpod_standin import RunPodStandIn
 
 API_KEY = "test-key"

@@ -108,9 +108,9 @@ class Members:
 
     def finish(self, job_id, key):
         member = self.store.job.members.get(key)
-        if member is None or member.get("done"):
+        if member is None or member.done:
             return False
-        self._set(key, {**member, "done": True})
+        self._set(key, member.model_copy(update={"done": True}))
         return True
 
 
@@ -210,8 +210,8 @@ def test_a_member_retried_after_its_callback_timed_out_cancels_the_earlier_try_o
     tasks.member("j", "answer", 0, "m1", "token-1")
     tasks.member("j", "answer", 0, "m1", "token-2")  # the Ask timed out; the workflow asks again
     assert endpoint.cancelled == ["rp-1"] and endpoint.released_names == ["e1"]
-    assert store.job.members["answer-0"]["runpod_id"] == "rp-2"
-    assert store.job.members["answer-0"]["task_token"] == "token-2"
+    assert store.job.members["answer-0"].runpod_id == "rp-2"
+    assert store.job.members["answer-0"].task_token == "token-2"
     tasks.member("j", "answer", 0, "m1", "token-3")
     assert endpoint.cancelled == ["rp-1", "rp-2"]  # each earlier try once
 
@@ -222,4 +222,4 @@ def test_a_retried_member_whose_earlier_result_was_taken_cancels_nothing():
     assert tasks.members.finish("j", "answer-0")  # its webhook came (and freed the slot) just too late
     tasks.member("j", "answer", 0, "m1", "token-2")
     assert endpoint.cancelled == [] and endpoint.released_names == []
-    assert store.job.members["answer-0"]["runpod_id"] == "rp-2"
+    assert store.job.members["answer-0"].runpod_id == "rp-2"

@@ -2,8 +2,13 @@
 import pytest
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
-from stillhouse.jobs.model import Job, JobStatus, Task
+from stillhouse.jobs.model import CouncilMember, Job, JobStatus, Task
 from stillhouse.jobs.store import JobStore, MemberStore, now_iso
+
+
+def member(model, runpod_id):
+    return CouncilMember(model=model, stage="answer", endpoint="e1", runpod_id=runpod_id, task_token="tt",
+                         started_ms=0)
 
 
 def make_job(job_id="j1", tenant="acme", **kw) -> Job:
@@ -109,8 +114,8 @@ def test_a_forged_cursor_is_a_clear_400(store):
 def test_a_council_member_is_recorded_only_while_the_job_lives(store, jobs_table):
     members = MemberStore(jobs_table)
     store.create(make_job(members={}))
-    assert members.put("j1", "answer-0", {"model": "m1", "runpod_id": "rp1"})
+    assert members.put("j1", "answer-0", member("m1", "rp1"))
     assert members.finish("j1", "answer-0") and not members.finish("j1", "answer-0")  # taken once
     store.transition("j1", JobStatus.CANCELLED, actor="api")
-    assert not members.put("j1", "answer-1", {"model": "m2", "runpod_id": "rp2"})
+    assert not members.put("j1", "answer-1", member("m2", "rp2"))
     assert set(store.get("j1").members) == {"answer-0"}

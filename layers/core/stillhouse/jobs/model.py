@@ -48,6 +48,18 @@ class JobEvent(BaseModel):
     detail: str | None = None
 
 
+class CouncilMember(BaseModel):
+    """One council member's RunPod job, kept in its job's `members` map while the workflow waits for it."""
+
+    model: str
+    stage: str
+    endpoint: str
+    runpod_id: str
+    task_token: str  # resumes the workflow's waiting task: a capability, never shown to callers
+    started_ms: int
+    done: bool = False  # its result was taken (by its webhook, or by a retry that stopped it)
+
+
 class Job(BaseModel):
     """A job as stored in the jobs table and shown to its tenant."""
 
@@ -77,7 +89,7 @@ class Job(BaseModel):
     task_token: str | None = Field(default=None, exclude=True)
     council: dict[str, Any] | None = None  # council jobs: answers so far, the label -> model map
     # Council members in flight (model, endpoint, RunPod id, task token): internal, never shown.
-    members: dict[str, Any] | None = Field(default=None, exclude=True)
+    members: dict[str, CouncilMember] | None = Field(default=None, exclude=True)
     events: list[JobEvent] = Field(default_factory=list)
 
 

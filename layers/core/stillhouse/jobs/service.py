@@ -152,7 +152,7 @@ class JobService:
             self._workflows.stop(job.execution_arn, "cancelled by caller")
         if self._runpod is None:
             return
-        in_flight = [(m["endpoint"], m["runpod_id"]) for m in (job.members or {}).values() if not m.get("done")]
+        in_flight = [(m.endpoint, m.runpod_id) for m in (job.members or {}).values() if not m.done]
         if job.endpoint and job.runpod_id:
             in_flight.append((job.endpoint, job.runpod_id))
         for endpoint_name, runpod_id in in_flight:

@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
-from stillhouse.jobs.model import Job, JobEvent, JobStatus, JobSummary
+from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSummary
 from stillhouse.jobs.status import TERMINAL, Move, to
 
 _JSON_FIELDS = ("input", "params", "output", "council")
@@ -30,7 +30,7 @@ def _to_item(job: Job) -> dict[str, Any]:
     if job.task_token:  # excluded from every dump shown to callers, but stored
         data["task_token"] = job.task_token
     if job.members is not None:
-        data["members"] = job.members
+        data["members"] = {key: m.model_dump() for key, m in job.members.items()}
     if job.cache_key:
         data["cache_key"] = job.cache_key
     for name in _JSON_FIELDS:
@@ -226,10 +226,10 @@ class MemberStore:
     def __init__(self, table: Any) -> None:
         self._table = table
 
-    def put(self, job_id: str, key: str, member: dict[str, Any]) -> bool:
+    def put(self, job_id: str, key: str, member: CouncilMember) -> bool:
         """Record a member in flight; False when the job has ended meanwhile (e.g. cancelled): a cancel
         reads the members in the write that ends the job, so one put after it would never be seen."""
-        values: dict[str, Any] = {":m": member}
+        values: dict[str, Any] = {":m": member.model_dump(exclude={"done"})}  # `done` is set once, by finish()
         try:
             self._table.update_item(
                 Key={"id": job_id},

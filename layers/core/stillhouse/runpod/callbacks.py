@@ -100,10 +100,10 @@ class CallbackRecorder:
         asked = (job.members or {}).get(member)
         if asked is None or job.status.terminal:
             return False  # unknown member (or job over): nothing waits for this result
-        if asked.get("runpod_id") != runpod_id:
+        if asked.runpod_id != runpod_id:
             body = self.fetch_status(endpoint, runpod_id)
         target = _TERMINAL.get(body.get("status", ""))
-        if target is None or asked.get("runpod_id") != body.get("id") or not self.members.finish(job_id, member):
+        if target is None or asked.runpod_id != body.get("id") or not self.members.finish(job_id, member):
             return False  # not finished, an older try of this member, or a duplicate
         error = body.get("error")
         error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
@@ -112,12 +112,12 @@ class CallbackRecorder:
         if target is JobStatus.COMPLETED:
             output = body.get("output")
             text = output.get("text") if isinstance(output, dict) else None
-            self.workflows.succeed_task(asked["task_token"], {
-                "model": asked["model"], "text": text if isinstance(text, str) else json.dumps(output),
+            self.workflows.succeed_task(asked.task_token, {
+                "model": asked.model, "text": text if isinstance(text, str) else json.dumps(output),
                 "latency_ms": latency_ms(body)})
         else:
             name = workflow_error_name(error_class or ErrorClass.TERMINAL)
-            self.workflows.fail_task(asked["task_token"], name, error_text or target.value)
+            self.workflows.fail_task(asked.task_token, name, error_text or target.value)
         return True
 
     def apply(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], *, actor: str) -> Job | None:

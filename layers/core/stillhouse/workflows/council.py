@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillhouse import errors
-from stillhouse.jobs.model import CouncilInput, Job
+from stillhouse.jobs.model import CouncilInput, CouncilMember, Job
 from stillhouse.jobs.status import COMPLETE_COUNCIL
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.routing.placement import Endpoint, Refused, Routing, place
@@ -45,11 +45,11 @@ class CouncilTasks:
         spec = CouncilInput.model_validate(job.input)
         key = f"{stage}-{index}"
         earlier = (job.members or {}).get(key)
-        if earlier and not earlier.get("done") and self.members.finish(job_id, key):
+        if earlier and not earlier.done and self.members.finish(job_id, key):
             # A retry after the callback timed out: the earlier try still holds a RunPod worker and an
             # endpoint slot, and its late result would be ignored. Taking it (finish) first makes this
             # the only place that frees it: its webhook, if it comes, finds it taken.
-            self.stop_runpod_job(earlier["endpoint"], earlier["runpod_id"])
+            self.stop_runpod_job(earlier.endpoint, earlier.runpod_id)
         payload: dict[str, Any] = {"task": "generate", "model": model, "messages": self._messages(job, spec, stage)}
         if spec.max_new_tokens:
             payload["max_new_tokens"] = spec.max_new_tokens
@@ -59,10 +59,10 @@ class CouncilTasks:
             raise errors.WORKFLOW_ERRORS[outcome.error_class](f"{model}: {outcome.reason}")
         endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]
         self.router.submitted(endpoint.name)
-        if not self.members.put(job_id, key, {
-            "model": model, "stage": stage, "endpoint": endpoint.name,
-            "runpod_id": runpod_id, "task_token": task_token, "started_ms": int(time.time() * 1000),
-        }):
+        if not self.members.put(job_id, key, CouncilMember(
+            model=model, stage=stage, endpoint=endpoint.name, runpod_id=runpod_id, task_token=task_token,
+            started_ms=int(time.time() * 1000),
+        )):
             # Cancelled while we were submitting: the cancel could not see this member, so stop it here.
             self.stop_runpod_job(endpoint.name, runpod_id)
             raise errors.JobFinished(f"job {job_id} ended while {model} was being asked")

@@ -97,8 +97,8 @@ def test_cancel_mid_council_cancels_the_members_on_runpod_and_nothing_overwrites
         faults(endpoint, crash_rate=1.0)  # crash_mode "hang": every member stays IN_PROGRESS on RunPod
     job_id = submit_council(api)
     members = members_in_flight(job_id, len(MODELS))
-    assert sorted(m["model"] for m in members.values()) == MODELS
-    runpod_ids = [m["runpod_id"] for m in members.values()]
+    assert sorted(m.model for m in members.values()) == MODELS
+    runpod_ids = [m.runpod_id for m in members.values()]
     assert {stack.standin.job_status(r)["status"] for r in runpod_ids} <= {"IN_QUEUE", "IN_PROGRESS"}
     assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
     # The cancel stops every member in flight. A member whose callback timed out just now may have been

@@ -3,7 +3,7 @@ from functools import partial
 
 import pytest
 
-from stillhouse.errors import ErrorClass, Unauthorized
+from stillhouse.errors import ErrorClass, InvalidRequest, Unauthorized
 from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.store import JobStore
 from stillhouse.runpod.callback_urls import callback_token, verify_callback_token
@@ -56,6 +56,19 @@ def test_a_bad_token_is_refused_and_nothing_is_written(store):
     rec, notified, _ = recorder(store)
     with pytest.raises(Unauthorized):
         rec.record("j1", 1, "a", "forged", {"id": "rp1", "status": "COMPLETED", "output": 1})
+    assert store.get("j1").status is JobStatus.IN_PROGRESS and notified == []
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"status": "COMPLETED", "output": 1}, "body.id"),
+    ({"id": "rp1", "status": 7}, "body.status"),
+    ({"id": "rp1", "status": "COMPLETED", "delayTime": "soon"}, "body.delayTime"),
+])
+def test_a_callback_body_that_is_not_a_runpod_job_is_refused_naming_the_field(store, body, field):
+    rec, notified, _ = recorder(store)
+    with pytest.raises(InvalidRequest) as refused:
+        rec.record("j1", 1, "a", token(), body)
+    assert refused.value.field == field
     assert store.get("j1").status is JobStatus.IN_PROGRESS and notified == []
 
 

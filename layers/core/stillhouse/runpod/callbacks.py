@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from stillhouse.errors import (
     ErrorClass,
     InvalidRequest,
@@ -20,6 +22,7 @@ from stillhouse.jobs.status import RETRY_ATTEMPT, TERMINAL
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.outputs.cache import ResultCache
 from stillhouse.routing.feedback import latency_ms
+from stillhouse.runpod.schemas import RunPodJob
 
 # RunPod's terminal statuses and ours are the same words.
 _TERMINAL = {s.value: s for s in TERMINAL}
@@ -52,6 +55,16 @@ class Resumer(Protocol):
     def fail_task(self, task_token: str, error: str, cause: str) -> None: ...
 
 
+def _reported(body: dict[str, Any]) -> dict[str, Any]:
+    """A RunPod webhook's body, checked against RunPod's job shape (the field at fault is named)."""
+    try:
+        return RunPodJob.model_validate(body).model_dump(exclude_unset=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = f"body.{first['loc'][0]}" if first["loc"] else "body"  # the top-level field at fault
+        raise InvalidRequest(f"callback {field}: {first['msg']}", field=field) from err
+
+
 def _recorded_in_progress(job: Job, attempt: int) -> bool:
     """Did the job record show this attempt IN_PROGRESS? Whatever moved it off IN_PROGRESS (webhook,
     status check) reported that attempt's outcome already. An attempt RunPod accepted but never
@@ -78,9 +91,8 @@ class CallbackRecorder:
         """A RunPod webhook: verify it, trust it only if it matches our record, then apply it."""
         if not self.verify_token(token, job_id, attempt, endpoint, ""):
             raise Unauthorized("callback token does not match this job", field="token")
-        runpod_id = body.get("id")
-        if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):
-            raise InvalidRequest("callback body needs 'id' and 'status'", field="body")
+        body = _reported(body)
+        runpod_id = body["id"]
         job = self.store.get(job_id)
         if job.status.terminal:
             return None  # duplicate or late callback: the first result stands
@@ -93,9 +105,8 @@ class CallbackRecorder:
         """A council member's RunPod webhook: resume the workflow task that asked it, once."""
         if not self.verify_token(token, job_id, 0, endpoint, member):
             raise Unauthorized("callback token does not match this job", field="token")
-        runpod_id = body.get("id")
-        if not isinstance(runpod_id, str) or not isinstance(body.get("status"), str):
-            raise InvalidRequest("callback body needs 'id' and 'status'", field="body")
+        body = _reported(body)
+        runpod_id = body["id"]
         job = self.store.get(job_id)
         asked = (job.members or {}).get(member)
         if asked is None or job.status.terminal:

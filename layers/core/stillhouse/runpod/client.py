@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from pydantic import BaseModel, ValidationError
 from tenacity import (
     retry,
     retry_if_exception,
@@ -18,6 +19,7 @@ from tenacity import (
 )
 
 from stillhouse.errors import ErrorClass, StillhouseError
+from stillhouse.runpod.schemas import RunAccepted, RunPodJob, RunRequest
 
 
 class RunPodError(StillhouseError):
@@ -81,6 +83,15 @@ _retry_unsent = retry(
 )
 
 
+def _checked(schema: type[BaseModel], method: str, url: str, answer: Any) -> dict[str, Any]:
+    """RunPod's answer if it has the shape we rely on; a malformed answer is a transient fault of theirs."""
+    try:
+        return schema.model_validate(answer).model_dump(exclude_unset=True)
+    except ValidationError as err:
+        raise RunPodError(f"{method} {url}: unexpected answer ({err.errors()[0]['msg']})",
+                          error_class=ErrorClass.TRANSIENT) from err
+
+
 class RunPodClient:
     def __init__(self, api_key: str, *, timeout_s: float = 10.0, session: requests.Session | None = None) -> None:
         self._timeout = timeout_s
@@ -114,16 +125,14 @@ class RunPodClient:
         webhook: str | None = None,
         policy: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"input": payload}
-        if webhook:
-            body["webhook"] = webhook
-        if policy:
-            body["policy"] = policy
-        return self._call("POST", f"{base_url}/{endpoint_id}/run", body)
+        body = RunRequest(input=payload, webhook=webhook, policy=policy or None).model_dump(exclude_none=True)
+        url = f"{base_url}/{endpoint_id}/run"
+        return _checked(RunAccepted, "POST", url, self._call("POST", url, body))
 
     @_retry_reads
     def status(self, base_url: str, endpoint_id: str, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"{base_url}/{endpoint_id}/status/{job_id}")
+        url = f"{base_url}/{endpoint_id}/status/{job_id}"
+        return _checked(RunPodJob, "GET", url, self._call("GET", url))
 
     @_retry_reads
     def stream(self, base_url: str, endpoint_id: str, job_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from gpu_handler import tasks
 from gpu_handler.engine import Engine
 from gpu_handler.settings import WorkerSettings
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "gpu_handler" / "handler.py"
 
 

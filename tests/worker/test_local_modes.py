@@ -16,7 +16,7 @@ import requests
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "gpu_handler" / "handler.py"
 
 

@@ -9,23 +9,12 @@ from stillhouse.config import BreakerSettings
 from stillhouse.errors import ErrorClass
 from stillhouse.routing.breaker import Breaker, OpenReason, on_failure
 from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore, StateConflict
+from tests.support.clock import T0, Clock
 
 from .conftest import create_state_table
 
 STATE_TABLE = "test-endpoint-state"
 EP = "gpu-a"
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class InterleavingStore(EndpointStateStore):

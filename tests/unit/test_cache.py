@@ -8,22 +8,16 @@ from stillhouse.jobs.model import JobRequest, JobStatus, Task
 from stillhouse.jobs.service import JobService
 from stillhouse.jobs.store import JobStore
 from stillhouse.outputs.cache import MAX_CACHED_BYTES, ResultCache, cache_key, cacheable
+from tests.support.callbacks import recorder
+from tests.support.clock import Clock
+from tests.support.jobs import make_job
 
 from .conftest import create_hash_table
-from .test_callbacks import recorder
 
 
 @pytest.fixture
 def cache_table(aws_mock):
     return create_hash_table(boto3.resource("dynamodb", region_name="us-east-1"), "cache", "key")
-
-
-class Clock:
-    def __init__(self):
-        self.t = 1_000_000.0
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.mark.parametrize("task, input, params, expected", [
@@ -139,7 +133,6 @@ def _recorder(store, cache):
 
 
 def _running_cached_job(store):
-    from .test_jobs_store import make_job
     store.create(make_job("j1", cache=True, cache_key="key-1"))
     return store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", attempt=1,
                             fields={"runpod_id": "rp1"})

@@ -8,10 +8,9 @@ from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.store import JobStore
 from stillhouse.runpod.callback_urls import callback_token, verify_callback_token
 from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
-
-from .test_jobs_store import make_job
-
-SECRET = "k"
+from tests.support.callbacks import SECRET, recorder
+from tests.support.fakes import FakeWorkflows
+from tests.support.jobs import make_job
 
 
 @pytest.fixture
@@ -20,17 +19,6 @@ def store(jobs_table):
     s.create(make_job("j1"))
     s.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", fields={"runpod_id": "rp1"})
     return s
-
-
-def recorder(store, status_answers=None, **parts):
-    notified, fetched = [], []
-
-    def fetch(endpoint, runpod_id):
-        fetched.append((endpoint, runpod_id))
-        return status_answers[runpod_id]
-
-    rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=fetch, notify=notified.append, **parts)
-    return rec, notified, fetched
 
 
 def token(job_id="j1", attempt=1, endpoint="a"):
@@ -97,19 +85,6 @@ def test_failed_runpod_jobs_are_classified(status, error, expected):
     assert error_class_of(status, error) is expected
 
 
-class Workflows:
-    """The recovery workflow as callbacks see it: nothing to do here but take the calls."""
-
-    def start_recovery(self, job_id, attempt):
-        return f"arn:exec:{job_id}-{attempt}"
-
-    def succeed_task(self, task_token, output):
-        pass
-
-    def fail_task(self, task_token, error, cause):
-        pass
-
-
 def start_attempt(store, endpoint, runpod_id):
     """One attempt as dispatch makes it: claimed, then recorded IN_PROGRESS once RunPod accepted it."""
     claimed = store.claim_attempt("j2", store.get("j2").attempts)
@@ -121,7 +96,7 @@ def start_attempt(store, endpoint, runpod_id):
 def learning_recorder(store, status_answers):
     learned = []
     rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=lambda ep, rp: status_answers[rp],
-                           notify=lambda job: None, workflows=Workflows(),
+                           notify=lambda job: None, workflows=FakeWorkflows(),
                            learn=lambda endpoint, status, error_class, error, body: learned.append(
                                (endpoint, status, error_class)))
     return rec, learned

@@ -11,21 +11,11 @@ from stillhouse.routing.registry import (
     EndpointSpec,
     InvalidEndpointConfig,
 )
+from tests.support.clock import Clock
 
 from .conftest import create_config_table
 
 CONFIG_TABLE = "test-config"
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,14 @@
 import pytest
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
-from stillhouse.jobs.model import CouncilMember, Job, JobStatus, Task
-from stillhouse.jobs.store import JobStore, MemberStore, now_iso
+from stillhouse.jobs.model import CouncilMember, JobStatus
+from stillhouse.jobs.store import JobStore, MemberStore
+from tests.support.jobs import make_job
 
 
 def member(model, runpod_id):
     return CouncilMember(model=model, stage="answer", endpoint="e1", runpod_id=runpod_id, task_token="tt",
                          started_ms=0)
-
-
-def make_job(job_id="j1", tenant="acme", **kw) -> Job:
-    at = now_iso()
-    return Job(id=job_id, tenant_id=tenant, task=Task.ECHO, status=JobStatus.IN_QUEUE, input={"text": "hi", "x": 1.5},
-               created_at=at, updated_at=at, events=[{"at": at, "status": "IN_QUEUE", "actor": "api"}], **kw)
 
 
 @pytest.fixture

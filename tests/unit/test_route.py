@@ -12,21 +12,9 @@ from stillhouse.routing.breaker import Breaker
 from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
 from stillhouse.routing.router import Plan, Router, route
 from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore
+from tests.support.clock import T0, Clock
 
 from .conftest import create_config_table, create_state_table
-
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def ep(name: str, **kw) -> EndpointSpec:

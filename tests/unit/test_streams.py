@@ -9,8 +9,7 @@ from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.streams import StreamReader, chunks_of
 from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
 from stillhouse.runpod.client import RunPodError
-
-from .test_jobs_store import make_job
+from tests.support.jobs import make_job
 
 ACME = Principal(tenant_id="acme")
 

@@ -11,9 +11,9 @@ from stillhouse.runpod.callback_urls import callback_token, verify_callback_toke
 from stillhouse.runpod.callbacks import CallbackRecorder
 from stillhouse.runpod.client import RunPodError
 from stillhouse.workflows.recovery import RecoveryTasks
-
-from .test_callbacks import SECRET, Workflows
-from .test_jobs_store import make_job
+from tests.support.callbacks import SECRET
+from tests.support.fakes import Ep, FakeRouter, FakeRunPod, FakeWorkflows, make_dispatcher
+from tests.support.jobs import make_job
 
 RETRYABLE = '{"error_type": "OutOfMemory", "retryable": true}'
 
@@ -45,7 +45,7 @@ def recovery(store, answers):
     learned = []
     fetch = RunPodStatus(answers)
     callbacks = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=fetch, notify=lambda job: None,
-                                 workflows=Workflows(),
+                                 workflows=FakeWorkflows(),
                                  learn=lambda endpoint, status, error_class, error, body: learned.append(
                                      (endpoint, status, error_class)))
     # check_status never submits, so it needs no dispatcher.
@@ -119,8 +119,6 @@ def test_with_no_endpoint_the_submit_task_waits_without_spending_an_attempt_and_
 
 
 def test_a_submit_task_reads_the_endpoints_once_to_decide_and_to_place(jobs_table):
-    from .test_dispatch import Ep, FakeRouter, FakeRunPod, make_dispatcher
-
     class CountingRouter(FakeRouter):
         plans = 0
 

@@ -13,6 +13,7 @@ from stillhouse import aws
 from stillhouse.jobs.store import JobStore, now_iso
 from stillhouse.jobs.model import Job, JobStatus, Priority, Task
 from stillhouse.jobs.queue import JobQueue, job_id_of
+from tests.support.tables import create_jobs_table
 
 URL = os.environ.get("LOCALSTACK_URL", "http://localhost:4566")
 
@@ -43,9 +44,7 @@ def localstack(monkeypatch):
 def test_job_store_writes_are_conditional_on_localstack(localstack):
     name = f"jobs-{uuid.uuid4().hex[:8]}"
     ddb = aws.client("dynamodb")
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    create_jobs_table(ddb, name)  # the template's JobsTable schema, indexes included
     ddb.get_waiter("table_exists").wait(TableName=name)
     store = JobStore(aws.table(name))
     at = now_iso()

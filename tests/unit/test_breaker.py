@@ -10,8 +10,7 @@ from stillhouse.errors import ErrorClass
 from stillhouse.routing.breaker import Breaker, OpenReason, on_failure
 from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore, StateConflict
 from tests.support.clock import T0, Clock
-
-from .conftest import create_state_table
+from tests.support.tables import create_state_table
 
 STATE_TABLE = "test-endpoint-state"
 EP = "gpu-a"

@@ -11,13 +11,12 @@ from stillhouse.outputs.cache import MAX_CACHED_BYTES, ResultCache, cache_key, c
 from tests.support.callbacks import recorder
 from tests.support.clock import Clock
 from tests.support.jobs import make_job
-
-from .conftest import create_hash_table
+from tests.support.tables import create_cache_table
 
 
 @pytest.fixture
 def cache_table(aws_mock):
-    return create_hash_table(boto3.resource("dynamodb", region_name="us-east-1"), "cache", "key")
+    return create_cache_table(boto3.resource("dynamodb", region_name="us-east-1"), "cache")
 
 
 @pytest.mark.parametrize("task, input, params, expected", [

@@ -12,8 +12,7 @@ from stillhouse.routing.registry import (
     InvalidEndpointConfig,
 )
 from tests.support.clock import Clock
-
-from .conftest import create_config_table
+from tests.support.tables import create_config_table
 
 CONFIG_TABLE = "test-config"
 

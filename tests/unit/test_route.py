@@ -13,8 +13,7 @@ from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
 from stillhouse.routing.router import Plan, Router, route
 from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore
 from tests.support.clock import T0, Clock
-
-from .conftest import create_config_table, create_state_table
+from tests.support.tables import create_config_table, create_state_table
 
 
 def ep(name: str, **kw) -> EndpointSpec:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration lint bench clean
+.PHONY: run test test-unit test-integration test-worker lint bench clean
 
 $(STAMP): pyproject.toml requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,18 @@ $(STAMP): pyproject.toml requirements-models.txt
 run: $(STAMP)
 	$(BIN)/stillhouse up $(ARGS)
 
+# Every tier: unit, worker, integration, and localstack (skipped unless LocalStack is reachable).
 test: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/python -m pytest tests
 
+# One tier each (what it needs and costs: the docstring of its __init__.py / conftest.py). pytest's exit
+# status passes through as it is: 5, no test collected, fails the target like any other failure.
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+test-worker: $(STAMP)
+	$(BIN)/python -m pytest tests/worker
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration

@@ -48,6 +48,10 @@ class Sweeper:
                     counts[self._settle(self.store.get(job_id))] += 1
                 except JobNotFound:
                     continue
+                except Exception:  # noqa: BLE001 - one bad job must not stop the sweep of every other
+                    # The oldest job comes first every minute: raising here would block the same sweep for ever.
+                    logger.exception("could not settle a stale job", extra={"job_id": job_id})
+                    counts["errors"] += 1
         return dict(counts)
 
     def _settle(self, job: Job) -> str:

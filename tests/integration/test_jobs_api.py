@@ -112,6 +112,16 @@ def test_a_result_too_big_for_dynamodb_is_served_from_s3(api, receiver):
     assert call["json"]["output_url"] and call["json"]["output"] is None
 
 
+def test_a_result_that_fits_alone_but_not_beside_its_input_is_served_from_s3(api):
+    """150 KB of input, ~300 KB of output: each fits DynamoDB's 400 KB item, both together do not."""
+    text = "x" * 150_000
+    job = api.wait(api.submit("echo", {"text": text}), timeout=30)
+    assert job["status"] == "COMPLETED", job.get("error")
+    assert job["output"] is None and job["output_url"], "a completed job must carry its result"
+    fetched = requests.get(job["output_url"], timeout=10)
+    assert fetched.status_code == 200 and fetched.json()["text"] == text
+
+
 def test_curl_style_form_encoded_json_is_accepted(api):
     """`curl -d '{...}'` sends Content-Type: application/x-www-form-urlencoded."""
     response = requests.post(api.url + "/v1/jobs", data='{"task":"echo","input":{"text":"hi"}}',

@@ -1,9 +1,13 @@
 """The job store: conditional writes, a timeline per transition, per-tenant listing."""
+import json
+
+import boto3
 import pytest
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, JobStatus
 from stillhouse.jobs.store import JobStore, MemberStore
+from stillhouse.outputs.spill import ResultStore, is_spilled
 from tests.support.jobs import make_job
 
 
@@ -114,3 +118,17 @@ def test_a_council_member_is_recorded_only_while_the_job_lives(store, jobs_table
     store.transition("j1", JobStatus.CANCELLED, actor="api")
     assert not members.put("j1", "answer-1", member("m2", "rp2"))
     assert set(store.get("j1").members) == {"answer-0"}
+
+
+def test_an_output_that_fits_alone_but_not_beside_the_input_goes_to_s3(jobs_table):
+    """DynamoDB's 400 KB is for the whole item: 150 KB of input leaves no room for a 300 KB output."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="results")
+    store = JobStore(jobs_table, ResultStore(s3, "results"))
+    job = store.create(make_job("big").model_copy(update={"input": {"text": "x" * 150_000}}))
+    output = {"text": "y" * 300_000}
+    done = store.transition("big", JobStatus.COMPLETED, actor="webhook", fields={"output": output}, current=job)
+    assert done.status is JobStatus.COMPLETED and is_spilled(done.output)
+    kept = s3.get_object(Bucket="results", Key=done.output["$s3"])["Body"].read()
+    assert json.loads(kept) == output
+    assert store.get("big").output == done.output

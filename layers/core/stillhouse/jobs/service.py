@@ -107,7 +107,7 @@ class JobService:
     def _answer_from_cache(self, job: Job, source: str, output: Any) -> Job:
         # The ordinary transition, so a big output spills to S3 and the timeline shows where it came from.
         done = self._store.transition(job.id, JobStatus.COMPLETED, actor="cache", detail=f"result of job {source}",
-                                      fields={"output": output, "cached_from": source})
+                                      fields={"output": output, "cached_from": source}, current=job)
         if self._notify is not None:
             self._notify(done)
         return done

@@ -17,6 +17,8 @@ from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSu
 from stillhouse.jobs.status import TERMINAL, Move, to
 
 _JSON_FIELDS = ("input", "params", "output", "council")
+ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
+ITEM_MARGIN = 16_000  # what a write adds beside the output: the new timeline event, a few fields
 TENANT_INDEX = "ByTenant"
 STATUS_INDEX = "ByStatus"
 
@@ -56,6 +58,16 @@ def _live(values: dict[str, Any]) -> str:
     return f"NOT #s IN ({', '.join(terminal)})"
 
 
+def _item_size(job: Job) -> int:
+    """About what the job's item weighs in DynamoDB (names and values as stored)."""
+    return len(json.dumps(_to_item(job), separators=(",", ":"), default=str))
+
+
+def _is_item_too_large(err: ClientError) -> bool:
+    error = err.response["Error"]
+    return error["Code"] == "ValidationException" and "size" in error.get("Message", "").lower()
+
+
 def _is_condition_failure(err: ClientError) -> bool:
     return err.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
@@ -65,9 +77,9 @@ class JobStore:
         self._table = table
         self._results = results  # stillhouse.outputs.spill.ResultStore: big outputs go to S3
 
-    def _stored(self, job_id: str, name: str, value: Any) -> Any:
+    def _stored(self, job_id: str, name: str, value: Any, room: int | None = None) -> Any:
         if name == "output" and self._results is not None:
-            value = self._results.keep(job_id, value)
+            value = self._results.keep(job_id, value, room=room)
         return json.dumps(value) if name in _JSON_FIELDS else value
 
     def create(self, job: Job) -> Job:
@@ -131,9 +143,11 @@ class JobStore:
         detail: str | None = None,
         fields: dict[str, Any] | None = None,
         expect_runpod_id: str | None = None,
+        current: Job | None = None,
     ) -> Job:
         """Make a move of the status table (a bare status: the plain move to it) if the job is in one of
-        its sources; else refuse. `expect_runpod_id` also requires the RunPod job in flight to be that one."""
+        its sources; else refuse. `expect_runpod_id` also requires the RunPod job in flight to be that one.
+        `current`, the job as the caller last read it, sizes the room an output has beside the rest."""
         if isinstance(move, JobStatus):
             move = to(move)
         if not move.sources:
@@ -148,9 +162,10 @@ class JobStore:
             ":ev": [event.model_dump(mode="json", exclude_none=True)],
         }
         sets = ["#s = :target", "updated_at = :now", "events = list_append(events, :ev)"]
+        room = ITEM_LIMIT - ITEM_MARGIN - _item_size(current) if current is not None else None
         for i, (name, value) in enumerate((fields or {}).items()):
             names[f"#f{i}"] = name
-            values[f":f{i}"] = self._stored(job_id, name, value)
+            values[f":f{i}"] = self._stored(job_id, name, value, room)
             sets.append(f"#f{i} = :f{i}")
         if endpoint is not None and "endpoint" not in (fields or {}):
             names["#ep"], values[":ep"] = "endpoint", endpoint
@@ -163,20 +178,30 @@ class JobStore:
         if expect_runpod_id is not None:
             names["#rp"], values[":rp"] = "runpod_id", expect_runpod_id
             condition += " AND #rp = :rp"
+        request = {"Key": {"id": job_id}, "UpdateExpression": "SET " + ", ".join(sets),
+                   "ConditionExpression": condition, "ExpressionAttributeNames": names,
+                   "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW"}
         try:
-            out = self._table.update_item(
-                Key={"id": job_id},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
+            out = self._update_spilling(job_id, request, fields or {})
         except ClientError as err:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job_id} cannot move to {target}") from err
             raise
         return _from_item(out["Attributes"])
+
+    def _update_spilling(self, job_id: str, request: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+        """One UpdateItem. The whole item must fit DynamoDB's 400 KB: an output that fits alone may not fit
+        beside a large input and the timeline, so when DynamoDB refuses the size, the output goes to S3
+        and the write is made once more (a job never completes without its result)."""
+        try:
+            return self._table.update_item(**request)
+        except ClientError as err:
+            if not (_is_item_too_large(err) and "output" in fields and self._results is not None):
+                raise
+            spilled = self._results.keep(job_id, fields["output"], force=True)
+            (placeholder,) = [k for k, name in request["ExpressionAttributeNames"].items() if name == "output"]
+            request["ExpressionAttributeValues"][":" + placeholder[1:]] = json.dumps(spilled)
+            return self._table.update_item(**request)
 
     def annotate(self, job_id: str, fields: dict[str, Any]) -> None:
         """Write fields of a live job without a status change (e.g. a council's collected answers)."""

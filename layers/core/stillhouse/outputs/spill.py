@@ -16,10 +16,12 @@ class ResultStore:
         self._bucket = bucket
         self.inline_limit = inline_limit
 
-    def keep(self, job_id: str, output: Any) -> Any:
-        """What to store on the job: the output itself, or a reference once it is too big to inline."""
+    def keep(self, job_id: str, output: Any, *, room: int | None = None, force: bool = False) -> Any:
+        """What to store on the job: the output itself, or a reference once it is too big to inline:
+        over the inline limit, over the `room` the job's item has left, or `force`d."""
         body = json.dumps(output, separators=(",", ":")).encode()
-        if len(body) <= self.inline_limit or not self._bucket:
+        limit = self.inline_limit if room is None else min(self.inline_limit, room)
+        if not self._bucket or (len(body) <= limit and not force):
             return output
         key = f"results/{job_id}.json"
         self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="application/json")

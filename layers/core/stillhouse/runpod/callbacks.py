@@ -163,7 +163,7 @@ class CallbackRecorder:
                   and self.cache is not None and self.cache.put(job.cache_key, job.id, body.get("output")))
         try:
             finished = self.store.transition(job.id, target, actor=actor, endpoint=endpoint, attempt=attempt,
-                                             fields=fields, detail=detail)
+                                             fields=fields, detail=detail, current=job)
         except TransitionRefused:
             if cached and self.store.get(job.id).status is not JobStatus.COMPLETED:  # not a duplicate report
                 self.cache.forget(job.cache_key, job.id)  # type: ignore[union-attr, arg-type]

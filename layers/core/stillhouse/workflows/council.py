@@ -117,7 +117,7 @@ class CouncilTasks:
             output["labels"] = kept.get("labels", {})
         try:
             done = self.store.transition(job.id, COMPLETE_COUNCIL, actor="council", attempt=job.attempts,
-                                         fields={"output": output})
+                                         fields={"output": output}, current=job)
         except errors.TransitionRefused:
             return {"recorded": False}  # cancelled meanwhile: the cancel stands
         self.notify(done)

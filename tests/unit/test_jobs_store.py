@@ -3,6 +3,7 @@ import json
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, JobStatus
@@ -132,3 +133,29 @@ def test_an_output_that_fits_alone_but_not_beside_the_input_goes_to_s3(jobs_tabl
     kept = s3.get_object(Bucket="results", Key=done.output["$s3"])["Body"].read()
     assert json.loads(kept) == output
     assert store.get("big").output == done.output
+
+
+def test_when_dynamodb_refuses_the_items_size_the_output_goes_to_s3_and_the_write_is_made_again(jobs_table):
+    """The room is estimated; DynamoDB has the last word (a real refusal changes nothing, so one retry)."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="results")
+
+    class RefusesFirstBigWrite:
+        def __init__(self, table):
+            self.table, self.refused = table, 0
+
+        def __getattr__(self, name):
+            return getattr(self.table, name)
+
+        def update_item(self, **request):
+            if not self.refused and any(len(str(v)) > 1000 for v in request["ExpressionAttributeValues"].values()):
+                self.refused += 1
+                raise ClientError({"Error": {"Code": "ValidationException",
+                                             "Message": "Item size has exceeded the maximum allowed size"}}, "UpdateItem")
+            return self.table.update_item(**request)
+
+    table = RefusesFirstBigWrite(jobs_table)
+    store = JobStore(table, ResultStore(s3, "results"))
+    store.create(make_job("j1"))
+    done = store.transition("j1", JobStatus.COMPLETED, actor="webhook", fields={"output": {"text": "y" * 5000}})
+    assert table.refused == 1 and is_spilled(done.output) and done.status is JobStatus.COMPLETED

@@ -233,7 +233,8 @@ def test_cooldown_growth_is_capped(make, clock):
     assert b.view(EP).open_until == clock() + 100
 
 
-def test_a_probe_that_never_reports_frees_its_slot_after_the_probe_timeout(breaker, clock):
+def test_a_probe_that_never_reports_frees_its_slot_after_the_probe_timeout(make, clock):
+    breaker = make(half_open_probes=1)
     trip(breaker)
     clock.advance(30)
     assert breaker.allow(EP)  # this probe's function dies without a result
@@ -330,12 +331,12 @@ def test_a_conflicting_write_is_retried_on_the_fresh_state(state_table, make, cl
 
 
 def test_two_instances_racing_for_the_last_probe_get_one(state_table, make, clock):
-    other = make()
+    other = make(half_open_probes=1)
     trip(other)
     clock.advance(30)
     granted: list[bool] = []
     store = InterleavingStore(state_table, lambda: granted.append(other.allow(EP)))
-    mine = Breaker(store, BreakerSettings(), now=clock)
+    mine = Breaker(store, BreakerSettings(half_open_probes=1), now=clock)
     granted.append(mine.allow(EP))
     assert granted == [True, False]  # the other claimed in between; we saw its claim and lost
 

@@ -114,8 +114,8 @@ def test_only_enabled_unsaturated_unthrottled_and_breaker_allowed_endpoints_are_
         "full": st("full", in_flight=2),
         "throttled": st("throttled", capacity_until=T0 + 5),
         "open": st("open", state=BreakerState.OPEN, open_until=T0 + 10),
-        "probing": st("probing", state=BreakerState.HALF_OPEN, probes_claimed=1,
-                      probe_deadline=T0 + 100),
+        "probing": st("probing", state=BreakerState.HALF_OPEN, probes_claimed=BreakerSettings().half_open_probes,
+                      probe_deadline=T0 + 100),  # every probe taken
         "ready": st("ready", state=BreakerState.OPEN, open_until=T0 - 1),
     }
     for policy in Policy:
@@ -213,7 +213,7 @@ def test_the_policy_can_be_chosen_by_name(make_router):
     assert isinstance(router.plan(None, policy="weighted"), Plan)
 
 
-def test_a_recovering_endpoint_gets_exactly_one_probe(make_router, clock):
+def test_a_recovering_endpoint_gets_only_its_probes(make_router, clock):
     router = make_router(ep("a"), ep("b"))
     for _ in range(5):
         router.failed("a", ErrorClass.TRANSIENT, release=False)
@@ -221,7 +221,8 @@ def test_a_recovering_endpoint_gets_exactly_one_probe(make_router, clock):
     clock.advance(30)
     plan = router.plan(None)
     assert [s.name for s in plan] == ["a", "b"]  # probe first
-    assert router.allow("a", plan)  # this job is the probe
+    for _ in range(BreakerSettings().half_open_probes):
+        assert router.allow("a", plan)  # these jobs are the probes
     assert not router.allow("a", plan)  # the next job fails over to b
     assert [s.name for s in router.plan(None)] == ["b"]
     router.succeeded("a", 120, release=False)
@@ -278,3 +279,48 @@ def test_plan_sends_streaming_jobs_to_streaming_endpoints_only(make_router):
     router.registry.update("stream", enabled=False)
     none = router.plan(None, streaming=True)
     assert (list(none), none.candidates) == ([], 0)  # nothing can stream: a configuration problem
+
+
+# --- panic: too few healthy endpoints -> route to all that have room ----------------------------
+
+
+def test_when_every_endpoint_is_open_the_plan_routes_to_all_of_them_rather_than_none():
+    """A breaker shifts traffic to healthier endpoints; with none healthy, a 50% error rate must not
+    become a 100% outage (Envoy's panic threshold)."""
+    candidates = [ep("a"), ep("b"), ep("full", max_in_flight=1), ep("off", enabled=False)]
+    half_failing = "1010110100"
+    states = {"a": st("a", state=BreakerState.OPEN, open_until=T0 + 10, window=half_failing),
+              "b": st("b", state=BreakerState.OPEN, open_until=T0 + 10, window=half_failing),
+              "full": st("full", state=BreakerState.OPEN, open_until=T0 + 10, in_flight=1, window=half_failing)}
+    order = route(candidates, states, "adaptive", random.Random(0), now=T0)
+    assert sorted(s.name for s in order) == ["a", "b"]  # room still counts: full and disabled stay out
+
+
+def test_in_panic_an_endpoint_that_only_fails_is_left_out_and_its_jobs_wait():
+    """Hard down (no success among its last outcomes): routing to it would only spend jobs' attempts."""
+    states = {"a": st("a", state=BreakerState.OPEN, open_until=T0 + 10, window="1" * 20),
+              "b": st("b", state=BreakerState.OPEN, open_until=T0 + 10, window="1101")}
+    assert [s.name for s in route([ep("a"), ep("b")], states, "adaptive", random.Random(0), now=T0)] == ["b"]
+    assert route([ep("a")], {"a": states["a"]}, "adaptive", random.Random(0), now=T0) == []
+
+
+def test_a_healthy_half_keeps_the_breakers_in_force():
+    states = {"a": st("a", state=BreakerState.OPEN, open_until=T0 + 10)}
+    assert [s.name for s in route([ep("a"), ep("b")], states, "adaptive", random.Random(0), now=T0)] == ["b"]
+
+
+def test_panic_can_be_turned_off():
+    states = {"a": st("a", state=BreakerState.OPEN, open_until=T0 + 10, window="0101")}
+    off = RouteSettings(panic_below=0)
+    assert route([ep("a")], states, "adaptive", random.Random(0), now=T0, settings=off) == []
+
+
+def test_a_panic_plan_lets_jobs_past_an_open_breaker(make_router):
+    router = make_router(ep("a"))
+    router.succeeded("a", 100, release=False)  # it still answers sometimes
+    for _ in range(5):
+        router.failed("a", ErrorClass.TRANSIENT, release=False)
+    plan = router.plan(None)
+    assert plan.panic and [s.name for s in plan] == ["a"]
+    assert router.allow("a", plan)
+    assert router.breaker.view("a").state is BreakerState.OPEN  # the breaker itself still says open

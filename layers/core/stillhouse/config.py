@@ -25,6 +25,10 @@ class RouteSettings(BaseModel):
     # 2, not 1: at 1 a 5x slower endpoint would still get 1/6 of the traffic.
     latency_exponent: float = Field(default=2.0, ge=0)
     latency_floor_ms: float = Field(default=50.0, gt=0)  # below this, faster is not better
+    # Panic (Envoy's panic threshold): when fewer than this share of the endpoints that could take a job
+    # pass their breakers, route to all of them. A breaker shifts traffic to healthier endpoints; when
+    # there are none, it must not turn a 50% error rate into a 100% outage. 0 disables.
+    panic_below: float = Field(default=0.5, ge=0, le=1)
 
 
 class BreakerSettings(BaseModel):
@@ -37,7 +41,7 @@ class BreakerSettings(BaseModel):
     cooldown_s: float = Field(default=30.0, gt=0)
     cooldown_growth: float = Field(default=2.0, ge=1)  # per failed probe round
     max_cooldown_s: float = Field(default=300.0, gt=0)
-    half_open_probes: int = Field(default=1, ge=1)  # probes allowed at once
+    half_open_probes: int = Field(default=3, ge=1)  # probes allowed at once: one unlucky probe must not re-open it
     half_open_successes: int = Field(default=1, ge=1)  # probe successes needed to close
     probe_timeout_s: float = Field(default=300.0, gt=0)  # an unreported probe frees its slot after this
     capacity_backoff_s: float = Field(default=5.0, ge=0)  # 429 without Retry-After

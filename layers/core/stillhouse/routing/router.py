@@ -21,14 +21,27 @@ from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
 from stillhouse.routing.state import BreakerState, EndpointState
 
 
+def has_room(spec: EndpointSpec, state: EndpointState, now: float) -> bool:
+    """Enabled, not full, not backing off a 429: could take a job if its breaker let it."""
+    return spec.enabled and state.in_flight < spec.max_in_flight and now >= (state.capacity_until or 0.0)
+
+
 def available(spec: EndpointSpec, state: EndpointState, now: float, breaker: BreakerSettings) -> bool:
     """May this endpoint take a new job now? (read-only; probes are claimed later by allow())"""
-    return (
-        spec.enabled
-        and state.in_flight < spec.max_in_flight
-        and now >= (state.capacity_until or 0.0)
-        and would_allow(state, breaker, now)
-    )
+    return has_room(spec, state, now) and would_allow(state, breaker, now)
+
+
+def panic_set(candidates: Sequence[EndpointSpec], states: Mapping[str, EndpointState], now: float,
+              breaker: BreakerSettings, settings: RouteSettings) -> list[EndpointSpec] | None:
+    """Envoy's panic mode: when too few of the endpoints with room pass their breakers, route to all of
+    them that still answer sometimes (a success among their last outcomes). An endpoint that only fails
+    (hard down) is left out: its jobs wait for it instead of spending their attempts. None: no panic."""
+    roomy = [c for c in candidates if c.weight > 0 and has_room(c, states[c.name], now)]
+    healthy = [c for c in roomy if would_allow(states[c.name], breaker, now)]
+    if not roomy or len(healthy) >= settings.panic_below * len(roomy):
+        return None
+    answering = [c for c in roomy if c in healthy or "0" in states[c.name].window]
+    return answering if len(answering) > len(healthy) else None
 
 
 def scores(
@@ -82,7 +95,13 @@ def route(
     settings = settings or RouteSettings()
     policy = Policy(policy)
     states = {c.name: states.get(c.name) or EndpointState(name=c.name) for c in candidates}
-    allowed = [c for c in candidates if available(c, states[c.name], now, breaker)]
+    panic = panic_set(candidates, states, now, breaker, settings)
+    if panic is not None:
+        # Ranked as if their breakers were closed: the adaptive policy gives the least bad the most.
+        allowed = panic
+        states = {name: s.model_copy(update={"state": BreakerState.CLOSED}) for name, s in states.items()}
+    else:
+        allowed = [c for c in candidates if available(c, states[c.name], now, breaker)]
 
     recovering = [c for c in allowed if states[c.name].state is not BreakerState.CLOSED]
     rng.shuffle(recovering)
@@ -129,6 +148,7 @@ class Plan(Sequence[EndpointSpec]):
     states: Mapping[str, EndpointState] = field(default_factory=dict)
     candidates: int = 0
     wait_s: float | None = None
+    panic: bool = False  # too few endpoints pass their breakers: the plan goes past them (panic_set)
 
     def __getitem__(self, i):  # type: ignore[override]
         return self.endpoints[i]
@@ -185,11 +205,15 @@ class Router:
             states=states,
             candidates=len(candidates),
             wait_s=None if order else _wait_s(states.values(), now),
+            panic=panic_set(candidates, {c.name: states.get(c.name) or EndpointState(name=c.name) for c in candidates},
+                            now, self.breaker.settings, self.settings) is not None,
         )
 
     def allow(self, name: str, plan: Plan | None = None) -> bool:
-        """Claim the breaker just before submitting (a probe slot if the endpoint is recovering)."""
-        return self.breaker.allow(name, hint=plan.states.get(name) if plan else None)
+        """Claim the breaker just before submitting (a probe slot if the endpoint is recovering).
+        A panic plan goes past the breakers: with too few healthy endpoints, a failing one beats none."""
+        granted = self.breaker.allow(name, hint=plan.states.get(name) if plan else None)
+        return granted or bool(getattr(plan, "panic", False))
 
     def dispatched(self, name: str) -> None:
         """RunPod accepted a job: one more in flight (released by succeeded/failed)."""

@@ -97,7 +97,7 @@ def learning_recorder(store, status_answers):
     learned = []
     rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=lambda ep, rp: status_answers[rp],
                            notify=lambda job: None, workflows=FakeWorkflows(),
-                           learn=lambda endpoint, status, error_class, error, body: learned.append(
+                           learn=lambda endpoint, status, error_class, error, body, units: learned.append(
                                (endpoint, status, error_class)))
     return rec, learned
 

@@ -8,7 +8,9 @@ import pytest
 
 from stillhouse.config import BreakerSettings, Policy, RouteSettings
 from stillhouse.errors import ErrorClass
+from stillhouse.jobs.status import JobStatus
 from stillhouse.routing.breaker import Breaker
+from stillhouse.routing.feedback import report_outcome, work_units
 from stillhouse.routing.registry import EndpointRegistry, EndpointSpec
 from stillhouse.routing.router import Plan, Router, route
 from stillhouse.routing.state import BreakerState, EndpointState, EndpointStateStore
@@ -324,3 +326,27 @@ def test_a_panic_plan_lets_jobs_past_an_open_breaker(make_router):
     assert plan.panic and [s.name for s in plan] == ["a"]
     assert router.allow("a", plan)
     assert router.breaker.view("a").state is BreakerState.OPEN  # the breaker itself still says open
+
+
+def test_one_long_legitimate_job_does_not_open_a_warm_endpoints_breaker(make_router):
+    """25 quick echo jobs, then a 30 s `sleep`: the breaker stays closed and the next job goes straight there."""
+    router = make_router(ep("a"))
+    echo = {"delayTime": 10, "executionTime": 50}
+    for _ in range(25):
+        report_outcome(router, "a", JobStatus.COMPLETED, None, None, echo, work_units("echo", {"text": "x"}))
+    report_outcome(router, "a", JobStatus.COMPLETED, None, None, {"delayTime": 10, "executionTime": 30_000},
+                   work_units("sleep", {"slept": 30}))
+    assert router.breaker.view("a").state is BreakerState.CLOSED
+    plan = router.plan(None)
+    assert [s.name for s in plan] == ["a"] and not plan.panic
+
+
+def test_a_long_generation_is_no_anomaly_when_its_per_token_time_is_normal(make_router):
+    router = make_router(ep("a"))
+    for _ in range(25):
+        report_outcome(router, "a", JobStatus.COMPLETED, None, None, {"delayTime": 10, "executionTime": 400},
+                       work_units("generate", {"completion_tokens": 20}))  # 20 ms per token
+    long_one = {"text": "...", "completion_tokens": 2000}  # the same 20 ms per token, 40 s in all
+    report_outcome(router, "a", JobStatus.COMPLETED, None, None, {"delayTime": 10, "executionTime": 40_000},
+                   work_units("generate", long_one))
+    assert router.breaker.view("a").state is BreakerState.CLOSED

@@ -46,7 +46,7 @@ def recovery(store, answers):
     fetch = RunPodStatus(answers)
     callbacks = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET), fetch_status=fetch, notify=lambda job: None,
                                  workflows=FakeWorkflows(),
-                                 learn=lambda endpoint, status, error_class, error, body: learned.append(
+                                 learn=lambda endpoint, status, error_class, error, body, units: learned.append(
                                      (endpoint, status, error_class)))
     # check_status never submits, so it needs no dispatcher.
     tasks = RecoveryTasks(store=store, dispatcher=None, callbacks=callbacks, fetch_status=fetch,

@@ -21,7 +21,7 @@ from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.jobs.status import RETRY_ATTEMPT, TERMINAL
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.outputs.cache import ResultCache
-from stillhouse.routing.feedback import latency_ms
+from stillhouse.routing.feedback import total_ms, work_units
 from stillhouse.runpod.schemas import RunPodJob
 
 # RunPod's terminal statuses and ours are the same words.
@@ -55,6 +55,11 @@ class Resumer(Protocol):
     def fail_task(self, task_token: str, error: str, cause: str) -> None: ...
 
 
+def _units(job: Job, body: dict[str, Any]) -> float | None:
+    """The work a RunPod job of `job` did, for the latency routing learns (routing.feedback.work_units)."""
+    return work_units(job.task.value, body.get("output"), job.input)
+
+
 def _reported(body: dict[str, Any]) -> dict[str, Any]:
     """A RunPod webhook's body, checked against RunPod's job shape (the field at fault is named)."""
     try:
@@ -79,8 +84,9 @@ class CallbackRecorder:
     verify_token: Callable[[str, str, int, str, str], bool]
     fetch_status: Callable[[str, str], dict[str, Any]]  # (endpoint name, runpod id) -> /status body
     notify: Callable[[Job], Any]
-    learn: Callable[[str | None, JobStatus, ErrorClass | None, str | None, dict[str, Any]], None] = (
-        lambda endpoint, status, error_class, error, body: None)
+    # (endpoint, status, error class, error, RunPod body, units of work) -> routing.feedback.report_outcome
+    learn: Callable[[str | None, JobStatus, ErrorClass | None, str | None, dict[str, Any], float | None], None] = (
+        lambda endpoint, status, error_class, error, body, units: None)
     workflows: Resumer | None = None
     members: MemberStore | None = None
     cache: ResultCache | None = None
@@ -119,13 +125,13 @@ class CallbackRecorder:
         error = body.get("error")
         error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
         error_class = error_class_of(target, error)
-        self.learn(endpoint, target, error_class, error_text, body)
+        output = body.get("output")
+        self.learn(endpoint, target, error_class, error_text, body, work_units("generate", output))
         if target is JobStatus.COMPLETED:
-            output = body.get("output")
             text = output.get("text") if isinstance(output, dict) else None
             self.workflows.succeed_task(asked.task_token, {
                 "model": asked.model, "text": text if isinstance(text, str) else json.dumps(output),
-                "latency_ms": latency_ms(body)})
+                "latency_ms": total_ms(body)})
         else:
             name = workflow_error_name(error_class or ErrorClass.TERMINAL)
             self.workflows.fail_task(asked.task_token, name, error_text or target.value)
@@ -146,7 +152,8 @@ class CallbackRecorder:
             if attempt != job.attempts:
                 # A newer attempt is under way, so the job is unchanged; the endpoint's slot is not.
                 if not _recorded_in_progress(job, attempt):
-                    self.learn(endpoint, JobStatus.FAILED, error_class, error_text or target.value, body)
+                    self.learn(endpoint, JobStatus.FAILED, error_class, error_text or target.value, body,
+                               _units(job, body))
                 return None
             return self._retry(job, endpoint, attempt, body, error_text or target.value, error_class, detail, actor)
         fields: dict[str, Any] = {"runpod_id": runpod_id}
@@ -171,7 +178,8 @@ class CallbackRecorder:
         if not superseded or not _recorded_in_progress(job, attempt):
             # An older attempt the job had moved off was reported then; reporting it again would free
             # its endpoint's slot twice.
-            self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body)
+            self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body,
+                       _units(job, body))
         if superseded and job.status is JobStatus.IN_PROGRESS and job.endpoint and job.runpod_id \
                 and self.stop_runpod_job is not None:
             self.stop_runpod_job(job.endpoint, job.runpod_id)  # the newer attempt's work is now pointless
@@ -196,7 +204,7 @@ class CallbackRecorder:
             )
         except TransitionRefused:
             return None  # already retrying or finished: this report is a duplicate
-        self.learn(endpoint, JobStatus.FAILED, error_class, error, body)
+        self.learn(endpoint, JobStatus.FAILED, error_class, error, body, _units(job, body))
         if job.task_token:
             self.workflows.fail_task(job.task_token, workflow_error_name(error_class), error)
         return retrying

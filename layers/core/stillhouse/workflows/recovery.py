@@ -15,6 +15,7 @@ from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.jobs.status import LOSE_ATTEMPT, NOTE_WAITING
 from stillhouse.jobs.store import JobStore
+from stillhouse.routing.feedback import work_units
 from stillhouse.routing.placement import Refused, nothing_available
 from stillhouse.runpod.callbacks import CallbackRecorder, error_class_of
 from stillhouse.runpod.client import RunPodError
@@ -111,7 +112,8 @@ class RecoveryTasks:
                                   expect_runpod_id=job.runpod_id)
         except errors.TransitionRefused:
             return  # recorded (and reported) by whoever moved the job first
-        self.callbacks.learn(job.endpoint, JobStatus.FAILED, error_class, reason, body)
+        self.callbacks.learn(job.endpoint, JobStatus.FAILED, error_class, reason, body,
+                             work_units(job.task.value, None, job.input))
 
     def _note(self, job: Job, reason: str, error_class: ErrorClass | None, execution_arn: str | None = None) -> None:
         """Keep the latest reason on the job so its timeline shows why it is still waiting."""

@@ -4,6 +4,7 @@ side; Powertools keeps the current event in a class attribute)."""
 import json
 from pathlib import Path
 
+from stillhouse.errors import RetryLater
 from stillhouse.http.resolver import new_resolver
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -37,3 +38,17 @@ def test_a_resolver_keeps_its_own_request_while_another_resolves_one():
     response = first.resolve(event("/a", {"who": "first"}), None)
     assert response["statusCode"] == 200, response
     assert seen == {"path": "/a", "body": {"who": "first"}}
+
+
+def test_a_request_told_to_ask_again_gets_409_with_retry_after_and_the_field():
+    app = new_resolver()
+
+    @app.post("/a")
+    def a():
+        raise RetryLater("still being handled", field="Idempotency-Key", retry_after_s=2)
+
+    response = app.resolve(event("/a", {}), None)
+    assert response["statusCode"] == 409
+    assert response["headers"]["Retry-After"] == "2"
+    assert json.loads(response["body"])["error"] == {"code": "in_progress", "message": "still being handled",
+                                                     "field": "Idempotency-Key"}

@@ -64,6 +64,16 @@ class Conflict(StillhouseError):
     code = "conflict"
 
 
+class RetryLater(Conflict):
+    """Not now: the same request is still being handled elsewhere (409 with Retry-After)."""
+
+    code = "in_progress"
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
+
+
 class TransitionRefused(Conflict):
     """A conditional write refused a status change (e.g. out of a terminal status)."""
 

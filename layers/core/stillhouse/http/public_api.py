@@ -1,6 +1,7 @@
 """The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
 
 import json
+import time
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
 
@@ -71,6 +73,36 @@ def _submit_keeping(persistence: DynamoDBPersistenceLayer):
     return submit, config
 
 
+#: How long a request waits for a twin with the same Idempotency-Key that another instance is handling
+#: (a submit is a few writes), before it answers 409 with Retry-After.
+IN_PROGRESS_WAITS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+def submit_once(who: Principal, key: str, request: JobRequest, lambda_context: Any = None) -> dict[str, Any]:
+    """Submit under an Idempotency-Key: the first request creates the job, every twin gets that job."""
+    submit, config = _idempotent_submit()
+    if lambda_context is not None:
+        config.register_lambda_context(lambda_context)
+    data = {"tenant_id": who.tenant_id, "key": key, "request": request.model_dump(mode="json")}
+    for wait_s in IN_PROGRESS_WAITS_S:
+        try:
+            return _submit_checked(submit, data)
+        except IdempotencyAlreadyInProgressError:
+            time.sleep(wait_s)  # the twin usually finishes within these waits: answer with its job
+    try:
+        return _submit_checked(submit, data)
+    except IdempotencyAlreadyInProgressError as err:
+        raise errors.RetryLater("a request with this Idempotency-Key is still being handled; ask again to get "
+                                "its job", field="Idempotency-Key") from err
+
+
+def _submit_checked(submit: Any, data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return submit(data=data)
+    except IdempotencyValidationError as err:
+        raise errors.Conflict("Idempotency-Key was used with a different request", field="Idempotency-Key") from err
+
+
 @app.get("/health")
 def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -89,15 +121,7 @@ def submit_job(
 ) -> JobAccepted:
     who = principal()
     if idempotency_key:
-        try:
-            submit, config = _idempotent_submit()
-            config.register_lambda_context(app.lambda_context)
-            accepted = submit(data={
-                "tenant_id": who.tenant_id, "key": idempotency_key, "request": request.model_dump(mode="json"),
-            })
-        except IdempotencyValidationError as err:
-            raise errors.Conflict("Idempotency-Key was used with a different request",
-                                  field="Idempotency-Key") from err
+        accepted = submit_once(who, idempotency_key, request, app.lambda_context)
         logger.append_keys(job_id=accepted["id"])
         return Response(status_code=202, content_type="application/json", body=JobAccepted(**accepted))
     job = container().job_service.submit(who, request)

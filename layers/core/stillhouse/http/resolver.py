@@ -39,13 +39,17 @@ def http_status_of(exc: errors.StillhouseError) -> HTTPStatus:
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 
-def error_response(status: HTTPStatus, code: str, message: str, field: str | None = None) -> Response:
+def error_response(status: HTTPStatus, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
-    return Response(status_code=status, content_type="application/json", body=body.model_dump_json())
+    return Response(status_code=status, content_type="application/json", body=body.model_dump_json(),
+                    headers=headers)
 
 
 def _domain_error(exc: errors.StillhouseError) -> Response:
-    return error_response(http_status_of(exc), exc.code, exc.message, exc.field)
+    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return error_response(http_status_of(exc), exc.code, exc.message, exc.field, headers)
 
 
 def _validation_error(exc: RequestValidationError) -> Response:

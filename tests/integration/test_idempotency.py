@@ -1,0 +1,64 @@
+"""Twin submits with one Idempotency-Key, handled at the same time (as by two API instances on AWS):
+both get the one job, or the later is told to ask again — never a 5xx, never two jobs."""
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from stillhouse.auth import Principal
+from stillhouse.container import container
+from stillhouse.errors import RetryLater
+from stillhouse.http.public_api import submit_once
+from stillhouse.jobs.model import JobRequest
+
+WHO = Principal(tenant_id="dev")
+# What Powertools reads of a Lambda context: how long an in-progress record may stand.
+CONTEXT = SimpleNamespace(get_remaining_time_in_millis=lambda: 30_000)
+
+
+@pytest.fixture
+def held_submit(stack, monkeypatch):
+    """The first submit's job creation waits until the test lets it go (as if its instance were slow)."""
+    service = container().job_service
+    real, entered, release = service.submit, threading.Event(), threading.Event()
+
+    def held(who, request):
+        entered.set()
+        release.wait(10)
+        return real(who, request)
+
+    monkeypatch.setattr(service, "submit", held)
+    yield entered, release
+    release.set()
+
+
+def start_first(key, request):
+    first: dict = {}
+    thread = threading.Thread(target=lambda: first.update(submit_once(WHO, key, request, CONTEXT)), daemon=True)
+    thread.start()
+    return thread, first
+
+
+def test_a_twin_waits_for_the_first_request_and_gets_its_job(held_submit):
+    entered, release = held_submit
+    request = JobRequest(task="echo", input={"text": "twin"})
+    thread, first = start_first("twin-1", request)
+    assert entered.wait(10)
+    threading.Timer(0.3, release.set).start()  # the first finishes while its twin waits
+    second = submit_once(WHO, "twin-1", request, CONTEXT)
+    thread.join(10)
+    assert first["id"] == second["id"]
+    assert container().job_store.get(first["id"]).input == {"text": "twin"}
+
+
+def test_a_twin_of_a_request_still_running_is_told_to_ask_again(held_submit):
+    entered, release = held_submit
+    request = JobRequest(task="echo", input={"text": "slow twin"})
+    thread, first = start_first("twin-2", request)
+    assert entered.wait(10)
+    with pytest.raises(RetryLater) as refused:
+        submit_once(WHO, "twin-2", request, CONTEXT)
+    assert refused.value.field == "Idempotency-Key" and refused.value.retry_after_s >= 1
+    release.set()
+    thread.join(10)
+    assert submit_once(WHO, "twin-2", request, CONTEXT)["id"] == first["id"]  # asked again: the first's job

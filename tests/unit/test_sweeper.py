@@ -1,7 +1,12 @@
 """The sweeper settles every stale job it can; one it cannot settle is counted and does not stop the rest."""
+import json
 from datetime import UTC, datetime, timedelta
 
-from stillhouse.jobs.model import JobStatus
+import boto3
+import pytest
+
+from stillhouse.jobs.model import JobStatus, Priority
+from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
 from stillhouse.jobs.sweeper import Sweeper
 from tests.support.callbacks import recorder
@@ -27,3 +32,66 @@ def test_a_job_that_cannot_be_settled_is_counted_and_the_sweep_goes_on(jobs_tabl
     assert counts == {"errors": 1, "settled": 1}
     assert store.get("j2").status is JobStatus.COMPLETED
     assert store.get("j1").status is JobStatus.IN_PROGRESS  # left for the next sweep, not lost
+
+
+@pytest.fixture
+def queues(aws_mock):
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    urls = {name: sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("normal", "normal-dlq")}
+    return sqs, JobQueue(sqs, {Priority.NORMAL: urls["normal"]}, {Priority.NORMAL: urls["normal-dlq"]}), urls
+
+
+def bodies(sqs, url):
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+    return [json.loads(m["Body"]) if m["Body"].startswith("{") else m["Body"] for m in messages]
+
+
+def queue_sweeper(store, queue, give_up_s=3600):
+    callbacks, notified, _ = recorder(store)
+    return Sweeper(store=store, callbacks=callbacks, fetch_status=None, execution_status=lambda arn: "RUNNING",
+                   notify=notified.append, stale_after_s=300, queue=queue, in_queue_give_up_s=give_up_s), notified
+
+
+def test_a_queued_job_whose_message_was_lost_is_queued_again(jobs_table, queues):
+    sqs, queue, urls = queues
+    store = JobStore(jobs_table)
+    store.create(make_job("lost"))
+    sweeper, _ = queue_sweeper(store, queue)
+    assert sweeper.sweep(now=datetime.now(UTC) + timedelta(minutes=10)) == {"requeued": 1}
+    assert bodies(sqs, urls["normal"]) == [{"job_id": "lost"}]
+    assert store.get("lost").status is JobStatus.IN_QUEUE
+    assert sweeper.sweep(now=datetime.now(UTC) + timedelta(seconds=1)) == {}  # news now: not stale again at once
+
+
+def test_a_job_never_dispatched_within_the_give_up_time_ends_failed_and_its_caller_is_told(jobs_table, queues):
+    _, queue, _ = queues
+    store = JobStore(jobs_table)
+    store.create(make_job("stuck"))
+    sweeper, notified = queue_sweeper(store, queue, give_up_s=600)
+    assert sweeper.sweep(now=datetime.now(UTC) + timedelta(minutes=11)) == {"failed": 1}
+    job = store.get("stuck")
+    assert job.status is JobStatus.FAILED and "not dispatched within 600 s" in job.error
+    assert [j.id for j in notified] == ["stuck"]
+
+
+def test_dead_letters_of_waiting_jobs_go_back_and_the_rest_are_dropped(jobs_table, queues):
+    sqs, queue, urls = queues
+    store = JobStore(jobs_table)
+    store.create(make_job("waiting"))
+    store.create(make_job("done"))
+    store.transition("done", JobStatus.FAILED, actor="dispatch", fields={"error": "dispatch failed"})
+    for body in ('{"job_id": "waiting"}', '{"job_id": "done"}', "not json", '{"job_id": "gone"}'):
+        sqs.send_message(QueueUrl=urls["normal-dlq"], MessageBody=body)
+    sweeper, _ = queue_sweeper(store, queue)
+    assert sweeper.sweep() == {"dlq_redriven": 1, "dlq_dropped": 3}
+    assert bodies(sqs, urls["normal"]) == [{"job_id": "waiting"}]
+    assert bodies(sqs, urls["normal-dlq"]) == []
+
+
+def test_with_the_dlq_policy_off_the_dead_letters_stay_for_an_operator(jobs_table, queues):
+    sqs, queue, urls = queues
+    sqs.send_message(QueueUrl=urls["normal-dlq"], MessageBody='{"job_id": "gone"}')
+    sweeper, _ = queue_sweeper(JobStore(jobs_table), queue)
+    sweeper.settle_dlqs = False
+    assert sweeper.sweep() == {}
+    assert bodies(sqs, urls["normal-dlq"]) == [{"job_id": "gone"}]

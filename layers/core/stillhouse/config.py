@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     normal_dlq_url: str = ""
     max_receive_count: int = 3
     sweep_after_s: float = 300
+    in_queue_give_up_s: float = 3600  # a job not dispatched this long after its submission ends FAILED
+    settle_dlqs: bool = True  # each sweep: DLQ messages of waiting jobs go back, the rest are dropped
 
     # Workflows (Step Functions): the ARNs are set only on the functions that start or resume them.
     recovery_state_machine_arn: str = ""

@@ -148,7 +148,9 @@ class Container:
     def sweeper(self) -> Sweeper:
         return Sweeper(store=self.job_store, callbacks=self.callbacks, fetch_status=self.runpod.status,
                        execution_status=self.workflows.status, notify=self.notify_caller,
-                       stale_after_s=self.settings.sweep_after_s)
+                       stale_after_s=self.settings.sweep_after_s, queue=self.queue,
+                       settle_dlqs=self.settings.settle_dlqs,
+                       in_queue_give_up_s=self.settings.in_queue_give_up_s)
 
 
 _current: Container | None = None

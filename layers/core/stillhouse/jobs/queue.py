@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from stillhouse.jobs.model import Priority
@@ -16,11 +18,39 @@ class JobQueue:
     def send(self, job_id: str, priority: Priority) -> None:
         self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps({"job_id": job_id}))
 
-
     def redrive_dlqs(self) -> int:
-        """Send what the dead-letter queues hold back to their queues; how many messages moved."""
-        return sum(redrive(self._sqs, dlq, self._urls[priority])
-                   for priority, dlq in self._dlqs.items() if dlq and self._urls.get(priority))
+        """Send everything the dead-letter queues hold back to their queues (send first, then delete: at least
+        once); how many messages moved. By hand, after an operator fixed the cause."""
+        return sum(self.settle_dlqs(lambda job_id: True, limit=1000).values())
+
+    def settle_dlqs(self, back: Callable[[str | None], bool], limit: int = 100) -> Counter[str]:
+        """Each dead-letter message goes `back` to its queue or is dropped, as `back(job id)` says (the job
+        id is None for a message that cannot be read)."""
+        counts: Counter[str] = Counter()
+        for priority, dlq in self._dlqs.items():
+            if not dlq or not self._urls.get(priority):
+                continue
+            for message in self._receive(dlq, limit):
+                try:
+                    job_id = job_id_of(message["Body"])
+                except (ValueError, KeyError, TypeError):
+                    job_id = None
+                if back(job_id):
+                    self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=message["Body"])
+                    counts["dlq_redriven"] += 1
+                else:
+                    counts["dlq_dropped"] += 1
+                self._sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
+        return counts
+
+    def _receive(self, url: str, limit: int) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        while len(messages) < limit:
+            batch = self._sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+            if not batch:
+                break
+            messages += batch
+        return messages
 
 
 def job_id_of(body: str) -> str:
@@ -30,17 +60,3 @@ def job_id_of(body: str) -> str:
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("message has no job_id")
     return job_id
-
-
-def redrive(sqs: Any, dlq_url: str, queue_url: str, limit: int = 1000) -> int:
-    """Move up to `limit` messages from a DLQ back to its queue (send first, then delete: at least once)."""
-    moved = 0
-    while moved < limit:
-        messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not messages:
-            break
-        for message in messages:
-            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
-            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-            moved += 1
-    return moved

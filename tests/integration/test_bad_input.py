@@ -4,7 +4,7 @@ import uuid
 import pytest
 import requests
 
-from tests.integration.conftest import Api
+from tests.support.stack import Api
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ import pytest
 
 from stillhouse import aws
 from stillhouse.container import container
-
-from .conftest import forget_statistics, settled
+from tests.support.stack import forget_statistics, settled
 
 MODELS = ["echo-a", "echo-b", "echo-c"]
 PROMPT = "What makes a good cask?"

@@ -23,7 +23,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from .conftest import TERMINAL, Api
+from tests.support.stack import TERMINAL_NAMES as TERMINAL
+from tests.support.stack import Api
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,7 @@ import time
 
 from stillhouse import aws
 from stillhouse.container import container
-
-from .conftest import settled
+from tests.support.stack import settled
 
 
 def sweep(stack, **event):

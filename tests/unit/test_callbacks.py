@@ -3,7 +3,7 @@ from functools import partial
 
 import pytest
 
-from stillhouse.errors import ErrorClass, InvalidRequest, Unauthorized
+from stillhouse.errors import Conflict, ErrorClass, InvalidRequest, Unauthorized
 from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.store import JobStore
 from stillhouse.runpod.callback_urls import callback_token, verify_callback_token
@@ -159,3 +159,20 @@ def test_the_current_attempts_result_is_learnt_and_stops_nothing(store):
                            stop_runpod_job=lambda *a: stopped.append(a))
     rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
     assert learnt == ["a"] and stopped == []
+
+
+def test_a_callback_naming_another_runpod_job_than_its_attempt_started_is_refused_and_changes_nothing(jobs_table):
+    """The token proves the URL is ours; the RunPod id must also be the one this attempt started (else a
+    holder of the URL could have another RunPod job's result recorded as this job's)."""
+    store = JobStore(jobs_table)
+    store.create(make_job("j1"))
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", attempt=1,
+                     fields={"runpod_id": "rp1", "attempts": 1})
+    rec, notified, fetched = recorder(store, {"rp-other": {"id": "rp-other", "status": "COMPLETED", "output": "x"}})
+    with pytest.raises(Conflict) as refused:
+        rec.record("j1", 1, "a", token(), {"id": "rp-other", "status": "COMPLETED", "output": {"text": "not yours"}})
+    assert refused.value.field == "body.id"
+    job = store.get("j1")
+    assert job.status is JobStatus.IN_PROGRESS and job.output is None and notified == [] and fetched == []
+    assert rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
+    assert store.get("j1").output == {"text": "hi"}

@@ -45,6 +45,7 @@ class JobEvent(BaseModel):
     actor: str
     endpoint: str | None = None
     attempt: int = 0
+    runpod_id: str | None = None  # the RunPod job an attempt started (IN_PROGRESS): its callbacks must name it
     detail: str | None = None
 
 

@@ -154,7 +154,9 @@ class JobStore:
             raise TransitionRefused(f"no status may move to {move.target}")
         target, sources = move.target, sorted(move.sources)
         at = now_iso()
-        event = JobEvent(at=at, status=target, actor=actor, endpoint=endpoint, attempt=attempt or 0, detail=detail)
+        started = (fields or {}).get("runpod_id") if target is JobStatus.IN_PROGRESS else None
+        event = JobEvent(at=at, status=target, actor=actor, endpoint=endpoint, attempt=attempt or 0, detail=detail,
+                         runpod_id=started)
         names = {"#s": "status"}
         values: dict[str, Any] = {
             ":target": target.value,

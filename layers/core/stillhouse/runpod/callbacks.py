@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from stillhouse.errors import (
+    Conflict,
     ErrorClass,
     InvalidRequest,
     JobFinished,
@@ -53,6 +54,13 @@ class Resumer(Protocol):
     def succeed_task(self, task_token: str, output: dict[str, Any]) -> None: ...
 
     def fail_task(self, task_token: str, error: str, cause: str) -> None: ...
+
+
+def _started_runpod_id(job: Job, attempt: int) -> str | None:
+    """The RunPod job `attempt` started, as recorded; None while its start is not recorded yet (a result can
+    beat dispatch's own write: then RunPod's /status is asked instead)."""
+    return next((e.runpod_id for e in job.events
+                 if e.status is JobStatus.IN_PROGRESS and e.attempt == attempt and e.runpod_id), None)
 
 
 def _units(job: Job, body: dict[str, Any]) -> float | None:
@@ -100,6 +108,10 @@ class CallbackRecorder:
         body = _reported(body)
         runpod_id = body["id"]
         job = self.store.get(job_id)
+        started = _started_runpod_id(job, attempt)
+        if started is not None and started != runpod_id:
+            raise Conflict(f"attempt {attempt} of job {job_id} started RunPod job {started}, not {runpod_id}",
+                           field="body.id")
         if job.status.terminal:
             return None  # duplicate or late callback: the first result stands
         if job.runpod_id != runpod_id or job.status is not JobStatus.IN_PROGRESS:

@@ -48,9 +48,9 @@ class Sweeper:
     settle_dlqs: bool = True
 
     def sweep(self, *, stale_after_s: float | None = None, now: datetime | None = None) -> dict[str, int]:
-        cutoff = iso((now or datetime.now(UTC)) - timedelta(seconds=self.stale_after_s if stale_after_s is None else stale_after_s))
-        counts: Counter[str] = Counter()
         now = now or datetime.now(UTC)
+        cutoff = iso(now - timedelta(seconds=self.stale_after_s if stale_after_s is None else stale_after_s))
+        counts: Counter[str] = Counter()
         for status in (JobStatus.IN_PROGRESS, JobStatus.RETRYING, JobStatus.IN_QUEUE):
             for job_id in self.store.stale(status, cutoff):
                 try:

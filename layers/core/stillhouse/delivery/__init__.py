@@ -1,0 +1,1 @@
+"""Delivery: pushing a finished job to the caller's webhook, signed."""

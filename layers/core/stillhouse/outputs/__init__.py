@@ -1,0 +1,1 @@
+"""Outputs: large results kept in S3, and the result cache."""

@@ -1,0 +1,1 @@
+"""Workflows: the Step Functions adapter, typed task events, and the recovery and council tasks."""

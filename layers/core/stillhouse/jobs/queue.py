@@ -46,7 +46,8 @@ class JobQueue:
     def _receive(self, url: str, limit: int) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         while len(messages) < limit:
-            batch = self._sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+            answer = self._sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            batch = answer.get("Messages", [])
             if not batch:
                 break
             messages += batch

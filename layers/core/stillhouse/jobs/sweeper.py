@@ -71,7 +71,8 @@ class Sweeper:
         (a claimed attempt), so a second message is harmless; a job never dispatched ends, bounded."""
         if self.queue is None:
             return "still_queued"
-        if now - datetime.fromisoformat(job.created_at.replace("Z", "+00:00")) > timedelta(seconds=self.in_queue_give_up_s):
+        submitted = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+        if now - submitted > timedelta(seconds=self.in_queue_give_up_s):
             return self._fail(job, f"not dispatched within {self.in_queue_give_up_s:g} s of its submission")
         self.queue.send(job.id, job.priority)
         try:

@@ -9,7 +9,8 @@ logger = Logger(service="stillhouse")
 @logger.inject_lambda_context
 def handler(event: dict, context: object) -> dict:
     if event.get("action") == "redrive":
-        return {"redriven": container().queue.redrive_dlqs()}
+        return {"redriven": container().queue.redrive_dlqs(),
+                "webhooks_redriven": container().delivery_queue.redrive_dlq()}
     result = container().sweeper.sweep(stale_after_s=event.get("stale_after_s"))
     logger.info("sweep done", extra={"result": result})
     return result

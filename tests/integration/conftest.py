@@ -21,6 +21,8 @@ def stack(tmp_path_factory):
             "StatusPollSeconds": "1", "MaxAttempts": "6", "WaitForEndpointIntervalSeconds": "1",
             # A RunPod job lost inside a worker times out (-> worker_lost -> retried) within a test.
             "ExecutionTimeoutMs": "20000",
+            # A caller's webhook that fails is tried again within a test: 3 tries, 1 s apart.
+            "WebhookRetryScheduleSeconds": "[1, 1]", "WebhookMaxTries": "3",
         },
         # Short breaker cool-down so recovery is observable within a test.
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",

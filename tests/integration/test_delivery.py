@@ -4,6 +4,7 @@ import json
 import time
 
 from stillhouse import aws
+from tests.support.stack import settled
 
 
 def send_raw(stack, body, queue="JobsNormalQueue"):
@@ -90,3 +91,15 @@ def test_a_message_whose_job_cannot_be_handed_on_ends_the_job_and_reaches_the_dl
     assert "2 deliveries" in job["error"]
     expected = json.dumps({"job_id": job_id})
     assert expected in dlq_bodies(stack, expected)
+
+
+def test_a_callers_webhook_that_is_down_is_tried_again_and_every_try_is_on_the_job(api, receiver):
+    """The notice is queued, not posted inline: the function that finished the job is not held, and a
+    failed try comes back after the schedule's delay (1 s here) until the caller answers."""
+    receiver.fail_next = 2
+    job_id = api.submit("echo", {"text": "knock knock"}, webhook=receiver.url)
+    calls = receiver.wait_for(3, timeout=30)
+    assert len(calls) == 3 and all(c["json"]["id"] == job_id for c in calls)
+    job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda j: len(j["deliveries"]) >= 3, 10)
+    assert [(d.get("status_code"), d.get("error"), d.get("next")) for d in job["deliveries"]] == [
+        (None, "HTTP 503", "retry"), (None, "HTTP 503", "retry"), (200, None, None)]

@@ -65,7 +65,8 @@ def test_running_jobs_are_left_alone(api, stack):
 def test_redrive_moves_dlq_messages_back_to_their_queue(stack):
     sqs = aws.client("sqs")
     sqs.send_message(QueueUrl=stack.queue_url("JobsNormalDLQ"), MessageBody=json.dumps({"job_id": "redriven-poison"}))
+    sqs.send_message(QueueUrl=stack.queue_url("WebhookDeliveryDLQ"), MessageBody=json.dumps({"job_id": "stopped"}))
     moved = stack.functions.get("SweeperFunction").invoke({"action": "redrive"})
-    assert moved == {"redriven": 1}
+    assert moved == {"redriven": 1, "webhooks_redriven": 1}
     left = sqs.get_queue_attributes(QueueUrl=stack.queue_url("JobsNormalDLQ"), AttributeNames=["ApproximateNumberOfMessages"])
     assert left["Attributes"]["ApproximateNumberOfMessages"] == "0"

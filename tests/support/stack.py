@@ -53,6 +53,7 @@ class Receiver:
 
     def __init__(self):
         self.calls = []
+        self.fail_next = 0  # answer the next this-many calls with 503 (a caller's endpoint that is down)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,7 +63,9 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 receiver.calls.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
-                self.send_response(200)
+                failing = receiver.fail_next > 0
+                receiver.fail_next -= failing
+                self.send_response(503 if failing else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
 

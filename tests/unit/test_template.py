@@ -87,10 +87,17 @@ def test_every_terminal_path_records_the_job(local):
         assert "record_failure" in json.dumps(states["RecordFailure"])
 
 
-def test_queues_trigger_dispatch_with_partial_batch_failures(local):
-    queues = {m.queue for m in local.queue_mappings}
-    assert queues == {"JobsHighQueue", "JobsNormalQueue"}
-    assert all(m.function == "DispatchFunction" and m.report_batch_item_failures for m in local.queue_mappings)
+def test_queues_trigger_their_functions_with_partial_batch_failures(local):
+    targets = {m.queue: m.function for m in local.queue_mappings}
+    assert targets == {"JobsHighQueue": "DispatchFunction", "JobsNormalQueue": "DispatchFunction",
+                       "WebhookDeliveryQueue": "DeliveryFunction"}
+    assert all(m.report_batch_item_failures for m in local.queue_mappings)
+
+
+def test_callers_webhook_notices_have_a_dlq_after_their_tries(local):
+    redrive = local.cloudformation["Resources"]["WebhookDeliveryQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"]["Fn::GetAtt"][0] == "WebhookDeliveryDLQ"
+    assert redrive["maxReceiveCount"] == {"Ref": "WebhookMaxTries"}
 
 
 def test_each_job_queue_has_a_dlq_with_a_redrive_policy(local):

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     high_dlq_url: str = ""
     normal_dlq_url: str = ""
     max_receive_count: int = 3
+    # Callers' webhooks: a queue of notices and the delays between tries (Standard Webhooks' schedule;
+    # the queue's maxReceiveCount in template.yaml is one more than the number of delays).
+    delivery_queue_url: str = ""
+    delivery_dlq_url: str = ""
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
+    webhook_timeout_s: float = 5.0
     sweep_after_s: float = 300
     in_queue_give_up_s: float = 3600  # a job not dispatched this long after its submission ends FAILED
     settle_dlqs: bool = True  # each sweep: DLQ messages of waiting jobs go back, the rest are dropped

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
-from stillhouse.delivery.webhooks import CallerNotifier
+from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, WebhookDeliverer
 from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Priority
 from stillhouse.jobs.queue import JobQueue
@@ -96,8 +96,18 @@ class Container:
         return Workflows(aws.client("stepfunctions"), s.recovery_state_machine_arn, s.council_state_machine_arn)
 
     @cached_property
+    def delivery_queue(self) -> DeliveryQueue:
+        return DeliveryQueue(aws.client("sqs"), self.settings.delivery_queue_url, self.settings.delivery_dlq_url)
+
+    @cached_property
     def notify_caller(self) -> CallerNotifier:
-        return CallerNotifier(self.spill, secrets.signing_secret)
+        return CallerNotifier(self.delivery_queue)
+
+    @cached_property
+    def deliverer(self) -> WebhookDeliverer:
+        return WebhookDeliverer(self.job_store, self.spill, secrets.signing_secret, self.delivery_queue,
+                                schedule_s=self.settings.webhook_retry_schedule_s,
+                                timeout_s=self.settings.webhook_timeout_s)
 
     # --- what the functions call ---------------------------------------------------------------
     @cached_property

@@ -1,19 +1,32 @@
-"""Push a finished job to the caller's webhook, signed (header X-Stillhouse-Signature)."""
+"""A finished job pushed to the caller's webhook, signed (header X-Stillhouse-Signature), durably.
+
+The function that finishes a job only queues the notice (`CallerNotifier`): a slow or dead caller
+endpoint must not hold the RunPod callback, the sweeper or the API. The delivery function
+(`WebhookDeliverer`) posts it, one try per queue delivery, and on failure makes the message visible
+again after the next delay of a Standard Webhooks-like schedule (seconds, then minutes, then hours).
+Every try is kept on the job (`deliveries`); after the last one the message goes to the dead-letter
+queue, where the sweeper's redrive can send it again.
+"""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import requests
 from aws_lambda_powertools import Logger
-from tenacity import retry, stop_after_attempt, wait_exponential_jitter
 
 from stillhouse.delivery.signing import webhook_signature
+from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
+from stillhouse.jobs.queue import settle_dead_letters
 
 logger = Logger(service="stillhouse", child=True)
 SIGNATURE_HEADER = "X-Stillhouse-Signature"
+#: Delays before the 2nd, 3rd, ... try: Standard Webhooks' schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
+STANDARD_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 def webhook_body(job: Job) -> bytes:
@@ -23,28 +36,6 @@ def webhook_body(job: Job) -> bytes:
          "endpoint": job.endpoint, "attempts": job.attempts},
         separators=(",", ":"),
     ).encode()
-
-
-@retry(stop=stop_after_attempt(3), wait=wait_exponential_jitter(multiplier=0.2, max=2), reraise=True)
-def _post(url: str, body: bytes, signature: str) -> None:
-    response = requests.post(
-        url, data=body, timeout=5,
-        headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature},
-    )
-    response.raise_for_status()
-
-
-def notify(job: Job, secret: str) -> bool:
-    """Deliver once with retries; a client that stays down does not fail the job (it is logged)."""
-    if not job.webhook:
-        return False
-    body = webhook_body(job)
-    try:
-        _post(job.webhook, body, webhook_signature(secret, body))
-    except requests.RequestException as err:
-        logger.warning("client webhook failed", extra={"job_id": job.id, "error": str(err)})
-        return False
-    return True
 
 
 class OutputLinks(Protocol):
@@ -59,12 +50,110 @@ def public_view(job: Job, links: OutputLinks) -> Job:
     return job.model_copy(update={"output": None, "output_url": url}) if url else job
 
 
-class CallerNotifier:
-    """Pushes a finished job, as its caller sees it, to the caller's webhook."""
+class DeliveryQueue:
+    """The SQS queue of webhook notices; a message carries only the job id."""
 
-    def __init__(self, links: OutputLinks, secret: Callable[[], str]) -> None:
-        self._links = links
-        self._secret = secret
+    def __init__(self, sqs: Any, url: str, dlq_url: str = "") -> None:
+        self._sqs = sqs
+        self._url = url
+        self._dlq_url = dlq_url
+
+    def send(self, job_id: str) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}))
+
+    def retry_after(self, receipt_handle: str, delay_s: float) -> None:
+        """The message comes back after `delay_s` (SQS allows up to 12 h)."""
+        self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=receipt_handle,
+                                            VisibilityTimeout=int(min(max(delay_s, 0), 43_200)))
+
+    def redrive_dlq(self) -> int:
+        """Every stopped notice gets a fresh round of tries (after the caller fixed their endpoint)."""
+        if not self._dlq_url:
+            return 0
+        return sum(settle_dead_letters(self._sqs, self._dlq_url, self._url, lambda job_id: True, 1000).values())
+
+
+class CallerNotifier:
+    """Queues a finished job's notice for its caller's webhook (no network call to the caller here)."""
+
+    def __init__(self, queue: DeliveryQueue) -> None:
+        self._queue = queue
 
     def __call__(self, job: Job) -> bool:
-        return notify(public_view(job, self._links), self._secret())
+        if not job.webhook:
+            return False
+        self._queue.send(job.id)
+        return True
+
+
+class Deliveries(Protocol):
+    """Where a job's delivery tries are kept (stillhouse.jobs.store.JobStore)."""
+
+    def get(self, job_id: str) -> Job: ...
+
+    def record_delivery(self, job_id: str, entry: dict[str, Any]) -> None: ...
+
+
+class DeliveryFailed(Exception):
+    """This try failed; the queue brings the notice back later (or to its dead-letter queue)."""
+
+
+Post = Callable[[str, bytes, dict[str, str], float], int]
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+    """One POST, no redirects (a webhook URL is where the caller said, not where it points us)."""
+    response = requests.post(url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False)
+    if not 200 <= response.status_code < 300:
+        raise DeliveryFailed(f"HTTP {response.status_code}")
+    return response.status_code
+
+
+class WebhookDeliverer:
+    def __init__(self, store: Deliveries, links: OutputLinks, secret: Callable[[], str], queue: DeliveryQueue, *,
+                 schedule_s: Sequence[float] = STANDARD_SCHEDULE_S, timeout_s: float = 5.0,
+                 send: Post = post, rng: random.Random | None = None) -> None:
+        self._store = store
+        self._links = links
+        self._secret = secret
+        self._queue = queue
+        self.schedule_s = tuple(schedule_s)
+        self._timeout_s = timeout_s
+        self._post = send
+        self._rng = rng or random.Random()
+
+    @property
+    def max_tries(self) -> int:
+        return len(self.schedule_s) + 1
+
+    def deliver(self, job_id: str, receive_count: int, receipt_handle: str) -> None:
+        """Try `job_id`'s notice once (its `receive_count`-th try). Raises DeliveryFailed when it did not
+        go through: the message then comes back after the schedule's next delay."""
+        try:
+            job = self._store.get(job_id)
+        except JobNotFound:
+            return  # gone (expired): nobody to tell about it
+        if not job.webhook:
+            return
+        body = webhook_body(public_view(job, self._links))
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: webhook_signature(self._secret(), body)}
+        entry: dict[str, Any] = {"at": _now(), "try": receive_count}
+        try:
+            entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
+        except (requests.RequestException, DeliveryFailed) as err:
+            entry["error"] = str(err)[:200]
+        if "error" not in entry:
+            self._store.record_delivery(job_id, entry)
+            return
+        last = receive_count >= self.max_tries
+        entry["next"] = "stopped: in the dead-letter queue" if last else "retry"
+        self._store.record_delivery(job_id, entry)
+        logger.warning("caller webhook failed", extra={"job_id": job_id, "try": receive_count, "error": entry["error"]})
+        if not last:
+            delay = self.schedule_s[receive_count - 1]
+            self._queue.retry_after(receipt_handle, delay * self._rng.uniform(0.8, 1.2))  # jitter spreads a herd
+        raise DeliveryFailed(f"webhook of job {job_id}, try {receive_count}: {entry['error']}")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -49,6 +49,18 @@ class JobEvent(BaseModel):
     detail: str | None = None
 
 
+class WebhookDelivery(BaseModel):
+    """One try of pushing the finished job to the caller's webhook."""
+
+    at: str
+    try_: int = Field(alias="try")
+    status_code: int | None = None
+    error: str | None = None
+    next: str | None = None  # after a failed try: "retry", or "stopped: in the dead-letter queue"
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
 class CouncilMember(BaseModel):
     """One council member's RunPod job, kept in its job's `members` map while the workflow waits for it."""
 
@@ -92,6 +104,7 @@ class Job(BaseModel):
     # Council members in flight (model, endpoint, RunPod id, task token): internal, never shown.
     members: dict[str, CouncilMember] | None = Field(default=None, exclude=True)
     events: list[JobEvent] = Field(default_factory=list)
+    deliveries: list[WebhookDelivery] = Field(default_factory=list)  # tries of the caller's webhook
 
 
 class CouncilInput(BaseModel):

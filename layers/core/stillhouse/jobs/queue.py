@@ -28,30 +28,38 @@ class JobQueue:
         id is None for a message that cannot be read)."""
         counts: Counter[str] = Counter()
         for priority, dlq in self._dlqs.items():
-            if not dlq or not self._urls.get(priority):
-                continue
-            for message in self._receive(dlq, limit):
-                try:
-                    job_id = job_id_of(message["Body"])
-                except (ValueError, KeyError, TypeError):
-                    job_id = None
-                if back(job_id):
-                    self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=message["Body"])
-                    counts["dlq_redriven"] += 1
-                else:
-                    counts["dlq_dropped"] += 1
-                self._sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
+            if dlq and self._urls.get(priority):
+                counts += settle_dead_letters(self._sqs, dlq, self._urls[priority], back, limit)
         return counts
 
-    def _receive(self, url: str, limit: int) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        while len(messages) < limit:
-            answer = self._sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            batch = answer.get("Messages", [])
-            if not batch:
-                break
-            messages += batch
-        return messages
+
+def settle_dead_letters(sqs: Any, dlq_url: str, queue_url: str, back: Callable[[str | None], bool],
+                        limit: int = 100) -> Counter[str]:
+    """Up to `limit` messages of a dead-letter queue: back to `queue_url` where `back(job id)` says so (send
+    first, then delete: at least once), else dropped."""
+    counts: Counter[str] = Counter()
+    for message in _receive(sqs, dlq_url, limit):
+        try:
+            job_id = job_id_of(message["Body"])
+        except (ValueError, KeyError, TypeError):
+            job_id = None
+        if back(job_id):
+            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+            counts["dlq_redriven"] += 1
+        else:
+            counts["dlq_dropped"] += 1
+        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+    return counts
+
+
+def _receive(sqs: Any, url: str, limit: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while len(messages) < limit:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not batch:
+            break
+        messages += batch
+    return messages
 
 
 def job_id_of(body: str) -> str:

@@ -223,6 +223,15 @@ class JobStore:
                 raise TransitionRefused(f"job {job_id} has already ended") from err
             raise
 
+    def record_delivery(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Append one try of the caller's webhook to the job (no status change: the job has ended)."""
+        self._table.update_item(
+            Key={"id": job_id},
+            UpdateExpression="SET deliveries = list_append(if_not_exists(deliveries, :none), :d)",
+            ConditionExpression="attribute_exists(id)",
+            ExpressionAttributeValues={":d": [entry], ":none": []},
+        )
+
     def claim_attempt(self, job_id: str, seen_attempts: int) -> Job | None:
         """Take the next dispatch attempt; None when another delivery took it first."""
         try:

@@ -1,0 +1,24 @@
+"""Delivery Lambda: SQS batch of finished jobs' notices -> one signed POST to each caller's webhook.
+
+A failed try stays in the queue (partial batch failure) and comes back after the schedule's next delay.
+"""
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from stillhouse.container import container
+from stillhouse.jobs.queue import job_id_of
+
+logger = Logger(service="stillhouse")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    job_id = job_id_of(record.body)
+    logger.append_keys(job_id=job_id)
+    container().deliverer.deliver(job_id, int(record.attributes.approximate_receive_count or 1), record.receipt_handle)
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: object) -> dict:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -1,0 +1,90 @@
+"""What the soak runs against: the embedded stack's parameters (short timers so recovery takes seconds)
+and the fault mix of the RunPod stand-in, as steady knobs per endpoint plus a timeline of windows
+(an endpoint hard-down, then back; latency spikes). Knobs: local/stillhouse_local/runpod_standin/faults.py."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from . import Ticker, log
+
+ENDPOINTS = ["local", "east", "west"]
+
+# Short timers, as tests/integration/conftest.py uses, but a longer visibility timeout: with a backlog on
+# 2 cores one dispatch batch can take seconds, and a redelivery racing it only adds receives.
+PARAMETERS = {
+    "QueueVisibilityTimeout": "6", "MaxReceiveCount": "3",
+    "RetryIntervalSeconds": "1", "CapacityIntervalSeconds": "1", "RetryBackoffRate": "2",
+    "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4", "CallbackTimeoutSeconds": "30",
+    "StatusPollSeconds": "2", "MaxAttempts": "6", "WaitForEndpointIntervalSeconds": "1",
+    # A RunPod job lost inside a worker (crash_mode=hang) times out there, then is retried by us.
+    "ExecutionTimeoutMs": "20000",
+    # Jobs whose RunPod webhook was lost are looked at by the sweeper after this long without news.
+    "SweepAfterSeconds": "20",
+    "LogLevel": "WARNING",
+}
+ENVIRONMENT = {"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3"}
+
+# Steady knobs for the whole soak: every kind of fault the stand-in has, spread over the endpoints.
+STEADY: dict[str, dict[str, Any]] = {
+    "local": {"error_rate": 0.05, "rate_limit_rate": 0.05, "retry_after_s": 1, "drop_webhook_rate": 0.05,
+              "duplicate_webhook_rate": 0.05, "crash_rate": 0.02, "crash_mode": "fail"},
+    "east": {"error_rate": 0.03, "drop_webhook_rate": 0.05, "duplicate_webhook_rate": 0.10,
+             "crash_rate": 0.03, "crash_mode": "requeue"},
+    "west": {"rate_limit_rate": 0.05, "retry_after_s": 2, "drop_webhook_rate": 0.03,
+             "duplicate_webhook_rate": 0.05, "crash_rate": 0.02, "crash_mode": "hang"},
+}
+
+
+def stack_options(args: argparse.Namespace, log_dir: Path) -> Any:
+    from stillhouse_local.stack import StackOptions
+
+    parameters = {**PARAMETERS, "SweepAfterSeconds": str(args.sweep_after_s)}
+    return StackOptions(port=0, endpoints=list(ENDPOINTS), parameters=parameters, environment=dict(ENVIRONMENT),
+                        webhook_retry_delay_s=0.5, log_dir=log_dir)
+
+
+def timeline(args: argparse.Namespace) -> list[tuple[float, str, dict[str, Any], str]]:
+    """(at_s, endpoint, knobs, label), sorted: the windows of the soak, from its start."""
+    events = [(args.down_at_s, args.down_endpoint, {"down": True}, "hard-down"),
+              (args.down_at_s + args.down_for_s, args.down_endpoint, {"down": False}, "back up")]
+    for at in (20.0, 60.0):
+        events += [(at, "east", {"latency_ms": args.spike_ms}, f"latency spike {args.spike_ms} ms"),
+                   (at + 10.0, "east", {"latency_ms": 0}, "latency back to 0")]
+    return sorted(events, key=lambda e: e[0])
+
+
+def fault_mix(args: argparse.Namespace) -> dict[str, Any]:
+    return {"steady": STEADY, "seed": args.seed,
+            "timeline": [{"at_s": at, "endpoint": ep, "knobs": knobs, "what": label}
+                         for at, ep, knobs, label in timeline(args)]}
+
+
+def prepare_endpoints() -> None:
+    """Every endpoint takes jobs (the stack registered them with models ["*"]), with the steady knobs."""
+    from stillhouse.container import container
+
+    for name in ENDPOINTS:
+        container().registry.update(name, enabled=True)
+
+
+def apply_steady(stack: Any, seed: int) -> None:
+    for i, (name, knobs) in enumerate(STEADY.items()):
+        stack.standin.set_faults(name, **knobs, seed=seed + i)
+
+
+def start_timeline(stack: Any, args: argparse.Namespace) -> tuple[Ticker, list[dict[str, Any]]]:
+    """Apply the timeline's windows as they fall due; returns the ticker and the log of what was applied."""
+    pending = list(timeline(args))
+    applied: list[dict[str, Any]] = []
+
+    def tick(elapsed: float) -> None:
+        while pending and pending[0][0] <= elapsed:
+            _at, endpoint, knobs, label = pending.pop(0)
+            stack.standin.set_faults(endpoint, **knobs)
+            applied.append({"at_s": round(elapsed, 1), "endpoint": endpoint, "what": label})
+            log(f"t={elapsed:.0f}s {endpoint}: {label}")
+
+    limit = max(at for at, *_ in timeline(args)) + 5
+    return Ticker("timeline", 0.25, tick, limit).start(), applied

@@ -68,6 +68,14 @@ def test_a_notice_is_queued_only_for_a_job_with_a_webhook():
     assert queue.sent == ["with"]
 
 
+def test_a_notice_that_cannot_be_queued_does_not_fail_whoever_finished_the_job():
+    class Down(Queue):
+        def send(self, job_id):
+            raise ConnectionError("SQS unreachable")
+
+    assert CallerNotifier(Down())(make_job("j", webhook="https://caller.example/hook")) is False
+
+
 def test_a_delivered_notice_is_signed_and_kept_on_the_job(finished):
     caller, queue = Caller(200), Queue()
     deliverer(finished, caller, queue).deliver("j1", 1, "rh")

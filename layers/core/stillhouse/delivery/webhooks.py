@@ -82,7 +82,11 @@ class CallerNotifier:
     def __call__(self, job: Job) -> bool:
         if not job.webhook:
             return False
-        self._queue.send(job.id)
+        try:
+            self._queue.send(job.id)
+        except Exception:  # noqa: BLE001 - the job has ended already: failing its finisher now helps nobody
+            logger.exception("could not queue the caller's webhook notice", extra={"job_id": job.id})
+            return False
         return True
 
 

@@ -2,48 +2,29 @@
 the jobs caused."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from webhook_receiver import WebhookReceiver
 
 from .stats import summary
 
 
 class Receiver:
-    """The caller's webhook endpoint on 127.0.0.1: timestamps each arrival on entry."""
+    """The caller's webhook endpoint on 127.0.0.1: timestamps each job's first arrival on entry."""
 
     def __init__(self) -> None:
         self.arrivals: dict[str, tuple[float, float, dict[str, Any]]] = {}
         self.cond = threading.Condition()
-        receiver = self
+        self._http = WebhookReceiver(self._arrived, name="bench-receiver")
+        self.url = self._http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                return None
-
-            def do_POST(self) -> None:  # the stdlib's name
-                t, wall = time.perf_counter(), time.time()
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-                try:
-                    data = json.loads(body)
-                except ValueError:
-                    return
-                with receiver.cond:
-                    receiver.arrivals.setdefault(data.get("id", ""), (t, wall, data))
-                    receiver.cond.notify_all()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="bench-receiver").start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+    def _arrived(self, data: dict[str, Any], t: float, wall: float) -> None:
+        with self.cond:
+            self.arrivals.setdefault(data.get("id", ""), (t, wall, data))
+            self.cond.notify_all()
 
     def wait(self, job_id: str, timeout: float) -> tuple[float, float, dict[str, Any]] | None:
         deadline = time.monotonic() + timeout
@@ -56,7 +37,7 @@ class Receiver:
             return self.arrivals[job_id]
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self._http.stop()
 
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}

@@ -3,13 +3,13 @@ and an Idempotency-Key (so a retried submit cannot make a second job); a receive
 signed caller webhooks; some jobs get a duplicate SQS message, sent a few seconds after their submit."""
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from webhook_receiver import WebhookReceiver
 
 from . import Ticker
 
@@ -22,38 +22,19 @@ class Receiver:
     def __init__(self) -> None:
         self.arrivals: dict[str, list[tuple[float, str]]] = {}
         self.lock = threading.Lock()
-        receiver = self
+        self._http = WebhookReceiver(self._arrived, name="soak-receiver")
+        self.url = self._http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                return None
-
-            def do_POST(self) -> None:  # the stdlib's name
-                wall = time.time()
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-                try:
-                    data = json.loads(body)
-                except ValueError:
-                    return
-                with receiver.lock:
-                    receiver.arrivals.setdefault(str(data.get("id")), []).append((wall, str(data.get("status"))))
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="soak-receiver").start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+    def _arrived(self, data: dict[str, Any], t: float, wall: float) -> None:
+        with self.lock:
+            self.arrivals.setdefault(str(data.get("id")), []).append((wall, str(data.get("status"))))
 
     def notified(self) -> set[str]:
         with self.lock:
             return set(self.arrivals)
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self._http.stop()
 
 
 def _submit(session: Any, url: str, record: dict[str, Any], webhook: str) -> None:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     jobs_table: str = "stillhouse-jobs"
     api_keys_table: str = "stillhouse-api-keys"
+    # Per-tenant webhook secrets (delivery/tenant_secrets.py); a rotated-out secret still signs this long.
+    webhook_secrets_table: str = "stillhouse-webhook-secrets"
+    webhook_secret_grace_s: int = 86_400
     config_table: str = "stillhouse-config"
     endpoint_state_table: str = "stillhouse-endpoint-state"
     idempotency_table: str = "stillhouse-idempotency"

@@ -148,6 +148,9 @@ class EmbeddedStack:
         env = self.moto.function_environment([self.resources[f] for f in local.functions])
         env["AWS_ENDPOINT_URL"] = self.moto.url
         env["AWS_REGION"] = "us-east-1"
+        # Callers of a stack on 127.0.0.1 listen there too: their http://127.0.0.1 webhooks are allowed
+        # (private and metadata addresses stay refused).
+        env["STILLHOUSE_WEBHOOK_ALLOW_LOOPBACK"] = "true"
         env.update(self.options.environment)
         os.environ.update(env)
         reset()

@@ -7,8 +7,9 @@ import requests
 import standardwebhooks
 
 from stillhouse import secrets
+from stillhouse.container import container
 from stillhouse.runpod.callback_urls import Keyring, callback_token
-from tests.support.stack import settled
+from tests.support.stack import Receiver, settled
 
 
 def verify(secret, call):
@@ -125,8 +126,85 @@ def test_a_valid_token_with_another_runpod_jobs_result_is_a_conflict(api, stack,
 def test_a_replayed_callback_with_another_output_changes_nothing(api, stack):
     job_id = api.submit("echo", {"text": "original"})
     job = api.wait(job_id)
-    (real_url,) = {d["url"] for d in stack.standin.webhook_deliveries if f"/callbacks/runpod/{job_id}?" in d["url"]}
+    urls = settled(lambda: {d["url"] for d in stack.standin.webhook_deliveries
+                            if f"/callbacks/runpod/{job_id}?" in d["url"]}, bool, 10)  # logged after it is answered
+    (real_url,) = urls
     replay = requests.post(real_url, json={"id": job["runpod_id"], "status": "COMPLETED",
                                            "output": {"text": "tampered"}}, timeout=10)
     assert replay.status_code == 200 and replay.json()["recorded"] is False  # RunPod must not retry a duplicate
     assert_unchanged(api, job)
+
+
+# --- Callers' webhooks: no request forgery (names resolve through a fake resolver) -----------------------
+
+class FakeDns:
+    def __init__(self, answers):
+        self.answers = answers
+
+    def __call__(self, host, port):
+        return self.answers.get(host, [])
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    dns = FakeDns({"hooks.example": ["127.0.0.1"], "internal.example": ["10.0.0.7"],
+                   "metadata.example": ["169.254.169.254"]})
+    monkeypatch.setattr(container().webhook_guard, "resolve", dns)
+    return dns
+
+
+@pytest.mark.parametrize("webhook", [
+    "http://169.254.169.254/latest/meta-data/",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://10.0.0.1/hook",
+    "https://192.168.0.1/hook",
+    "https://[fd00::1]/hook",
+    "https://[::ffff:10.0.0.1]/hook",
+    "https://internal.example/hook",
+    "https://metadata.example/hook",
+    "http://hooks.example/hook",  # http to a public address (set below): https only
+    "ftp://hooks.example/hook",
+])
+def test_a_webhook_to_a_private_or_metadata_address_is_refused_at_submit(api, fake_dns, webhook):
+    if webhook == "http://hooks.example/hook":
+        fake_dns.answers["hooks.example"] = ["93.184.215.14"]  # a public address over http: not allowed either
+    before = api.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    response = api.post("/v1/jobs", {"task": "echo", "input": {"text": "x"}, "webhook": webhook})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "webhook"
+    assert api.get("/v1/jobs", params={"limit": 100}).json()["items"] == before  # no job was created
+
+
+def test_the_delivery_connects_to_the_checked_address_and_names_the_host(api, fake_dns, receiver):
+    """`hooks.example` exists only in the fake resolver: the POST reached the receiver because it went to
+    the address the guard checked, with the URL's name as Host."""
+    port = receiver.server.server_address[1]
+    job_id = api.submit("echo", {"text": "pinned"}, webhook=f"http://hooks.example:{port}/hook")
+    (call,) = receiver.wait_for(1, timeout=20)
+    assert call["json"]["id"] == job_id
+    assert call["headers"]["Host"] == f"hooks.example:{port}"
+
+
+def test_a_name_that_turns_private_after_submit_is_not_delivered_to(api, fake_dns, receiver):
+    port = receiver.server.server_address[1]
+    fake_dns.answers["rebind.example"] = ["127.0.0.1"]
+    receiver.fail_next = 1  # the first try fails; before the second, the name points at the metadata service
+    job_id = api.submit("echo", {"text": "rebind"}, webhook=f"http://rebind.example:{port}/hook")
+    receiver.wait_for(1, timeout=20)
+    fake_dns.answers["rebind.example"] = ["169.254.169.254"]
+    job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda j: len(j["deliveries"]) >= 2, 20)
+    assert job["deliveries"][1]["error"].startswith("refused: webhook: rebind.example resolves to 169.254.169.254")
+    assert len(receiver.calls) == 1
+
+
+def test_a_redirecting_webhook_is_not_followed(api, receiver):
+    target = Receiver()
+    try:
+        receiver.redirect_to = target.url
+        job_id = api.submit("echo", {"text": "redirect"}, webhook=receiver.url)
+        job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda j: len(j["deliveries"]) >= 1, 20)
+        assert job["deliveries"][0]["error"] == "HTTP 302"
+        time.sleep(0.5)
+        assert target.calls == []
+    finally:
+        target.server.shutdown()

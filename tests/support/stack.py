@@ -54,6 +54,7 @@ class Receiver:
     def __init__(self):
         self.calls = []
         self.fail_next = 0  # answer the next this-many calls with 503 (a caller's endpoint that is down)
+        self.redirect_to = None  # answer every call with 302 to this URL (which must never be followed)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,7 +66,11 @@ class Receiver:
                 receiver.calls.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
                 failing = receiver.fail_next > 0
                 receiver.fail_next -= failing
-                self.send_response(503 if failing else 200)
+                if receiver.redirect_to:
+                    self.send_response(302)
+                    self.send_header("location", receiver.redirect_to)
+                else:
+                    self.send_response(503 if failing else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
 

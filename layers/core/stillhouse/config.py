@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     webhook_retry_schedule_s: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
     webhook_timeout_s: float = 5.0
+    # Callers' webhooks may be http:// and on loopback (never private ranges): for a stack whose callers
+    # listen on 127.0.0.1, the embedded one. Off everywhere else (delivery/destinations.py).
+    webhook_allow_loopback: bool = False
     sweep_after_s: float = 300
     in_queue_give_up_s: float = 3600  # a job not dispatched this long after its submission ends FAILED
     settle_dlqs: bool = True  # each sweep: DLQ messages of waiting jobs go back, the rest are dropped

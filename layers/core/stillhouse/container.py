@@ -15,7 +15,8 @@ from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
 from stillhouse.delivery.tenant_secrets import WebhookSecretStore
-from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, WebhookDeliverer
+from stillhouse.delivery.destinations import WebhookGuard
+from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, GuardedPost, WebhookDeliverer
 from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Priority
 from stillhouse.jobs.queue import JobQueue
@@ -110,17 +111,22 @@ class Container:
         return CallerNotifier(self.delivery_queue)
 
     @cached_property
+    def webhook_guard(self) -> WebhookGuard:
+        return WebhookGuard(allow_loopback=self.settings.webhook_allow_loopback)
+
+    @cached_property
     def deliverer(self) -> WebhookDeliverer:
         return WebhookDeliverer(self.job_store, self.spill, self.webhook_secrets.signing_secrets, self.delivery_queue,
                                 schedule_s=self.settings.webhook_retry_schedule_s,
-                                timeout_s=self.settings.webhook_timeout_s)
+                                timeout_s=self.settings.webhook_timeout_s, send=GuardedPost(self.webhook_guard))
 
     # --- what the functions call ---------------------------------------------------------------
     @cached_property
     def job_service(self) -> JobService:
         defaults = CouncilDefaults(tuple(self.settings.council_models), self.settings.council_chair)
         return JobService(self.job_store, self.queue, workflows=self.workflows, runpod=self.runpod,
-                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller)
+                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller,
+                          check_webhook=self.webhook_guard.check)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:

@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import requests
+import urllib3
 from aws_lambda_powertools import Logger
 
+from stillhouse.delivery.destinations import UnsafeWebhook, WebhookGuard, connection_pool, host_header
 from stillhouse.delivery.signing import webhook_headers
 from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
@@ -105,26 +107,40 @@ class DeliveryFailed(Exception):
 Post = Callable[[str, bytes, dict[str, str], float], int]
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
-    """One POST, no redirects (a webhook URL is where the caller said, not where it points us)."""
-    response = requests.post(url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False)
-    if not 200 <= response.status_code < 300:
-        raise DeliveryFailed(f"HTTP {response.status_code}")
-    return response.status_code
+class GuardedPost:
+    """One POST to a checked destination (delivery/destinations.py): to the address that was checked,
+    never following a redirect (a webhook URL is where the caller said, not where it points us)."""
+
+    def __init__(self, guard: WebhookGuard) -> None:
+        self._guard = guard
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+        dest = self._guard.check(url)  # again at each try: what a name resolves to can change
+        pool = connection_pool(dest, timeout_s)
+        try:
+            response = pool.urlopen("POST", dest.target, body=body, headers={**headers, "Host": host_header(dest)},
+                                    redirect=False, retries=False, assert_same_host=False)
+        except urllib3.exceptions.HTTPError as err:
+            raise DeliveryFailed(f"{type(err).__name__}: {err}") from err
+        finally:
+            pool.close()
+        if not 200 <= response.status < 300:
+            raise DeliveryFailed(f"HTTP {response.status}")
+        return response.status
 
 
 class WebhookDeliverer:
     def __init__(self, store: Deliveries, links: OutputLinks, secrets_for: Callable[[str], Sequence[str]],
                  queue: DeliveryQueue, *,
                  schedule_s: Sequence[float] = STANDARD_SCHEDULE_S, timeout_s: float = 5.0,
-                 send: Post = post, rng: random.Random | None = None) -> None:
+                 send: Post | None = None, rng: random.Random | None = None) -> None:
         self._store = store
         self._links = links
         self._secrets_for = secrets_for  # tenant id -> its webhook secrets (WebhookSecretStore.signing_secrets)
         self._queue = queue
         self.schedule_s = tuple(schedule_s)
         self._timeout_s = timeout_s
-        self._post = send
+        self._post = send or GuardedPost(WebhookGuard())
         self._rng = rng or random.Random()
 
     @property
@@ -150,6 +166,8 @@ class WebhookDeliverer:
             headers = {"Content-Type": "application/json", **webhook_headers(secrets, f"msg_{job.id}", body)}
             try:
                 entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
+            except UnsafeWebhook as err:
+                entry["error"] = f"refused: {err.message}"[:200]
             except (requests.RequestException, DeliveryFailed) as err:
                 entry["error"] = str(err)[:200]
         if "error" not in entry:

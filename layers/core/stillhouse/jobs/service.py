@@ -51,7 +51,10 @@ class RunPodStopper(Protocol):
 class JobService:
     def __init__(self, store: JobStore, queue: JobQueue, *, workflows: WorkflowStopper | None = None,
                  runpod: RunPodStopper | None = None, council_defaults: CouncilDefaults | None = None,
-                 cache: ResultCache | None = None, notify: Callable[[Job], Any] | None = None) -> None:
+                 cache: ResultCache | None = None, notify: Callable[[Job], Any] | None = None,
+                 check_webhook: Callable[[str], Any] | None = None) -> None:
+        # Refuses a webhook URL we must not send to (delivery.destinations.WebhookGuard.check: 422 `webhook`).
+        self._check_webhook = check_webhook
         self._cache = cache
         self._notify = notify  # pushes a finished job to the caller's webhook
         self._council_defaults = council_defaults or CouncilDefaults()
@@ -65,6 +68,8 @@ class JobService:
         if size > MAX_INPUT_BYTES:
             raise PayloadTooLarge(f"input is {size} bytes; a job keeps at most {MAX_INPUT_BYTES} bytes of input "
                                   "(pass large data by URL)", field="input")
+        if request.webhook and self._check_webhook is not None:
+            self._check_webhook(str(request.webhook))
         if request.task is Task.COUNCIL:
             request = request.model_copy(update={"input": self._council_input(request.input)})
         key = None

@@ -1,0 +1,125 @@
+"""Callers' webhooks never reach what is not on the public internet (SSRF): https only, every resolved
+address public, the checked address is the one connected to, and a name that changes its answer later
+is refused at delivery. Every name here is resolved by a fake resolver: no DNS, no connection."""
+import pytest
+
+from stillhouse.delivery.destinations import UnsafeWebhook, WebhookGuard, connection_pool, host_header
+from stillhouse.delivery.webhooks import GuardedPost
+
+PUBLIC = "93.184.215.14"
+
+
+class FakeDns:
+    def __init__(self, **answers):
+        self.answers = {name.replace("_", "."): addrs for name, addrs in answers.items()}
+        self.asked = []
+
+    def __call__(self, host, port):
+        self.asked.append(host)
+        return self.answers.get(host, [])
+
+
+def guard(allow_loopback=False, **answers):
+    return WebhookGuard(allow_loopback=allow_loopback, resolve=FakeDns(hooks_example=[PUBLIC], **answers))
+
+
+@pytest.mark.parametrize("url", [
+    "https://hooks.example/in",
+    "https://hooks.example:8443/in?tenant=1",
+    f"https://{PUBLIC}/in",
+    "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/in",
+])
+def test_https_to_a_public_address_is_allowed(url):
+    dest = guard().check(url)
+    assert dest.scheme == "https" and dest.address in (PUBLIC, "2606:2800:21f:cb07:6820:80da:af6b:8b2c")
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://hooks.example/in", "https"),
+    ("ftp://hooks.example/in", "https"),
+    ("https://169.254.169.254/latest/meta-data/", "link-local"),
+    ("https://[fd00:ec2::254]/latest/meta-data/", "not a public address"),  # EC2's IPv6 metadata (ULA)
+    ("https://127.0.0.1/in", "loopback"),
+    ("https://[::1]/in", "loopback"),
+    ("https://10.1.2.3/in", "not a public address"),
+    ("https://172.16.0.1/in", "not a public address"),
+    ("https://192.168.1.1/in", "not a public address"),
+    ("https://100.64.0.1/in", "not a public address"),  # carrier-grade NAT
+    ("https://0.0.0.0/in", "not a public address"),
+    ("https://[fe80::1]/in", "link-local"),
+    ("https://[::ffff:169.254.169.254]/in", "link-local"),  # IPv4 hidden in IPv6
+    ("https://[64:ff9b::a9fe:a9fe]/in", "link-local"),  # ... or behind NAT64
+    ("https://224.0.0.1/in", "multicast"),
+    ("https://internal.example/in", "not a public address"),
+    ("https://metadata.example/in", "link-local"),
+    ("https://split.example/in", "not a public address"),  # one private answer among public ones
+    ("https://nowhere.example/in", "does not resolve"),
+    ("https://user:pw@hooks.example/in", "credentials"),
+    ("https:///in", "https"),
+])
+def test_anything_else_is_refused_naming_the_webhook_field(url, why):
+    g = guard(internal_example=["10.0.0.5"], metadata_example=["169.254.169.254"],
+              split_example=[PUBLIC, "192.168.0.10"])
+    with pytest.raises(UnsafeWebhook) as err:
+        g.check(url)
+    assert err.value.field == "webhook" and why in err.value.message
+
+
+def test_loopback_and_http_are_allowed_only_where_the_stack_says_so_and_private_ranges_never():
+    g = guard(allow_loopback=True, localhost=["127.0.0.1", "::1"])
+    assert g.check("http://127.0.0.1:8080/hook").address == "127.0.0.1"
+    assert g.check("http://localhost:8080/hook").address == "127.0.0.1"
+    with pytest.raises(UnsafeWebhook):
+        g.check("http://hooks.example/in")  # http only to loopback
+    with pytest.raises(UnsafeWebhook):
+        g.check("https://10.0.0.1/in")
+    with pytest.raises(UnsafeWebhook):
+        g.check("http://169.254.169.254/latest/meta-data/")
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_name_for_host_sni_and_certificate():
+    dest = guard().check("https://hooks.example:8443/in?x=1")
+    pool = connection_pool(dest, 5.0)
+    assert pool.host == PUBLIC and pool.port == 8443
+    assert pool.conn_kw["server_hostname"] == "hooks.example" and pool.assert_hostname == "hooks.example"
+    assert pool.cert_reqs == "CERT_REQUIRED"
+    assert host_header(dest) == "hooks.example:8443" and dest.target == "/in?x=1"
+
+
+def test_a_name_that_turns_private_after_submit_is_refused_at_delivery_without_connecting():
+    """DNS rebinding: public when the job was submitted, the metadata service when it is delivered."""
+    dns = FakeDns(rebind_example=[PUBLIC])
+    g = WebhookGuard(resolve=dns)
+    g.check("https://rebind.example/hook")  # at submit
+    dns.answers["rebind.example"] = ["169.254.169.254"]
+    with pytest.raises(UnsafeWebhook):
+        GuardedPost(g)("https://rebind.example/hook", b"{}", {}, 1.0)
+
+
+def test_a_delivery_to_a_refused_address_is_a_failed_try_kept_on_the_job(jobs_table):
+    import random
+
+    from stillhouse.delivery.webhooks import DeliveryFailed, WebhookDeliverer
+    from stillhouse.jobs.model import JobStatus
+    from stillhouse.jobs.store import JobStore
+    from tests.support.jobs import make_job
+
+    store = JobStore(jobs_table)
+    store.create(make_job("j1", webhook="https://metadata.example/latest/meta-data/"))
+    store.transition("j1", JobStatus.COMPLETED, actor="webhook", fields={"output": {"text": "hi"}})
+
+    class Queue:
+        def retry_after(self, handle, delay):
+            pass
+
+    class NoLinks:
+        def url(self, output):
+            return None
+
+    post = GuardedPost(WebhookGuard(resolve=FakeDns(metadata_example=["169.254.169.254"])))
+    deliverer = WebhookDeliverer(store, NoLinks(), lambda tenant: ["whsec_" + "A" * 44], Queue(), send=post,
+                                 rng=random.Random(0))
+    with pytest.raises(DeliveryFailed):
+        deliverer.deliver("j1", 1, "rh")
+    (entry,) = store.get("j1").deliveries
+    assert entry.error.startswith("refused: webhook: metadata.example resolves to 169.254.169.254")

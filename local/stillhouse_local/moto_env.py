@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import threading
+import warnings
 import zipfile
 from typing import Any
 
@@ -75,6 +76,10 @@ class MotoEnvironment:
             os.environ.setdefault(key, value)
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call drowns the CLI
+        # moto has no CloudFormation model for alarms and dashboards (ops only, not needed embedded): it would
+        # say so, twice per resource, at every start.
+        logging.getLogger("moto").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message=r"Tried to parse AWS::CloudWatch::", category=UserWarning)
 
         self._server = moto_server("127.0.0.1", self.port)
         self._server.start()

@@ -56,3 +56,50 @@ def test_a_run_answer_without_a_job_id_is_a_transient_fault_of_runpod(answer):
     with pytest.raises(RunPodError) as raised:
         client.run("https://rp", "ep", {"task": "echo"})
     assert raised.value.error_class is ErrorClass.TRANSIENT
+
+
+class KeyedSession(Session):
+    """RunPod that accepts only `valid` as the API key."""
+
+    def __init__(self, valid):
+        super().__init__(None)
+        self.valid = valid
+
+    def request(self, method, url, json=None, timeout=None):
+        self.sent.append((method, url, self.headers["Authorization"]))
+        if self.headers["Authorization"] != f"Bearer {self.valid}":
+            return Answer({"error": "unauthorized"}, 401)
+        return Answer({"id": "rp1", "status": "IN_QUEUE"})
+
+
+class KeyStore:
+    """The secret holding the API key; `cached` is what a 5-minute cache still hands out."""
+
+    def __init__(self, cached, stored):
+        self.cached, self.stored, self.reads = cached, stored, []
+
+    def __call__(self, refresh=False):
+        self.reads.append(refresh)
+        return self.stored if refresh else self.cached
+
+
+def test_a_rotated_runpod_key_is_read_again_once_after_a_401_and_the_request_goes_through():
+    keys, session = KeyStore(cached="old", stored="new"), KeyedSession(valid="new")
+    client = RunPodClient(keys, session=session)
+    assert client.run("https://rp", "ep", {"task": "echo"})["id"] == "rp1"
+    assert [auth for _, _, auth in session.sent] == ["Bearer old", "Bearer new"]
+    assert keys.reads == [False, True]
+    client.run("https://rp", "ep", {"task": "echo"})  # the new key is kept
+    assert session.sent[-1][2] == "Bearer new" and keys.reads == [False, True]
+
+
+def test_a_key_that_is_simply_wrong_fails_after_one_reread_and_is_not_reread_at_every_request():
+    now = [0.0]
+    keys, session = KeyStore(cached="wrong", stored="wrong"), KeyedSession(valid="right")
+    client = RunPodClient(keys, session=session, clock=lambda: now[0])
+    for _ in range(2):
+        with pytest.raises(RunPodError) as raised:
+            client.run("https://rp", "ep", {"task": "echo"})
+        assert raised.value.status_code == 401 and raised.value.error_class is ErrorClass.TRANSIENT
+    assert keys.reads == [False, True]  # one re-read within the interval
+    assert len(session.sent) == 2  # the same key is not sent twice for one request

@@ -27,8 +27,8 @@ def callback_keyring(refresh: bool = False) -> str:
     return get_secret(get_settings().callback_key_secret, refresh=refresh)
 
 
-def runpod_api_key(secret_ref: str | None = None) -> str:
-    return get_secret(secret_ref or get_settings().runpod_api_key_secret)
+def runpod_api_key(secret_ref: str | None = None, refresh: bool = False) -> str:
+    return get_secret(secret_ref or get_settings().runpod_api_key_secret, refresh=refresh)
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from threading import Lock
 from typing import Any, Protocol
 
@@ -17,11 +18,13 @@ class SlotReleaser(Protocol):
 
 
 class RunPodGateway:
-    def __init__(self, registry: EndpointRegistry, router: SlotReleaser, api_key: Callable[[str | None], str],
+    def __init__(self, registry: EndpointRegistry, router: SlotReleaser, api_key: Callable[..., str],
                  timeout_s: float) -> None:
         self._registry = registry
         self._router = router
-        self._api_key = api_key  # secret reference (None: the default key) -> RunPod API key
+        # (secret reference (None: the default key), refresh=False) -> RunPod API key; refresh=True reads it
+        # again, past the cache (the client does so once after a 401: the key may have been rotated).
+        self._api_key = api_key
         self._timeout_s = timeout_s
         self._clients: dict[str | None, RunPodClient] = {}
         self._lock = Lock()
@@ -31,7 +34,7 @@ class RunPodGateway:
         with self._lock:
             client = self._clients.get(endpoint.secret_ref)
             if client is None:
-                client = RunPodClient(self._api_key(endpoint.secret_ref), timeout_s=self._timeout_s)
+                client = RunPodClient(partial(self._api_key, endpoint.secret_ref), timeout_s=self._timeout_s)
                 self._clients[endpoint.secret_ref] = client
             return client
 

@@ -7,6 +7,8 @@ start a second GPU job.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -92,17 +94,49 @@ def _checked(schema: type[BaseModel], method: str, url: str, answer: Any) -> dic
                           error_class=ErrorClass.TRANSIENT) from err
 
 
+#: After a 401 the API key is read again (it may have been rotated), at most this often per client: a key
+#: that is simply wrong must not turn every request into a read of the secret.
+KEY_REFRESH_INTERVAL_S = 30.0
+#: (refresh) -> the API key; refresh=True reads it again from where it is kept, past any cache.
+KeySource = Callable[..., str]
+
+
 class RunPodClient:
-    def __init__(self, api_key: str, *, timeout_s: float = 10.0, session: requests.Session | None = None) -> None:
+    def __init__(self, api_key: str | KeySource, *, timeout_s: float = 10.0, session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._timeout = timeout_s
         self._session = session or requests.Session()
+        self._key_source = api_key if callable(api_key) else None
+        self._clock = clock
+        self._refreshed_at = float("-inf")
+        self._use_key(api_key() if callable(api_key) else api_key)
+
+    def _use_key(self, api_key: str) -> None:
+        self._api_key = api_key
         self._session.headers.update({"Authorization": f"Bearer {api_key}"})
 
-    def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _refreshed_key(self) -> bool:
+        """After a 401: read the key again, once; True when it changed (a rotation), so the request is worth
+        one more try. A 401 rejects the request before anything runs, so even /run may be repeated."""
+        if self._key_source is None or self._clock() - self._refreshed_at < KEY_REFRESH_INTERVAL_S:
+            return False
+        self._refreshed_at = self._clock()
+        fresh = self._key_source(refresh=True)
+        if fresh == self._api_key:
+            return False
+        self._use_key(fresh)
+        return True
+
+    def _send(self, method: str, url: str, body: dict[str, Any] | None) -> requests.Response:
         try:
-            response = self._session.request(method, url, json=body, timeout=self._timeout)
+            return self._session.request(method, url, json=body, timeout=self._timeout)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
             raise RunPodError(f"{method} {url}: {err.__class__.__name__}", error_class=ErrorClass.TRANSIENT) from err
+
+    def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = self._send(method, url, body)
+        if response.status_code == 401 and self._refreshed_key():
+            response = self._send(method, url, body)
         if response.status_code >= 400:
             raise RunPodError(
                 f"{method} {url}: HTTP {response.status_code} {response.text[:200]}",

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, JobStatus
 from stillhouse.jobs.store import JobStore, MemberStore
-from stillhouse.outputs.spill import ResultStore, is_spilled
+from stillhouse.outputs.spill import ResultStore, result_key
 from tests.support.jobs import make_job
 
 
@@ -129,10 +129,10 @@ def test_an_output_that_fits_alone_but_not_beside_the_input_goes_to_s3(jobs_tabl
     job = store.create(make_job("big").model_copy(update={"input": {"text": "x" * 150_000}}))
     output = {"text": "y" * 300_000}
     done = store.transition("big", JobStatus.COMPLETED, actor="webhook", fields={"output": output}, current=job)
-    assert done.status is JobStatus.COMPLETED and is_spilled(done.output)
-    kept = s3.get_object(Bucket="results", Key=done.output["$s3"])["Body"].read()
+    assert done.status is JobStatus.COMPLETED and done.output is None and done.output_ref
+    kept = s3.get_object(Bucket="results", Key=result_key("big"))["Body"].read()
     assert json.loads(kept) == output
-    assert store.get("big").output == done.output
+    assert store.get("big").output_ref == done.output_ref
 
 
 def test_when_dynamodb_refuses_the_items_size_the_output_goes_to_s3_and_the_write_is_made_again(jobs_table):
@@ -158,4 +158,21 @@ def test_when_dynamodb_refuses_the_items_size_the_output_goes_to_s3_and_the_writ
     store = JobStore(table, ResultStore(s3, "results"))
     store.create(make_job("j1"))
     done = store.transition("j1", JobStatus.COMPLETED, actor="webhook", fields={"output": {"text": "y" * 5000}})
-    assert table.refused == 1 and is_spilled(done.output) and done.status is JobStatus.COMPLETED
+    assert table.refused == 1 and done.output is None and done.output_ref and done.status is JobStatus.COMPLETED
+
+
+def test_an_output_crafted_to_look_like_a_kept_result_is_only_an_output(jobs_table):
+    """The reference to a kept result is a field of its own, and the S3 key comes from the job id: an
+    output that imitates a reference never yields a link, least of all to another job's result."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="results")
+    results = ResultStore(s3, "results")
+    store = JobStore(jobs_table, results)
+    store.create(make_job("victim"))
+    store.transition("victim", JobStatus.COMPLETED, actor="webhook", fields={"output": {"text": "z" * 400_000}})
+    store.create(make_job("attacker", tenant="mallory"))
+    crafted = {"$s3": result_key("victim"), "bytes": 10, "key": result_key("victim")}
+    done = store.transition("attacker", JobStatus.COMPLETED, actor="webhook", fields={"output": crafted})
+    assert done.output == crafted and done.output_ref is None
+    assert results.url(done.id, done.output_ref) is None
+    assert "victim" in results.url("victim", store.get("victim").output_ref)

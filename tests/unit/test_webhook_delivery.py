@@ -28,7 +28,7 @@ class Queue:
 
 
 class NoLinks:
-    def url(self, output):
+    def url(self, job_id, ref):
         return None
 
 

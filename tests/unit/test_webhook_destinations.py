@@ -113,7 +113,7 @@ def test_a_delivery_to_a_refused_address_is_a_failed_try_kept_on_the_job(jobs_ta
             pass
 
     class NoLinks:
-        def url(self, output):
+        def url(self, job_id, ref):
             return None
 
     post = GuardedPost(WebhookGuard(resolve=FakeDns(metadata_example=["169.254.169.254"])))

@@ -43,12 +43,12 @@ def webhook_body(job: Job) -> bytes:
 class OutputLinks(Protocol):
     """Presigned links to outputs kept outside the job item (stillhouse.outputs.spill.ResultStore)."""
 
-    def url(self, output: Any) -> str | None: ...
+    def url(self, job_id: str, ref: dict[str, Any] | None) -> str | None: ...
 
 
 def public_view(job: Job, links: OutputLinks) -> Job:
     """The job as callers see it: a result kept in S3 is given as a presigned URL."""
-    url = links.url(job.output)
+    url = links.url(job.id, job.output_ref)
     return job.model_copy(update={"output": None, "output_url": url}) if url else job
 
 

@@ -95,9 +95,12 @@ class Job(BaseModel):
     attempts: int = 0
     output: Any = None
     output_url: str | None = None  # presigned S3 URL when the output was too large to keep inline
+    # Where such an output is kept ({"bytes": n}; outputs.spill): beside the output, never shown.
+    output_ref: dict[str, Any] | None = Field(default=None, exclude=True)
     error: str | None = None
     error_class: ErrorClass | None = None
-    execution_arn: str | None = None  # the workflow running this job, if any
+    # The workflow running this job, if any: an AWS resource name (account, region, stack), never shown.
+    execution_arn: str | None = Field(default=None, exclude=True)
     # The Step Functions callback token of the attempt in flight: a capability, never shown to callers.
     task_token: str | None = Field(default=None, exclude=True)
     council: dict[str, Any] | None = None  # council jobs: answers so far, the label -> model map

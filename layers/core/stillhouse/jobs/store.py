@@ -37,6 +37,8 @@ def _to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude_none=True)
     if job.task_token:  # excluded from every dump shown to callers, but stored
         data["task_token"] = job.task_token
+    if job.execution_arn:
+        data["execution_arn"] = job.execution_arn
     if job.members is not None:
         data["members"] = {key: m.model_dump() for key, m in job.members.items()}
     if job.cache_key:
@@ -87,10 +89,13 @@ class JobStore:
     def _due_after_news(self, moment: datetime) -> str:
         return iso(moment + timedelta(seconds=self._watch_s))
 
-    def _stored(self, job_id: str, name: str, value: Any, room: int | None = None) -> Any:
-        if name == "output" and self._results is not None:
-            value = self._results.keep(job_id, value, room=room)
-        return json.dumps(value) if name in _JSON_FIELDS else value
+    def _stored(self, job_id: str, fields: dict[str, Any], room: int | None = None) -> dict[str, Any]:
+        """`fields` as stored: JSON payloads as strings; an output too big for the item kept in S3, with
+        its reference in `output_ref` (a field of its own: nothing inside an output can pose as one)."""
+        stored = dict(fields)
+        if "output" in stored and self._results is not None:
+            stored["output"], stored["output_ref"] = self._results.keep(job_id, stored["output"], room=room)
+        return {name: json.dumps(value) if name in _JSON_FIELDS else value for name, value in stored.items()}
 
     def create(self, job: Job) -> Job:
         item = _to_item(job)
@@ -182,9 +187,9 @@ class JobStore:
             values[":due"] = self._due_after_news(moment)
             sets.append("due_at = :due")
         room = ITEM_LIMIT - ITEM_MARGIN - _item_size(current) if current is not None else None
-        for i, (name, value) in enumerate((fields or {}).items()):
+        for i, (name, value) in enumerate(self._stored(job_id, fields or {}, room).items()):
             names[f"#f{i}"] = name
-            values[f":f{i}"] = self._stored(job_id, name, value, room)
+            values[f":f{i}"] = value
             sets.append(f"#f{i} = :f{i}")
         if endpoint is not None and "endpoint" not in (fields or {}):
             names["#ep"], values[":ep"] = "endpoint", endpoint
@@ -218,9 +223,10 @@ class JobStore:
         except ClientError as err:
             if not (_is_item_too_large(err) and "output" in fields and self._results is not None):
                 raise
-            spilled = self._results.keep(job_id, fields["output"], force=True)
-            (placeholder,) = [k for k, name in request["ExpressionAttributeNames"].items() if name == "output"]
-            request["ExpressionAttributeValues"][":" + placeholder[1:]] = json.dumps(spilled)
+            output, ref = self._results.keep(job_id, fields["output"], force=True)
+            placeholder = {name: ":" + key[1:] for key, name in request["ExpressionAttributeNames"].items()}
+            request["ExpressionAttributeValues"][placeholder["output"]] = json.dumps(output)
+            request["ExpressionAttributeValues"][placeholder["output_ref"]] = ref
             return self._table.update_item(**request)
 
     def annotate(self, job_id: str, fields: dict[str, Any]) -> None:
@@ -231,9 +237,9 @@ class JobStore:
         if "due_at" not in fields:
             values[":due"] = self._due_after_news(moment)
             sets.append("due_at = :due")
-        for i, (name, value) in enumerate(fields.items()):
+        for i, (name, value) in enumerate(self._stored(job_id, fields).items()):
             names[f"#f{i}"] = name
-            values[f":f{i}"] = self._stored(job_id, name, value)
+            values[f":f{i}"] = value
             sets.append(f"#f{i} = :f{i}")
         try:
             self._table.update_item(

@@ -1,13 +1,18 @@
-"""Results too large for a DynamoDB item (400 KB) live in S3; the job keeps a reference.
+"""Results too large for a DynamoDB item (400 KB) live in S3; the job keeps a reference beside its output.
 
-Callers get a presigned URL (`output_url`) in place of `output` for such jobs.
+Callers get a presigned URL (`output_url`) in place of `output` for such jobs. The reference is a field
+of its own (`output_ref`), never a value inside the output, and the S3 key is derived from the job id:
+an output a worker (or a caller, through echo) crafts to look like a reference is only an output, and no
+job can be given a link to another job's result.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
-REF_KEY = "$s3"  # the stored output {"$s3": key, "bytes": n} marks a spilled result
+
+def result_key(job_id: str) -> str:
+    return f"results/{job_id}.json"
 
 
 class ResultStore:
@@ -16,23 +21,21 @@ class ResultStore:
         self._bucket = bucket
         self.inline_limit = inline_limit
 
-    def keep(self, job_id: str, output: Any, *, room: int | None = None, force: bool = False) -> Any:
-        """What to store on the job: the output itself, or a reference once it is too big to inline:
-        over the inline limit, over the `room` the job's item has left, or `force`d."""
+    def keep(self, job_id: str, output: Any, *, room: int | None = None, force: bool = False
+             ) -> tuple[Any, dict[str, int] | None]:
+        """(what to store as the job's output, its reference): the output itself and None, or None and a
+        reference once it is too big to inline: over the inline limit, over the `room` the job's item has
+        left, or `force`d."""
         body = json.dumps(output, separators=(",", ":")).encode()
         limit = self.inline_limit if room is None else min(self.inline_limit, room)
         if not self._bucket or (len(body) <= limit and not force):
-            return output
-        key = f"results/{job_id}.json"
-        self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="application/json")
-        return {REF_KEY: key, "bytes": len(body)}
+            return output, None
+        self._s3.put_object(Bucket=self._bucket, Key=result_key(job_id), Body=body, ContentType="application/json")
+        return None, {"bytes": len(body)}
 
-    def url(self, output: Any, expires_s: int = 3600) -> str | None:
-        if not is_spilled(output):
+    def url(self, job_id: str, ref: dict[str, Any] | None, expires_s: int = 3600) -> str | None:
+        """A presigned link to `job_id`'s own kept result, when it has one."""
+        if not ref:
             return None
         return self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self._bucket, "Key": output[REF_KEY]}, ExpiresIn=expires_s)
-
-
-def is_spilled(output: Any) -> bool:
-    return isinstance(output, dict) and set(output) == {REF_KEY, "bytes"}
+            "get_object", Params={"Bucket": self._bucket, "Key": result_key(job_id)}, ExpiresIn=expires_s)

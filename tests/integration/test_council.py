@@ -5,7 +5,7 @@ import pytest
 
 from stillhouse import aws
 from stillhouse.container import container
-from tests.support.stack import forget_statistics, settled
+from tests.support.stack import execution_arn, forget_statistics, settled
 
 MODELS = ["echo-a", "echo-b", "echo-c"]
 PROMPT = "What makes a good cask?"
@@ -107,7 +107,7 @@ def test_cancel_mid_council_cancels_the_members_on_runpod_and_nothing_overwrites
     assert statuses == ["CANCELLED"] * len(MODELS)
     # moto ends a stopped execution only when the step under way does (here: the callback timeout);
     # whatever that step does on its way out must not touch the cancelled job.
-    assert execution_end(api.get(f"/v1/jobs/{job_id}").json()["execution_arn"], timeout=15) != "RUNNING"
+    assert execution_end(execution_arn(job_id), timeout=15) != "RUNNING"
     job = api.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "CANCELLED" and job["output"] is None
 

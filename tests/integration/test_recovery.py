@@ -3,12 +3,12 @@ import time
 
 from stillhouse import aws
 from stillhouse.container import container
-from tests.support.stack import settled
+from tests.support.stack import execution_arn, settled
 
 
 def history(job):
     sfn = aws.client("stepfunctions")
-    return sfn.get_execution_history(executionArn=job["execution_arn"], maxResults=1000)["events"]
+    return sfn.get_execution_history(executionArn=execution_arn(job["id"]), maxResults=1000)["events"]
 
 
 def wait_for(api, job_id, status, timeout=15.0):
@@ -21,7 +21,8 @@ def test_a_5xx_on_the_first_attempt_is_retried_by_the_workflow_and_completes(api
     faults("local", error_rate=1.0)
     job_id = api.submit("echo", {"text": "again"})
     job = wait_for(api, job_id, "RETRYING")
-    assert job["error_class"] == "transient" and job["execution_arn"]
+    assert job["error_class"] == "transient" and execution_arn(job_id)
+    assert "execution_arn" not in job  # an AWS resource name: not the caller's business
     stack.standin.reset_faults("local")
     job = api.wait(job_id, timeout=30)
     assert job["status"] == "COMPLETED" and job["output"]["text"] == "again"
@@ -79,7 +80,7 @@ def test_a_lost_webhook_is_recovered_through_the_status_check(api, stack, faults
 def test_a_handler_error_that_is_not_retryable_is_not_retried(api):
     job = api.wait(api.submit("sleep", {"seconds": 999}))
     assert job["status"] == "FAILED" and job["error_class"] == "terminal"
-    assert job["attempts"] == 1 and job.get("execution_arn") is None
+    assert job["attempts"] == 1 and execution_arn(job["id"]) is None
 
 
 def test_cancelling_a_retrying_job_stops_its_workflow(api, faults):
@@ -88,11 +89,11 @@ def test_cancelling_a_retrying_job_stops_its_workflow(api, faults):
     job = wait_for(api, job_id, "RETRYING")
     assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
     sfn = aws.client("stepfunctions")
-    settled(lambda: sfn.describe_execution(executionArn=job["execution_arn"])["status"],
+    settled(lambda: sfn.describe_execution(executionArn=execution_arn(job_id))["status"],
             lambda status: status != "RUNNING", 5, interval=0.1)
     # StopExecution ends it at its current step (moto reports the interrupted step's failure where AWS
     # says ABORTED); no retry, no RecordFailure runs after the cancel.
-    assert sfn.describe_execution(executionArn=job["execution_arn"])["status"] != "RUNNING"
+    assert sfn.describe_execution(executionArn=execution_arn(job_id))["status"] != "RUNNING"
     entered = [e["stateEnteredEventDetails"]["name"] for e in history(job) if "stateEnteredEventDetails" in e]
     assert "RecordFailure" not in entered
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "CANCELLED"

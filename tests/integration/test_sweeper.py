@@ -4,7 +4,7 @@ import time
 
 from stillhouse import aws
 from stillhouse.container import container
-from tests.support.stack import settled
+from tests.support.stack import execution_arn, settled
 
 
 def sweep(stack, **event):
@@ -60,9 +60,9 @@ def test_a_retrying_job_whose_workflow_died_is_failed(api, stack, faults):
     faults("local", error_rate=1.0)
     job_id = api.submit()
     api.wait(job_id, statuses={"RETRYING"}, timeout=15)
-    job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda job: job.get("execution_arn"), 15)
-    aws.client("stepfunctions").stop_execution(executionArn=job["execution_arn"])
-    settled(lambda: container().workflows.status(job["execution_arn"]), lambda status: status != "RUNNING", 10,
+    arn = settled(lambda: execution_arn(job_id), bool, 15)
+    aws.client("stepfunctions").stop_execution(executionArn=arn)
+    settled(lambda: container().workflows.status(arn), lambda status: status != "RUNNING", 10,
             interval=0.1)
     sweep(stack)
     job = api.get(f"/v1/jobs/{job_id}").json()

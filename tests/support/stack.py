@@ -90,3 +90,10 @@ def forget_statistics(*names):
     table = aws.table(get_settings().endpoint_state_table)
     for name in names:
         table.delete_item(Key={"name": name})
+
+
+def execution_arn(job_id):
+    """The workflow execution running a job: kept on the job, never shown to callers, so read from the store."""
+    from stillhouse.container import container
+
+    return container().job_store.get(job_id).execution_arn

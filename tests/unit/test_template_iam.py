@@ -1,0 +1,103 @@
+"""Least privilege in template.yaml: every statement a function's role gets names the resources it may
+touch. A wildcard is allowed only where it is listed below with the reason AWS leaves no narrower choice."""
+import json
+from pathlib import Path
+
+import pytest
+from stillhouse_local.template import load_sam
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: (function, action) -> why its Resource may contain `*`. Anything else with a `*` fails the test.
+WILDCARDS_ALLOWED = {
+    **{(fn, action): "task tokens name no resource: Step Functions takes only Resource '*' for SendTask*"
+       for fn in ("WebhookFunction", "SweeperFunction", "WorkflowTasksFunction")
+       for action in ("states:SendTaskSuccess", "states:SendTaskFailure")},
+    **{(fn, "secretsmanager:GetSecretValue"): "per-endpoint RunPod keys (EndpointSpec.secret_ref), named at run "
+       "time; only this stage's prefix stillhouse/${Stage}/"
+       for fn in ("ApiFunction", "DispatchFunction", "WebhookFunction", "SweeperFunction", "WorkflowTasksFunction")},
+    **{(fn, action): "executions are named per job at run time; only this stack's two state machines"
+       for fn, action in (("ApiFunction", "states:StopExecution"), ("SweeperFunction", "states:DescribeExecution"))},
+}
+#: Who may resume a waiting workflow task: the code paths that record a RunPod result for a job a
+#: workflow waits for (runpod/callbacks.py: the webhook, the sweeper's status check, the workflow tasks).
+RESUMES_TASKS = {"WebhookFunction", "SweeperFunction", "WorkflowTasksFunction"}
+
+
+@pytest.fixture(scope="module")
+def template():
+    return json.loads(json.dumps(load_sam(ROOT / "template.yaml")))
+
+
+def statements(template):
+    """(function, statement) for every inline statement of every function's policies."""
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            if isinstance(policy, dict) and "Statement" in policy:
+                for statement in policy["Statement"]:
+                    yield name, statement
+
+
+def listed(value):
+    return value if isinstance(value, list) else [value]
+
+
+def text(resource):
+    """A Resource as written: a string, or the template of a !Sub."""
+    if isinstance(resource, dict):
+        sub = resource.get("Fn::Sub")
+        return sub if isinstance(sub, str) else sub[0] if sub else json.dumps(resource)
+    return resource
+
+
+def test_no_resource_is_a_wildcard_unless_allowed_with_a_reason(template):
+    unexplained = []
+    for function, statement in statements(template):
+        for action in listed(statement["Action"]):
+            for resource in map(text, listed(statement["Resource"])):
+                if "*" in resource and not WILDCARDS_ALLOWED.get((function, action)):
+                    unexplained.append((function, action, resource))
+    assert unexplained == []
+
+
+def test_a_bare_star_only_where_aws_allows_nothing_narrower(template):
+    for function, statement in statements(template):
+        if "*" in map(text, listed(statement["Resource"])):
+            assert {a for a in listed(statement["Action"])} <= {"states:SendTaskSuccess", "states:SendTaskFailure"}, (
+                function, statement)
+
+
+def test_secrets_are_scoped_to_the_stage(template):
+    for function, statement in statements(template):
+        for action in listed(statement["Action"]):
+            if action.startswith("secretsmanager:"):
+                for resource in map(text, listed(statement["Resource"])):
+                    assert ":secret:stillhouse/${Stage}/" in resource, (function, resource)
+
+
+def test_only_the_functions_that_resume_workflow_tasks_may_send_task_results(template):
+    senders = {function for function, statement in statements(template)
+               for action in listed(statement["Action"]) if action.startswith("states:SendTask")}
+    assert senders == RESUMES_TASKS
+
+
+def test_no_function_gets_a_star_action_or_a_heartbeat_nobody_sends(template):
+    for function, statement in statements(template):
+        for action in listed(statement["Action"]):
+            assert "*" not in action, (function, action)
+            assert action != "states:SendTaskHeartbeat", function
+
+
+def test_the_allow_list_has_no_stale_entries(template):
+    used = {(function, action) for function, statement in statements(template)
+            for action in listed(statement["Action"])
+            if any("*" in text(r) for r in listed(statement["Resource"]))}
+    assert set(WILDCARDS_ALLOWED) == used
+
+
+def test_the_delivery_function_reads_webhook_secrets_and_not_the_callback_key(template):
+    policies = json.dumps(template["Resources"]["DeliveryFunction"]["Properties"]["Policies"])
+    assert "CallbackKeySecret" not in policies and "WebhookSecretsTable" in policies
+    assert "CallbackKeySecret" not in json.dumps(template["Resources"]["ApiFunction"]["Properties"]["Policies"])

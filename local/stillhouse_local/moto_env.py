@@ -207,6 +207,14 @@ def _replace_refs(cfn: dict[str, Any], replacements: dict[str, dict[str, str]]) 
                 target, attribute = node["Fn::GetAtt"] if isinstance(node["Fn::GetAtt"], list) else node["Fn::GetAtt"].split(".", 1)
                 if target in replacements:
                     return replacements[target][attribute]
+            if set(node) == {"Fn::Sub"}:  # "${Target}" / "${Target.Attr}" inside a !Sub string
+                sub = node["Fn::Sub"]
+                text, variables = (sub, None) if isinstance(sub, str) else (sub[0], sub[1])
+                for target, values in replacements.items():
+                    text = text.replace("${" + target + "}", values["Ref"])
+                    for attribute, value in values.items():
+                        text = text.replace("${" + f"{target}.{attribute}" + "}", value)
+                return {"Fn::Sub": text if variables is None else [text, walk(variables)]}
             return {k: walk(v) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v) for v in node]

@@ -211,3 +211,28 @@ def test_a_redirecting_webhook_is_not_followed(api, receiver):
         assert target.calls == []
     finally:
         target.server.shutdown()
+
+
+# --- Results kept in S3, and what job views show -------------------------------------------------------
+
+def test_an_output_crafted_as_a_kept_result_reference_yields_no_link_to_another_jobs_result(api, stack, running_job):
+    """Even with a valid callback (a compromised worker), an output imitating the old in-output marker
+    is only an output: the reference to a kept result is a field of its own, keyed by the job's id."""
+    victim = api.submit("echo", {"text": "v" * 200_000})  # echoed twice: over the inline limit, kept in S3
+    assert api.wait(victim)["output_url"]
+    crafted = {"$s3": f"results/{victim}.json", "bytes": 10}
+    token = callback_token(keyring(), running_job["id"], 1, "local")
+    response = callback(stack, running_job["id"], token,
+                        body={"id": running_job["runpod_id"], "status": "COMPLETED", "output": crafted})
+    assert response.status_code == 200
+    job = api.get(f"/v1/jobs/{running_job['id']}").json()
+    assert job["status"] == "COMPLETED" and job["output"] == crafted and job["output_url"] is None
+
+
+def test_job_views_do_not_show_workflow_execution_arns(api, faults):
+    faults("local", error_rate=1.0)  # the recovery workflow takes the job
+    job_id = api.submit()
+    settled(lambda: container().job_store.get(job_id).execution_arn, bool, 15)
+    assert "execution_arn" not in api.get(f"/v1/jobs/{job_id}").json()
+    assert "execution_arn" not in api.get(f"/v1/jobs/{job_id}").text
+    api.post(f"/v1/jobs/{job_id}/cancel")

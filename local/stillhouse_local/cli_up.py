@@ -12,13 +12,15 @@ from stillhouse_local.cli_common import console
 app = typer.Typer()
 
 
-def banner(api_url: str, api_key: str, runpod_url: str, runpod_key: str, endpoints: list[str]) -> str:
+def banner(api_url: str, api_key: str, runpod_url: str, runpod_key: str, endpoints: list[str],
+           webhook_secret: str | None = None) -> str:
     """What `up` prints: where everything is, the keys, and how to use them (the API, the CLI, fault knobs)."""
     first = endpoints[0] if endpoints else "local"
     return f"""
 stillhouse is up
   API        {api_url}
   API key    {api_key}
+  Webhooks   {"signed with " + webhook_secret + " (Standard Webhooks; shown once)" if webhook_secret else "signed (Standard Webhooks)"}
   Dashboard  {api_url}/dashboard
   RunPod     {runpod_url} (stand-in; endpoints: {', '.join(endpoints)})
   RunPod key {runpod_key}
@@ -51,7 +53,8 @@ def up(
     options = StackOptions(port=port, endpoints=names, runpod_port=runpod_port, runpod_api_key=runpod_key)
     print("starting stillhouse (embedded: moto + in-process Lambdas + RunPod stand-in) ...", flush=True)
     stack = EmbeddedStack(options).start()
-    print(banner(stack.url, stack.dev_api_key, stack.standin.base_url, stack.runpod_api_key, names), flush=True)
+    print(banner(stack.url, stack.dev_api_key, stack.standin.base_url, stack.runpod_api_key, names,
+                 stack.dev_webhook_secret), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

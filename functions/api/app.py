@@ -2,8 +2,10 @@
 from aws_lambda_powertools.logging import correlation_paths
 
 from stillhouse.http.public_api import app, logger
+from stillhouse.telemetry.metrics import log_metrics
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container
 from stillhouse.jobs.queue import job_id_of
+from stillhouse.telemetry.metrics import log_metrics
 
 logger = Logger(service="stillhouse")
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -20,5 +21,6 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container
 from stillhouse.jobs.queue import job_id_of
+from stillhouse.telemetry.metrics import log_metrics
 
 logger = Logger(service="stillhouse")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
@@ -28,6 +29,7 @@ async def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return async_process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                           context=context)

@@ -2,11 +2,13 @@
 from aws_lambda_powertools import Logger
 
 from stillhouse.container import container
+from stillhouse.telemetry.metrics import log_metrics
 
 logger = Logger(service="stillhouse")
 
 
 @logger.inject_lambda_context
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     if event.get("action") == "redrive":
         return {"redriven": container().queue.redrive_dlqs(),

@@ -3,8 +3,10 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from stillhouse.http.public_api import logger
 from stillhouse.http.runpod_callbacks import app
+from stillhouse.telemetry.metrics import log_metrics
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

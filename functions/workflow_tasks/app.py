@@ -6,10 +6,12 @@ state machines' Retry and Catch blocks match.
 from aws_lambda_powertools import Logger
 
 from stillhouse.container import container
+from stillhouse.telemetry.metrics import log_metrics
 
 logger = Logger(service="stillhouse")
 
 
 @logger.inject_lambda_context(correlation_id_path="job_id")
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return container().workflow_tasks.handle(event)

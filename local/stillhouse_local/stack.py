@@ -11,10 +11,13 @@ from typing import Any
 
 from stillhouse.auth import new_key
 from stillhouse.container import container, reset
+from stillhouse.telemetry.metrics import metrics
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
 from stillhouse_local.pollers import QueuePoller
+from stillhouse_local.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from stillhouse_local.prometheus import PrometheusSink
 from stillhouse_local.scheduler import ScheduleRunner
 from stillhouse_local.template import translate
 
@@ -62,6 +65,7 @@ class EmbeddedStack:
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
         self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+        self.prometheus = PrometheusSink()  # served at GET /metrics
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
@@ -95,7 +99,9 @@ class EmbeddedStack:
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()
-            self.gateway = HttpGateway(local.routes, self.functions, port=self.port)
+            metrics.add_sink(self.prometheus)
+            self.gateway = HttpGateway(local.routes, self.functions, port=self.port,
+                                       local_routes={("GET", "/metrics"): self._metrics_text})
             self.gateway.start()
             sqs = self.moto.client("sqs")
             for mapping in local.queue_mappings:
@@ -130,6 +136,7 @@ class EmbeddedStack:
             self.standin.stop()
             self.standin = None
         self.moto.stop()
+        metrics.remove_sink(self.prometheus)
         with EmbeddedStack._running_lock:
             if EmbeddedStack._running is self:
                 EmbeddedStack._running = None
@@ -164,6 +171,9 @@ class EmbeddedStack:
         key = new_key()
         container().api_keys.add(key, tenant_id, admin=admin)
         return key
+
+    def _metrics_text(self) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"content-type": PROMETHEUS_CONTENT_TYPE}, self.prometheus.exposition()
 
     def queue_url(self, logical_id: str) -> str:
         return self.resources[logical_id]

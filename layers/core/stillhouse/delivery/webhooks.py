@@ -22,6 +22,7 @@ from stillhouse.delivery.signing import webhook_signature
 from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
 from stillhouse.jobs.queue import settle_dead_letters
+from stillhouse.telemetry.metrics import metrics
 
 logger = Logger(service="stillhouse", child=True)
 SIGNATURE_HEADER = "X-Stillhouse-Signature"
@@ -146,10 +147,11 @@ class WebhookDeliverer:
             entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
         except (requests.RequestException, DeliveryFailed) as err:
             entry["error"] = str(err)[:200]
+        last = receive_count >= self.max_tries
+        metrics.webhook_tried("error" not in entry, last=last)
         if "error" not in entry:
             self._store.record_delivery(job_id, entry)
             return
-        last = receive_count >= self.max_tries
         entry["next"] = "stopped: in the dead-letter queue" if last else "retry"
         self._store.record_delivery(job_id, entry)
         logger.warning("caller webhook failed", extra={"job_id": job_id, "try": receive_count, "error": entry["error"]})

@@ -21,6 +21,7 @@ from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore, now_iso
 from stillhouse.outputs.cache import ResultCache, cache_key, cacheable
+from stillhouse.telemetry.metrics import metrics
 
 # A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
 MAX_INPUT_BYTES = 300_000
@@ -94,6 +95,8 @@ class JobService:
         )
         self._store.create(job)
         hit = self._cache.get(key) if key else None
+        if key:
+            metrics.cache_lookup(job.task.value, hit is not None)
         if hit is not None:  # answered at once: no queue, no GPU
             return self._answer_from_cache(job, *hit)
         try:

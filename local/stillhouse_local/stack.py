@@ -11,10 +11,12 @@ from typing import Any
 
 from stillhouse.auth import new_key
 from stillhouse.container import container, reset
+from stillhouse.telemetry import tracing
 from stillhouse.telemetry.metrics import metrics
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
+from stillhouse_local.otel import OtelSpans
 from stillhouse_local.pollers import QueuePoller
 from stillhouse_local.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from stillhouse_local.prometheus import PrometheusSink
@@ -69,6 +71,7 @@ class EmbeddedStack:
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
         self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
         self.prometheus = PrometheusSink()  # served at GET /metrics
+        self.spans = OtelSpans()  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
@@ -105,6 +108,7 @@ class EmbeddedStack:
             self._configure_process(local)
             self._seed()
             metrics.add_sink(self.prometheus)
+            tracing.add_span_starter(self.spans)
             self.gateway = HttpGateway(local.routes, self.functions, port=self.port,
                                        local_routes={("GET", "/metrics"): self._metrics_text})
             self.gateway.start()
@@ -142,6 +146,8 @@ class EmbeddedStack:
             self.standin = None
         self.moto.stop()
         metrics.remove_sink(self.prometheus)
+        tracing.remove_span_starter(self.spans)
+        self.spans.shutdown()
         with EmbeddedStack._running_lock:
             if EmbeddedStack._running is self:
                 EmbeddedStack._running = None

@@ -288,3 +288,12 @@ def test_the_embedded_stack_creates_only_what_moto_can_model(local):
     left = {res["Type"] for name, res in local.cloudformation["Resources"].items() if name not in local.secrets}
     assert left <= modelled, left - modelled  # else moto warns at every `stillhouse up`
     assert not any(t.startswith("AWS::CloudWatch::") for t in left)
+
+
+def test_every_lambda_task_of_the_workflows_passes_the_jobs_traceparent_on(local):
+    parameters = local.cloudformation["Parameters"]
+    for spec in local.state_machines.values():
+        for name, state in _states(json.loads(substituted(spec, parameters))):
+            if state["Type"] == "Task":
+                payload = state["Parameters"].get("Payload", state["Parameters"])
+                assert payload.get("traceparent.$") == "$$.Execution.Input.traceparent", (spec.logical_id, name)

@@ -21,7 +21,8 @@ from aws_lambda_powertools import Logger
 from stillhouse.delivery.signing import webhook_signature
 from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
-from stillhouse.jobs.queue import settle_dead_letters
+from stillhouse.jobs.queue import settle_dead_letters, trace_attributes
+from stillhouse.telemetry import tracing
 from stillhouse.telemetry.metrics import metrics
 
 logger = Logger(service="stillhouse", child=True)
@@ -59,8 +60,9 @@ class DeliveryQueue:
         self._url = url
         self._dlq_url = dlq_url
 
-    def send(self, job_id: str) -> None:
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}))
+    def send(self, job_id: str, trace_id: str | None = None) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}),
+                               **trace_attributes(tracing.hop(trace_id)))
 
     def retry_after(self, receipt_handle: str, delay_s: float) -> None:
         """The message comes back after `delay_s` (SQS allows up to 12 h)."""
@@ -84,7 +86,7 @@ class CallerNotifier:
         if not job.webhook:
             return False
         try:
-            self._queue.send(job.id)
+            self._queue.send(job.id, job.trace_id)
         except Exception:  # noqa: BLE001 - the job has ended already: failing its finisher now helps nobody
             logger.exception("could not queue the caller's webhook notice", extra={"job_id": job.id})
             return False
@@ -142,6 +144,8 @@ class WebhookDeliverer:
             return
         body = webhook_body(public_view(job, self._links))
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: webhook_signature(self._secret(), body)}
+        if job.trace_id:  # the caller's own tracing sees where its job went
+            headers[tracing.HEADER] = tracing.hop(job.trace_id)
         entry: dict[str, Any] = {"at": _now(), "try": receive_count}
         try:
             entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)

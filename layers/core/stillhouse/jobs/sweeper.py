@@ -34,6 +34,7 @@ from stillhouse.routing.state import BreakerState
 from stillhouse.runpod.callbacks import CallbackRecorder
 from stillhouse.runpod.client import RunPodError
 from stillhouse.telemetry.metrics import metrics
+from stillhouse.telemetry.tracing import job_context
 
 logger = Logger(service="stillhouse", child=True)
 
@@ -62,7 +63,9 @@ class Sweeper:
             for job_id in self.store.due(status, by):
                 try:
                     job = self.store.get(job_id)
-                    counts[self._requeue(job, now) if job.status is JobStatus.IN_QUEUE else self._settle(job, now)] += 1
+                    with job_context(job.id, job.trace_id, "sweep"):
+                        counts[self._requeue(job, now) if job.status is JobStatus.IN_QUEUE
+                               else self._settle(job, now)] += 1
                 except JobNotFound:
                     continue
                 except Exception:  # noqa: BLE001 - one bad job must not stop the sweep of every other

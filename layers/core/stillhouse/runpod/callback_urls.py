@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlencode
 
+from stillhouse.telemetry import tracing
+
 
 class _Job(Protocol):
     id: str
+    trace_id: str | None
 
 
 class _Endpoint(Protocol):
@@ -36,6 +39,9 @@ class CallbackUrls:
         params: dict[str, str | int] = {"attempt": attempt, "endpoint": endpoint.name, "token": token}
         if member:
             params["member"] = member
+        traceparent = tracing.hop(job.trace_id)
+        if traceparent:  # not signed: it only correlates the callback's log lines with the job's trace
+            params[tracing.HEADER] = traceparent
         return f"{self._base_url()}/callbacks/runpod/{job.id}?{urlencode(params)}"
 
     def verify(self, token: str, job_id: str, attempt: int, endpoint: str, member: str = "") -> bool:

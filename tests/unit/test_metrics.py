@@ -177,3 +177,34 @@ def test_every_metric_has_a_unit_cloudwatch_knows_and_at_most_three_dimensions()
     for metric in CATALOGUE:
         assert metric.unit in units, metric.name
         assert len(metric.dimensions) <= 3 and not {"tenant", "tenant_id", "job_id"} & set(metric.dimensions)
+
+
+def test_each_sweep_counts_its_actions_and_samples_how_long_each_breaker_has_been_open(jobs_table, emf):
+    from datetime import UTC, datetime
+
+    from stillhouse.jobs.deadlines import SettleDeadlines
+    from stillhouse.jobs.sweeper import Sweeper
+    from stillhouse.routing.breaker import health
+    from stillhouse.routing.state import BreakerState, EndpointState
+    from tests.support.callbacks import recorder
+
+    now = datetime.now(UTC)
+    store = JobStore(jobs_table)
+    store.create(make_job("stale"))
+    store.transition("stale", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", attempt=1,
+                     fields={"runpod_id": "rp1", "attempts": 1})
+    opened = EndpointState(name="gpu-a", state=BreakerState.OPEN, opened_at=now.timestamp() - 600,
+                           open_until=now.timestamp() + 30)
+    closed = EndpointState(name="gpu-b")
+    callbacks, notified, _ = recorder(store)
+    sweeper = Sweeper(store=store, callbacks=callbacks, execution_status=lambda arn: "RUNNING",
+                      fetch_status=lambda endpoint, runpod_id: {"id": runpod_id, "status": "COMPLETED", "output": 1},
+                      notify=notified.append, deadlines=SettleDeadlines(),
+                      breakers=lambda: [health(s, BreakerSettings(), now.timestamp()) for s in (opened, closed)])
+    emf.blobs()  # what creating the job emitted
+    sweeper.sweep(ahead_s=10**7, now=now)  # every job is due
+    blobs = emf.blobs()
+    assert emf.values(blobs, "SweeperActions") == [({"action": "settled", "service": "stillhouse"}, [1.0])]
+    open_for = {dims["endpoint"]: values for dims, values in emf.values(blobs, "BreakerOpenFor")}
+    assert open_for["gpu-b"] == [0.0]
+    assert open_for["gpu-a"] == [pytest.approx(600)]  # sampled at the sweep's now

@@ -33,6 +33,10 @@ class StackOptions:
     endpoints: list[str] = field(default_factory=lambda: ["local"])
     template: Path = REPO_ROOT / "template.yaml"
     dev_api_key: str | None = None
+    #: the RunPod stand-in's port (0: any free one) and API key (None: a random one); fixed values let
+    #: people outside this process use the stand-in and its fault knobs
+    runpod_port: int = 0
+    runpod_api_key: str | None = None
     #: template parameter overrides (e.g. short visibility timeouts in tests)
     parameters: dict[str, str] = field(default_factory=dict)
     start_workers: bool = True
@@ -69,7 +73,9 @@ class EmbeddedStack:
         self.gateway: HttpGateway | None = None
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
-        self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+        self.runpod_api_key = self.options.runpod_api_key or "rp_local_" + secrets.token_urlsafe(16)
+        #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
+        self.webhook_secrets: dict[str, str] = {}
         self.prometheus = PrometheusSink()  # served at GET /metrics
         self.spans = OtelSpans()  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
@@ -88,6 +94,7 @@ class EmbeddedStack:
             local = translate(self.options.template)
             self.standin = RunPodStandIn(
                 api_key=self.runpod_api_key,
+                port=self.options.runpod_port,
                 endpoints=list(self.options.endpoints),
                 start_workers=self.options.start_workers,
                 worker_concurrency=self.options.worker_concurrency,
@@ -170,6 +177,7 @@ class EmbeddedStack:
 
     def _seed(self) -> None:
         container().api_keys.add(self.dev_api_key, "dev", admin=True)
+        self.webhook_secrets["dev"] = container().webhook_secrets.create("dev")
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
             flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
@@ -178,9 +186,17 @@ class EmbeddedStack:
                                    "models": ["*"], "streaming": streaming})
 
     # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
+    @property
+    def dev_webhook_secret(self) -> str:
+        """The dev tenant's webhook secret: its deliveries verify with it (Standard Webhooks)."""
+        return self.webhook_secrets["dev"]
+
     def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:
+        """A key of `tenant_id`; a tenant new to this stack also gets a webhook secret (`webhook_secrets`)."""
         key = new_key()
         container().api_keys.add(key, tenant_id, admin=admin)
+        if tenant_id not in self.webhook_secrets and not container().webhook_secrets.signing_secrets(tenant_id):
+            self.webhook_secrets[tenant_id] = container().webhook_secrets.create(tenant_id)
         return key
 
     def _metrics_text(self) -> tuple[int, dict[str, str], bytes]:

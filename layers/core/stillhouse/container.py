@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
+from stillhouse.delivery.tenant_secrets import WebhookSecretStore
 from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, WebhookDeliverer
 from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.dispatch import Dispatcher
@@ -69,6 +70,11 @@ class Container:
         return ApiKeyStore(aws.table(self.settings.api_keys_table))
 
     @cached_property
+    def webhook_secrets(self) -> WebhookSecretStore:
+        return WebhookSecretStore(aws.table(self.settings.webhook_secrets_table),
+                                  grace_s=self.settings.webhook_secret_grace_s)
+
+    @cached_property
     def idempotency(self) -> DynamoDBPersistenceLayer:
         return DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table,
                                         boto3_client=aws.client("dynamodb"))
@@ -95,7 +101,7 @@ class Container:
 
     @cached_property
     def callback_urls(self) -> CallbackUrls:
-        return CallbackUrls(secrets.signing_secret, secrets.callback_base_url)
+        return CallbackUrls(secrets.callback_keyring, secrets.callback_base_url, ttl_s=self.settings.callback_token_ttl_s)
 
     @cached_property
     def workflows(self) -> Workflows:
@@ -112,7 +118,7 @@ class Container:
 
     @cached_property
     def deliverer(self) -> WebhookDeliverer:
-        return WebhookDeliverer(self.job_store, self.spill, secrets.signing_secret, self.delivery_queue,
+        return WebhookDeliverer(self.job_store, self.spill, self.webhook_secrets.signing_secrets, self.delivery_queue,
                                 schedule_s=self.settings.webhook_retry_schedule_s,
                                 timeout_s=self.settings.webhook_timeout_s)
 

@@ -122,7 +122,8 @@ def test_one_traceparent_is_seen_at_every_hop_of_one_job(stack, api, receiver, f
     timeline = api.get(f"/v1/jobs/{job_id}/trace").json()
     assert timeline["trace_id"] == trace_id
     names = [stage["name"] for stage in timeline["stages"]]
-    assert names[:3] == ["queued", "running on local", "completed"]
+    assert names[:3] == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert timeline["stages"][1]["endpoint"] == "local" and timeline["stages"][1]["actor"] == "dispatch"
     assert settled(lambda: [s["name"] for s in api.get(f"/v1/jobs/{job_id}/trace").json()["stages"]],
                    lambda now: "webhook try 1" in now, 10)[-1] == "webhook try 1"
     assert timeline["total_ms"] >= timeline["stages"][1]["offset_ms"] >= 0

@@ -2,6 +2,7 @@
 would), with few, bounded dimensions, each rolled up to the service; a Prometheus sink sees the same."""
 from __future__ import annotations
 
+import io
 import json
 import random
 
@@ -14,7 +15,7 @@ from stillhouse.jobs.store import JobStore
 from stillhouse.routing.breaker import Breaker
 from stillhouse.routing.feedback import report_outcome
 from stillhouse.routing.state import EndpointStateStore
-from stillhouse.telemetry.metrics import CATALOGUE, Metrics, log_metrics, metrics
+from stillhouse.telemetry.metrics import CATALOGUE, EmfSink, Metrics, log_metrics, metrics
 from stillhouse_local.prometheus import PrometheusSink
 from tests.support.clock import Clock
 from tests.support.jobs import make_job
@@ -22,15 +23,21 @@ from tests.support.tables import create_state_table
 
 
 class Emf:
-    """The EMF blobs this process printed since the last read (after flushing the metrics)."""
+    """The EMF lines this process wrote since the last read (after flushing the metrics)."""
 
-    def __init__(self, capsys) -> None:
-        self.capsys = capsys
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+
+    def printed(self) -> list[dict]:
+        """What was written, without flushing first."""
+        lines = self.stream.getvalue().splitlines()
+        self.stream.seek(0)
+        self.stream.truncate()
+        return [b for b in (json.loads(line) for line in lines if line.startswith("{")) if "_aws" in b]
 
     def blobs(self) -> list[dict]:
         metrics.flush()
-        lines = self.capsys.readouterr().out.splitlines()
-        return [b for b in (json.loads(line) for line in lines if line.startswith("{")) if "_aws" in b]
+        return self.printed()
 
     def values(self, blobs: list[dict], name: str) -> list[tuple[dict, list[float]]]:
         """(dimensions, values) of `name` in each blob that has it."""
@@ -45,10 +52,12 @@ class Emf:
 
 
 @pytest.fixture
-def emf(capsys):
-    metrics.flush()
-    capsys.readouterr()  # what earlier tests left behind
-    return Emf(capsys)
+def emf(monkeypatch):
+    (sink,) = [s for s in metrics.sinks if isinstance(s, EmfSink)]
+    metrics.flush()  # what earlier tests left behind
+    stream = io.StringIO()
+    monkeypatch.setattr(sink, "stream", stream)
+    return Emf(stream)
 
 
 @pytest.fixture
@@ -142,16 +151,10 @@ def test_handlers_flush_when_they_return_and_when_they_raise(emf):
             raise RuntimeError("boom")
 
     handler({"hit": True}, None)
-    assert emf.values(_printed(emf), "CacheHits")[0][1] == [1.0]
+    assert emf.values(emf.printed(), "CacheHits")[0][1] == [1.0]  # the handler's own flush wrote it
     with pytest.raises(RuntimeError):
         handler({"hit": False, "raise": True}, None)
-    assert emf.values(_printed(emf), "CacheMisses")[0][1] == [1.0]
-
-
-def _printed(emf: Emf) -> list[dict]:
-    """What was printed, without flushing first: the handler's own flush must have done it."""
-    lines = emf.capsys.readouterr().out.splitlines()
-    return [json.loads(line) for line in lines if line.startswith("{") and "_aws" in line]
+    assert emf.values(emf.printed(), "CacheMisses")[0][1] == [1.0]
 
 
 def test_the_prometheus_sink_sees_the_same_metrics_in_prometheus_shape():

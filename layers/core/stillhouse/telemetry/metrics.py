@@ -12,15 +12,18 @@ id. Each EMF blob also rolls its metrics up to the service alone, which is what 
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import wraps
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TextIO, TypeVar
 
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from stillhouse.config import get_settings
@@ -93,11 +96,16 @@ class Sink(Protocol):
 
 
 class EmfSink:
-    """CloudWatch: one Powertools EMF provider per dimension set, each printed as one log line at flush."""
+    """CloudWatch: one Powertools EMF provider per dimension set, each written as one log line at flush.
 
-    def __init__(self, namespace: str | None = None, service: str | None = None) -> None:
+    The stream is the one stdout was when the sink was made, as Powertools' Logger binds its own: code that
+    swaps sys.stdout for a while (a CLI runner capturing its output) must not receive the functions' lines.
+    """
+
+    def __init__(self, namespace: str | None = None, service: str | None = None, stream: TextIO | None = None) -> None:
         self.namespace = namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE
         self.service = service or os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE
+        self.stream = stream or sys.stdout
         self._sets: dict[tuple[tuple[str, str], ...], AmazonCloudWatchEMFProvider] = {}
         self._lock = threading.Lock()
 
@@ -116,9 +124,12 @@ class EmfSink:
     def flush(self) -> None:
         with self._lock:
             sets, self._sets = list(self._sets.values()), {}
+        if is_metrics_disabled():  # POWERTOOLS_METRICS_DISABLED, as Powertools' own flush honours it
+            return
         for emf in sets:
             if emf.metric_set:
-                emf.flush_metrics()
+                self.stream.write(json.dumps(emf.serialize_metric_set(), separators=(",", ":")) + "\n")
+        self.stream.flush()
 
 
 class Metrics:

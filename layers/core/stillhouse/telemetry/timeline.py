@@ -1,7 +1,7 @@
 """A job's trace as a timeline of stages (GET /v1/jobs/{id}/trace; the CLI's `trace` draws it).
 
 The stages come from what the job records anyway: each transition's event starts a stage that lasts
-until the next one (queued, running on an endpoint, retrying, ...), the terminal event is the end, and
+until the next one (IN_QUEUE, IN_PROGRESS on an endpoint, RETRYING, ...), the terminal event is the end, and
 each try of the caller's webhook is a stage after it. No span store is read: a timeline costs one GetItem.
 """
 from __future__ import annotations
@@ -12,13 +12,8 @@ from pydantic import BaseModel
 
 from stillhouse.jobs.model import Job, JobStatus
 
-_STAGE = {JobStatus.IN_QUEUE: "queued", JobStatus.IN_PROGRESS: "running", JobStatus.RETRYING: "retrying",
-          JobStatus.COMPLETED: "completed", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled",
-          JobStatus.TIMED_OUT: "timed out"}
-
-
 class Stage(BaseModel):
-    name: str
+    name: str  # the job's status in the stage (RunPod's words, as everywhere), or "webhook try N"
     status: str | None = None  # the job's status during the stage (None for a webhook try)
     actor: str | None = None  # who moved the job into it: api, dispatch, webhook, sweeper, workflow, ...
     endpoint: str | None = None
@@ -56,10 +51,7 @@ def timeline(job: Job, now: str | None = None) -> JobTrace:
     stages: list[Stage] = []
     for i, event in enumerate(events):
         end = events[i + 1].at if i + 1 < len(events) else (event.at if event.status.terminal else None)
-        name = _STAGE[event.status]
-        if event.status is JobStatus.IN_PROGRESS and event.endpoint:
-            name = f"running on {event.endpoint}"
-        stages.append(Stage(name=name, status=event.status.value, actor=event.actor, endpoint=event.endpoint,
+        stages.append(Stage(name=event.status.value, status=event.status.value, actor=event.actor, endpoint=event.endpoint,
                             attempt=event.attempt or None, start=event.at, end=end, offset_ms=_ms(submitted, event.at),
                             duration_ms=_ms(event.at, end or now), detail=event.detail))
     for delivery in job.deliveries:

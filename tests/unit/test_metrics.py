@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+from stillhouse_local.prometheus import PrometheusSink
 
 from stillhouse.config import BreakerSettings
 from stillhouse.errors import ErrorClass, TransitionRefused
@@ -16,7 +17,6 @@ from stillhouse.routing.breaker import Breaker
 from stillhouse.routing.feedback import report_outcome
 from stillhouse.routing.state import EndpointStateStore
 from stillhouse.telemetry.metrics import CATALOGUE, EmfSink, Metrics, log_metrics, metrics
-from stillhouse_local.prometheus import PrometheusSink
 from tests.support.clock import Clock
 from tests.support.jobs import make_job
 from tests.support.tables import create_state_table

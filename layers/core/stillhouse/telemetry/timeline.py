@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from stillhouse.jobs.model import Job, JobStatus
 
+
 class Stage(BaseModel):
     name: str  # the job's status in the stage (RunPod's words, as everywhere), or "webhook try N"
     status: str | None = None  # the job's status during the stage (None for a webhook try)

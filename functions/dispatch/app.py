@@ -5,7 +5,7 @@ of a batch does not queue behind the first nine.
 """
 import asyncio
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
     EventType,
@@ -14,20 +14,26 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container
-from stillhouse.jobs.queue import job_id_of
+from stillhouse.jobs.queue import job_id_of, traceparent_of
+from stillhouse.telemetry.metrics import log_metrics
+from stillhouse.telemetry.tracing import job_context
 
 logger = Logger(service="stillhouse")
+tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 
 async def record_handler(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
     job_id = job_id_of(record.body)
-    logger.info("dispatching", extra={"job_id": job_id, "receive_count": receive_count})
-    await asyncio.to_thread(container().dispatcher.dispatch, job_id, receive_count)
+    with job_context(job_id, traceparent_of(record), "dispatch"):  # the thread below inherits it
+        logger.info("dispatching", extra={"receive_count": receive_count})
+        await asyncio.to_thread(container().dispatcher.dispatch, job_id, receive_count)
 
 
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return async_process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                           context=context)

@@ -11,10 +11,15 @@ from typing import Any
 
 from stillhouse.auth import new_key
 from stillhouse.container import container, reset
+from stillhouse.telemetry import tracing
+from stillhouse.telemetry.metrics import metrics
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
+from stillhouse_local.otel import OtelSpans
 from stillhouse_local.pollers import QueuePoller
+from stillhouse_local.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from stillhouse_local.prometheus import PrometheusSink
 from stillhouse_local.scheduler import ScheduleRunner
 from stillhouse_local.template import translate
 
@@ -71,6 +76,8 @@ class EmbeddedStack:
         self.runpod_api_key = self.options.runpod_api_key or "rp_local_" + secrets.token_urlsafe(16)
         #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
         self.webhook_secrets: dict[str, str] = {}
+        self.prometheus = PrometheusSink()  # served at GET /metrics
+        self.spans = OtelSpans()  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
@@ -107,7 +114,10 @@ class EmbeddedStack:
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()
-            self.gateway = HttpGateway(local.routes, self.functions, port=self.port)
+            metrics.add_sink(self.prometheus)
+            tracing.add_span_starter(self.spans)
+            self.gateway = HttpGateway(local.routes, self.functions, port=self.port,
+                                       local_routes={("GET", "/metrics"): self._metrics_text})
             self.gateway.start()
             sqs = self.moto.client("sqs")
             for mapping in local.queue_mappings:
@@ -142,6 +152,9 @@ class EmbeddedStack:
             self.standin.stop()
             self.standin = None
         self.moto.stop()
+        metrics.remove_sink(self.prometheus)
+        tracing.remove_span_starter(self.spans)
+        self.spans.shutdown()
         with EmbeddedStack._running_lock:
             if EmbeddedStack._running is self:
                 EmbeddedStack._running = None
@@ -185,6 +198,9 @@ class EmbeddedStack:
         if tenant_id not in self.webhook_secrets and not container().webhook_secrets.signing_secrets(tenant_id):
             self.webhook_secrets[tenant_id] = container().webhook_secrets.create(tenant_id)
         return key
+
+    def _metrics_text(self) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"content-type": PROMETHEUS_CONTENT_TYPE}, self.prometheus.exposition()
 
     def queue_url(self, logical_id: str) -> str:
         return self.resources[logical_id]

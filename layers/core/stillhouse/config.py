@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     route: RouteSettings = Field(default_factory=RouteSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
+    # Prices of the cost estimate each attempt's metrics carry (docs/cost.md): a GPU-second of the
+    # endpoints' workers (RunPod flex, 24 GB) and the AWS share of a fast-path job.
+    gpu_usd_per_s: float = Field(default=0.00019, ge=0)
+    aws_usd_per_job: float = Field(default=0.0000172, ge=0)
+
     max_body_bytes: int = 1_048_576
     list_limit_max: int = 100
 

@@ -174,7 +174,8 @@ class Container:
                        execution_status=self.workflows.status, notify=self.notify_caller,
                        deadlines=self.deadlines, queue=self.queue,
                        settle_dlqs=self.settings.settle_dlqs,
-                       in_queue_give_up_s=self.settings.in_queue_give_up_s)
+                       in_queue_give_up_s=self.settings.in_queue_give_up_s,
+                       breakers=lambda: [view.health for view in self.router.describe()])
 
     @cached_property
     def sweep_rounds(self) -> SweepRounds:

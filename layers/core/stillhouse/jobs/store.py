@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSummary
 from stillhouse.jobs.status import TERMINAL, Move, to
+from stillhouse.telemetry.metrics import metrics
 
 _JSON_FIELDS = ("input", "params", "output", "council")
 ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
@@ -102,6 +103,7 @@ class JobStore:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job.id} already exists") from err
             raise
+        metrics.job_submitted(job)
         return job
 
     def get(self, job_id: str, tenant_id: str | None = None) -> Job:
@@ -207,7 +209,10 @@ class JobStore:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job_id} cannot move to {target}") from err
             raise
-        return _from_item(out["Attributes"])
+        moved = _from_item(out["Attributes"])
+        if target in TERMINAL:  # the conditional write won: each job is counted once
+            metrics.job_finished(moved)
+        return moved
 
     def _update_spilling(self, job_id: str, request: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
         """One UpdateItem. The whole item must fit DynamoDB's 400 KB: an output that fits alone may not fit

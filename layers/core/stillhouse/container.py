@@ -114,7 +114,8 @@ class Container:
     def job_service(self) -> JobService:
         defaults = CouncilDefaults(tuple(self.settings.council_models), self.settings.council_chair)
         return JobService(self.job_store, self.queue, workflows=self.workflows, runpod=self.runpod,
-                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller)
+                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller,
+                          limits=self.settings.input_limits)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:

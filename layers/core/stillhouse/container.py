@@ -25,7 +25,7 @@ from stillhouse.outputs.cache import ResultCache
 from stillhouse.outputs.spill import ResultStore
 from stillhouse.routing.breaker import Breaker
 from stillhouse.routing.feedback import report_outcome
-from stillhouse.routing.registry import EndpointRegistry
+from stillhouse.routing.registry import EndpointPolicy, EndpointRegistry, allowed_origins
 from stillhouse.routing.router import Router
 from stillhouse.routing.runpod_gateway import RunPodGateway
 from stillhouse.routing.state import EndpointStateStore
@@ -75,7 +75,10 @@ class Container:
     # --- routing and RunPod --------------------------------------------------------------------
     @cached_property
     def registry(self) -> EndpointRegistry:
-        return EndpointRegistry(aws.table(self.settings.config_table), ttl_s=self.settings.parameters_max_age_s)
+        s = self.settings
+        policy = EndpointPolicy(origins=allowed_origins(s.runpod_base_url, s.endpoint_hosts),
+                                secret_prefix=s.secret_prefix)
+        return EndpointRegistry(aws.table(s.config_table), ttl_s=s.parameters_max_age_s, policy=policy)
 
     @cached_property
     def router(self) -> Router:

@@ -180,10 +180,24 @@ def _endpoint_row(view: EndpointView) -> dict[str, Any]:
     }
 
 
+def _model_rows(views: list[EndpointView]) -> list[dict[str, Any]]:
+    """What a tenant may know of the fleet: the models it can ask for ("*": any), and whether an endpoint
+    serving each takes jobs now. No endpoint ids, URLs, secret names or anyone's error text."""
+    available: dict[str, bool] = {}
+    for view in views:
+        if view.spec.enabled:
+            for model in view.spec.models:
+                available[model] = available.get(model, False) or view.health.accepting
+    return [{"model": model, "available": ok} for model, ok in sorted(available.items())]
+
+
 @app.get("/v1/endpoints")
 def list_endpoints() -> list[dict[str, Any]]:
-    principal()
-    return [_endpoint_row(view) for view in container().router.describe()]
+    """Admins see the fleet (each endpoint's configuration and health); tenants see the models available."""
+    views = container().router.describe()
+    if principal().admin:
+        return [_endpoint_row(view) for view in views]
+    return _model_rows(views)
 
 
 @app.put("/v1/endpoints/<name>")

@@ -31,6 +31,8 @@ from stillhouse.routing.runpod_gateway import RunPodGateway
 from stillhouse.routing.state import EndpointStateStore
 from stillhouse.runpod.callback_urls import CallbackUrls
 from stillhouse.runpod.callbacks import CallbackRecorder
+from stillhouse.tenants.quotas import Quotas
+from stillhouse.tenants.store import TenantStore
 from stillhouse.workflows.council import CouncilTasks
 from stillhouse.workflows.recovery import RecoveryTasks
 from stillhouse.workflows.stepfunctions import Workflows
@@ -59,7 +61,16 @@ class Container:
 
     @cached_property
     def api_keys(self) -> ApiKeyStore:
-        return ApiKeyStore(aws.table(self.settings.api_keys_table))
+        return ApiKeyStore(aws.table(self.settings.api_keys_table), cache_ttl_s=self.settings.api_key_cache_ttl_s)
+
+    @cached_property
+    def tenants(self) -> TenantStore:
+        s = self.settings
+        return TenantStore(aws.table(s.tenants_table), s.tenant_limits, cache_ttl_s=s.api_key_cache_ttl_s)
+
+    @cached_property
+    def quotas(self) -> Quotas:
+        return Quotas(self.tenants, self.job_store.live)
 
     @cached_property
     def idempotency(self) -> DynamoDBPersistenceLayer:
@@ -118,7 +129,7 @@ class Container:
         defaults = CouncilDefaults(tuple(self.settings.council_models), self.settings.council_chair)
         return JobService(self.job_store, self.queue, workflows=self.workflows, runpod=self.runpod,
                           council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller,
-                          limits=self.settings.input_limits)
+                          limits=self.settings.input_limits, quotas=self.quotas)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:

@@ -28,6 +28,7 @@ _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
     (errors.Forbidden, HTTPStatus.FORBIDDEN),
     (errors.NotFound, HTTPStatus.NOT_FOUND),
     (errors.Conflict, HTTPStatus.CONFLICT),
+    (errors.QuotaExceeded, HTTPStatus.TOO_MANY_REQUESTS),
     (errors.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
 ]
 

@@ -19,10 +19,11 @@ from stillhouse.errors import (
     Unprocessable,
 )
 from stillhouse.jobs.input_limits import check_input
-from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Task
+from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Priority, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore, now_iso
 from stillhouse.outputs.cache import ResultCache, cache_key, cacheable
+from stillhouse.tenants.quotas import Quotas
 
 # A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
 MAX_INPUT_BYTES = 300_000
@@ -54,7 +55,8 @@ class JobService:
     def __init__(self, store: JobStore, queue: JobQueue, *, workflows: WorkflowStopper | None = None,
                  runpod: RunPodStopper | None = None, council_defaults: CouncilDefaults | None = None,
                  cache: ResultCache | None = None, notify: Callable[[Job], Any] | None = None,
-                 limits: InputLimits | None = None) -> None:
+                 limits: InputLimits | None = None, quotas: Quotas | None = None) -> None:
+        self._quotas = quotas
         self._limits = limits or InputLimits()
         self._cache = cache
         self._notify = notify  # pushes a finished job to the caller's webhook
@@ -78,9 +80,14 @@ class JobService:
                 raise Unprocessable("cache: only deterministic jobs can be cached (echo, embed, and generate "
                                     "with temperature 0 and no stream)", field="cache")
             key = cache_key(principal.tenant_id, request.task, request.model, request.input, request.params)
+        job_id = new_job_id()
+        if self._quotas is not None:
+            council = len(request.input["models"]) if request.task is Task.COUNCIL else None
+            self._quotas.admit(principal.tenant_id, job_id, high_priority=request.priority is Priority.HIGH,
+                               council_models=council)
         at = now_iso()
         job = Job(
-            id=new_job_id(),
+            id=job_id,
             tenant_id=principal.tenant_id,
             task=request.task,
             status=JobStatus.IN_QUEUE,

@@ -121,6 +121,22 @@ class JobStore:
         items = [JobSummary.model_validate(i) for i in page.get("Items", [])]
         return items, _encode_cursor(last) if last else None
 
+    def live(self, job_ids: list[str]) -> set[str]:
+        """Which of `job_ids` exist and have not ended (a tenant's in-flight count is healed with it)."""
+        found: set[str] = set()
+        client = self._table.meta.client
+        for start in range(0, len(job_ids), 100):  # BatchGetItem's limit
+            keys = [{"id": job_id} for job_id in job_ids[start:start + 100]]
+            request = {self._table.name: {"Keys": keys, "ProjectionExpression": "id, #s",
+                                          "ExpressionAttributeNames": {"#s": "status"}, "ConsistentRead": True}}
+            while request:
+                page = client.batch_get_item(RequestItems=request)
+                for item in page["Responses"].get(self._table.name, []):
+                    if JobStatus(item["status"]) not in TERMINAL:
+                        found.add(item["id"])
+                request = page.get("UnprocessedKeys") or None
+        return found
+
     def stale(self, status: JobStatus, before: str, limit: int = 100) -> list[str]:
         """Ids of jobs in `status` whose last change is older than `before` (ISO time), oldest first."""
         page = self._table.query(

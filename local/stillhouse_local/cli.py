@@ -18,6 +18,7 @@ def _up(args: argparse.Namespace) -> int:
 stillhouse is up
   API        {stack.url}
   API key    {key}
+  Webhooks   signed with {stack.dev_webhook_secret} (Standard Webhooks; shown once)
   RunPod     {stack.standin.base_url} (stand-in; endpoints: {', '.join(options.endpoints)})
   OpenAPI    {stack.url}/openapi.json
 

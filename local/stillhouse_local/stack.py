@@ -62,6 +62,8 @@ class EmbeddedStack:
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
         self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+        #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
+        self.webhook_secrets: dict[str, str] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
@@ -152,6 +154,7 @@ class EmbeddedStack:
 
     def _seed(self) -> None:
         container().api_keys.add(self.dev_api_key, "dev", admin=True)
+        self.webhook_secrets["dev"] = container().webhook_secrets.create("dev")
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
             flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
@@ -160,9 +163,17 @@ class EmbeddedStack:
                                    "models": ["*"], "streaming": streaming})
 
     # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
+    @property
+    def dev_webhook_secret(self) -> str:
+        """The dev tenant's webhook secret: its deliveries verify with it (Standard Webhooks)."""
+        return self.webhook_secrets["dev"]
+
     def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:
+        """A key of `tenant_id`; a tenant new to this stack also gets a webhook secret (`webhook_secrets`)."""
         key = new_key()
         container().api_keys.add(key, tenant_id, admin=admin)
+        if tenant_id not in self.webhook_secrets and not container().webhook_secrets.signing_secrets(tenant_id):
+            self.webhook_secrets[tenant_id] = container().webhook_secrets.create(tenant_id)
         return key
 
     def queue_url(self, logical_id: str) -> str:

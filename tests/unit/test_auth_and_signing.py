@@ -1,10 +1,13 @@
 """API keys are stored hashed; callback tokens and client webhooks are HMAC-signed."""
+import base64
 import time
 
 import pytest
+import standardwebhooks
 
 from stillhouse.auth import ApiKeyStore, bearer_token, hash_key, new_key
-from stillhouse.delivery.signing import verify_webhook_signature, webhook_signature
+from stillhouse.delivery.signing import SIGNATURE_HEADER, sign, verify_webhook, webhook_headers
+from stillhouse.delivery.tenant_secrets import new_secret
 from stillhouse.errors import Unauthorized
 from stillhouse.runpod.callback_urls import callback_token, verify_callback_token
 
@@ -54,9 +57,41 @@ def test_callback_token_binds_job_attempt_and_endpoint():
 
 
 def test_webhook_signature_verifies_body_and_freshness():
-    body = b'{"id":"x"}'
-    header = webhook_signature("k", body)
-    assert verify_webhook_signature("k", body, header)
-    assert not verify_webhook_signature("k", body + b" ", header)
-    stale = webhook_signature("k", body, int(time.time()) - 3600)
-    assert not verify_webhook_signature("k", body, stale)
+    body, secret = b'{"id":"x"}', new_secret()
+    headers = webhook_headers([secret], "msg_x", body)
+    assert verify_webhook(secret, body, headers)
+    assert not verify_webhook(secret, body + b" ", headers)
+    assert not verify_webhook(new_secret(), body, headers)
+    stale = webhook_headers([secret], "msg_x", body, int(time.time()) - 3600)
+    assert not verify_webhook(secret, body, stale)
+
+
+def test_the_signature_matches_the_standard_webhooks_test_vector():
+    """The spec's published example: this key, id, timestamp and payload give exactly this signature."""
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    payload = b'{"test": 2432232314}'
+    assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, payload) == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_the_standard_webhooks_library_verifies_our_headers_and_refuses_another_secret():
+    body, secret = b'{"id":"j1","status":"COMPLETED"}', new_secret()
+    headers = webhook_headers([secret], "msg_j1", body)
+    assert standardwebhooks.Webhook(secret).verify(body, headers) == {"id": "j1", "status": "COMPLETED"}
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(new_secret()).verify(body, headers)
+
+
+def test_during_a_rotation_both_secrets_sign_space_separated():
+    old, new = new_secret(), new_secret()
+    body = b"{}"
+    headers = webhook_headers([new, old], "msg_j", body)
+    assert len(headers[SIGNATURE_HEADER].split(" ")) == 2
+    for secret in (old, new):
+        standardwebhooks.Webhook(secret).verify(body, headers)
+
+
+def test_a_secret_is_whsec_and_32_random_bytes():
+    secrets = {new_secret() for _ in range(50)}
+    assert len(secrets) == 50
+    assert all(s.startswith("whsec_") and len(base64.b64decode(s[6:])) == 32 for s in secrets)

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # How long an API key (and its tenant's limits) is trusted from this process's memory: a revoked key
     # or changed limits take effect within this many seconds on every warm function.
     api_key_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # Per-tenant webhook secrets (delivery/tenant_secrets.py); a rotated-out secret still signs this long.
+    webhook_secrets_table: str = "stillhouse-webhook-secrets"
+    webhook_secret_grace_s: int = 86_400
     config_table: str = "stillhouse-config"
     endpoint_state_table: str = "stillhouse-endpoint-state"
     idempotency_table: str = "stillhouse-idempotency"

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
+from stillhouse.delivery.tenant_secrets import WebhookSecretStore
 from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, WebhookDeliverer
 from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Priority
@@ -73,6 +74,11 @@ class Container:
         return Quotas(self.tenants, self.job_store.live)
 
     @cached_property
+    def webhook_secrets(self) -> WebhookSecretStore:
+        return WebhookSecretStore(aws.table(self.settings.webhook_secrets_table),
+                                  grace_s=self.settings.webhook_secret_grace_s)
+
+    @cached_property
     def idempotency(self) -> DynamoDBPersistenceLayer:
         return DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table,
                                         boto3_client=aws.client("dynamodb"))
@@ -119,7 +125,7 @@ class Container:
 
     @cached_property
     def deliverer(self) -> WebhookDeliverer:
-        return WebhookDeliverer(self.job_store, self.spill, secrets.signing_secret, self.delivery_queue,
+        return WebhookDeliverer(self.job_store, self.spill, self.webhook_secrets.signing_secrets, self.delivery_queue,
                                 schedule_s=self.settings.webhook_retry_schedule_s,
                                 timeout_s=self.settings.webhook_timeout_s)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
+from stillhouse.errors import InvalidRequest, JobNotFound, NotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSummary
 from stillhouse.jobs.status import TERMINAL, Move, to
 
@@ -322,6 +322,9 @@ def _decode_cursor(cursor: str, tenant_id: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except ValueError as err:
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor") from err
-    if not isinstance(key, dict) or key.get("tenant_id") != tenant_id:
+    if not isinstance(key, dict) or set(key) != {"id", "tenant_id", "tenant_sk"} or \
+            not all(isinstance(v, str) for v in key.values()):
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor")
+    if key["tenant_id"] != tenant_id:  # another tenant's cursor is as unknown as another tenant's job
+        raise NotFound("no such cursor", field="cursor")
     return key

@@ -1,6 +1,5 @@
 """The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
 
-import json
 import time
 from functools import lru_cache
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
-from stillhouse.http import tenants, webhook_secrets
+from stillhouse.http import openapi_doc, tenants, webhook_secrets
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -113,8 +112,7 @@ def health() -> dict[str, str]:
 
 @app.get("/openapi.json", include_in_schema=False)
 def openapi() -> dict[str, Any]:
-    return json.loads(app.get_openapi_json_schema(title="stillhouse", version="1.0.0",
-                                                  description="Serverless GPU job router"))
+    return openapi_doc.document(app, public_paths=PUBLIC_PATHS)
 
 
 @app.post("/v1/jobs", responses={202: {"description": "accepted"}})

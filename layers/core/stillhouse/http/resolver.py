@@ -77,8 +77,13 @@ def guard_body(app: APIGatewayHttpResolver) -> None:
     if size > settings.max_body_bytes:
         raise errors.PayloadTooLarge(f"body is {size} bytes; the limit is {settings.max_body_bytes}",
                                      field="body")
+    if event.is_base64_encoded:  # API Gateway's form of a body that is not UTF-8 text
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.InvalidRequest("request body is not valid JSON (not UTF-8 text)", field="body") from None
     limit = settings.input_limits.json_depth
-    if nests_deeper(data.decode("utf-8", errors="replace") if event.is_base64_encoded else raw, limit):
+    if nests_deeper(raw, limit):
         raise errors.InvalidRequest(f"body: JSON nested more than {limit} levels deep", field="body")
 
 

@@ -29,6 +29,10 @@ class StackOptions:
     endpoints: list[str] = field(default_factory=lambda: ["local"])
     template: Path = REPO_ROOT / "template.yaml"
     dev_api_key: str | None = None
+    #: the RunPod stand-in's port (0: any free one) and API key (None: a random one); fixed values let
+    #: people outside this process use the stand-in and its fault knobs
+    runpod_port: int = 0
+    runpod_api_key: str | None = None
     #: template parameter overrides (e.g. short visibility timeouts in tests)
     parameters: dict[str, str] = field(default_factory=dict)
     start_workers: bool = True
@@ -65,7 +69,7 @@ class EmbeddedStack:
         self.gateway: HttpGateway | None = None
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
-        self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+        self.runpod_api_key = self.options.runpod_api_key or "rp_local_" + secrets.token_urlsafe(16)
         #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
         self.webhook_secrets: dict[str, str] = {}
 
@@ -84,6 +88,7 @@ class EmbeddedStack:
             local = translate(self.options.template)
             self.standin = RunPodStandIn(
                 api_key=self.runpod_api_key,
+                port=self.options.runpod_port,
                 endpoints=list(self.options.endpoints),
                 start_workers=self.options.start_workers,
                 worker_concurrency=self.options.worker_concurrency,

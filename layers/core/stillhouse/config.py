@@ -152,7 +152,9 @@ class Settings(BaseSettings):
     # (template.yaml: a function cannot refer to the HttpApi that integrates it).
     callback_base_url: str = "http://127.0.0.1:3000"
     callback_base_url_parameter: str = ""
-    signing_secret_name: str = "stillhouse/signing-secret"
+    # The keyring RunPod callback tokens are minted with (runpod/callback_urls.py), and how long a token lives.
+    callback_key_secret: str = "stillhouse/callback-key"
+    callback_token_ttl_s: int = 26 * 3600
     parameters_max_age_s: int = 5
     # Routing policy and breaker thresholds (docs/routing.md), e.g. STILLHOUSE_ROUTE__POLICY=weighted,
     # STILLHOUSE_BREAKER__COOLDOWN_S=10.

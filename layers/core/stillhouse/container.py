@@ -115,7 +115,7 @@ class Container:
 
     @cached_property
     def callback_urls(self) -> CallbackUrls:
-        return CallbackUrls(secrets.signing_secret, secrets.callback_base_url)
+        return CallbackUrls(secrets.callback_keyring, secrets.callback_base_url, ttl_s=self.settings.callback_token_ttl_s)
 
     @cached_property
     def workflows(self) -> Workflows:

@@ -193,3 +193,35 @@ def test_a_job_over_a_per_task_bound_is_422_naming_the_field_and_not_stored(tena
     assert response.status_code == 422, response.text
     assert error_of(response)["field"] == field
     assert tenant_a.get("/v1/jobs").json()["items"] == []
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+def test_the_cli_makes_a_tenant_changes_its_limits_and_revokes_a_key(stack):
+    from stillhouse_local.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    env = {"STILLHOUSE_API_URL": stack.url, "STILLHOUSE_API_KEY": stack.dev_api_key, "COLUMNS": "160"}
+
+    def cli(*args):
+        return runner.invoke(app, ["tenants", *args], env=env)
+
+    made = cli("create", "cli-tenant", "--set", "max_in_flight=3", "--json")
+    assert made.exit_code == 0, made.output
+    made = json.loads(made.stdout)
+    tenant_id = made["tenant"]["tenant_id"]
+    assert made["tenant"]["limits"]["max_in_flight"] == 3
+
+    changed = cli("limits", tenant_id, "--set", "allow_high_priority=true", "--json")
+    assert json.loads(changed.stdout)["limits"]["allow_high_priority"] is True
+    assert "max_in_flight" in cli("show", tenant_id).output
+
+    issued = json.loads(cli("key", tenant_id, "--json").stdout)
+    assert Api(stack.url, issued["api_key"]).get("/v1/jobs").status_code == 200
+    assert cli("revoke", issued["key_id"]).exit_code == 0
+    assert Api(stack.url, issued["api_key"]).get("/v1/jobs").status_code == 401
+
+    refused = cli("limits", tenant_id, "--set", "max_in_flight=0")
+    assert refused.exit_code == 1 and "max_in_flight" in refused.output
+    assert cli("limits", tenant_id, "--set", "oops").exit_code == 2

@@ -194,3 +194,12 @@ def test_a_tenant_cannot_revoke_another_tenants_key(tables, clock):
     with pytest.raises(KeyNotFound):
         keys.revoke("key_unknown")
     assert keys.authenticate(f"Bearer {issued.api_key}").tenant_id == "acme"
+
+
+def test_the_in_flight_set_holds_the_running_jobs_and_few_ended_ones(quotas, jobs, tenants, tables):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=1000, max_in_flight=1000), tenant_id="acme")
+    for i in range(120):
+        quotas.admit("acme", f"done{i}")  # each ends at once: never in jobs.running
+    submit(quotas, jobs, n=3)
+    item = tables[0].get_item(Key={"tenant_id": "acme#in_flight"})["Item"]
+    assert set(jobs.running) <= item["live"] and len(item["live"]) <= 3 + 2 * 25

@@ -5,11 +5,11 @@
   as this process last saw it (tokens and time); a process that lost a race learns the winner's bucket from the refused
   write (ReturnValuesOnConditionCheckFailure) and tries again. Other processes only ever take tokens, so
   a bucket that looks empty here is empty: refusing it needs no write at all.
-- `max_in_flight`: the ids of the tenant's jobs not known to have ended, as a set on the same item; a
-  submission adds its id with one conditional update (`size(live) < max`). Nothing removes an id when
+- `max_in_flight`: the ids of the tenant's jobs not known to have ended, as a set in an item of its own;
+  a submission adds its id with one conditional update (`size(live) < max`). Nothing removes an id when
   its job ends (a job may end in any of several functions, and a lost removal would lock a tenant out):
-  instead, a full set is healed by asking the jobs table which of its jobs still run, then tried again.
-  A set below its limit may so hold ended jobs: that costs nothing.
+  instead the set is healed, by asking the jobs table which of its jobs still run, when it is full (then
+  the submission tries again) and every HEAL_EVERY ids as it grows, so it stays small.
 - `max_council_models` and `allow_high_priority` need no state.
 
 Over `requests_per_minute` or `max_in_flight` → QuotaExceeded (429, Retry-After, naming the limit). A
@@ -34,6 +34,9 @@ from stillhouse.tenants.store import TenantStore
 
 #: A tenant at its in-flight limit is told to try again after this long: its jobs take seconds at least.
 IN_FLIGHT_RETRY_AFTER_S = 5
+#: From 2x this many ids on, the in-flight set is healed each time its size is a multiple of this, so it
+#: holds the jobs in flight plus at most about 2x this many that have ended.
+HEAL_EVERY = 25
 _RACES = 8  # tries of a bucket update that keeps losing to other processes, before answering 429
 
 
@@ -110,27 +113,41 @@ class Quotas:
 
     # --- max_in_flight --------------------------------------------------------------------------
     def _hold(self, tenant_id: str, job_id: str, limits: TenantLimits) -> None:
+        key = {"tenant_id": in_flight_key(tenant_id)}
         for healed in (False, True):
             try:
-                self._table.update_item(
-                    Key={"tenant_id": tenant_id}, UpdateExpression="ADD #live :job",
+                added = self._table.update_item(
+                    Key=key, UpdateExpression="ADD #live :job",
                     ConditionExpression="attribute_not_exists(#live) OR size(#live) < :max",
-                    ExpressionAttributeNames={"#live": "live"}, ExpressionAttributeValues={":job": {job_id}, ":max": limits.max_in_flight})
-                return
+                    ExpressionAttributeNames={"#live": "live"},
+                    ExpressionAttributeValues={":job": {job_id}, ":max": limits.max_in_flight},
+                    ReturnValues="UPDATED_NEW")
             except self._table.meta.client.exceptions.ConditionalCheckFailedException:
                 if not healed:
                     self._heal(tenant_id)
+                continue
+            held = len(added["Attributes"]["live"])
+            if held >= 2 * HEAL_EVERY and held % HEAL_EVERY == 0:
+                self._heal(tenant_id)  # keeps the set, and so the cost of each write, near the jobs in flight
+            return
         raise QuotaExceeded(f"max_in_flight: this tenant has {limits.max_in_flight} jobs that have not ended; "
                             "submit more when some have", limit="max_in_flight",
                             retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
 
     def _heal(self, tenant_id: str) -> None:
         """Forget the jobs in the tenant's set that have ended (or were never stored)."""
-        item = self._table.get_item(Key={"tenant_id": tenant_id}, ConsistentRead=True,
-                                    ProjectionExpression="#live",
+        key = {"tenant_id": in_flight_key(tenant_id)}
+        item = self._table.get_item(Key=key, ConsistentRead=True, ProjectionExpression="#live",
                                     ExpressionAttributeNames={"#live": "live"}).get("Item") or {}
         held = sorted(item.get("live") or ())
         ended = set(held) - self._live_jobs(held)
         if ended:
-            self._table.update_item(Key={"tenant_id": tenant_id}, UpdateExpression="DELETE #live :ended",
-                                    ExpressionAttributeNames={"#live": "live"}, ExpressionAttributeValues={":ended": ended})
+            self._table.update_item(Key=key, UpdateExpression="DELETE #live :ended",
+                                    ExpressionAttributeNames={"#live": "live"},
+                                    ExpressionAttributeValues={":ended": ended})
+
+
+def in_flight_key(tenant_id: str) -> str:
+    """The item holding a tenant's in-flight set, apart from its record: a write costs by the item's size,
+    so the bucket's update stays one small write however many jobs are in flight."""
+    return f"{tenant_id}#in_flight"

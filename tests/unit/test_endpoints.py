@@ -6,8 +6,8 @@ import json
 import pytest
 
 from stillhouse.routing.registry import (
-    EndpointPolicy,
     EndpointNotFound,
+    EndpointPolicy,
     EndpointRegistry,
     EndpointSpec,
     InvalidEndpointConfig,

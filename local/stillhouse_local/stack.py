@@ -13,6 +13,7 @@ from stillhouse.auth import new_key
 from stillhouse.container import container, reset
 from stillhouse.telemetry import tracing
 from stillhouse.telemetry.metrics import metrics
+from stillhouse.tenants.store import LimitsPatch
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
@@ -177,6 +178,8 @@ class EmbeddedStack:
 
     def _seed(self) -> None:
         container().api_keys.add(self.dev_api_key, "dev", admin=True)
+        # The dev tenant is the operator's: the benchmarks and the fault soak submit hundreds of jobs at once.
+        container().tenants.create("dev", DEV_LIMITS, tenant_id="dev")
         self.webhook_secrets["dev"] = container().webhook_secrets.create("dev")
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
@@ -204,6 +207,10 @@ class EmbeddedStack:
 
     def queue_url(self, logical_id: str) -> str:
         return self.resources[logical_id]
+
+
+DEV_LIMITS = LimitsPatch(requests_per_minute=1_000_000, max_in_flight=5_000, max_council_models=8,
+                        allow_high_priority=True)
 
 
 def _default_parameter(local: Any, name: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
+from stillhouse.errors import InvalidRequest, JobNotFound, NotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSummary
 from stillhouse.jobs.status import TERMINAL, Move, to
 from stillhouse.telemetry.metrics import metrics
@@ -135,6 +135,22 @@ class JobStore:
         last = page.get("LastEvaluatedKey")
         items = [JobSummary.model_validate(i) for i in page.get("Items", [])]
         return items, _encode_cursor(last) if last else None
+
+    def live(self, job_ids: list[str]) -> set[str]:
+        """Which of `job_ids` exist and have not ended (a tenant's in-flight count is healed with it)."""
+        found: set[str] = set()
+        client = self._table.meta.client
+        for start in range(0, len(job_ids), 100):  # BatchGetItem's limit
+            keys = [{"id": job_id} for job_id in job_ids[start:start + 100]]
+            request = {self._table.name: {"Keys": keys, "ProjectionExpression": "id, #s",
+                                          "ExpressionAttributeNames": {"#s": "status"}, "ConsistentRead": True}}
+            while request:
+                page = client.batch_get_item(RequestItems=request)
+                for item in page["Responses"].get(self._table.name, []):
+                    if JobStatus(item["status"]) not in TERMINAL:
+                        found.add(item["id"])
+                request = page.get("UnprocessedKeys") or None
+        return found
 
     def due(self, status: JobStatus, by: str, limit: int = 100) -> list[str]:
         """Ids of jobs in `status` due for a look by `by` (ISO time), longest overdue first."""
@@ -334,6 +350,9 @@ def _decode_cursor(cursor: str, tenant_id: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except ValueError as err:
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor") from err
-    if not isinstance(key, dict) or key.get("tenant_id") != tenant_id:
+    if not isinstance(key, dict) or set(key) != {"id", "tenant_id", "tenant_sk"} or \
+            not all(isinstance(v, str) for v in key.values()):
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor")
+    if key["tenant_id"] != tenant_id:  # another tenant's cursor is as unknown as another tenant's job
+        raise NotFound("no such cursor", field="cursor")
     return key

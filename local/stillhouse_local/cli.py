@@ -14,6 +14,16 @@ def _up(args: argparse.Namespace) -> int:
     print("starting stillhouse (embedded: moto + in-process Lambdas + RunPod stand-in) ...", flush=True)
     stack = EmbeddedStack(options).start()
     key = stack.dev_api_key
+    if args.deploy:
+        from stillhouse_local.deploy.embedded import deploy_to_stack
+        from stillhouse_local.deploy.spec import DeployFileError, load
+
+        try:
+            print(deploy_to_stack(stack, load(args.deploy)).render(), flush=True)
+        except DeployFileError as err:
+            stack.stop()
+            print(f"error: {args.deploy}: {err.field}: {err.message}", file=sys.stderr)
+            return 2
     print(f"""
 stillhouse is up
   API        {stack.url}
@@ -66,11 +76,20 @@ def _endpoints_put(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["deploy"]:  # a typer command (cli_deploy.py); the rest of this CLI is argparse for now
+        import typer
+
+        from stillhouse_local import cli_deploy
+
+        command = typer.main.get_command(cli_deploy.app)
+        return command.main(argv[1:], prog_name="stillhouse deploy", standalone_mode=False) or 0
     parser = argparse.ArgumentParser(prog="stillhouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the embedded stack in the foreground")
     up.add_argument("--port", type=int, default=3000, help="HTTP API port (default 3000)")
     up.add_argument("--endpoints", default="local", help="stand-in RunPod endpoints, comma-separated")
+    up.add_argument("--deploy", metavar="FILE", help="then deploy this file's endpoints into the stand-in")
     up.set_defaults(func=_up)
 
     endpoints = sub.add_parser("endpoints", help="list or edit RunPod endpoints of a running router")
@@ -89,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     put.add_argument("--enable", dest="enabled", action="store_const", const=True)
     put.add_argument("--disable", dest="enabled", action="store_const", const=False)
     put.set_defaults(func=_endpoints_put)
+    sub.add_parser("deploy", help="RunPod endpoints from a deploy file (stillhouse deploy --help)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -6,8 +6,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from stillhouse.container import container
+from stillhouse.container import container, startup_check
 from stillhouse.jobs.queue import job_id_of
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 processor = BatchProcessor(event_type=EventType.SQS)

@@ -13,8 +13,10 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from stillhouse.container import container
+from stillhouse.container import container, startup_check
 from stillhouse.jobs.queue import job_id_of
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)

@@ -1,7 +1,9 @@
 """Sweeper Lambda: the 1-minute schedule settles stale jobs; {"action": "redrive"} empties the DLQs."""
 from aws_lambda_powertools import Logger
 
-from stillhouse.container import container
+from stillhouse.container import container, startup_check
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 

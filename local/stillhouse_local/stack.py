@@ -54,6 +54,20 @@ class StackOptions:
     #: invocations at once of each function behind the HTTP API (and the sweeper, so a direct invocation
     #: does not wait for a scheduled run): API Gateway serves requests concurrently. Others take one at a time.
     http_concurrency: int = 8
+    #: where AWS is: "moto" (in-process, the default) or "localstack" (at LOCALSTACK_HOST, started by
+    #: scripts/localstack.sh when none answers; no Lambda there, so workflows cannot run their tasks)
+    aws: str = "moto"
+
+
+def aws_backend(name: str) -> Any:
+    """The AWS the embedded stack deploys the template into; the code above it is the same for each."""
+    if name == "moto":
+        return MotoEnvironment()
+    if name == "localstack":
+        from stillhouse_local.localstack_env import LocalStackEnvironment
+
+        return LocalStackEnvironment()
+    raise ValueError(f"unknown AWS backend {name!r}: moto or localstack")
 
 
 class EmbeddedStack:
@@ -66,7 +80,8 @@ class EmbeddedStack:
         self.options = options or StackOptions()
         self.port = self.options.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.moto = MotoEnvironment()
+        self.moto = aws_backend(self.options.aws)  # named for the default; LocalStack has the same interface
+        self._saved_environment: dict[str, str | None] = {}
         self.functions = FunctionRegistry()
         self.resources: dict[str, str] = {}
         self.pollers: list[QueuePoller] = []
@@ -156,6 +171,12 @@ class EmbeddedStack:
         metrics.remove_sink(self.prometheus)
         tracing.remove_span_starter(self.spans)
         self.spans.shutdown()
+        for key, value in self._saved_environment.items():  # the next stack in this process starts clean
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environment.clear()
         with EmbeddedStack._running_lock:
             if EmbeddedStack._running is self:
                 EmbeddedStack._running = None
@@ -169,11 +190,16 @@ class EmbeddedStack:
     # --- set-up ------------------------------------------------------------------------------
     def _configure_process(self, local: Any) -> None:
         """Lambda environment variables are process-global here: set them once, for every function."""
-        env = self.moto.function_environment([self.resources[f] for f in local.functions])
-        env["AWS_ENDPOINT_URL"] = self.moto.url
+        env: dict[str, str | None] = {**self.moto.function_environment([self.resources[f] for f in local.functions])}
+        env.update(self.moto.process_environment())
         env["AWS_REGION"] = "us-east-1"
         env.update(self.options.environment)
-        os.environ.update(env)
+        for key, value in env.items():
+            self._saved_environment.setdefault(key, os.environ.get(key))
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         reset()
 
     def _seed(self) -> None:

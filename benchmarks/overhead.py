@@ -61,7 +61,7 @@ def _workflow_always(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(SCRIPT), "--workflow-mode", "always", "--jobs",
            str(args.workflow_jobs), "--concurrency", "1", "--warmup", "2", "--workflow-jobs", "0",
            "--gpu-usd-per-s", str(args.gpu_usd_per_s), "--gpu-seconds", str(args.gpu_seconds),
-           "--xray-sampled-fraction", str(args.xray_sampled_fraction), "--max-run-s", "60"]
+           "--xray-sampled-fraction", str(args.xray_sampled_fraction), "--max-run-s", "60", "--floor-jobs", "0"]
     log(f"WorkflowMode=always: {args.workflow_jobs} jobs in a child process")
     done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=None, text=True, timeout=240, cwd=REPO_ROOT)
     if done.returncode != 0:
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-usd-per-s", type=float, default=PRICES["gpu_24gb_flex_s"]["usd"])
     parser.add_argument("--gpu-seconds", type=float, default=2.0)
     parser.add_argument("--xray-sampled-fraction", type=float, default=0.05)
+    parser.add_argument("--floor-jobs", type=int, default=200,
+                        help="jobs of the moto floor measured in the same run (benchmarks/floor.py; 0: skip)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run for CI: 12 jobs, 2 callers, 20 floor jobs, 1 WorkflowMode=always job")
     parser.add_argument("--verbose", action="store_true", help="pass the functions' logs to stderr")
     parser.add_argument("--write-doc", action="store_true", help="render docs/cost.md from PRICES and exit")
     args = parser.parse_args(argv)
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not COST_DOC.exists() or COST_DOC.read_text() != render_cost_doc():
         log("note: docs/cost.md differs from PRICES; run with --write-doc")
+    if args.quick:
+        args.jobs, args.concurrency, args.warmup, args.floor_jobs = 12, 2, 2, 20
+        args.workflow_jobs = min(args.workflow_jobs, 1)
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be >= 1")
 

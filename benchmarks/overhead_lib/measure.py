@@ -19,6 +19,7 @@ from .report import function_sizes, report
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import requests
+    from floor import measure_floor  # benchmarks/floor.py: this directory is on sys.path (a script's)
 
     meter = Meter()
     uninstall = install(meter)
@@ -26,7 +27,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.dup2(2, 1)  # anything written to fd 1 (worker processes, stray prints) goes to stderr
     sys.stdout = CountingStdout(meter, echo=args.verbose)  # type: ignore[assignment]
     try:
-        return _run(args, meter, requests)
+        return _run(args, meter, requests, measure_floor)
     finally:
         sys.stdout = sys.__stdout__
         os.dup2(real_stdout_fd, 1)
@@ -34,7 +35,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         uninstall()
 
 
-def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any]:
+def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: Any) -> dict[str, Any]:
     from stillhouse_local.stack import EmbeddedStack, StackOptions
 
     from stillhouse import aws
@@ -57,7 +58,8 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any
         for name in ddb.list_tables()["TableNames"]:
             desc = ddb.describe_table(TableName=name)["Table"]
             indexes[name] = [(g["IndexName"], {k["AttributeName"] for k in g["KeySchema"]},
-                              g["Projection"]["ProjectionType"]) for g in desc.get("GlobalSecondaryIndexes", [])]
+                              g["Projection"]["ProjectionType"], set(g["Projection"].get("NonKeyAttributes", [])))
+                             for g in desc.get("GlobalSecondaryIndexes", [])]
         meter.dynamo = DynamoMeter(indexes)
         memory, arch = function_sizes(stack.options.template)
 
@@ -66,6 +68,10 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any
         if any("error" in r for r in warm):
             raise RuntimeError(f"warm-up failed: {[r.get('error') for r in warm]}")
         _quiesce(meter)
+        floor = {}
+        if args.floor_jobs > 0:  # the floor, on this stack's moto server, minutes before the jobs
+            log(f"floor: {args.floor_jobs} jobs of the six fast-path calls, one thread")
+            floor = measure_floor(stack.moto.url, jobs=args.floor_jobs, warmup=min(10, args.floor_jobs))
 
         calls_before = Counter(aws.api_calls)
         meter.reset()
@@ -98,7 +104,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any
         stack.stop()
 
     return report(args, meter, records, t1 - t0, factory_calls, sfn, memory, arch, load_start, load_end,
-                  startup_s)
+                  startup_s, floor)
 
 
 def _quiesce(meter: Meter, timeout: float = 10.0) -> None:

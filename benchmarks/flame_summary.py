@@ -63,7 +63,9 @@ def lib_of(frames: list[str]) -> str:
 def main(path: str) -> int:
     owners, libs, both, cpu = Counter(), Counter(), Counter(), Counter()
     total = 0
-    for line in open(path, encoding="utf-8", errors="replace"):
+    with open(path, encoding="utf-8", errors="replace") as profile:
+        lines = profile.readlines()
+    for line in lines:
         stack, _, count = line.rstrip("\n").rpartition(" ")
         if not count.isdigit():
             continue

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container
-from stillhouse.jobs.queue import job_id_of
+from stillhouse.jobs.queue import read_message
 
 logger = Logger(service="stillhouse")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
@@ -22,9 +22,9 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 async def record_handler(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    job_id = job_id_of(record.body)
-    logger.info("dispatching", extra={"job_id": job_id, "receive_count": receive_count})
-    await asyncio.to_thread(container().dispatcher.dispatch, job_id, receive_count)
+    message = read_message(record.body)
+    logger.info("dispatching", extra={"job_id": message.job_id, "receive_count": receive_count})
+    await asyncio.to_thread(container().dispatcher.dispatch, message.job_id, receive_count, message)
 
 
 @logger.inject_lambda_context

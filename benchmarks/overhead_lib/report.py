@@ -156,7 +156,7 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
         },
         "dynamodb_wru_per_job": r(units["dynamodb_wru"] / n, 3) if n else None,
         "mode": "embedded (moto in-process, in-process Lambdas, RunPod stand-in with the real gpu_handler)",
-        "workflow_mode": args.workflow_mode,
+        "workflow_mode": args.workflow_mode, "path": getattr(args, "path", "fast"),
         "observe": args.observe if args.observe == "webhook" else f"poll every {args.poll_ms} ms",
         "jobs": len(records), "completed": n, "not_completed": dict(errors),
         "concurrency": args.concurrency,

@@ -28,6 +28,10 @@ class StackOptions:
     endpoints: list[str] = field(default_factory=lambda: ["local"])
     template: Path = REPO_ROOT / "template.yaml"
     dev_api_key: str | None = None
+    #: the RunPod stand-in's port (0: any free one) and API key (None: a random one); fixed values let
+    #: people outside this process use the stand-in and its fault knobs
+    runpod_port: int = 0
+    runpod_api_key: str | None = None
     #: template parameter overrides (e.g. short visibility timeouts in tests)
     parameters: dict[str, str] = field(default_factory=dict)
     start_workers: bool = True
@@ -41,6 +45,9 @@ class StackOptions:
     poll_wait_s: int = 1
     #: extra environment for the functions (settings not in the template, e.g. breaker thresholds)
     environment: dict[str, str] = field(default_factory=dict)
+    #: invocations at once of each function behind the HTTP API (and the sweeper, so a direct invocation
+    #: does not wait for a scheduled run): API Gateway serves requests concurrently. Others take one at a time.
+    http_concurrency: int = 8
 
 
 class EmbeddedStack:
@@ -61,7 +68,9 @@ class EmbeddedStack:
         self.gateway: HttpGateway | None = None
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
-        self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+        self.runpod_api_key = self.options.runpod_api_key or "rp_local_" + secrets.token_urlsafe(16)
+        #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
+        self.webhook_secrets: dict[str, str] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
@@ -78,6 +87,7 @@ class EmbeddedStack:
             local = translate(self.options.template)
             self.standin = RunPodStandIn(
                 api_key=self.runpod_api_key,
+                port=self.options.runpod_port,
                 endpoints=list(self.options.endpoints),
                 start_workers=self.options.start_workers,
                 worker_concurrency=self.options.worker_concurrency,
@@ -90,8 +100,10 @@ class EmbeddedStack:
             parameters = {"CallbackBaseUrl": self.url, "RunPodBaseUrl": self.standin.api_base(),
                           **self.options.parameters}
             self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
+            concurrent = {route.function for route in local.routes} | {"SweeperFunction"}
             for spec in local.functions.values():
-                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id]))
+                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id],
+                                                     self.options.http_concurrency if spec.logical_id in concurrent else 1))
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()
@@ -152,6 +164,7 @@ class EmbeddedStack:
 
     def _seed(self) -> None:
         container().api_keys.add(self.dev_api_key, "dev", admin=True)
+        self.webhook_secrets["dev"] = container().webhook_secrets.create("dev")
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
             flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
@@ -160,9 +173,17 @@ class EmbeddedStack:
                                    "models": ["*"], "streaming": streaming})
 
     # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
+    @property
+    def dev_webhook_secret(self) -> str:
+        """The dev tenant's webhook secret: its deliveries verify with it (Standard Webhooks)."""
+        return self.webhook_secrets["dev"]
+
     def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:
+        """A key of `tenant_id`; a tenant new to this stack also gets a webhook secret (`webhook_secrets`)."""
         key = new_key()
         container().api_keys.add(key, tenant_id, admin=admin)
+        if tenant_id not in self.webhook_secrets and not container().webhook_secrets.signing_secrets(tenant_id):
+            self.webhook_secrets[tenant_id] = container().webhook_secrets.create(tenant_id)
         return key
 
     def queue_url(self, logical_id: str) -> str:

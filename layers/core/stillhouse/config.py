@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     jobs_table: str = "stillhouse-jobs"
     api_keys_table: str = "stillhouse-api-keys"
+    # Per-tenant webhook secrets (delivery/tenant_secrets.py); a rotated-out secret still signs this long.
+    webhook_secrets_table: str = "stillhouse-webhook-secrets"
+    webhook_secret_grace_s: int = 86_400
     config_table: str = "stillhouse-config"
     endpoint_state_table: str = "stillhouse-endpoint-state"
     idempotency_table: str = "stillhouse-idempotency"
@@ -83,7 +86,13 @@ class Settings(BaseSettings):
     webhook_retry_schedule_s: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
     webhook_timeout_s: float = 5.0
-    sweep_after_s: float = 300
+    sweep_after_s: float = 300  # a live job not in flight on RunPod is looked at this long after its last news
+    # A job in flight on RunPod is looked at once it should have finished (jobs/deadlines.py): its
+    # expected time times settle_factor, at least settle_floor_s, so a lost webhook costs seconds.
+    settle_floor_s: float = Field(default=20.0, gt=0)
+    settle_factor: float = Field(default=3.0, ge=1)
+    # Sweep rounds per scheduled (1-minute) run: one every sweep_every_s seconds.
+    sweep_every_s: float = Field(default=60.0, ge=5, le=60)
     in_queue_give_up_s: float = 3600  # a job not dispatched this long after its submission ends FAILED
     settle_dlqs: bool = True  # each sweep: DLQ messages of waiting jobs go back, the rest are dropped
 
@@ -107,7 +116,9 @@ class Settings(BaseSettings):
     # (template.yaml: a function cannot refer to the HttpApi that integrates it).
     callback_base_url: str = "http://127.0.0.1:3000"
     callback_base_url_parameter: str = ""
-    signing_secret_name: str = "stillhouse/signing-secret"
+    # The keyring RunPod callback tokens are minted with (runpod/callback_urls.py), and how long a token lives.
+    callback_key_secret: str = "stillhouse/callback-key"
+    callback_token_ttl_s: int = 26 * 3600
     parameters_max_age_s: int = 5
     # Routing policy and breaker thresholds (docs/routing.md), e.g. STILLHOUSE_ROUTE__POLICY=weighted,
     # STILLHOUSE_BREAKER__COOLDOWN_S=10.

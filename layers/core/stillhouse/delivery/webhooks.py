@@ -1,4 +1,5 @@
-"""A finished job pushed to the caller's webhook, signed (header X-Stillhouse-Signature), durably.
+"""A finished job pushed to the caller's webhook, signed with its tenant's secret (Standard Webhooks
+headers, `delivery/signing.py`), durably.
 
 The function that finishes a job only queues the notice (`CallerNotifier`): a slow or dead caller
 endpoint must not hold the RunPod callback, the sweeper or the API. The delivery function
@@ -18,13 +19,12 @@ from typing import Any, Protocol
 import requests
 from aws_lambda_powertools import Logger
 
-from stillhouse.delivery.signing import webhook_signature
+from stillhouse.delivery.signing import webhook_headers
 from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
 from stillhouse.jobs.queue import settle_dead_letters
 
 logger = Logger(service="stillhouse", child=True)
-SIGNATURE_HEADER = "X-Stillhouse-Signature"
 #: Delays before the 2nd, 3rd, ... try: Standard Webhooks' schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
 STANDARD_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -114,12 +114,13 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> in
 
 
 class WebhookDeliverer:
-    def __init__(self, store: Deliveries, links: OutputLinks, secret: Callable[[], str], queue: DeliveryQueue, *,
+    def __init__(self, store: Deliveries, links: OutputLinks, secrets_for: Callable[[str], Sequence[str]],
+                 queue: DeliveryQueue, *,
                  schedule_s: Sequence[float] = STANDARD_SCHEDULE_S, timeout_s: float = 5.0,
                  send: Post = post, rng: random.Random | None = None) -> None:
         self._store = store
         self._links = links
-        self._secret = secret
+        self._secrets_for = secrets_for  # tenant id -> its webhook secrets (WebhookSecretStore.signing_secrets)
         self._queue = queue
         self.schedule_s = tuple(schedule_s)
         self._timeout_s = timeout_s
@@ -140,12 +141,17 @@ class WebhookDeliverer:
         if not job.webhook:
             return
         body = webhook_body(public_view(job, self._links))
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: webhook_signature(self._secret(), body)}
         entry: dict[str, Any] = {"at": _now(), "try": receive_count}
-        try:
-            entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
-        except (requests.RequestException, DeliveryFailed) as err:
-            entry["error"] = str(err)[:200]
+        secrets = self._secrets_for(job.tenant_id)
+        if not secrets:  # never sent unsigned; the tenant gets one with POST /v1/tenants/{id}/webhook-secret
+            entry["error"] = "the tenant has no webhook secret to sign with"
+        else:
+            # The id is the notice's, the same on every try: callers drop a duplicate by it.
+            headers = {"Content-Type": "application/json", **webhook_headers(secrets, f"msg_{job.id}", body)}
+            try:
+                entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
+            except (requests.RequestException, DeliveryFailed) as err:
+                entry["error"] = str(err)[:200]
         if "error" not in entry:
             self._store.record_delivery(job_id, entry)
             return

@@ -22,6 +22,7 @@ from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
+from stillhouse.http import webhook_secrets
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -46,6 +47,7 @@ def authenticate(resolver) -> None:
 
 
 app = new_resolver(gates=[authenticate])
+app.include_router(webhook_secrets.router)
 
 
 def principal() -> Principal:

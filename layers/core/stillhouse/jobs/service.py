@@ -120,7 +120,7 @@ class JobService:
         if hit is not None:  # answered at once: no queue, no GPU
             return self._answer_from_cache(job, *hit)
         try:
-            self._queue.send(job.id, job.priority)
+            self._queue.send(job.id, job.priority, attempts=job.attempts, task=job.task.value)
         except Exception as err:  # noqa: BLE001 - any failure to enqueue must end the job, not strand it
             self._store.transition(job.id, JobStatus.FAILED, actor="api", detail="enqueue failed",
                                    fields={"error": f"could not enqueue: {err}"})

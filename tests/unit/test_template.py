@@ -183,10 +183,14 @@ def _allowed(local, function, action, resource_ref=None):
     return False
 
 
-def test_functions_that_resume_workflows_may_send_task_results(local):
-    for function in ("ApiFunction", "DispatchFunction", "WebhookFunction", "WorkflowTasksFunction"):
-        for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+def test_functions_that_resume_workflows_may_send_task_results_and_only_they(local):
+    """Recording a RunPod result resumes the task waiting for it: the webhook, the sweeper's status check
+    and the workflow tasks do (runpod/callbacks.py); the API and dispatch never do."""
+    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+        for function in ("WebhookFunction", "SweeperFunction", "WorkflowTasksFunction"):
             assert _allowed(local, function, action), (function, action)
+        for function in ("ApiFunction", "DispatchFunction", "DeliveryFunction"):
+            assert not _allowed(local, function, action), (function, action)
 
 
 def test_functions_that_release_an_endpoint_slot_may_write_endpoint_state(local):

@@ -236,3 +236,8 @@ def test_job_views_do_not_show_workflow_execution_arns(api, faults):
     assert "execution_arn" not in api.get(f"/v1/jobs/{job_id}").json()
     assert "execution_arn" not in api.get(f"/v1/jobs/{job_id}").text
     api.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def test_an_admin_cannot_make_a_secret_for_a_tenant_that_does_not_exist(api):
+    response = api.post("/v1/tenants/no-such-tenant/webhook-secret")
+    assert response.status_code == 404

@@ -33,6 +33,8 @@ def rotate_webhook_secret(tenant_id: Annotated[str, Path(pattern=TENANT_ID)]) ->
         raise NotFound(f"no tenant {tenant_id}", field="tenant_id")
     store = container().webhook_secrets
     had_one = bool(store.signing_secrets(tenant_id))
+    if who.tenant_id != tenant_id and not had_one:
+        container().tenants.get(tenant_id)  # an admin gets 404 for a tenant that does not exist
     secret = store.rotate(tenant_id)
     until = int(time.time() + store.grace_s) if had_one else None
     return WebhookSecret(tenant_id=tenant_id, webhook_secret=secret, previous_valid_until=until)

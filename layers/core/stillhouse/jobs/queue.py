@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillhouse.jobs.model import Priority
+from stillhouse.telemetry import tracing
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class JobQueue:
             body["attempts"] = attempts
         if task is not None:
             body["task"] = task
-        self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps(body))
+        self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps(body), **trace_attributes())
 
     def redrive_dlqs(self) -> int:
         """Send everything the dead-letter queues hold back to their queues (send first, then delete: at least
@@ -61,7 +62,8 @@ def settle_dead_letters(sqs: Any, dlq_url: str, queue_url: str, back: Callable[[
         except (ValueError, KeyError, TypeError):
             job_id = None
         if back(job_id):
-            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+            kept = message.get("MessageAttributes", {}).get(tracing.HEADER, {}).get("StringValue")
+            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"], **trace_attributes(kept))
             counts["dlq_redriven"] += 1
         else:
             counts["dlq_dropped"] += 1
@@ -72,11 +74,26 @@ def settle_dead_letters(sqs: Any, dlq_url: str, queue_url: str, back: Callable[[
 def _receive(sqs: Any, url: str, limit: int) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     while len(messages) < limit:
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                    MessageAttributeNames=[tracing.HEADER]).get("Messages", [])
         if not batch:
             break
         messages += batch
     return messages
+
+
+def trace_attributes(traceparent: str | None = None) -> dict[str, Any]:
+    """SQS MessageAttributes carrying the trace of the job being worked on (or `traceparent`)."""
+    value = traceparent or tracing.outgoing()
+    if not value:
+        return {}
+    return {"MessageAttributes": {tracing.HEADER: {"DataType": "String", "StringValue": value}}}
+
+
+def traceparent_of(record: Any) -> str | None:
+    """The trace an SQS record carries (a Powertools SQSRecord), if any."""
+    attribute = record.message_attributes[tracing.HEADER]
+    return attribute.string_value if attribute else None
 
 
 def job_id_of(body: str) -> str:

@@ -2,10 +2,13 @@
 from aws_lambda_powertools import Tracer
 from aws_lambda_powertools.logging import correlation_paths
 
+from stillhouse.container import startup_check
 from stillhouse.http.public_api import app, logger
 from stillhouse.telemetry.metrics import log_metrics
 
 tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 
 @tracer.capture_lambda_handler

@@ -1,8 +1,10 @@
 """Sweeper Lambda: each scheduled run settles due jobs in rounds; {"action": "redrive"} empties the DLQs."""
 from aws_lambda_powertools import Logger, Tracer
 
-from stillhouse.container import container
+from stillhouse.container import container, startup_check
 from stillhouse.telemetry.metrics import log_metrics
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda

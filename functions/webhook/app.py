@@ -2,11 +2,14 @@
 from aws_lambda_powertools import Tracer
 from aws_lambda_powertools.logging import correlation_paths
 
+from stillhouse.container import startup_check
 from stillhouse.http.public_api import logger
 from stillhouse.http.runpod_callbacks import app
 from stillhouse.telemetry.metrics import log_metrics
 
 tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 
 @tracer.capture_lambda_handler

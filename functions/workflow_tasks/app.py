@@ -5,9 +5,11 @@ state machines' Retry and Catch blocks match.
 """
 from aws_lambda_powertools import Logger, Tracer
 
-from stillhouse.container import container
+from stillhouse.container import container, startup_check
 from stillhouse.telemetry.metrics import log_metrics
 from stillhouse.telemetry.tracing import job_context
+
+startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda

@@ -13,6 +13,7 @@ from stillhouse.auth import new_key
 from stillhouse.container import container, reset
 from stillhouse.telemetry import tracing
 from stillhouse.telemetry.metrics import metrics
+from stillhouse.tenants.store import LimitsPatch
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
@@ -53,6 +54,20 @@ class StackOptions:
     #: invocations at once of each function behind the HTTP API (and the sweeper, so a direct invocation
     #: does not wait for a scheduled run): API Gateway serves requests concurrently. Others take one at a time.
     http_concurrency: int = 8
+    #: where AWS is: "moto" (in-process, the default) or "localstack" (at LOCALSTACK_HOST, started by
+    #: scripts/localstack.sh when none answers; no Lambda there, so workflows cannot run their tasks)
+    aws: str = "moto"
+
+
+def aws_backend(name: str) -> Any:
+    """The AWS the embedded stack deploys the template into; the code above it is the same for each."""
+    if name == "moto":
+        return MotoEnvironment()
+    if name == "localstack":
+        from stillhouse_local.localstack_env import LocalStackEnvironment
+
+        return LocalStackEnvironment()
+    raise ValueError(f"unknown AWS backend {name!r}: moto or localstack")
 
 
 class EmbeddedStack:
@@ -65,7 +80,8 @@ class EmbeddedStack:
         self.options = options or StackOptions()
         self.port = self.options.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.moto = MotoEnvironment()
+        self.moto = aws_backend(self.options.aws)  # named for the default; LocalStack has the same interface
+        self._saved_environment: dict[str, str | None] = {}
         self.functions = FunctionRegistry()
         self.resources: dict[str, str] = {}
         self.pollers: list[QueuePoller] = []
@@ -155,6 +171,12 @@ class EmbeddedStack:
         metrics.remove_sink(self.prometheus)
         tracing.remove_span_starter(self.spans)
         self.spans.shutdown()
+        for key, value in self._saved_environment.items():  # the next stack in this process starts clean
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environment.clear()
         with EmbeddedStack._running_lock:
             if EmbeddedStack._running is self:
                 EmbeddedStack._running = None
@@ -168,15 +190,22 @@ class EmbeddedStack:
     # --- set-up ------------------------------------------------------------------------------
     def _configure_process(self, local: Any) -> None:
         """Lambda environment variables are process-global here: set them once, for every function."""
-        env = self.moto.function_environment([self.resources[f] for f in local.functions])
-        env["AWS_ENDPOINT_URL"] = self.moto.url
+        env: dict[str, str | None] = {**self.moto.function_environment([self.resources[f] for f in local.functions])}
+        env.update(self.moto.process_environment())
         env["AWS_REGION"] = "us-east-1"
         env.update(self.options.environment)
-        os.environ.update(env)
+        for key, value in env.items():
+            self._saved_environment.setdefault(key, os.environ.get(key))
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         reset()
 
     def _seed(self) -> None:
         container().api_keys.add(self.dev_api_key, "dev", admin=True)
+        # The dev tenant is the operator's: the benchmarks and the fault soak submit hundreds of jobs at once.
+        container().tenants.create("dev", DEV_LIMITS, tenant_id="dev")
         self.webhook_secrets["dev"] = container().webhook_secrets.create("dev")
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
@@ -204,6 +233,10 @@ class EmbeddedStack:
 
     def queue_url(self, logical_id: str) -> str:
         return self.resources[logical_id]
+
+
+DEV_LIMITS = LimitsPatch(requests_per_minute=1_000_000, max_in_flight=5_000, max_council_models=8,
+                        allow_high_priority=True)
 
 
 def _default_parameter(local: Any, name: str) -> str:

@@ -15,9 +15,10 @@ from stillhouse.runpod.callback_urls import CallbackUrls, Keyring, callback_toke
 def test_keys_are_stored_as_digests_never_in_clear(keys_table):
     store = ApiKeyStore(keys_table)
     key = new_key()
-    store.add(key, "acme")
+    key_id = store.add(key, "acme")
     items = keys_table.scan()["Items"]
-    assert items == [{"key_hash": hash_key(key), "tenant_id": "acme", "admin": False}]
+    assert items == [{"key_hash": hash_key(key), "key_id": key_id, "tenant_id": "acme", "admin": False,
+                      "created_at": items[0]["created_at"]}]
     assert key not in str(items)
 
 

@@ -1,6 +1,5 @@
 """The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
 
-import json
 import time
 from functools import lru_cache
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
-from stillhouse.http import job_trace, webhook_secrets
+from stillhouse.http import config_api, job_trace, openapi_doc, tenants, webhook_secrets
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -50,6 +49,8 @@ def authenticate(resolver) -> None:
 app = new_resolver(gates=[authenticate])
 app.include_router(job_trace.router)
 app.include_router(webhook_secrets.router)
+app.include_router(tenants.router)
+app.include_router(config_api.router)
 
 
 def principal() -> Principal:
@@ -117,8 +118,7 @@ def health() -> dict[str, str]:
 
 @app.get("/openapi.json", include_in_schema=False)
 def openapi() -> dict[str, Any]:
-    return json.loads(app.get_openapi_json_schema(title="stillhouse", version="1.0.0",
-                                                  description="Serverless GPU job router"))
+    return openapi_doc.document(app, public_paths=PUBLIC_PATHS)
 
 
 @app.post("/v1/jobs", responses={202: {"description": "accepted"}})
@@ -195,10 +195,24 @@ def _endpoint_row(view: EndpointView) -> dict[str, Any]:
     }
 
 
+def _model_rows(views: list[EndpointView]) -> list[dict[str, Any]]:
+    """What a tenant may know of the fleet: the models it can ask for ("*": any), and whether an endpoint
+    serving each takes jobs now. No endpoint ids, URLs, secret names or anyone's error text."""
+    available: dict[str, bool] = {}
+    for view in views:
+        if view.spec.enabled:
+            for model in view.spec.models:
+                available[model] = available.get(model, False) or view.health.accepting
+    return [{"model": model, "available": ok} for model, ok in sorted(available.items())]
+
+
 @app.get("/v1/endpoints")
 def list_endpoints() -> list[dict[str, Any]]:
-    principal()
-    return [_endpoint_row(view) for view in container().router.describe()]
+    """Admins see the fleet (each endpoint's configuration and health); tenants see the models available."""
+    views = container().router.describe()
+    if principal().admin:
+        return [_endpoint_row(view) for view in views]
+    return _model_rows(views)
 
 
 @app.put("/v1/endpoints/<name>")

@@ -98,7 +98,7 @@ class Sweeper:
         submitted = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
         if now - submitted > timedelta(seconds=self.in_queue_give_up_s):
             return self._fail(job, f"not dispatched within {self.in_queue_give_up_s:g} s of its submission")
-        self.queue.send(job.id, job.priority)
+        self.queue.send(job.id, job.priority, attempts=job.attempts, task=job.task.value)
         try:
             self.store.annotate(job.id, {})  # news: due again only after watch_s
         except TransitionRefused:

@@ -273,9 +273,10 @@ class Breaker:
             log.info("breaker %s: probe granted", name)
         return granted
 
-    def record_success(self, name: str, latency_ms: float | None = None) -> EndpointState | None:
+    def record_success(self, name: str, latency_ms: float | None = None, *, release: bool = False) -> EndpointState | None:
+        """`release`: the job held an in-flight slot; free it in the same write."""
         now = self.now()
-        return self._apply(name, lambda s: on_success(s, latency_ms, self.settings, now))
+        return self._apply(name, lambda s: on_success(s, latency_ms, self.settings, now), release=release)
 
     def record_failure(
         self,
@@ -284,6 +285,8 @@ class Breaker:
         retry_after_s: float | None = None,
         latency_ms: float | None = None,
         error: str | None = None,
+        *,
+        release: bool = False,
     ) -> EndpointState | None:
         now = self.now()
         return self._apply(
@@ -292,13 +295,14 @@ class Breaker:
                 s, error_class, self.settings, now,
                 retry_after_s=retry_after_s, latency_ms=latency_ms, error=error,
             ),
+            release=release,
         )
 
     def view(self, name: str) -> EndpointHealth:
         return health(self.store.get(name, consistent=False), self.settings, self.now())
 
     def _apply(
-        self, name: str, transition: Callable[[EndpointState], EndpointState]
+        self, name: str, transition: Callable[[EndpointState], EndpointState], *, release: bool = False
     ) -> EndpointState | None:
         before: list[tuple[BreakerState, float | None]] = []
 
@@ -307,10 +311,13 @@ class Breaker:
             return transition(s)
 
         try:
-            after = self.store.update(name, change)
+            after = self.store.update(name, change, release=release)
         except StateConflict:
             # Outcomes are statistics: dropping one under extreme contention beats failing the job.
+            # The slot is not a statistic: it is freed on its own.
             log.warning("breaker %s: outcome dropped after repeated write conflicts", name)
+            if release:
+                self.store.add_in_flight(name, -1)
             return None
         if before and before[-1][0] is not after.state:
             was, opened_at = before[-1]

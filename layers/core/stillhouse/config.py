@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     endpoint_state_table: str = "stillhouse-endpoint-state"
     idempotency_table: str = "stillhouse-idempotency"
     cache_table: str = "stillhouse-result-cache"
-    cache_ttl_s: int = 86_400
+    cache_ttl_s: int = Field(default=86_400, ge=1, le=31_536_000)  # live (live_config.py)
     results_bucket: str = ""  # outputs over ~350 KB go here (DynamoDB items stop at 400 KB)
     high_queue_url: str = ""
     normal_queue_url: str = ""
@@ -135,8 +135,8 @@ class Settings(BaseSettings):
     # Workflows (Step Functions): the ARNs are set only on the functions that start or resume them.
     recovery_state_machine_arn: str = ""
     council_state_machine_arn: str = ""
-    workflow_mode: str = Field(default="on_failure", pattern="^(on_failure|always)$")
-    max_attempts: int = 5
+    workflow_mode: str = Field(default="on_failure", pattern="^(on_failure|always)$")  # live
+    max_attempts: int = Field(default=5, ge=1, le=50)  # live
     council_models: list[str] = Field(default_factory=list)  # default council when a job names none
     council_chair: str | None = None
 
@@ -157,9 +157,14 @@ class Settings(BaseSettings):
     callback_token_ttl_s: int = 26 * 3600
     parameters_max_age_s: int = 5
     # Routing policy and breaker thresholds (docs/routing.md), e.g. STILLHOUSE_ROUTE__POLICY=weighted,
-    # STILLHOUSE_BREAKER__COOLDOWN_S=10.
+    # STILLHOUSE_BREAKER__COOLDOWN_S=10; both live: `PUT /v1/config` overrides them without a redeploy.
     route: RouteSettings = Field(default_factory=RouteSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+    # Prices of the cost estimate each attempt's metrics carry (docs/cost.md): a GPU-second of the
+    # endpoints' workers (RunPod flex, 24 GB) and the AWS share of a fast-path job.
+    gpu_usd_per_s: float = Field(default=0.00019, ge=0)
+    aws_usd_per_job: float = Field(default=0.0000172, ge=0)
 
     max_body_bytes: int = 1_048_576
     input_limits: InputLimits = Field(default_factory=InputLimits)

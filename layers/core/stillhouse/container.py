@@ -23,6 +23,7 @@ from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.service import CouncilDefaults, JobService
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.jobs.sweeper import Sweeper, SweepRounds
+from stillhouse.live_config import LiveConfigStore
 from stillhouse.outputs.cache import ResultCache
 from stillhouse.outputs.spill import ResultStore
 from stillhouse.routing.breaker import Breaker
@@ -189,7 +190,8 @@ class Container:
                        execution_status=self.workflows.status, notify=self.notify_caller,
                        deadlines=self.deadlines, queue=self.queue,
                        settle_dlqs=self.settings.settle_dlqs,
-                       in_queue_give_up_s=self.settings.in_queue_give_up_s)
+                       in_queue_give_up_s=self.settings.in_queue_give_up_s,
+                       breakers=lambda: [view.health for view in self.router.describe()])
 
     @cached_property
     def sweep_rounds(self) -> SweepRounds:
@@ -197,22 +199,42 @@ class Container:
 
 
 _current: Container | None = None
+_live: LiveConfigStore | None = None
 _lock = Lock()
 
 
-def container() -> Container:
-    """This process's objects (built on first use)."""
-    global _current
+def live_config() -> LiveConfigStore:
+    """The live configuration's store (`GET/PUT /v1/config`)."""
+    global _live
     with _lock:
-        if _current is None:
-            _current = Container(get_settings())
+        if _live is None:
+            settings = get_settings()
+            _live = LiveConfigStore(aws.table(settings.config_table), max_age_s=settings.parameters_max_age_s)
+        return _live
+
+
+def container() -> Container:
+    """This process's objects (built on first use), for the current settings: the environment's with the
+    live configuration over them. When the live configuration changes, the objects are built again."""
+    global _current
+    settings = live_config().effective(get_settings())  # cached: reads the table at most every max age
+    with _lock:
+        if _current is None or _current.settings is not settings:
+            _current = Container(settings)
         return _current
+
+
+def startup_check() -> Settings:
+    """Validate every setting now, at a function's start-up, not at first use: the environment's (a bad
+    value fails the start) and the live configuration (a bad stored one is logged and not used)."""
+    return container().settings
 
 
 def reset() -> None:
     """Forget every built object and client (the embedded stack calls this after pointing at a new moto)."""
-    global _current
+    global _current, _live
     with _lock:
         _current = None
+        _live = None
     secrets.reset()
     aws.reset()

@@ -88,6 +88,7 @@ class Job(BaseModel):
     cache: bool = False
     cache_key: str | None = Field(default=None, exclude=True)
     cached_from: str | None = None  # the job whose result answered this one (cache: true)
+    trace_id: str | None = None  # the W3C trace every hop of the job carries (stillhouse.telemetry.tracing)
     created_at: str
     updated_at: str
     endpoint: str | None = None

@@ -23,6 +23,8 @@ from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Prio
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore, now_iso
 from stillhouse.outputs.cache import ResultCache, cache_key, cacheable
+from stillhouse.telemetry.metrics import metrics
+from stillhouse.telemetry.tracing import TraceContext, job_context
 from stillhouse.tenants.quotas import Quotas
 
 # A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
@@ -66,7 +68,8 @@ class JobService:
         self._workflows = workflows
         self._runpod = runpod
 
-    def submit(self, principal: Principal, request: JobRequest) -> Job:
+    def submit(self, principal: Principal, request: JobRequest, traceparent: str | None = None) -> Job:
+        """Store and queue a job; it joins the caller's trace (`traceparent`), or starts one."""
         size = len(json.dumps(request.input, separators=(",", ":")))
         if size > MAX_INPUT_BYTES:
             raise PayloadTooLarge(f"input is {size} bytes; a job keeps at most {MAX_INPUT_BYTES} bytes of input "
@@ -86,6 +89,7 @@ class JobService:
             self._quotas.admit(principal.tenant_id, job_id, high_priority=request.priority is Priority.HIGH,
                                council_models=council)
         at = now_iso()
+        trace = TraceContext.parse(traceparent) or TraceContext.new()
         job = Job(
             id=job_id,
             tenant_id=principal.tenant_id,
@@ -103,13 +107,20 @@ class JobService:
             # Council members are recorded into this map as the workflow asks them (it must exist first).
             members={} if request.task is Task.COUNCIL else None,
             cache_key=key,
+            trace_id=trace.trace_id,
         )
+        with job_context(job.id, trace, "submit"):
+            return self._accept(job, key)
+
+    def _accept(self, job: Job, key: str | None) -> Job:
         self._store.create(job)
         hit = self._cache.get(key) if key else None
+        if key:
+            metrics.cache_lookup(job.task.value, hit is not None)
         if hit is not None:  # answered at once: no queue, no GPU
             return self._answer_from_cache(job, *hit)
         try:
-            self._queue.send(job.id, job.priority)
+            self._queue.send(job.id, job.priority, attempts=job.attempts, task=job.task.value)
         except Exception as err:  # noqa: BLE001 - any failure to enqueue must end the job, not strand it
             self._store.transition(job.id, JobStatus.FAILED, actor="api", detail="enqueue failed",
                                    fields={"error": f"could not enqueue: {err}"})

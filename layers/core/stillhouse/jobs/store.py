@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from stillhouse.errors import InvalidRequest, JobNotFound, NotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSummary
 from stillhouse.jobs.status import TERMINAL, Move, to
+from stillhouse.telemetry.metrics import metrics
 
 _JSON_FIELDS = ("input", "params", "output", "council")
 ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
@@ -102,6 +103,7 @@ class JobStore:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job.id} already exists") from err
             raise
+        metrics.job_submitted(job)
         return job
 
     def get(self, job_id: str, tenant_id: str | None = None) -> Job:
@@ -223,7 +225,10 @@ class JobStore:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job_id} cannot move to {target}") from err
             raise
-        return _from_item(out["Attributes"])
+        moved = _from_item(out["Attributes"])
+        if target in TERMINAL:  # the conditional write won: each job is counted once
+            metrics.job_finished(moved)
+        return moved
 
     def _update_spilling(self, job_id: str, request: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
         """One UpdateItem. The whole item must fit DynamoDB's 400 KB: an output that fits alone may not fit
@@ -271,21 +276,25 @@ class JobStore:
             ExpressionAttributeValues={":d": [entry], ":none": []},
         )
 
-    def claim_attempt(self, job_id: str, seen_attempts: int) -> Job | None:
-        """Take the next dispatch attempt; None when another delivery took it first."""
+    def claim_attempt(self, job_id: str, seen_attempts: int, *, queued_only: bool = False) -> Job | None:
+        """Take the next dispatch attempt; None when another delivery took it first, or the job is not
+        waiting any more (IN_QUEUE, or RETRYING for the recovery workflow; IN_QUEUE only: `queued_only`).
+
+        Only `attempts` is written: `updated_at` and the status are left to the write that records the
+        attempt's start moments later, so the claim moves no index entry (ByStatus is keyed on
+        `updated_at`, ByTenant projects it) and costs one write unit instead of four."""
+        values: dict[str, Any] = {":next": seen_attempts + 1, ":seen": seen_attempts, ":q": JobStatus.IN_QUEUE.value}
+        waiting = ":q"
+        if not queued_only:
+            values[":r"] = JobStatus.RETRYING.value
+            waiting = ":q, :r"
         try:
             out = self._table.update_item(
                 Key={"id": job_id},
-                UpdateExpression="SET attempts = :next, updated_at = :now",
-                ConditionExpression="#s IN (:q, :r) AND attempts = :seen",
+                UpdateExpression="SET attempts = :next",
+                ConditionExpression=f"#s IN ({waiting}) AND attempts = :seen",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":next": seen_attempts + 1,
-                    ":seen": seen_attempts,
-                    ":now": now_iso(),
-                    ":q": JobStatus.IN_QUEUE.value,
-                    ":r": JobStatus.RETRYING.value,
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
         except ClientError as err:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-worker lint bench clean
+.PHONY: run test test-unit test-integration test-worker lint bench clean browser
 
 $(STAMP): pyproject.toml requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,17 @@ $(STAMP): pyproject.toml requirements-models.txt
 run: $(STAMP)
 	$(BIN)/stillhouse up $(ARGS)
 
+# The dashboard's browser test drives Debian's chromium (tests/integration/test_dashboard.py). Installed when
+# missing and we may (root, or sudo without a password); else that test skips saying why. Fast when present.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "make browser: chromium missing and no root: the dashboard's browser test will skip"; exit 0; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium >/dev/null || echo "make browser: chromium could not be installed: the browser test will skip"; }
+
 # Every tier: unit, worker, integration, and localstack (skipped unless LocalStack is reachable).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/python -m pytest tests
 
@@ -29,7 +38,7 @@ test-unit: $(STAMP)
 test-worker: $(STAMP)
 	$(BIN)/python -m pytest tests/worker
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) browser
 	$(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP)

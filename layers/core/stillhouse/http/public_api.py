@@ -22,6 +22,7 @@ from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
+from stillhouse.http import dashboard, stats_api
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -35,7 +36,7 @@ from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
 from stillhouse.routing.router import EndpointView
 
 logger = Logger(service="stillhouse")
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", dashboard.PATH})
 
 
 def authenticate(resolver) -> None:
@@ -46,6 +47,8 @@ def authenticate(resolver) -> None:
 
 
 app = new_resolver(gates=[authenticate])
+app.include_router(dashboard.router)
+app.include_router(stats_api.router)
 
 
 def principal() -> Principal:

@@ -20,8 +20,11 @@ PARAMETERS = {
     "StatusPollSeconds": "2", "MaxAttempts": "6", "WaitForEndpointIntervalSeconds": "1",
     # A RunPod job lost inside a worker (crash_mode=hang) times out there, then is retried by us.
     "ExecutionTimeoutMs": "20000",
-    # Jobs whose RunPod webhook was lost are looked at by the sweeper after this long without news.
-    "SweepAfterSeconds": "20",
+    # Live jobs not in flight on RunPod are looked at by the sweeper after this long without news; one
+    # in flight, once it should have finished (at least SettleFloorSeconds after its start).
+    "SweepAfterSeconds": "20", "SettleFloorSeconds": "10",
+    # The soak invokes the sweeper itself every --sweep-every-s; the schedule's own runs sweep once.
+    "SweepEverySeconds": "60",
     "LogLevel": "WARNING",
 }
 ENVIRONMENT = {"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3"}

@@ -1,4 +1,4 @@
-"""Sweeper Lambda: the 1-minute schedule settles stale jobs; {"action": "redrive"} empties the DLQs."""
+"""Sweeper Lambda: each scheduled run settles due jobs in rounds; {"action": "redrive"} empties the DLQs."""
 from aws_lambda_powertools import Logger
 
 from stillhouse.container import container
@@ -11,6 +11,9 @@ def handler(event: dict, context: object) -> dict:
     if event.get("action") == "redrive":
         return {"redriven": container().queue.redrive_dlqs(),
                 "webhooks_redriven": container().delivery_queue.redrive_dlq()}
-    result = container().sweeper.sweep(stale_after_s=event.get("stale_after_s"))
+    if event.get("detail-type") == "Scheduled Event":
+        result = container().sweep_rounds.run()
+    else:  # invoked by hand: one round, `ahead_s` to look at jobs due later too
+        result = container().sweeper.sweep(ahead_s=float(event.get("ahead_s", 0)))
     logger.info("sweep done", extra={"result": result})
     return result

@@ -1,7 +1,9 @@
-"""Lambda handlers run in-process, with a Lambda-like context, one invocation at a time each.
+"""Lambda handlers run in-process, with a Lambda-like context.
 
-One lock per function mirrors Lambda's one-event-per-instance model: Powertools' resolver keeps
-the current event on the app object, so two concurrent events in one instance would mix."""
+A function takes up to `concurrency` invocations at once, as Lambda runs that many instances side by
+side: the HTTP-facing functions serve concurrent requests, so races between twins (the same
+Idempotency-Key, two callbacks of one job) happen here as they do on AWS. Unlike Lambda the instances
+share one process; what a handler keeps per request must be per thread (http.resolver.JsonResolver)."""
 from __future__ import annotations
 
 import importlib.util
@@ -52,10 +54,12 @@ class LambdaContext:
 
 
 class InProcessFunction:
-    def __init__(self, spec: FunctionSpec, physical_name: str) -> None:
+    def __init__(self, spec: FunctionSpec, physical_name: str, concurrency: int = 1) -> None:
         self.spec = spec
         self.physical_name = physical_name
-        self._lock = threading.Lock()
+        self.concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)  # Lambda's concurrency: instances at once
+        self._load_lock = threading.Lock()
         self._handler: Callable[[Any, Any], Any] | None = None
 
     def _load(self) -> Callable[[Any, Any], Any]:
@@ -67,8 +71,8 @@ class InProcessFunction:
         spec.loader.exec_module(module)
         return getattr(module, attr)
 
-    def invoke(self, event: Any) -> Any:
-        with self._lock:
+    def _loaded(self) -> Callable[[Any, Any], Any]:
+        with self._load_lock:  # the cold start: once, whoever comes first
             if self._handler is None:
                 started = time.perf_counter()
                 handler = self._load()
@@ -76,7 +80,11 @@ class InProcessFunction:
                 for wrap in handler_wrappers:
                     handler = wrap(self, handler, init_s)
                 self._handler = handler
-            return self._handler(event, LambdaContext(self.physical_name))
+            return self._handler
+
+    def invoke(self, event: Any) -> Any:
+        with self._slots:
+            return self._loaded()(event, LambdaContext(self.physical_name))
 
 
 class FunctionRegistry:

@@ -45,6 +45,9 @@ class StackOptions:
     poll_wait_s: int = 1
     #: extra environment for the functions (settings not in the template, e.g. breaker thresholds)
     environment: dict[str, str] = field(default_factory=dict)
+    #: invocations at once of each function behind the HTTP API (and the sweeper, so a direct invocation
+    #: does not wait for a scheduled run): API Gateway serves requests concurrently. Others take one at a time.
+    http_concurrency: int = 8
 
 
 class EmbeddedStack:
@@ -95,8 +98,10 @@ class EmbeddedStack:
             parameters = {"CallbackBaseUrl": self.url, "RunPodBaseUrl": self.standin.api_base(),
                           **self.options.parameters}
             self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
+            concurrent = {route.function for route in local.routes} | {"SweeperFunction"}
             for spec in local.functions.values():
-                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id]))
+                self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id],
+                                                     self.options.http_concurrency if spec.logical_id in concurrent else 1))
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()

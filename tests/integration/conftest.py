@@ -23,6 +23,9 @@ def stack(tmp_path_factory):
             "ExecutionTimeoutMs": "20000",
             # A caller's webhook that fails is tried again within a test: 3 tries, 1 s apart.
             "WebhookRetryScheduleSeconds": "[1, 1]", "WebhookMaxTries": "3",
+            # Tests invoke the sweeper themselves: the schedule's own runs sweep once, without idling. A job
+            # in flight is due for a /status look 2 s after its start at the earliest.
+            "SweepEverySeconds": "60", "SettleFloorSeconds": "2",
         },
         # Short breaker cool-down so recovery is observable within a test.
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",

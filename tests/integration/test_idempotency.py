@@ -62,3 +62,35 @@ def test_a_twin_of_a_request_still_running_is_told_to_ask_again(held_submit):
     release.set()
     thread.join(10)
     assert submit_once(WHO, "twin-2", request, CONTEXT)["id"] == first["id"]  # asked again: the first's job
+
+
+def test_twins_over_http_are_served_at_once_and_never_answered_5xx(api, held_submit):
+    """The embedded API serves requests concurrently, as API Gateway does: the twin is answered while the
+    first request is still being handled (one request at a time would make it wait behind the first)."""
+    entered, release = held_submit
+    body, headers = {"task": "echo", "input": {"text": "http twin"}}, {"Idempotency-Key": "twin-http"}
+    first: dict = {}
+    thread = threading.Thread(target=lambda: first.update(response=api.post("/v1/jobs", body, headers=headers)),
+                              daemon=True)
+    thread.start()
+    assert entered.wait(10)
+    twin = api.post("/v1/jobs", body, headers=headers)
+    assert twin.status_code == 409 and int(twin.headers["Retry-After"]) >= 1
+    assert twin.json()["error"]["field"] == "Idempotency-Key"
+    release.set()
+    thread.join(10)
+    assert first["response"].status_code == 202
+    again = api.post("/v1/jobs", body, headers=headers)
+    assert again.status_code == 202 and again.json()["id"] == first["response"].json()["id"]
+
+
+def test_concurrent_requests_of_two_tenants_each_see_only_their_own(api, other_tenant):
+    """Each request is handled with its own event and principal, however many run at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    mine, theirs = api.submit("echo", {"text": "mine"}), other_tenant.submit("echo", {"text": "theirs"})
+    asks = [(api, mine, theirs), (other_tenant, theirs, mine)] * 20
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda a: (a[0].get(f"/v1/jobs/{a[1]}").status_code,
+                                           a[0].get(f"/v1/jobs/{a[2]}").status_code), asks))
+    assert answers == [(200, 404)] * len(asks)

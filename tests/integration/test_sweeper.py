@@ -8,7 +8,23 @@ from tests.support.stack import settled
 
 
 def sweep(stack, **event):
-    return stack.functions.get("SweeperFunction").invoke({"stale_after_s": 0, **event})
+    """Look at every live job now, due or not."""
+    return stack.functions.get("SweeperFunction").invoke({"ahead_s": 3600, **event})
+
+
+def test_a_short_jobs_lost_webhook_costs_seconds_not_the_sweep_interval(api, stack, faults):
+    faults("local", drop_webhook_rate=1.0)
+    job_id = api.submit("echo", {"text": "soon"})
+    api.wait(job_id, statuses={"IN_PROGRESS"})
+
+    def one_round():  # what each round of the schedule does: only jobs that are due
+        stack.functions.get("SweeperFunction").invoke({"ahead_s": 0})
+        return api.get(f"/v1/jobs/{job_id}").json()
+
+    # Due SettleFloorSeconds (2 s) after its start; SweepAfterSeconds (300 s) would have been the wait before.
+    job = settled(one_round, lambda job: job["status"] == "COMPLETED", 30, interval=0.5)
+    assert job["output"]["text"] == "soon"
+    assert job["events"][-1]["actor"] == "sweeper"
 
 
 def test_a_fast_path_job_whose_webhook_was_lost_is_completed_by_the_sweeper(api, stack, faults):

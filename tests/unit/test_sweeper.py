@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
+from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import JobStatus, Priority
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
@@ -27,7 +28,7 @@ def test_a_job_that_cannot_be_settled_is_counted_and_the_sweep_goes_on(jobs_tabl
 
     callbacks, notified, _ = recorder(store)
     sweeper = Sweeper(store=store, callbacks=callbacks, fetch_status=fetch_status,
-                      execution_status=lambda arn: "RUNNING", notify=notified.append, stale_after_s=300)
+                      execution_status=lambda arn: "RUNNING", notify=notified.append, deadlines=SettleDeadlines())
     counts = sweeper.sweep(now=datetime.now(UTC) + timedelta(hours=1))
     assert counts == {"errors": 1, "settled": 1}
     assert store.get("j2").status is JobStatus.COMPLETED
@@ -49,7 +50,7 @@ def bodies(sqs, url):
 def queue_sweeper(store, queue, give_up_s=3600):
     callbacks, notified, _ = recorder(store)
     return Sweeper(store=store, callbacks=callbacks, fetch_status=None, execution_status=lambda arn: "RUNNING",
-                   notify=notified.append, stale_after_s=300, queue=queue, in_queue_give_up_s=give_up_s), notified
+                   notify=notified.append, deadlines=SettleDeadlines(), queue=queue, in_queue_give_up_s=give_up_s), notified
 
 
 def test_a_queued_job_whose_message_was_lost_is_queued_again(jobs_table, queues):

@@ -83,7 +83,13 @@ class Settings(BaseSettings):
     webhook_retry_schedule_s: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
     webhook_timeout_s: float = 5.0
-    sweep_after_s: float = 300
+    sweep_after_s: float = 300  # a live job not in flight on RunPod is looked at this long after its last news
+    # A job in flight on RunPod is looked at once it should have finished (jobs/deadlines.py): its
+    # expected time times settle_factor, at least settle_floor_s, so a lost webhook costs seconds.
+    settle_floor_s: float = Field(default=20.0, gt=0)
+    settle_factor: float = Field(default=3.0, ge=1)
+    # Sweep rounds per scheduled (1-minute) run: one every sweep_every_s seconds.
+    sweep_every_s: float = Field(default=60.0, ge=5, le=60)
     in_queue_give_up_s: float = 3600  # a job not dispatched this long after its submission ends FAILED
     settle_dlqs: bool = True  # each sweep: DLQ messages of waiting jobs go back, the rest are dropped
 

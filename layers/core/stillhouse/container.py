@@ -15,13 +15,14 @@ from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
 from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, WebhookDeliverer
+from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Priority
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.service import CouncilDefaults, JobService
 from stillhouse.jobs.stats import JobStats
 from stillhouse.jobs.store import JobStore, MemberStore
-from stillhouse.jobs.sweeper import Sweeper
+from stillhouse.jobs.sweeper import Sweeper, SweepRounds
 from stillhouse.outputs.cache import ResultCache
 from stillhouse.outputs.spill import ResultStore
 from stillhouse.routing.breaker import Breaker
@@ -52,7 +53,13 @@ class Container:
 
     @cached_property
     def job_store(self) -> JobStore:
-        return JobStore(aws.table(self.settings.jobs_table), self.spill)
+        return JobStore(aws.table(self.settings.jobs_table), self.spill, watch_s=self.settings.sweep_after_s)
+
+    @cached_property
+    def deadlines(self) -> SettleDeadlines:
+        s = self.settings
+        return SettleDeadlines(floor_s=s.settle_floor_s, factor=s.settle_factor,
+                               execution_timeout_s=s.execution_timeout_ms / 1000, watch_s=s.sweep_after_s)
 
     @cached_property
     def member_store(self) -> MemberStore:
@@ -135,6 +142,7 @@ class Container:
             max_receive_count=s.max_receive_count,
             workflows=self.workflows,
             workflow_mode=s.workflow_mode,
+            deadlines=self.deadlines,
         )
 
     @cached_property
@@ -165,9 +173,13 @@ class Container:
     def sweeper(self) -> Sweeper:
         return Sweeper(store=self.job_store, callbacks=self.callbacks, fetch_status=self.runpod.status,
                        execution_status=self.workflows.status, notify=self.notify_caller,
-                       stale_after_s=self.settings.sweep_after_s, queue=self.queue,
+                       deadlines=self.deadlines, queue=self.queue,
                        settle_dlqs=self.settings.settle_dlqs,
                        in_queue_give_up_s=self.settings.in_queue_give_up_s)
+
+    @cached_property
+    def sweep_rounds(self) -> SweepRounds:
+        return SweepRounds(self.sweeper, every_s=self.settings.sweep_every_s)
 
 
 _current: Container | None = None

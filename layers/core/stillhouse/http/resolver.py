@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -87,17 +88,48 @@ def _unexpected(exc: Exception) -> Response:
 
 class JsonResolver(APIGatewayHttpResolver):
     """This API speaks JSON only. `curl -d` labels a JSON body as a form; read it as what it is, so the
-    validator parses JSON instead of reporting every field missing."""
+    validator parses JSON instead of reporting every field missing.
+
+    The request being handled (event, Lambda context, the context dict gates fill) is kept per thread.
+    Powertools keeps it in class attributes shared by every resolver of the process; on Lambda, one event
+    per process at a time, that is enough. The embedded runtime serves requests concurrently, as API
+    Gateway does, so one process handles several at once and each must read only its own."""
+
+    def _request_state(self) -> threading.local:
+        return self.__dict__.setdefault("_request_local", threading.local())
+
+    @property  # type: ignore[override]
+    def current_event(self) -> Any:
+        return getattr(self._request_state(), "event", None)
+
+    @current_event.setter
+    def current_event(self, value: Any) -> None:
+        self._request_state().event = value
+
+    @property  # type: ignore[override]
+    def lambda_context(self) -> Any:
+        return getattr(self._request_state(), "lambda_context", None)
+
+    @lambda_context.setter
+    def lambda_context(self, value: Any) -> None:
+        self._request_state().lambda_context = value
+
+    @property  # type: ignore[override]
+    def context(self) -> dict[str, Any]:
+        state = self._request_state()
+        if not hasattr(state, "context"):
+            state.context = {}
+        return state.context
+
+    @context.setter
+    def context(self, value: dict[str, Any]) -> None:
+        self._request_state().context = value
 
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         headers = event.get("headers") or {}
         declared = headers.get("content-type", "")
         if event.get("body") and (not declared or declared.startswith("application/x-www-form-urlencoded")):
             event = {**event, "headers": {**headers, "content-type": "application/json"}}
-        # Powertools keeps the current event in a class attribute, one for every resolver of the process,
-        # and reads it as `self.current_event`: an instance attribute shadows it, so two resolvers in one
-        # process (the embedded runtime runs the API and webhook functions side by side) never read each
-        # other's request. On Lambda, one event per process, this changes nothing.
         self.current_event = self._to_proxy_event(event)
         self.lambda_context = context
         return super().resolve(event, context)

@@ -7,10 +7,12 @@ takes the job, it is handed to the recovery workflow (backoff, failover), never 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stillhouse.errors import ErrorClass, StillhouseError, TransitionRefused
+from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import Job, JobStatus, Task
 from stillhouse.jobs.status import HAND_OVER, START_ATTEMPT, START_COUNCIL, Move
 from stillhouse.jobs.store import JobStore
@@ -55,6 +57,7 @@ class Dispatcher:
     max_receive_count: int
     workflows: Handover | None = None
     workflow_mode: str = "on_failure"  # or "always": every job runs in the recovery workflow
+    deadlines: SettleDeadlines = field(default_factory=SettleDeadlines)
 
     # --- the fast path (SQS) -------------------------------------------------------------------
     def dispatch(self, job_id: str, receive_count: int = 1) -> Job | None:
@@ -108,6 +111,8 @@ class Dispatcher:
         """Try the plan's endpoints in order (`plan`: one the caller has just read); the job is
         IN_PROGRESS on success, FAILED on a terminal refusal (returned as None), and unchanged when every
         endpoint refused retryably (Refused)."""
+        if plan is None:
+            plan = self.plan(job)
         # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
         outcome = place(self.router, self.client_for, job.model, runpod_payload(job),
                         lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy,
@@ -118,12 +123,17 @@ class Dispatcher:
                 return None
             return outcome
         self.router.submitted(outcome.endpoint.name)
-        return self._started(job, attempt, outcome.endpoint, outcome.accepted, actor, task_token, execution_arn)
+        learnt = getattr(plan, "states", {}).get(outcome.endpoint.name)
+        return self._started(job, attempt, outcome.endpoint, outcome.accepted, actor, task_token, execution_arn,
+                             per_unit_ms=getattr(learnt, "ema_latency_ms", None))
 
     def _started(self, job: Job, attempt: int, endpoint: Endpoint, accepted: dict[str, Any], actor: str,
-                 task_token: str | None, execution_arn: str | None = None) -> Job | None:
+                 task_token: str | None, execution_arn: str | None = None, *,
+                 per_unit_ms: float | None = None) -> Job | None:
         runpod_id = accepted["id"]
-        fields: dict[str, Any] = {"runpod_id": runpod_id}
+        # When to ask RunPod's /status if no webhook has come: what this job should take there.
+        due_in = self.deadlines.in_flight_s(job.task.value, job.input, job.params, per_unit_ms)
+        fields: dict[str, Any] = {"runpod_id": runpod_id, "due_at": self.deadlines.due(datetime.now(UTC), due_in)}
         if task_token:
             fields["task_token"] = task_token
         if execution_arn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,11 +20,17 @@ _JSON_FIELDS = ("input", "params", "output", "council")
 ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
 ITEM_MARGIN = 16_000  # what a write adds beside the output: the new timeline event, a few fields
 TENANT_INDEX = "ByTenant"
-STATUS_INDEX = "ByStatus"
+# Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines). Terminal
+# jobs have no `due_at`, so they leave this index: the sweeper reads only what is due.
+DUE_INDEX = "ByStatusDue"
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(datetime.now(UTC))
 
 
 def _to_item(job: Job) -> dict[str, Any]:
@@ -73,9 +79,13 @@ def _is_condition_failure(err: ClientError) -> bool:
 
 
 class JobStore:
-    def __init__(self, table: Any, results: Any = None) -> None:
+    def __init__(self, table: Any, results: Any = None, *, watch_s: float = 300.0) -> None:
         self._table = table
         self._results = results  # stillhouse.outputs.spill.ResultStore: big outputs go to S3
+        self._watch_s = watch_s  # a live job's default `due_at`: this long after its last news
+
+    def _due_after_news(self, moment: datetime) -> str:
+        return iso(moment + timedelta(seconds=self._watch_s))
 
     def _stored(self, job_id: str, name: str, value: Any, room: int | None = None) -> Any:
         if name == "output" and self._results is not None:
@@ -83,8 +93,11 @@ class JobStore:
         return json.dumps(value) if name in _JSON_FIELDS else value
 
     def create(self, job: Job) -> Job:
+        item = _to_item(job)
+        if not job.status.terminal:  # a job answered from the cache is created COMPLETED: never due
+            item["due_at"] = self._due_after_news(datetime.fromisoformat(job.updated_at.replace("Z", "+00:00")))
         try:
-            self._table.put_item(Item=_to_item(job), ConditionExpression="attribute_not_exists(id)")
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(id)")
         except ClientError as err:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job.id} already exists") from err
@@ -121,13 +134,13 @@ class JobStore:
         items = [JobSummary.model_validate(i) for i in page.get("Items", [])]
         return items, _encode_cursor(last) if last else None
 
-    def stale(self, status: JobStatus, before: str, limit: int = 100) -> list[str]:
-        """Ids of jobs in `status` whose last change is older than `before` (ISO time), oldest first."""
+    def due(self, status: JobStatus, by: str, limit: int = 100) -> list[str]:
+        """Ids of jobs in `status` due for a look by `by` (ISO time), longest overdue first."""
         page = self._table.query(
-            IndexName=STATUS_INDEX,
-            KeyConditionExpression="#s = :s AND updated_at < :before",
+            IndexName=DUE_INDEX,
+            KeyConditionExpression="#s = :s AND due_at <= :by",
             ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":s": status.value, ":before": before},
+            ExpressionAttributeValues={":s": status.value, ":by": by},
             Limit=limit,
         )
         return [item["id"] for item in page.get("Items", [])]
@@ -189,7 +202,8 @@ class JobStore:
         if not move.sources:
             raise TransitionRefused(f"no status may move to {move.target}")
         target, sources = move.target, sorted(move.sources)
-        at = now_iso()
+        moment = datetime.now(UTC)
+        at = iso(moment)
         started = (fields or {}).get("runpod_id") if target is JobStatus.IN_PROGRESS else None
         event = JobEvent(at=at, status=target, actor=actor, endpoint=endpoint, attempt=attempt or 0, detail=detail,
                          runpod_id=started)
@@ -200,6 +214,9 @@ class JobStore:
             ":ev": [event.model_dump(mode="json", exclude_none=True)],
         }
         sets = ["#s = :target", "updated_at = :now", "events = list_append(events, :ev)"]
+        if not target.terminal and "due_at" not in (fields or {}):
+            values[":due"] = self._due_after_news(moment)
+            sets.append("due_at = :due")
         room = ITEM_LIMIT - ITEM_MARGIN - _item_size(current) if current is not None else None
         for i, (name, value) in enumerate((fields or {}).items()):
             names[f"#f{i}"] = name
@@ -216,7 +233,8 @@ class JobStore:
         if expect_runpod_id is not None:
             names["#rp"], values[":rp"] = "runpod_id", expect_runpod_id
             condition += " AND #rp = :rp"
-        request = {"Key": {"id": job_id}, "UpdateExpression": "SET " + ", ".join(sets),
+        update = "SET " + ", ".join(sets) + (" REMOVE due_at" if target.terminal else "")
+        request = {"Key": {"id": job_id}, "UpdateExpression": update,
                    "ConditionExpression": condition, "ExpressionAttributeNames": names,
                    "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW"}
         try:
@@ -242,8 +260,13 @@ class JobStore:
             return self._table.update_item(**request)
 
     def annotate(self, job_id: str, fields: dict[str, Any]) -> None:
-        """Write fields of a live job without a status change (e.g. a council's collected answers)."""
-        names, values, sets = {"#s": "status"}, {":now": now_iso()}, ["updated_at = :now"]
+        """Write fields of a live job without a status change (e.g. a council's collected answers). It is
+        news: the job is due `watch_s` later, unless `fields` set `due_at` themselves."""
+        moment = datetime.now(UTC)
+        names, values, sets = {"#s": "status"}, {":now": iso(moment)}, ["updated_at = :now"]
+        if "due_at" not in fields:
+            values[":due"] = self._due_after_news(moment)
+            sets.append("due_at = :due")
         for i, (name, value) in enumerate(fields.items()):
             names[f"#f{i}"] = name
             values[f":f{i}"] = self._stored(job_id, name, value)

@@ -1,10 +1,12 @@
 """The sweeper: no job is left without a terminal status, even when a webhook or a workflow is lost.
 
-Every minute it looks at jobs with no news for `stale_after_s`:
-- IN_PROGRESS on the fast path: ask RunPod's /status; a finished job is recorded as if its webhook
-  had come, a vanished one goes to the recovery workflow (WORKER_LOST), a running one is left alone
-  (RunPod's executionTimeout bounds it).
-- RETRYING or IN_PROGRESS under a workflow whose execution is no longer running: ended FAILED.
+Each round (every `SweepEverySeconds`) it looks at the live jobs that are due (`due_at`, jobs.deadlines):
+- IN_PROGRESS on RunPod (fast path or workflow): due once it has had time to finish. Ask RunPod's
+  /status: a finished job is recorded as if its webhook had come, a vanished one goes to the recovery
+  workflow (WORKER_LOST), a running one is looked at again later (RunPod's executionTimeout bounds it).
+  So a short job's lost webhook costs tens of seconds, not the workflow's callback timeout.
+- RETRYING, or IN_PROGRESS under a workflow with nothing on RunPod to ask: if the execution is no
+  longer running, ended FAILED.
 - IN_QUEUE: its queue message was lost (or could not be read): sent again; a job still not dispatched
   `in_queue_give_up_s` after it was submitted is ended FAILED.
 - The dead-letter queues, by policy: a message whose job still waits goes back to its queue, one whose
@@ -13,6 +15,7 @@ On request it also moves every DLQ message back (after an operator fixed the cau
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from stillhouse.errors import ErrorClass, JobNotFound, TransitionRefused
+from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
@@ -31,10 +35,6 @@ from stillhouse.runpod.client import RunPodError
 logger = Logger(service="stillhouse", child=True)
 
 
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass
 class Sweeper:
     store: JobStore
@@ -42,25 +42,27 @@ class Sweeper:
     fetch_status: Callable[[str, str], dict[str, Any]]
     execution_status: Callable[[str], str]
     notify: Callable[[Job], Any]
-    stale_after_s: float
+    deadlines: SettleDeadlines
     queue: JobQueue | None = None
     in_queue_give_up_s: float = 3600
     settle_dlqs: bool = True
 
-    def sweep(self, *, stale_after_s: float | None = None, now: datetime | None = None) -> dict[str, int]:
+    def sweep(self, *, ahead_s: float = 0.0, now: datetime | None = None) -> dict[str, int]:
+        """One round over the due jobs. `ahead_s`: also take jobs due within that many seconds (an
+        operator's "look at everything now" is a large value)."""
         now = now or datetime.now(UTC)
-        cutoff = iso(now - timedelta(seconds=self.stale_after_s if stale_after_s is None else stale_after_s))
+        by = self.deadlines.due(now, ahead_s)
         counts: Counter[str] = Counter()
         for status in (JobStatus.IN_PROGRESS, JobStatus.RETRYING, JobStatus.IN_QUEUE):
-            for job_id in self.store.stale(status, cutoff):
+            for job_id in self.store.due(status, by):
                 try:
                     job = self.store.get(job_id)
-                    counts[self._requeue(job, now) if job.status is JobStatus.IN_QUEUE else self._settle(job)] += 1
+                    counts[self._requeue(job, now) if job.status is JobStatus.IN_QUEUE else self._settle(job, now)] += 1
                 except JobNotFound:
                     continue
                 except Exception:  # noqa: BLE001 - one bad job must not stop the sweep of every other
-                    # The oldest job comes first every minute: raising here would block the same sweep for ever.
-                    logger.exception("could not settle a stale job", extra={"job_id": job_id})
+                    # The most overdue job comes first every round: raising here would block every sweep.
+                    logger.exception("could not settle a due job", extra={"job_id": job_id})
                     counts["errors"] += 1
         if self.queue is not None and self.settle_dlqs:
             counts.update(self.queue.settle_dlqs(self._still_waiting))
@@ -76,7 +78,7 @@ class Sweeper:
             return self._fail(job, f"not dispatched within {self.in_queue_give_up_s:g} s of its submission")
         self.queue.send(job.id, job.priority)
         try:
-            self.store.annotate(job.id, {})  # news: the next sweep looks again only after stale_after_s
+            self.store.annotate(job.id, {})  # news: due again only after watch_s
         except TransitionRefused:
             return "already_final"
         return "requeued"
@@ -91,30 +93,50 @@ class Sweeper:
         except JobNotFound:
             return False
 
-    def _settle(self, job: Job) -> str:
+    def _settle(self, job: Job, now: datetime) -> str:
         if job.status.terminal:
             return "already_final"
+        on_runpod = job.status is JobStatus.IN_PROGRESS and job.endpoint and job.runpod_id
+        if on_runpod:
+            # Ask RunPod first, workflow or not: a lost webhook is settled here in seconds, where the
+            # workflow would wait for its whole callback timeout.
+            outcome = self._ask_runpod(job, now)
+            if outcome != "still_running" or not job.execution_arn:
+                return outcome
         if job.execution_arn and (job.status is JobStatus.RETRYING or job.task_token or job.members is not None):
             # A workflow owns the job; it has its own timeouts. Only a dead workflow needs us.
             state = self.execution_status(job.execution_arn)
             if state == "RUNNING":
-                return "workflow_running"
+                return "still_running" if on_runpod else self._look_later(job, now, "workflow_running")
             return self._fail(job, f"its workflow ended {state} without recording a result")
-        if not (job.endpoint and job.runpod_id):
+        if not on_runpod:
             return self._fail(job, "no RunPod job was recorded for it")
+        return "still_running"
+
+    def _ask_runpod(self, job: Job, now: datetime) -> str:
         try:
-            body = self.fetch_status(job.endpoint, job.runpod_id)
+            body = self.fetch_status(job.endpoint, job.runpod_id)  # type: ignore[arg-type]
         except RunPodError as err:
             if err.error_class is not ErrorClass.WORKER_LOST:
-                return "runpod_unreachable"  # try again next minute
+                return "runpod_unreachable"  # still due: the next round asks again
             body = {"id": job.runpod_id, "status": JobStatus.TIMED_OUT.value, "error": f"RunPod lost the job: {err.message}"}
         if body.get("status") in (JobStatus.IN_QUEUE.value, JobStatus.IN_PROGRESS.value):
-            return "still_running"
-        settled = self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="sweeper")
+            return self._look_later(job, now, "still_running")
+        settled = self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="sweeper")  # type: ignore[arg-type]
         if settled is not None:
             # Worth a warning: a webhook went missing (RunPod gave up on our callback URL).
             logger.warning("settled a job whose webhook never came", extra={"job_id": job.id, "status": body.get("status")})
         return "settled" if settled is not None else "unchanged"
+
+    def _look_later(self, job: Job, now: datetime, outcome: str) -> str:
+        since = next((e.at for e in reversed(job.events) if e.status is job.status), job.updated_at)
+        running_for = (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds()
+        due = self.deadlines.due(now, self.deadlines.still_running_s(running_for))
+        try:
+            self.store.annotate(job.id, {"due_at": due})
+        except TransitionRefused:
+            return "already_final"
+        return outcome
 
     def _fail(self, job: Job, reason: str) -> str:
         try:
@@ -124,3 +146,25 @@ class Sweeper:
             return "already_final"
         self.notify(failed)
         return "failed"
+
+
+@dataclass
+class SweepRounds:
+    """A schedule runs at most once a minute, and a lost webhook should cost less than that: one scheduled
+    run sweeps every `every_s` seconds until the next run is due (the function idles in between, a fixed
+    cost that docs/cost.md prices)."""
+
+    sweeper: Sweeper
+    every_s: float = 60.0
+    period_s: float = 60.0  # the schedule's rate
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self) -> dict[str, int]:
+        started = self.clock()
+        total: Counter[str] = Counter()
+        for n in range(max(1, int(self.period_s // self.every_s))):
+            self.sleep(max(0.0, started + n * self.every_s - self.clock()))
+            total.update(self.sweeper.sweep())
+        total["rounds"] = n + 1
+        return dict(total)

@@ -1,0 +1,63 @@
+"""When the sweeper should next look at a job (`due_at`), so a lost webhook costs seconds, not minutes.
+
+A job in flight on RunPod is due once it has had time to finish: what its endpoint has been taking per
+unit of work times the units this job asks for, times a safety factor, never less than a floor (a
+cold start, a short queue) and never much past RunPod's own executionTimeout (after it, RunPod has
+ended the job either way). Being early costs one cheap /status call ("still running": due again
+later); being late is what costs the caller. Every other live job is due `watch_s` after its last
+news; a terminal job is never due (it leaves the sweeper's index).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def expected_units(task: str, job_input: Mapping[str, Any], params: Mapping[str, Any]) -> float | None:
+    """The work a job asks for, in the units routing learns latency per (routing.feedback.work_units):
+    output tokens of generate, texts of embed, 1 for anything else; None for `sleep`, whose time is
+    given instead (expected_fixed_s)."""
+    if task == "sleep":
+        return None
+    if task == "generate":
+        asked = params.get("max_new_tokens", job_input.get("max_new_tokens"))
+        return float(asked) if isinstance(asked, int) and asked > 0 else 128.0  # the worker's default
+    if task == "embed" and isinstance(job_input.get("texts"), list):
+        return float(max(1, len(job_input["texts"])))
+    return 1.0
+
+
+def expected_fixed_s(task: str, job_input: Mapping[str, Any]) -> float:
+    """Time a job asks for outright (the `sleep` diagnostic)."""
+    seconds = job_input.get("seconds") if task == "sleep" else None
+    return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class SettleDeadlines:
+    floor_s: float = 20.0
+    factor: float = 3.0
+    execution_timeout_s: float = 600.0
+    watch_s: float = 300.0  # live jobs not in flight on RunPod: due this long after their last news
+
+    def in_flight_s(self, task: str, job_input: Mapping[str, Any], params: Mapping[str, Any],
+                    per_unit_ms: float | None) -> float:
+        """Seconds after RunPod accepted the job that it is due. `per_unit_ms`: the endpoint's learnt
+        latency per unit of work (queue delay included, so this errs long: see the module doc)."""
+        units = expected_units(task, job_input, params)
+        expected = expected_fixed_s(task, job_input) + (per_unit_ms or 0.0) * (units or 0.0) / 1000.0
+        return min(max(self.floor_s, self.factor * expected), self.execution_timeout_s + self.floor_s)
+
+    def still_running_s(self, running_for_s: float) -> float:
+        """A job found still running: look again after as long again as it has run (polls thin out for
+        long jobs), within [floor_s, watch_s]."""
+        return min(max(self.floor_s, running_for_s), self.watch_s)
+
+    def due(self, now: datetime, after_s: float) -> str:
+        return iso(now + timedelta(seconds=after_s))

@@ -59,7 +59,13 @@ def test_the_dashboard_shows_a_submitted_job_and_an_endpoint_forced_open(api, st
     page.click("#login-form button")
 
     job_row = page.locator(f'#jobs tr[data-job="{job["id"]}"]')
-    job_row.wait_for(timeout=20_000)
+    try:
+        job_row.wait_for(timeout=20_000)
+    except Exception as err:
+        stats = api.get("/v1/stats")
+        raise AssertionError(f"page error {page.locator('#error').text_content()!r}, "
+                             f"updated {page.locator('#updated').text_content()!r}; /v1/stats {stats.status_code}: "
+                             f"{stats.text[:1500]}") from err
     assert "COMPLETED" in job_row.inner_text()
     west = page.locator('#endpoints tr[data-endpoint="west"]')
     west.locator(".badge.OPEN").wait_for(timeout=20_000)

@@ -50,6 +50,17 @@ class ApiKeyStore:
             raise Unauthorized("invalid API key", field="Authorization")
         return Principal(tenant_id=item["tenant_id"], admin=bool(item.get("admin", False)))
 
+    def tenants(self) -> set[str]:
+        """Every tenant that has a key (a scan: the table holds one small item per key)."""
+        tenants: set[str] = set()
+        kwargs: dict[str, Any] = {"ProjectionExpression": "tenant_id"}
+        while True:
+            page = self._table.scan(**kwargs)
+            tenants |= {item["tenant_id"] for item in page.get("Items", [])}
+            if "LastEvaluatedKey" not in page:
+                return tenants
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
 
 def require_admin(principal: Principal) -> None:
     if not principal.admin:

@@ -83,7 +83,7 @@ class Container:
     @cached_property
     def job_stats(self) -> JobStats:
         s = self.settings
-        return JobStats(self.job_store, self.queue, router_usd_per_job=s.cost_router_usd_per_job,
+        return JobStats(self.job_store, self.queue, self.api_keys, router_usd_per_job=s.cost_router_usd_per_job,
                         gpu_usd_per_s=s.cost_gpu_usd_per_s)
 
     # --- routing and RunPod --------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The operators' picture of the system over a recent window, computed from the job store and the queues:
 jobs by status, throughput and latency percentiles over time, recent failures and jobs, estimated cost.
 
-Read-only and bounded (at most `max_jobs` jobs per status are read), so a dashboard can poll it.
+The window's jobs are those submitted in it, read from the tenant index (which carries status and times)
+for every tenant with a key; only the few jobs shown in detail are read whole. Read-only and bounded (at
+most `max_jobs` per tenant), so a dashboard can poll it.
 """
 from __future__ import annotations
 
@@ -19,8 +21,12 @@ FAILED = frozenset({JobStatus.FAILED.value, JobStatus.TIMED_OUT.value})
 
 
 class Jobs(Protocol):
-    def changed_since(self, status: JobStatus, since: str, limit: int = 500) -> list[str]: ...
+    def submitted_since(self, tenant_id: str, since: str, limit: int = 1000) -> list[dict[str, Any]]: ...
     def overviews(self, job_ids: list[str]) -> list[dict[str, Any]]: ...
+
+
+class Tenants(Protocol):
+    def tenants(self) -> set[str]: ...
 
 
 class Queues(Protocol):
@@ -58,30 +64,36 @@ def gpu_seconds(job: dict[str, Any]) -> float:
 class JobStats:
     jobs: Jobs
     queues: Queues
+    tenants: Tenants
     router_usd_per_job: float
     gpu_usd_per_s: float
-    max_jobs: int = 500
+    max_jobs: int = 1000  # per tenant and snapshot
+    shown: int = 25  # recent jobs (and failures) shown with their timelines
 
     def snapshot(self, now: datetime, window_s: int = 3600, buckets: int = 30) -> dict[str, Any]:
         since = now - timedelta(seconds=window_s)
-        ids = {status: self.jobs.changed_since(status, iso(since), self.max_jobs) for status in JobStatus}
-        jobs = [_plain(job) for job in self.jobs.overviews([i for found in ids.values() for i in found])]
-        jobs.sort(key=lambda job: job["updated_at"], reverse=True)
+        per_tenant = [self.jobs.submitted_since(tenant, iso(since), self.max_jobs) for tenant in self.tenants.tenants()]
+        jobs = sorted((_plain(job) for found in per_tenant for job in found), key=lambda job: job["updated_at"],
+                      reverse=True)
         ended = [job for job in jobs if job["status"] in {s.value for s in TERMINAL}]
         latency = {job["id"]: (parse(job["updated_at"]) - parse(job["created_at"])).total_seconds() * 1000
                    for job in ended}
+        failed = [job for job in ended if job["status"] in FAILED][:self.shown]
+        completed = [job for job in ended if job["status"] == JobStatus.COMPLETED.value][:100]
+        detailed = {job["id"]: _plain(job) for job in self.jobs.overviews(
+            list(dict.fromkeys(j["id"] for j in jobs[:self.shown] + failed + completed)))}
         return {
             "generated_at": iso(now),
             "window_s": window_s,
             "queues": self.queues.depths(),
-            "jobs_by_status": {status.value: len(found) for status, found in ids.items()},
-            "capped": any(len(found) >= self.max_jobs for found in ids.values()),
+            "jobs_by_status": {status.value: sum(j["status"] == status.value for j in jobs) for status in JobStatus},
+            "capped": any(len(found) >= self.max_jobs for found in per_tenant),
             "latency_ms": _percentiles(list(latency.values())),
             "throughput_per_min": round(len(ended) / (window_s / 60), 3),
             "series": _series(ended, latency, since, window_s, buckets),
-            "recent_failures": [_row(job, latency) for job in ended if job["status"] in FAILED][:20],
-            "recent_jobs": [_row(job, latency) for job in jobs][:25],
-            "cost": self._cost([job for job in ended if job["status"] == JobStatus.COMPLETED.value]),
+            "recent_failures": [_row(detailed.get(job["id"], job), latency) for job in failed],
+            "recent_jobs": [_row(detailed.get(job["id"], job), latency) for job in jobs[:self.shown]],
+            "cost": self._cost([detailed[job["id"]] for job in completed if job["id"] in detailed]),
         }
 
     def _cost(self, completed: list[dict[str, Any]]) -> dict[str, Any]:

@@ -145,23 +145,23 @@ class JobStore:
         )
         return [item["id"] for item in page.get("Items", [])]
 
-    def changed_since(self, status: JobStatus, since: str, limit: int = 500) -> list[str]:
-        """Ids of jobs in `status` whose last change is at or after `since` (ISO time), newest first."""
-        ids: list[str] = []
+    def submitted_since(self, tenant_id: str, since: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """A tenant's jobs submitted at or after `since` (ISO time), newest first, as the tenant index
+        carries them: id, status, task, created_at, updated_at."""
+        found: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
-            "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": "#s = :s AND updated_at >= :since",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {":s": status.value, ":since": since},
+            "IndexName": TENANT_INDEX,
+            "KeyConditionExpression": "tenant_id = :t AND tenant_sk >= :since",
+            "ExpressionAttributeValues": {":t": tenant_id, ":since": since},
             "ScanIndexForward": False,
         }
-        while len(ids) < limit:
-            page = self._table.query(**kwargs, Limit=limit - len(ids))
-            ids += [item["id"] for item in page.get("Items", [])]
+        while len(found) < limit:
+            page = self._table.query(**kwargs, Limit=limit - len(found))
+            found += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return ids
+        return found
 
     def overviews(self, job_ids: list[str]) -> list[dict[str, Any]]:
         """The small fields of many jobs at once (no input, output or council): for dashboards. Unordered."""

@@ -89,6 +89,8 @@ def submit(
     job = follow(api, accepted["id"], stream=stream, timeout_s=timeout, live=not as_json)
     if as_json:
         print_json(job)
+    elif not console.is_terminal:
+        console.print()  # Live's last frame ends without a newline when it is not drawing on a terminal
     if job["status"] != "COMPLETED":
         raise typer.Exit(1)
 
@@ -142,8 +144,6 @@ def follow(api: ApiClient, job_id: str, *, stream: bool, timeout_s: float, live:
             job = api.get(f"/v1/jobs/{job_id}")
             view.update(panel())
             if job["status"] in TERMINAL:
-                if live:
-                    console.print()
                 return job
             if time.monotonic() - started > timeout_s:
                 view.update(panel())
@@ -174,7 +174,15 @@ def jobs(
 ) -> None:
     """Your most recent jobs."""
     query = {name: value for name, value in (("status", status), ("limit", limit), ("cursor", cursor)) if value}
-    page = api_client(ctx, url, key).get("/v1/jobs", params=query)
+    api = api_client(ctx, url, key)
+    page = api.get("/v1/jobs", params=query)
+    # The API filters by status after reading a page, so a page may hold fewer than asked: read on, a few pages
+    # (all that was read is shown, so the cursor still follows the last one).
+    for _ in range(20):
+        if not status or len(page["items"]) >= limit or not page.get("cursor"):
+            break
+        more = api.get("/v1/jobs", params={**query, "cursor": page["cursor"]})
+        page = {"items": page["items"] + more["items"], "cursor": more.get("cursor")}
     if as_json:
         print_json(page)
         return
@@ -183,7 +191,7 @@ def jobs(
         table.add_row(item["id"], item["task"], styled(item["status"]), item["created_at"], item["updated_at"])
     console.print(table)
     if page.get("cursor"):
-        console.print(f"[dim]more: --cursor {page['cursor']}[/]")
+        console.print(f"[dim]more: --cursor {page['cursor']}[/]", soft_wrap=True)
 
 
 @app.command(epilog="Example: stillhouse get JOB_ID --json | jq .output")

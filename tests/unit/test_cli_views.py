@@ -40,3 +40,25 @@ def test_up_prints_the_stand_ins_key_and_a_fault_knob_example():
     assert "STILLHOUSE_RUNPOD_KEY=rp_key" in text
     assert "stillhouse faults local --error-rate" in text
     assert "Bearer rp_key" in text and "http://127.0.0.1:4000/_faults/local" in text
+
+
+def test_bench_says_what_it_would_run():
+    from stillhouse_local.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["bench", "--jobs", "7", "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "-m benchmarks.overhead --jobs 7" in result.output
+
+
+def test_every_command_has_help_with_examples():
+    from stillhouse_local.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    for command in ("submit", "jobs", "get", "cancel", "trace", "endpoints", "faults", "bench", "up"):
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, command
+        lines = [line.strip() for line in result.output.splitlines()]
+        assert "Example" in result.output, command
+        assert any(f"stillhouse {command}" in line and not line.startswith("Usage") for line in lines), command

@@ -3,22 +3,25 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from stillhouse_local.cli_common import console
+from stillhouse_local.cli_common import EXIT_USAGE, console, fail
 
 app = typer.Typer()
 
 
-def banner(api_url: str, api_key: str, runpod_url: str, runpod_key: str, endpoints: list[str]) -> str:
+def banner(api_url: str, api_key: str, runpod_url: str, runpod_key: str, endpoints: list[str],
+           webhook_secret: str | None = None) -> str:
     """What `up` prints: where everything is, the keys, and how to use them (the API, the CLI, fault knobs)."""
     first = endpoints[0] if endpoints else "local"
     return f"""
 stillhouse is up
   API        {api_url}
   API key    {api_key}
+  Webhooks   {"signed with " + webhook_secret + " (Standard Webhooks; shown once)" if webhook_secret else "signed (Standard Webhooks)"}
   Dashboard  {api_url}/dashboard
   RunPod     {runpod_url} (stand-in; endpoints: {', '.join(endpoints)})
   RunPod key {runpod_key}
@@ -35,6 +38,15 @@ in another shell:
 Ctrl-C stops everything."""
 
 
+def _deploy_file(path: Path) -> Any:
+    from stillhouse_local.deploy.spec import DeployFileError, load
+
+    try:
+        return load(path)
+    except DeployFileError as err:
+        fail(f"{path}: {err.message}", code=EXIT_USAGE, field=err.field)
+
+
 @app.command(epilog="Example: stillhouse up --port 3000 --endpoints local,east,west")
 def up(
     port: Annotated[int, typer.Option(help="HTTP API port")] = 3000,
@@ -43,15 +55,27 @@ def up(
     runpod_key: Annotated[str | None, typer.Option(envvar="STILLHOUSE_RUNPOD_KEY", show_default=False,
                                                    help="the RunPod stand-in's API key (default: a random one)")]
     = None,
+    deploy: Annotated[Path | None, typer.Option(show_default=False, metavar="FILE",
+                                                help="then deploy this file's RunPod endpoints into the stand-in "
+                                                     "(docs/deploy.md)")] = None,
+    aws: Annotated[str, typer.Option(help="AWS backend: moto in-process, or LocalStack at $LOCALSTACK_HOST "
+                                          "(started when none answers)")] = "moto",
 ) -> None:
     """Start the embedded stack in the foreground: moto, the functions in-process, the RunPod stand-in."""
     from stillhouse_local.stack import EmbeddedStack, StackOptions
 
     names = [e for e in endpoints.split(",") if e]
-    options = StackOptions(port=port, endpoints=names, runpod_port=runpod_port, runpod_api_key=runpod_key)
-    print("starting stillhouse (embedded: moto + in-process Lambdas + RunPod stand-in) ...", flush=True)
+    options = StackOptions(port=port, endpoints=names, runpod_port=runpod_port, runpod_api_key=runpod_key,
+                           aws=aws)
+    print(f"starting stillhouse (embedded: {aws} + in-process Lambdas + RunPod stand-in) ...", flush=True)
+    spec = _deploy_file(deploy) if deploy else None  # a bad file stops here, before anything starts
     stack = EmbeddedStack(options).start()
-    print(banner(stack.url, stack.dev_api_key, stack.standin.base_url, stack.runpod_api_key, names), flush=True)
+    if spec is not None:
+        from stillhouse_local.deploy.embedded import deploy_to_stack
+
+        print(deploy_to_stack(stack, spec).render(), flush=True)
+    print(banner(stack.url, stack.dev_api_key, stack.standin.base_url, stack.runpod_api_key, names,
+                 stack.dev_webhook_secret), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -94,6 +94,10 @@ class MotoEnvironment:
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.url, region_name="us-east-1")
 
+    def process_environment(self) -> dict[str, str | None]:
+        """What the functions' process needs to reach this moto (None: unset)."""
+        return {"AWS_ENDPOINT_URL": self.url, "STILLHOUSE_LOCALSTACK": None}
+
     def deploy(self, local: LocalTemplate, parameters: dict[str, str], secret_values: dict[str, str]) -> dict[str, str]:
         """Create the stack; return logical id -> physical id."""
         s3 = self.client("s3")
@@ -169,10 +173,18 @@ def _physical_secrets(local: LocalTemplate, parameters: dict[str, str], values: 
     created: dict[str, str] = {}
     for logical_id, props in local.secrets.items():
         name = _sub(props.get("Name", logical_id), parameters)
-        value = values.get(logical_id) or secrets.token_urlsafe(36)
+        value = values.get(logical_id) or _generated(props.get("GenerateSecretString") or {})
         sm.create_secret(Name=name, SecretString=value)
         created[logical_id] = name
     return created
+
+
+def _generated(spec: dict[str, Any]) -> str:
+    """A value as GenerateSecretString makes one: random, or a JSON template with a random member."""
+    value = secrets.token_urlsafe(36)
+    if "SecretStringTemplate" in spec and "GenerateStringKey" in spec:
+        return json.dumps({**json.loads(spec["SecretStringTemplate"]), spec["GenerateStringKey"]: value})
+    return value
 
 
 def _resolve(raw: Any, parameters: dict[str, str], resources: dict[str, str]) -> str:

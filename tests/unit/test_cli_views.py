@@ -62,3 +62,13 @@ def test_every_command_has_help_with_examples():
         lines = [line.strip() for line in result.output.splitlines()]
         assert "Example" in result.output, command
         assert any(f"stillhouse {command}" in line and not line.startswith("Usage") for line in lines), command
+
+
+def test_endpoints_seen_with_a_tenants_key_are_the_models_available(monkeypatch):
+    from stillhouse_local import cli_endpoints
+
+    console = Console(width=120, record=True)
+    monkeypatch.setattr(cli_endpoints, "console", console)
+    cli_endpoints.show([{"model": "*", "available": True}, {"model": "llama", "available": False}], as_json=False)
+    text = console.export_text()
+    assert "llama" in text and "no" in text and "breaker" not in text

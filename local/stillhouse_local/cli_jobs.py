@@ -7,6 +7,7 @@ from typing import Annotated, Any, Self
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from stillhouse_local.cli_common import (
@@ -117,12 +118,12 @@ def follow(api: ApiClient, job_id: str, *, stream: bool, timeout_s: float, live:
         grid.add_row("elapsed", f"{time.monotonic() - started:.1f} s")
         if stream:
             grid.add_row("tokens streamed", str(tokens))
-            grid.add_row("text", "".join(text)[-400:])
+            grid.add_row("text", escape("".join(text)[-400:]))
         if job["status"] in TERMINAL:
             if job.get("error"):
-                grid.add_row("error", f"[red]{job.get('error_class') or ''}[/] {job['error']}")
+                grid.add_row("error", f"[red]{job.get('error_class') or ''}[/] {escape(job['error'])}")
             elif job.get("output") is not None and not stream:
-                grid.add_row("output", str(job["output"])[:400])
+                grid.add_row("output", escape(str(job["output"])[:400]))
         return grid
 
     with Live(panel(), console=console, refresh_per_second=8, transient=False) if live else _Quiet() as view:
@@ -205,7 +206,7 @@ def get(ctx: typer.Context, job_id: str, url: UrlOption = None, key: KeyOption =
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
-    for label, value in (("job", job["id"]), ("task", job["task"]), ("status", styled(job["status"])),
+    for label, value in (("job", job["id"]), ("task", job["task"]), ("status", job["status"]),
                          ("model", job.get("model")), ("endpoint", job.get("endpoint")),
                          ("attempts", job.get("attempts")), ("created", job["created_at"]),
                          ("updated", job["updated_at"]), ("queue time", _secs(queue_time_s(job))),
@@ -213,7 +214,8 @@ def get(ctx: typer.Context, job_id: str, url: UrlOption = None, key: KeyOption =
                          ("output", None if job.get("output") is None else str(job["output"])[:2000]),
                          ("output url", job.get("output_url"))):
         if value is not None:
-            grid.add_row(label, str(value) if not isinstance(value, str) else value)
+            shown = styled(value) if label == "status" else escape(str(value))  # API text is not markup
+            grid.add_row(label, shown)
     console.print(grid)
     console.print(f"[dim]{len(job.get('events', []))} events: stillhouse trace {job['id']}[/]")
 

@@ -72,3 +72,14 @@ def test_endpoints_seen_with_a_tenants_key_are_the_models_available(monkeypatch)
     cli_endpoints.show([{"model": "*", "available": True}, {"model": "llama", "available": False}], as_json=False)
     text = console.export_text()
     assert "llama" in text and "no" in text and "breaker" not in text
+
+
+def test_an_error_from_the_api_is_printed_as_sent_never_read_as_markup(capsys):
+    import pytest
+    import typer
+    from stillhouse_local.cli_common import fail
+
+    with pytest.raises(typer.Exit) as stop:
+        fail("input.texts[0] must be [a string]", field="input.texts[0]")
+    assert stop.value.exit_code == 1
+    assert "input.texts[0] must be [a string] (field: input.texts[0])" in capsys.readouterr().err

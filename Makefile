@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-localstack test-worker lint bench clean
+.PHONY: run test test-unit test-integration test-localstack test-worker lint bench clean browser
 
 $(STAMP): pyproject.toml requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,20 @@ $(STAMP): pyproject.toml requirements-models.txt
 run: $(STAMP)
 	$(BIN)/stillhouse up $(ARGS)
 
+# The dashboard's browser test drives Debian's chromium (tests/integration/test_dashboard.py). Installed when
+# missing and we may (root, or sudo without a password); else that test skips saying why. Fast when present.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "make browser: chromium missing and no root: the dashboard's browser test will skip"; exit 0; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium >/dev/null || echo "make browser: chromium could not be installed: the browser test will skip"; }
+
 # Every tier: unit, worker, integration, localstack and sam. The tools that are not the project's own
 # dependencies get venvs of their own, made once per machine (~/.cache/stillhouse): aws-sam-cli (pins that
 # differ from ours) and LocalStack (Python 3.13). The localstack tier's fixture starts and stops LocalStack;
 # where it cannot be installed, that tier is skipped with the reason.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/cfn-lint template.yaml
 	scripts/sam.sh validate --lint
 	scripts/localstack.sh install || echo "LocalStack could not be installed (above): tests/localstack will be skipped"
@@ -34,7 +43,7 @@ test-unit: $(STAMP)
 test-worker: $(STAMP)
 	$(BIN)/python -m pytest tests/worker
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) browser
 	$(BIN)/python -m pytest tests/integration
 
 test-localstack: $(STAMP)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 import requests
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -30,7 +31,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON, 
 def fail(message: str, *, code: int = EXIT_REFUSED, field: str | None = None) -> NoReturn:
     """Print an error to stderr and end the command with `code`."""
     where = f" (field: {field})" if field else ""
-    errors.print(f"[bold red]error[/]: {message}{where}", highlight=False, markup=True)
+    errors.print(f"[bold red]error[/]: {escape(message + where)}", highlight=False)
     raise typer.Exit(code)
 
 

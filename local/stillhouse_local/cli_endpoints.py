@@ -9,7 +9,9 @@ from rich.table import Table
 from stillhouse_local.cli_common import JsonOption, KeyOption, UrlOption, api_client, console, print_json
 
 app = typer.Typer(help="list (the default) or edit the RunPod endpoints of a running router",
-                  invoke_without_command=True)
+                  invoke_without_command=True,
+                  epilog="Examples:\n\n  stillhouse endpoints\n\n  stillhouse endpoints --json\n\n"
+                         "  stillhouse endpoints put west --weight 0.25")
 
 BREAKER_STYLE = {"CLOSED": "green", "HALF_OPEN": "yellow", "OPEN": "bold red"}
 

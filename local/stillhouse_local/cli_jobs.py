@@ -7,6 +7,7 @@ from typing import Annotated, Any, Self
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from stillhouse_local.cli_common import (
@@ -89,6 +90,8 @@ def submit(
     job = follow(api, accepted["id"], stream=stream, timeout_s=timeout, live=not as_json)
     if as_json:
         print_json(job)
+    elif not console.is_terminal:
+        console.print()  # Live's last frame ends without a newline when it is not drawing on a terminal
     if job["status"] != "COMPLETED":
         raise typer.Exit(1)
 
@@ -115,12 +118,12 @@ def follow(api: ApiClient, job_id: str, *, stream: bool, timeout_s: float, live:
         grid.add_row("elapsed", f"{time.monotonic() - started:.1f} s")
         if stream:
             grid.add_row("tokens streamed", str(tokens))
-            grid.add_row("text", "".join(text)[-400:])
+            grid.add_row("text", escape("".join(text)[-400:]))
         if job["status"] in TERMINAL:
             if job.get("error"):
-                grid.add_row("error", f"[red]{job.get('error_class') or ''}[/] {job['error']}")
+                grid.add_row("error", f"[red]{job.get('error_class') or ''}[/] {escape(job['error'])}")
             elif job.get("output") is not None and not stream:
-                grid.add_row("output", str(job["output"])[:400])
+                grid.add_row("output", escape(str(job["output"])[:400]))
         return grid
 
     with Live(panel(), console=console, refresh_per_second=8, transient=False) if live else _Quiet() as view:
@@ -142,8 +145,6 @@ def follow(api: ApiClient, job_id: str, *, stream: bool, timeout_s: float, live:
             job = api.get(f"/v1/jobs/{job_id}")
             view.update(panel())
             if job["status"] in TERMINAL:
-                if live:
-                    console.print()
                 return job
             if time.monotonic() - started > timeout_s:
                 view.update(panel())
@@ -174,7 +175,15 @@ def jobs(
 ) -> None:
     """Your most recent jobs."""
     query = {name: value for name, value in (("status", status), ("limit", limit), ("cursor", cursor)) if value}
-    page = api_client(ctx, url, key).get("/v1/jobs", params=query)
+    api = api_client(ctx, url, key)
+    page = api.get("/v1/jobs", params=query)
+    # The API filters by status after reading a page, so a page may hold fewer than asked: read on, a few pages
+    # (all that was read is shown, so the cursor still follows the last one).
+    for _ in range(20):
+        if not status or len(page["items"]) >= limit or not page.get("cursor"):
+            break
+        more = api.get("/v1/jobs", params={**query, "cursor": page["cursor"]})
+        page = {"items": page["items"] + more["items"], "cursor": more.get("cursor")}
     if as_json:
         print_json(page)
         return
@@ -183,7 +192,7 @@ def jobs(
         table.add_row(item["id"], item["task"], styled(item["status"]), item["created_at"], item["updated_at"])
     console.print(table)
     if page.get("cursor"):
-        console.print(f"[dim]more: --cursor {page['cursor']}[/]")
+        console.print(f"[dim]more: --cursor {page['cursor']}[/]", soft_wrap=True)
 
 
 @app.command(epilog="Example: stillhouse get JOB_ID --json | jq .output")
@@ -197,7 +206,7 @@ def get(ctx: typer.Context, job_id: str, url: UrlOption = None, key: KeyOption =
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
-    for label, value in (("job", job["id"]), ("task", job["task"]), ("status", styled(job["status"])),
+    for label, value in (("job", job["id"]), ("task", job["task"]), ("status", job["status"]),
                          ("model", job.get("model")), ("endpoint", job.get("endpoint")),
                          ("attempts", job.get("attempts")), ("created", job["created_at"]),
                          ("updated", job["updated_at"]), ("queue time", _secs(queue_time_s(job))),
@@ -205,7 +214,8 @@ def get(ctx: typer.Context, job_id: str, url: UrlOption = None, key: KeyOption =
                          ("output", None if job.get("output") is None else str(job["output"])[:2000]),
                          ("output url", job.get("output_url"))):
         if value is not None:
-            grid.add_row(label, str(value) if not isinstance(value, str) else value)
+            shown = styled(value) if label == "status" else escape(str(value))  # API text is not markup
+            grid.add_row(label, shown)
     console.print(grid)
     console.print(f"[dim]{len(job.get('events', []))} events: stillhouse trace {job['id']}[/]")
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from stillhouse_local.cli_common import JsonOption, KeyOption, UrlOption, api_client, console, print_json
@@ -92,7 +93,7 @@ def waterfall(stages: list[Stage], width: int = 40) -> Table:
         length = max(1, round(stage.duration_s / total * width))
         bar = " " * min(offset, width - 1) + "█" * min(length, width - min(offset, width - 1))
         table.add_row(stage.name, f"+{stage.start_s:.3f}s", f"{stage.duration_s:.3f}s", f"[cyan]{bar}[/]",
-                      f"[dim]{stage.detail}[/]")
+                      f"[dim]{escape(stage.detail)}[/]")
     return table
 
 

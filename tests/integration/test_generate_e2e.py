@@ -179,3 +179,18 @@ def test_a_bad_generate_parameter_fails_the_job_naming_the_field(gen_api, stream
     assert job["endpoint"] == ("genstream" if stream else "gen")
     assert job["error_class"] == "terminal"
     assert "top_p" in job["error"]
+
+
+def test_the_cli_streams_a_generation_as_it_is_made(gen_stack, plain_generation):
+    from stillhouse_local.cli import app
+    from typer.testing import CliRunner
+
+    env = {"STILLHOUSE_API_URL": gen_stack.url, "STILLHOUSE_API_KEY": gen_stack.dev_api_key, "COLUMNS": "200"}
+    job_input = json.dumps({"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS})
+    result = CliRunner().invoke(app, ["submit", "--task", "generate", "--input", job_input, "--stream",
+                                      "--timeout", str(JOB_TIMEOUT_S)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "COMPLETED" in result.output
+    streamed = next(line for line in result.output.splitlines() if line.startswith("tokens streamed"))
+    assert int(streamed.split()[-1]) >= 2  # chunk by chunk, not one final blob
+    assert plain_generation["output"]["text"].strip().splitlines()[0][:20] in result.output  # greedy: same text

@@ -42,6 +42,28 @@ def test_up_prints_the_stand_ins_key_and_a_fault_knob_example():
     assert "Bearer rp_key" in text and "http://127.0.0.1:4000/_faults/local" in text
 
 
+def test_bench_says_what_it_would_run():
+    from stillhouse_local.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["bench", "--jobs", "7", "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "-m benchmarks.overhead --jobs 7" in result.output
+
+
+def test_every_command_has_help_with_examples():
+    from stillhouse_local.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    for command in ("submit", "jobs", "get", "cancel", "trace", "endpoints", "faults", "bench", "up"):
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, command
+        lines = [line.strip() for line in result.output.splitlines()]
+        assert "Example" in result.output, command
+        assert any(f"stillhouse {command}" in line and not line.startswith("Usage") for line in lines), command
+
+
 def test_endpoints_seen_with_a_tenants_key_are_the_models_available(monkeypatch):
     from stillhouse_local import cli_endpoints
 
@@ -50,3 +72,14 @@ def test_endpoints_seen_with_a_tenants_key_are_the_models_available(monkeypatch)
     cli_endpoints.show([{"model": "*", "available": True}, {"model": "llama", "available": False}], as_json=False)
     text = console.export_text()
     assert "llama" in text and "no" in text and "breaker" not in text
+
+
+def test_an_error_from_the_api_is_printed_as_sent_never_read_as_markup(capsys):
+    import pytest
+    import typer
+    from stillhouse_local.cli_common import fail
+
+    with pytest.raises(typer.Exit) as stop:
+        fail("input.texts[0] must be [a string]", field="input.texts[0]")
+    assert stop.value.exit_code == 1
+    assert "input.texts[0] must be [a string] (field: input.texts[0])" in capsys.readouterr().err

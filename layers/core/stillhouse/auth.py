@@ -150,6 +150,17 @@ class ApiKeyStore:
                 self._cache.popitem(last=False)
         return item
 
+    def tenants(self) -> set[str]:
+        """Every tenant that has a key (a scan: the table holds one small item per key)."""
+        tenants: set[str] = set()
+        kwargs: dict[str, Any] = {"ProjectionExpression": "tenant_id"}
+        while True:
+            page = self._table.scan(**kwargs)
+            tenants |= {item["tenant_id"] for item in page.get("Items", [])}
+            if "LastEvaluatedKey" not in page:
+                return tenants
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
 
 def require_admin(principal: Principal) -> None:
     if not principal.admin:

@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     secret_prefix: str = "stillhouse/"
     list_limit_max: int = 100
 
+    # The dashboard's cost estimate per job: the router's own AWS calls (measured by
+    # benchmarks/overhead.py, see benchmarks/README.md) plus GPU time at this price per GPU-second.
+    cost_router_usd_per_job: float = 17.17e-6
+    cost_gpu_usd_per_s: float = 0.00019
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

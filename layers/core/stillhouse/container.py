@@ -21,6 +21,7 @@ from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Priority
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.service import CouncilDefaults, JobService
+from stillhouse.jobs.stats import JobStats
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.jobs.sweeper import Sweeper, SweepRounds
 from stillhouse.live_config import LiveConfigStore
@@ -102,6 +103,12 @@ class Container:
         s = self.settings
         return JobQueue(aws.client("sqs"), {Priority.HIGH: s.high_queue_url, Priority.NORMAL: s.normal_queue_url},
                         {Priority.HIGH: s.high_dlq_url, Priority.NORMAL: s.normal_dlq_url})
+
+    @cached_property
+    def job_stats(self) -> JobStats:
+        s = self.settings
+        return JobStats(self.job_store, self.queue, self.api_keys, router_usd_per_job=s.cost_router_usd_per_job,
+                        gpu_usd_per_s=s.cost_gpu_usd_per_s)
 
     # --- routing and RunPod --------------------------------------------------------------------
     @cached_property

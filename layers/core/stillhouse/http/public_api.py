@@ -21,7 +21,7 @@ from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
-from stillhouse.http import config_api, job_trace, openapi_doc, tenants, webhook_secrets
+from stillhouse.http import config_api, dashboard, job_trace, openapi_doc, stats_api, tenants, webhook_secrets
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -36,7 +36,7 @@ from stillhouse.routing.router import EndpointView
 from stillhouse.telemetry import tracing
 
 logger = Logger(service="stillhouse")
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", dashboard.PATH})
 
 
 def authenticate(resolver) -> None:
@@ -51,6 +51,8 @@ app.include_router(job_trace.router)
 app.include_router(webhook_secrets.router)
 app.include_router(tenants.router)
 app.include_router(config_api.router)
+app.include_router(dashboard.router)
+app.include_router(stats_api.router)
 
 
 def principal() -> Principal:

@@ -36,6 +36,24 @@ class JobQueue:
             body["task"] = task
         self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps(body), **trace_attributes())
 
+    def depths(self) -> dict[str, dict[str, int]]:
+        """Per priority: messages waiting, being handled (received, not yet deleted) and dead-lettered.
+        SQS's counts are approximate (eventually consistent, ~1 minute), which a dashboard can live with."""
+        depths: dict[str, dict[str, int]] = {}
+        for priority, url in self._urls.items():
+            if not url:
+                continue
+            attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            dead = 0
+            if self._dlqs.get(priority):
+                dead = int(self._sqs.get_queue_attributes(QueueUrl=self._dlqs[priority], AttributeNames=[
+                    "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+            depths[priority.value] = {"waiting": int(attrs["ApproximateNumberOfMessages"]),
+                                      "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+                                      "dead_letter": dead}
+        return depths
+
     def redrive_dlqs(self) -> int:
         """Send everything the dead-letter queues hold back to their queues (send first, then delete: at least
         once); how many messages moved. By hand, after an operator fixed the cause."""

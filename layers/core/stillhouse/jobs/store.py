@@ -168,6 +168,42 @@ class JobStore:
         )
         return [item["id"] for item in page.get("Items", [])]
 
+    def submitted_since(self, tenant_id: str, since: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """A tenant's jobs submitted at or after `since` (ISO time), newest first, as the tenant index
+        carries them: id, status, task, created_at, updated_at."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": TENANT_INDEX,
+            "KeyConditionExpression": "tenant_id = :t AND tenant_sk >= :since",
+            "ExpressionAttributeValues": {":t": tenant_id, ":since": since},
+            "ScanIndexForward": False,
+        }
+        while len(found) < limit:
+            page = self._table.query(**kwargs, Limit=limit - len(found))
+            found += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found
+
+    def overviews(self, job_ids: list[str]) -> list[dict[str, Any]]:
+        """The small fields of many jobs at once (no input, output or council): for dashboards. Unordered."""
+        fields = ["id", "status", "task", "priority", "endpoint", "attempts", "created_at", "updated_at", "error",
+                  "error_class", "events", "tenant_id", "cached_from"]
+        names = {f"#f{i}": name for i, name in enumerate(fields)}  # several are DynamoDB reserved words
+        found: list[dict[str, Any]] = []
+        # BatchGetItem lives on the client; the resource's client (de)serialises values as the table does
+        client = self._table.meta.client
+        for start in range(0, len(job_ids), 100):  # BatchGetItem's limit
+            request: dict[str, Any] = {self._table.name: {
+                "Keys": [{"id": job_id} for job_id in dict.fromkeys(job_ids[start:start + 100])],
+                "ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}}
+            while request:
+                answer = client.batch_get_item(RequestItems=request)
+                found += answer.get("Responses", {}).get(self._table.name, [])
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
     def transition(
         self,
         job_id: str,

@@ -66,6 +66,14 @@ class ModelLoadError(JobError):
     retryable = True
 
 
+class ModelNotServed(JobError):
+    """The job names a model this worker was not deployed with: the router sent it to the wrong
+    endpoint. Not retryable here: answering with another model would be wrong, and the same job sent
+    again goes where the registry says, so the router must fail it (and the registry be fixed)."""
+
+    error_type = "ModelNotServed"
+
+
 class InternalError(JobError):
     error_type = "InternalError"
 

@@ -101,21 +101,38 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
 
-def generation_source(model_id: str | None) -> ModelSource:
+DEFAULT_GENERATION_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_EMBEDDING_NAME = "all-MiniLM-L6-v2"
+
+
+def generation_name(model_id: str | None) -> str:
+    """The name a generation model goes by, known without touching its files."""
     if model_id is None:
-        gguf = _package_dir(DEFAULT_GGUF_PACKAGE) / DEFAULT_GGUF_FILE
-        return ModelSource(name="SmolLM2-135M-Instruct", gguf=gguf)
+        return DEFAULT_GENERATION_NAME
+    path = Path(os.path.expanduser(model_id))
+    return path.stem if path.suffix == ".gguf" else model_id.rstrip("/").split("/")[-1]
+
+
+def embedding_name(model_id: str | None) -> str:
+    return DEFAULT_EMBEDDING_NAME if model_id is None else model_id.rstrip("/").split("/")[-1]
+
+
+def generation_source(model_id: str | None) -> ModelSource:
+    name = generation_name(model_id)
+    if model_id is None:
+        return ModelSource(name=name, gguf=_package_dir(DEFAULT_GGUF_PACKAGE) / DEFAULT_GGUF_FILE)
     path = Path(os.path.expanduser(model_id))
     if path.suffix == ".gguf":
-        return ModelSource(name=path.stem, gguf=path)
-    return ModelSource(name=model_id.rstrip("/").split("/")[-1], ref=str(path) if path.exists() else model_id)
+        return ModelSource(name=name, gguf=path)
+    return ModelSource(name=name, ref=str(path) if path.exists() else model_id)
 
 
 def embedding_source(model_id: str | None) -> ModelSource:
+    name = embedding_name(model_id)
     if model_id is None:
-        return ModelSource(name="all-MiniLM-L6-v2", ref=str(_package_dir(DEFAULT_EMBED_PACKAGE) / "model"))
+        return ModelSource(name=name, ref=str(_package_dir(DEFAULT_EMBED_PACKAGE) / "model"))
     path = Path(os.path.expanduser(model_id))
-    return ModelSource(name=model_id.rstrip("/").split("/")[-1], ref=str(path) if path.exists() else model_id)
+    return ModelSource(name=name, ref=str(path) if path.exists() else model_id)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # The router may say which model it meant; the worker serves the model it was configured with and
-    # reports that model's name in every result, so a mismatch is visible rather than fatal.
+    # The model the job was routed for. The worker serves only the model its endpoint is deployed with
+    # (serving.py): another name is a misrouted job and fails, never answered by a different model.
     model: str | None = None
 
 

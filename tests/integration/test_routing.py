@@ -123,7 +123,7 @@ def test_the_cli_edits_and_lists_endpoints(api, stack, capsys):
     from stillhouse_local.cli import main
 
     assert main(["endpoints", "--url", stack.url, "--key", stack.dev_api_key, "put", "west", "--weight", "0.25"]) == 0
-    assert main(["endpoints", "--url", stack.url, "--key", stack.dev_api_key, "list"]) == 0
+    assert main(["endpoints", "--url", stack.url, "--key", stack.dev_api_key, "list", "--json"]) == 0
     listed = capsys.readouterr().out
     assert '"name": "west"' in listed
     assert endpoint_rows(api)["west"]["weight"] == 0.25

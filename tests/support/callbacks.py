@@ -1,10 +1,10 @@
-"""A CallbackRecorder wired to fakes, and the signing secret its callback tokens use."""
+"""A CallbackRecorder wired to fakes, and the callback keyring its tokens use."""
 from functools import partial
 
-from stillhouse.runpod.callback_urls import verify_callback_token
+from stillhouse.runpod.callback_urls import Keyring, verify_callback_token
 from stillhouse.runpod.callbacks import CallbackRecorder
 
-SECRET = "k"
+SECRET = Keyring.single("k")
 
 
 def recorder(store, status_answers=None, **parts):

@@ -6,20 +6,21 @@ import random
 import pytest
 import requests
 
-from stillhouse.delivery.signing import verify_webhook_signature
-from stillhouse.delivery.webhooks import SIGNATURE_HEADER, CallerNotifier, DeliveryFailed, WebhookDeliverer
+from stillhouse.delivery.signing import ID_HEADER, verify_webhook
+from stillhouse.delivery.tenant_secrets import new_secret
+from stillhouse.delivery.webhooks import CallerNotifier, DeliveryFailed, WebhookDeliverer
 from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.store import JobStore
 from tests.support.jobs import make_job
 
-SECRET = "whsec-test"
+SECRET = new_secret()
 
 
 class Queue:
     def __init__(self):
         self.sent, self.delays = [], []
 
-    def send(self, job_id):
+    def send(self, job_id, trace_id=None):
         self.sent.append(job_id)
 
     def retry_after(self, receipt_handle, delay_s):
@@ -55,8 +56,9 @@ def finished(jobs_table):
     return store
 
 
-def deliverer(store, caller, queue, schedule=(5.0, 300.0)):
-    return WebhookDeliverer(store, NoLinks(), lambda: SECRET, queue, schedule_s=schedule, send=caller,
+def deliverer(store, caller, queue, schedule=(5.0, 300.0), secrets=None):
+    tenant_secrets = {"acme": [SECRET]} if secrets is None else secrets
+    return WebhookDeliverer(store, NoLinks(), lambda tenant: tenant_secrets.get(tenant, []), queue, schedule_s=schedule, send=caller,
                             rng=random.Random(0))
 
 
@@ -70,7 +72,7 @@ def test_a_notice_is_queued_only_for_a_job_with_a_webhook():
 
 def test_a_notice_that_cannot_be_queued_does_not_fail_whoever_finished_the_job():
     class Down(Queue):
-        def send(self, job_id):
+        def send(self, job_id, trace_id=None):
             raise ConnectionError("SQS unreachable")
 
     assert CallerNotifier(Down())(make_job("j", webhook="https://caller.example/hook")) is False
@@ -81,7 +83,8 @@ def test_a_delivered_notice_is_signed_and_kept_on_the_job(finished):
     deliverer(finished, caller, queue).deliver("j1", 1, "rh")
     ((url, body, headers),) = caller.calls
     assert url == "https://caller.example/hook" and json.loads(body)["status"] == "COMPLETED"
-    assert verify_webhook_signature(SECRET, body, headers[SIGNATURE_HEADER])
+    assert verify_webhook(SECRET, body, headers) and headers[ID_HEADER] == "msg_j1"
+    assert not verify_webhook(new_secret(), body, headers)
     (delivery,) = finished.get("j1").deliveries
     assert delivery.try_ == 1 and delivery.status_code == 200 and delivery.error is None
     assert queue.delays == []
@@ -110,3 +113,12 @@ def test_a_notice_for_a_job_that_no_longer_exists_is_done_with(jobs_table):
     caller, queue = Caller(), Queue()
     deliverer(JobStore(jobs_table), caller, queue).deliver("expired", 1, "rh")
     assert caller.calls == [] and queue.delays == []
+
+
+def test_a_tenant_without_a_webhook_secret_is_never_sent_an_unsigned_notice(finished):
+    caller, queue = Caller(), Queue()
+    with pytest.raises(DeliveryFailed):
+        deliverer(finished, caller, queue, secrets={}).deliver("j1", 1, "rh")
+    assert caller.calls == []
+    (delivery,) = finished.get("j1").deliveries
+    assert "no webhook secret" in delivery.error and delivery.next == "retry"

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
+from stillhouse.delivery.tenant_secrets import WebhookSecretStore
 from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, WebhookDeliverer
 from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.dispatch import Dispatcher
@@ -22,16 +23,19 @@ from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.service import CouncilDefaults, JobService
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.jobs.sweeper import Sweeper, SweepRounds
+from stillhouse.live_config import LiveConfigStore
 from stillhouse.outputs.cache import ResultCache
 from stillhouse.outputs.spill import ResultStore
 from stillhouse.routing.breaker import Breaker
 from stillhouse.routing.feedback import report_outcome
-from stillhouse.routing.registry import EndpointRegistry
+from stillhouse.routing.registry import EndpointPolicy, EndpointRegistry, allowed_origins
 from stillhouse.routing.router import Router
 from stillhouse.routing.runpod_gateway import RunPodGateway
 from stillhouse.routing.state import EndpointStateStore
 from stillhouse.runpod.callback_urls import CallbackUrls
 from stillhouse.runpod.callbacks import CallbackRecorder
+from stillhouse.tenants.quotas import Quotas
+from stillhouse.tenants.store import TenantStore
 from stillhouse.workflows.council import CouncilTasks
 from stillhouse.workflows.recovery import RecoveryTasks
 from stillhouse.workflows.stepfunctions import Workflows
@@ -66,7 +70,21 @@ class Container:
 
     @cached_property
     def api_keys(self) -> ApiKeyStore:
-        return ApiKeyStore(aws.table(self.settings.api_keys_table))
+        return ApiKeyStore(aws.table(self.settings.api_keys_table), cache_ttl_s=self.settings.api_key_cache_ttl_s)
+
+    @cached_property
+    def tenants(self) -> TenantStore:
+        s = self.settings
+        return TenantStore(aws.table(s.tenants_table), s.tenant_limits, cache_ttl_s=s.api_key_cache_ttl_s)
+
+    @cached_property
+    def quotas(self) -> Quotas:
+        return Quotas(self.tenants, self.job_store.live)
+
+    @cached_property
+    def webhook_secrets(self) -> WebhookSecretStore:
+        return WebhookSecretStore(aws.table(self.settings.webhook_secrets_table),
+                                  grace_s=self.settings.webhook_secret_grace_s)
 
     @cached_property
     def idempotency(self) -> DynamoDBPersistenceLayer:
@@ -82,7 +100,10 @@ class Container:
     # --- routing and RunPod --------------------------------------------------------------------
     @cached_property
     def registry(self) -> EndpointRegistry:
-        return EndpointRegistry(aws.table(self.settings.config_table), ttl_s=self.settings.parameters_max_age_s)
+        s = self.settings
+        policy = EndpointPolicy(origins=allowed_origins(s.runpod_base_url, s.endpoint_hosts),
+                                secret_prefix=s.secret_prefix)
+        return EndpointRegistry(aws.table(s.config_table), ttl_s=s.parameters_max_age_s, policy=policy)
 
     @cached_property
     def router(self) -> Router:
@@ -95,7 +116,7 @@ class Container:
 
     @cached_property
     def callback_urls(self) -> CallbackUrls:
-        return CallbackUrls(secrets.signing_secret, secrets.callback_base_url)
+        return CallbackUrls(secrets.callback_keyring, secrets.callback_base_url, ttl_s=self.settings.callback_token_ttl_s)
 
     @cached_property
     def workflows(self) -> Workflows:
@@ -112,7 +133,7 @@ class Container:
 
     @cached_property
     def deliverer(self) -> WebhookDeliverer:
-        return WebhookDeliverer(self.job_store, self.spill, secrets.signing_secret, self.delivery_queue,
+        return WebhookDeliverer(self.job_store, self.spill, self.webhook_secrets.signing_secrets, self.delivery_queue,
                                 schedule_s=self.settings.webhook_retry_schedule_s,
                                 timeout_s=self.settings.webhook_timeout_s)
 
@@ -121,7 +142,8 @@ class Container:
     def job_service(self) -> JobService:
         defaults = CouncilDefaults(tuple(self.settings.council_models), self.settings.council_chair)
         return JobService(self.job_store, self.queue, workflows=self.workflows, runpod=self.runpod,
-                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller)
+                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller,
+                          limits=self.settings.input_limits, quotas=self.quotas)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
@@ -168,7 +190,8 @@ class Container:
                        execution_status=self.workflows.status, notify=self.notify_caller,
                        deadlines=self.deadlines, queue=self.queue,
                        settle_dlqs=self.settings.settle_dlqs,
-                       in_queue_give_up_s=self.settings.in_queue_give_up_s)
+                       in_queue_give_up_s=self.settings.in_queue_give_up_s,
+                       breakers=lambda: [view.health for view in self.router.describe()])
 
     @cached_property
     def sweep_rounds(self) -> SweepRounds:
@@ -176,22 +199,42 @@ class Container:
 
 
 _current: Container | None = None
+_live: LiveConfigStore | None = None
 _lock = Lock()
 
 
-def container() -> Container:
-    """This process's objects (built on first use)."""
-    global _current
+def live_config() -> LiveConfigStore:
+    """The live configuration's store (`GET/PUT /v1/config`)."""
+    global _live
     with _lock:
-        if _current is None:
-            _current = Container(get_settings())
+        if _live is None:
+            settings = get_settings()
+            _live = LiveConfigStore(aws.table(settings.config_table), max_age_s=settings.parameters_max_age_s)
+        return _live
+
+
+def container() -> Container:
+    """This process's objects (built on first use), for the current settings: the environment's with the
+    live configuration over them. When the live configuration changes, the objects are built again."""
+    global _current
+    settings = live_config().effective(get_settings())  # cached: reads the table at most every max age
+    with _lock:
+        if _current is None or _current.settings is not settings:
+            _current = Container(settings)
         return _current
+
+
+def startup_check() -> Settings:
+    """Validate every setting now, at a function's start-up, not at first use: the environment's (a bad
+    value fails the start) and the live configuration (a bad stored one is logged and not used)."""
+    return container().settings
 
 
 def reset() -> None:
     """Forget every built object and client (the embedded stack calls this after pointing at a new moto)."""
-    global _current
+    global _current, _live
     with _lock:
         _current = None
+        _live = None
     secrets.reset()
     aws.reset()

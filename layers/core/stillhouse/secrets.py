@@ -15,13 +15,16 @@ def _provider() -> SecretsProvider:
     return SecretsProvider(boto3_client=aws.client("secretsmanager"))
 
 
-def get_secret(name: str) -> str:
-    value = _provider().get(name, max_age=300)
+def get_secret(name: str, *, refresh: bool = False) -> str:
+    """`name`'s value, cached for 5 minutes; `refresh` reads it again now (after a rotation was noticed)."""
+    value = _provider().get(name, max_age=300, force_fetch=refresh)
     return value if isinstance(value, str) else value.decode()
 
 
-def signing_secret() -> str:
-    return get_secret(get_settings().signing_secret_name)
+def callback_keyring(refresh: bool = False) -> str:
+    """The keyring RunPod callback tokens are minted and verified with, as stored (never shared with anyone;
+    read by stillhouse.runpod.callback_urls.Keyring.parse)."""
+    return get_secret(get_settings().callback_key_secret, refresh=refresh)
 
 
 def runpod_api_key(secret_ref: str | None = None) -> str:

@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from stillhouse_local.runpod_standin.api_routes import HostedRoutes
 from stillhouse_local.runpod_standin.engine import JobEngine
 from stillhouse_local.runpod_standin.http_base import MAX_RUNSYNC_BODY, Reply, err
+from stillhouse_local.runpod_standin.management import Management
+from stillhouse_local.runpod_standin.management_routes import ManagementRoutes
 from stillhouse_local.runpod_standin.worker_face import WorkerFace
 from stillhouse_local.runpod_standin.worker_routes import WorkerRoutes
 
@@ -24,9 +26,11 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], engine: JobEngine, worker_face: WorkerFace) -> None:
+    def __init__(self, addr: tuple[str, int], engine: JobEngine, worker_face: WorkerFace,
+                 management: Management | None = None) -> None:
         self.engine = engine
         self.worker_face = worker_face
+        self.management = management
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(addr, Handler)
@@ -50,7 +54,7 @@ class Server(ThreadingHTTPServer):
                 pass
 
 
-class Handler(HostedRoutes, WorkerRoutes):
+class Handler(HostedRoutes, WorkerRoutes, ManagementRoutes):
     def do_GET(self) -> None:
         self._dispatch("GET")
 
@@ -63,6 +67,9 @@ class Handler(HostedRoutes, WorkerRoutes):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
     def _dispatch(self, method: str) -> None:
         engine = self.server.engine
         split = urlsplit(self.path)
@@ -74,6 +81,8 @@ class Handler(HostedRoutes, WorkerRoutes):
                 self._hosted(engine, method, parts[1:])
             elif parts[:1] == ["_worker"]:
                 self._worker(engine, method, parts[1:])
+            elif parts[:1] == ["v1"] and self.server.management is not None:
+                self._management(engine, self.server.management, method, parts[1:])
             elif parts[:1] == ["_faults"]:
                 self._faults(engine, method, parts[1:])
             elif parts in ([], ["ping"]):

@@ -11,6 +11,7 @@ from typing import Any
 
 from stillhouse_local.runpod_standin.engine import JobEngine
 from stillhouse_local.runpod_standin.faults import validate_faults
+from stillhouse_local.runpod_standin.management import Management
 from stillhouse_local.runpod_standin.server import Server
 from stillhouse_local.runpod_standin.state import Endpoint, Settings, Tables
 from stillhouse_local.runpod_standin.timers import Scheduler
@@ -85,6 +86,8 @@ class RunPodStandIn:
         self._engine = JobEngine(self._tables, self._settings, self._webhooks)
         self._worker_face = WorkerFace(self._engine)
         self._workers = WorkerPool(self._engine)
+        self.management = Management(lambda ep, env: self.add_endpoint(ep, env=env, wait=False),
+                                     self.reconfigure_endpoint)
         self._server: Server | None = None
         self._server_thread: threading.Thread | None = None
         self._started = False
@@ -99,7 +102,7 @@ class RunPodStandIn:
         try:
             self._tables.sched = Scheduler()
             self._engine.schedule_sweep()
-            self._server = Server((s.host, s.port), self._engine, self._worker_face)
+            self._server = Server((s.host, s.port), self._engine, self._worker_face, self.management)
             s.port = self._server.server_address[1]
             self._server_thread = threading.Thread(
                 target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="standin-http", daemon=True
@@ -169,10 +172,11 @@ class RunPodStandIn:
         """The endpoint records by id; tests reach in for a worker's pid."""
         return self._tables.endpoints
 
-    def add_endpoint(self, endpoint_id: str, *, env: dict[str, str] | None = None) -> None:
+    def add_endpoint(self, endpoint_id: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         """Add an endpoint at run time (starts its worker when workers are enabled). No-op if it exists.
 
-        `env`: extra environment for this endpoint's worker (like the constructor's endpoint_env)."""
+        `env`: extra environment for this endpoint's worker (like the constructor's endpoint_env).
+        `wait`: return once the worker polls (else at once; its jobs queue until it does)."""
         with self._tables.lock:
             if endpoint_id in self._tables.endpoints:
                 return
@@ -182,7 +186,19 @@ class RunPodStandIn:
             self._tables.endpoints[endpoint_id] = ep
         if self._started and self._settings.start_workers and not self._tables.stopping.is_set():
             self._workers.spawn(ep)
-            self._workers.wait_ready([ep])
+            if wait:
+                self._workers.wait_ready([ep])
+
+    def reconfigure_endpoint(self, endpoint_id: str, env: dict[str, str]) -> None:
+        """Give an endpoint's worker a new environment: its worker is replaced by one started with it
+        (a new release of the endpoint, as RunPod rolls workers when their template changes)."""
+        with self._tables.lock:
+            ep = self._tables.endpoints.get(endpoint_id)
+            if ep is None:
+                raise KeyError(endpoint_id)
+            self._settings.endpoint_env[endpoint_id] = dict(env)
+        if self._started and self._settings.start_workers and not self._tables.stopping.is_set():
+            self._workers.replace(ep)
 
     # -------------------------------------------------------------------------------- faults
     def set_faults(self, endpoint_id: str, **knobs: Any) -> None:

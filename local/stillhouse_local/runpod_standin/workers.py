@@ -123,6 +123,18 @@ class WorkerPool:
             ep.next_restart_at = None
         worker.start()
 
+    def replace(self, ep: Endpoint) -> None:
+        """Stop an endpoint's worker and start a new one (with the endpoint's current environment)."""
+        with self._lock:
+            old, ep.worker = ep.worker, None  # the supervisor skips an endpoint with no worker meanwhile
+        if old is not None:
+            old.terminate()
+            old.stop()
+            with self._lock:
+                self._engine.fail_jobs_of_worker(ep, old.pod_id, f"worker {old.pod_id} replaced by a new release")
+                ep.seen.pop(old.pod_id, None)
+        self.spawn(ep)
+
     def _log_path(self, endpoint_id: str) -> Path:
         if self._settings.log_dir is not None:
             return self._settings.log_dir / f"runpod-worker-{endpoint_id}.log"

@@ -1,4 +1,5 @@
-"""A finished job pushed to the caller's webhook, signed (header X-Stillhouse-Signature), durably.
+"""A finished job pushed to the caller's webhook, signed with its tenant's secret (Standard Webhooks
+headers, `delivery/signing.py`), durably.
 
 The function that finishes a job only queues the notice (`CallerNotifier`): a slow or dead caller
 endpoint must not hold the RunPod callback, the sweeper or the API. The delivery function
@@ -18,13 +19,14 @@ from typing import Any, Protocol
 import requests
 from aws_lambda_powertools import Logger
 
-from stillhouse.delivery.signing import webhook_signature
+from stillhouse.delivery.signing import webhook_headers
 from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
-from stillhouse.jobs.queue import settle_dead_letters
+from stillhouse.jobs.queue import settle_dead_letters, trace_attributes
+from stillhouse.telemetry import tracing
+from stillhouse.telemetry.metrics import metrics
 
 logger = Logger(service="stillhouse", child=True)
-SIGNATURE_HEADER = "X-Stillhouse-Signature"
 #: Delays before the 2nd, 3rd, ... try: Standard Webhooks' schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
 STANDARD_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -58,8 +60,9 @@ class DeliveryQueue:
         self._url = url
         self._dlq_url = dlq_url
 
-    def send(self, job_id: str) -> None:
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}))
+    def send(self, job_id: str, trace_id: str | None = None) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}),
+                               **trace_attributes(tracing.hop(trace_id)))
 
     def retry_after(self, receipt_handle: str, delay_s: float) -> None:
         """The message comes back after `delay_s` (SQS allows up to 12 h)."""
@@ -83,7 +86,7 @@ class CallerNotifier:
         if not job.webhook:
             return False
         try:
-            self._queue.send(job.id)
+            self._queue.send(job.id, job.trace_id)
         except Exception:  # noqa: BLE001 - the job has ended already: failing its finisher now helps nobody
             logger.exception("could not queue the caller's webhook notice", extra={"job_id": job.id})
             return False
@@ -114,12 +117,13 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> in
 
 
 class WebhookDeliverer:
-    def __init__(self, store: Deliveries, links: OutputLinks, secret: Callable[[], str], queue: DeliveryQueue, *,
+    def __init__(self, store: Deliveries, links: OutputLinks, secrets_for: Callable[[str], Sequence[str]],
+                 queue: DeliveryQueue, *,
                  schedule_s: Sequence[float] = STANDARD_SCHEDULE_S, timeout_s: float = 5.0,
                  send: Post = post, rng: random.Random | None = None) -> None:
         self._store = store
         self._links = links
-        self._secret = secret
+        self._secrets_for = secrets_for  # tenant id -> its webhook secrets (WebhookSecretStore.signing_secrets)
         self._queue = queue
         self.schedule_s = tuple(schedule_s)
         self._timeout_s = timeout_s
@@ -140,16 +144,24 @@ class WebhookDeliverer:
         if not job.webhook:
             return
         body = webhook_body(public_view(job, self._links))
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: webhook_signature(self._secret(), body)}
         entry: dict[str, Any] = {"at": _now(), "try": receive_count}
-        try:
-            entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
-        except (requests.RequestException, DeliveryFailed) as err:
-            entry["error"] = str(err)[:200]
+        secrets = self._secrets_for(job.tenant_id)
+        if not secrets:  # never sent unsigned; the tenant gets one with POST /v1/tenants/{id}/webhook-secret
+            entry["error"] = "the tenant has no webhook secret to sign with"
+        else:
+            # The id is the notice's, the same on every try: callers drop a duplicate by it.
+            headers = {"Content-Type": "application/json", **webhook_headers(secrets, f"msg_{job.id}", body)}
+            if job.trace_id:  # the caller's own tracing sees where its job went
+                headers[tracing.HEADER] = tracing.hop(job.trace_id)
+            try:
+                entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
+            except (requests.RequestException, DeliveryFailed) as err:
+                entry["error"] = str(err)[:200]
+        last = receive_count >= self.max_tries
+        metrics.webhook_tried("error" not in entry, last=last)
         if "error" not in entry:
             self._store.record_delivery(job_id, entry)
             return
-        last = receive_count >= self.max_tries
         entry["next"] = "stopped: in the dead-letter queue" if last else "retry"
         self._store.record_delivery(job_id, entry)
         logger.warning("caller webhook failed", extra={"job_id": job_id, "try": receive_count, "error": entry["error"]})

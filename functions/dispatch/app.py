@@ -6,11 +6,7 @@ of a batch does not queue behind the first nine.
 import asyncio
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.batch import (
-    AsyncBatchProcessor,
-    EventType,
-    async_process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container, startup_check

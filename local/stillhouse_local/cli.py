@@ -31,8 +31,17 @@ import sys
 
 import typer
 
-from stillhouse_local import (cli_bench, cli_config, cli_deploy, cli_endpoints, cli_faults, cli_jobs, cli_tenants,
-                              cli_trace, cli_up)
+from stillhouse_local import (
+    cli_bench,
+    cli_config,
+    cli_deploy,
+    cli_endpoints,
+    cli_faults,
+    cli_jobs,
+    cli_tenants,
+    cli_trace,
+    cli_up,
+)
 from stillhouse_local.cli_common import KeyOption, UrlOption
 
 HELP = """A serverless GPU job router: the embedded stack, jobs, traces, endpoints and fault knobs.

@@ -162,11 +162,11 @@ stop() {
   pid="$(running_pid)" || { rm -f "$PID_FILE"; say "not running"; return; }
   kill -TERM "$pid"
   for _ in $(seq 1 60); do  # it ends its DynamoDB JVM first: 5-8 s
-    kill -0 "$pid" 2>/dev/null || { rm -f "$PID_FILE"; say "stopped (pid $pid)"; return; }
+    kill -0 "$pid" 2>/dev/null || { rm -rf "$PID_FILE" "$FS_ROOT"; say "stopped (pid $pid)"; return; }
     sleep 0.5
   done
   kill -KILL -- "-$pid" 2>/dev/null || true  # its own process group (setsid): the JVM goes too
-  rm -f "$PID_FILE"
+  rm -rf "$PID_FILE" "$FS_ROOT"  # nothing in it outlives the run (no persistence)
   say "killed (pid $pid): it did not stop within 30 s"
 }
 

@@ -45,6 +45,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +57,39 @@ from overhead_lib.prices import COST_DOC, PRICES, REPO_ROOT, render_cost_doc
 SCRIPT = Path(__file__).resolve()
 
 
-def _workflow_always(args: argparse.Namespace) -> dict[str, Any]:
-    """A short run with WorkflowMode=always, in a child process (a fresh stack and fresh Lambdas)."""
-    cmd = [sys.executable, str(SCRIPT), "--workflow-mode", "always", "--jobs",
-           str(args.workflow_jobs), "--concurrency", "1", "--warmup", "2", "--workflow-jobs", "0",
-           "--gpu-usd-per-s", str(args.gpu_usd_per_s), "--gpu-seconds", str(args.gpu_seconds),
-           "--xray-sampled-fraction", str(args.xray_sampled_fraction), "--max-run-s", "60"]
-    log(f"WorkflowMode=always: {args.workflow_jobs} jobs in a child process")
-    done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=None, text=True, timeout=240, cwd=REPO_ROOT)
-    if done.returncode != 0:
-        return {"error": f"child exited {done.returncode}"}
-    child = json.loads(done.stdout)
-    keep = ("jobs", "completed", "not_completed", "e2e_ms", "overhead_ms", "aws_calls_per_job",
-            "aws_calls_per_job_total", "lambda_invocations_per_job", "stepfunctions", "capacity_units_per_job",
-            "cost_per_1m_jobs_usd", "cost_breakdown_per_1m_jobs_usd", "router_cost_share")
-    return {k: child.get(k) for k in keep}
+_KEEP = ("jobs", "completed", "not_completed", "attempts", "e2e_ms", "overhead_ms", "aws_calls_per_job",
+         "aws_calls_per_job_total", "dynamodb_wru_per_job", "lambda_invocations_per_job", "stepfunctions",
+         "capacity_units_per_job", "cost_per_1m_jobs_usd", "cost_breakdown_per_1m_jobs_usd", "router_cost_share")
+
+
+def _children(args: argparse.Namespace, runs: dict[str, tuple[int, list[str]]], *, parallel: bool) -> dict[str, Any]:
+    """Short runs of other paths of a job, at concurrency 1, each in a child process (a fresh stack).
+    `parallel` (the --quick smoke run): all at once, since their figures are not compared then."""
+    def command(jobs: int, extra: list[str]) -> list[str]:
+        return [sys.executable, str(SCRIPT), "--jobs", str(jobs), "--concurrency", "1", "--warmup", "1",
+                "--workflow-jobs", "0", "--path-jobs", "0", "--floor-jobs", "0",
+                "--gpu-usd-per-s", str(args.gpu_usd_per_s), "--gpu-seconds", str(args.gpu_seconds),
+                "--xray-sampled-fraction", str(args.xray_sampled_fraction), "--max-run-s", "90", *extra]
+
+    def finish(name: str, proc: subprocess.Popen) -> dict[str, Any]:
+        try:
+            out, _ = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return {"error": "child timed out"}
+        if proc.returncode != 0:
+            return {"error": f"child exited {proc.returncode}"}
+        child = json.loads(out)
+        return {k: child.get(k) for k in _KEEP}
+
+    def start(name: str, jobs: int, extra: list[str]) -> subprocess.Popen:
+        log(f"{name}: {jobs} jobs in a child process")
+        return subprocess.Popen(command(jobs, extra), stdout=subprocess.PIPE, stderr=None, text=True, cwd=REPO_ROOT)
+
+    if parallel:
+        procs = {name: start(name, jobs, extra) for name, (jobs, extra) in runs.items()}
+        return {name: finish(name, proc) for name, proc in procs.items()}
+    return {name: finish(name, start(name, jobs, extra)) for name, (jobs, extra) in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-usd-per-s", type=float, default=PRICES["gpu_24gb_flex_s"]["usd"])
     parser.add_argument("--gpu-seconds", type=float, default=2.0)
     parser.add_argument("--xray-sampled-fraction", type=float, default=0.05)
+    parser.add_argument("--path", choices=["fast", "retry", "council3"], default="fast",
+                        help="what each job does: the fast path, one retry through the recovery workflow "
+                             "(/run refused until the job is RETRYING), or a council of 3 echo models")
+    parser.add_argument("--path-jobs", type=int, default=3,
+                        help="jobs of each extra run pricing the retry and council3 paths (0: skip them)")
+    parser.add_argument("--floor-jobs", type=int, default=200,
+                        help="jobs of the moto floor measured in the same run (benchmarks/floor.py; 0: skip)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run for CI: 12 jobs, 2 callers, 20 floor jobs, 1 WorkflowMode=always job")
     parser.add_argument("--verbose", action="store_true", help="pass the functions' logs to stderr")
     parser.add_argument("--write-doc", action="store_true", help="render docs/cost.md from PRICES and exit")
     args = parser.parse_args(argv)
@@ -97,25 +125,47 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not COST_DOC.exists() or COST_DOC.read_text() != render_cost_doc():
         log("note: docs/cost.md differs from PRICES; run with --write-doc")
+    if args.quick:
+        args.jobs, args.concurrency, args.warmup, args.floor_jobs = 12, 2, 2, 20
+        args.workflow_jobs, args.path_jobs = min(args.workflow_jobs, 1), min(args.path_jobs, 1)
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be >= 1")
 
     started = time.monotonic()
-    result = measure(args)
-    if args.workflow_jobs > 0 and args.workflow_mode == "on_failure":
-        always = _workflow_always(args)
-        result["workflow_always"] = always
-        if "stepfunctions" in (always or {}):
-            result["compare_design_s1"] = {
-                "design_transitions_per_job": 4, "design_sfn_usd_per_1m_jobs": 100.0,
-                "design_share_of_2s_gpu_job": 0.25,
-                "measured_transitions_per_job_always": always["stepfunctions"].get("transitions_per_job"),
-                "measured_sfn_usd_per_1m_jobs_always": (always.get("cost_breakdown_per_1m_jobs_usd") or {}).get("stepfunctions"),
-                "measured_cost_per_1m_jobs_usd_always": always.get("cost_per_1m_jobs_usd"),
-                "measured_router_cost_share_always": always.get("router_cost_share"),
-                "measured_cost_per_1m_jobs_usd_fast_path": result["cost_per_1m_jobs_usd"],
-                "measured_router_cost_share_fast_path": result["router_cost_share"],
-            }
+    children: dict[str, tuple[int, list[str]]] = {}
+    if args.workflow_jobs > 0 and args.workflow_mode == "on_failure" and args.path == "fast":
+        children["workflow_always"] = (args.workflow_jobs, ["--workflow-mode", "always"])
+    if args.path_jobs > 0 and args.path == "fast" and args.workflow_mode == "on_failure":
+        for path in ("retry", "council3"):
+            children[f"path_{path}"] = (args.path_jobs, ["--path", path])
+    if args.quick:  # a smoke run: nothing is compared, so everything runs at once
+        with ThreadPoolExecutor(1) as pool:
+            others = pool.submit(_children, args, children, parallel=True)
+            result = measure(args)
+            result.update(others.result())
+    else:  # one after the other: each run has the machine to itself
+        result = measure(args)
+        result.update(_children(args, children, parallel=False))
+    always = result.get("workflow_always")
+    if always and "stepfunctions" in always:
+        result["compare_design_s1"] = {
+            "design_transitions_per_job": 4, "design_sfn_usd_per_1m_jobs": 100.0,
+            "design_share_of_2s_gpu_job": 0.25,
+            "measured_transitions_per_job_always": always["stepfunctions"].get("transitions_per_job"),
+            "measured_sfn_usd_per_1m_jobs_always": (always.get("cost_breakdown_per_1m_jobs_usd") or {}).get("stepfunctions"),
+            "measured_cost_per_1m_jobs_usd_always": always.get("cost_per_1m_jobs_usd"),
+            "measured_router_cost_share_always": always.get("router_cost_share"),
+            "measured_cost_per_1m_jobs_usd_fast_path": result["cost_per_1m_jobs_usd"],
+            "measured_router_cost_share_fast_path": result["router_cost_share"],
+        }
+    # Each path's cost per 1M jobs, side by side (None where that run was skipped or failed).
+    result["paths_usd_per_1m"] = {
+        "fast_path_usd_per_1m": result.get("cost_per_1m_jobs_usd") if args.path == "fast" else None,
+        "retry_path_usd_per_1m": (result.get("path_retry") or {}).get("cost_per_1m_jobs_usd"),
+        "council3_usd_per_1m": (result.get("path_council3") or {}).get("cost_per_1m_jobs_usd"),
+        "always_workflow_usd_per_1m": (result.get("workflow_always") or {}).get("cost_per_1m_jobs_usd"),
+    }
+    result.update(result["paths_usd_per_1m"])
     result["total_runtime_s"] = round(time.monotonic() - started, 1)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))

@@ -21,24 +21,35 @@ if __package__ in (None, ""):  # run as a script: make the `gpu_handler` package
 
 import runpod
 
-from gpu_handler import tasks
+from gpu_handler import joblog, tasks
 from gpu_handler.errors import JobError
 from gpu_handler.settings import WorkerSettings
 
+log = logging.getLogger("gpu_handler")
+
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
-    return await tasks.run_job(job.get("input") or {})
+    job_input, keys = joblog.split_input(job)
+    with joblog.job_logging(keys):
+        log.info("job started: %s", job_input.get("task", "echo"))
+        result = await tasks.run_job(job_input)
+        log.info("job finished%s", " with an error" if "error" in result else "")
+        return result
 
 
 async def stream_handler(job: dict[str, Any]) -> AsyncIterator[Any]:
     # RunPod streams when the handler *function* is a generator, for every job: so this one is used
     # only on workers started with WORKER_STREAMING=true (see docs/gpu_handler.md).
-    async for chunk in tasks.stream_job(job.get("input") or {}):
-        yield chunk
+    job_input, keys = joblog.split_input(job)
+    with joblog.job_logging(keys):
+        log.info("job started: %s (streaming)", job_input.get("task", "echo"))
+        async for chunk in tasks.stream_job(job_input):
+            yield chunk
+        log.info("job finished")
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    joblog.configure()
     try:
         settings = WorkerSettings.from_env()
         tasks.preflight(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from webhook_receiver import WebhookReceiver
@@ -43,15 +44,23 @@ class Receiver:
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
 
+ECHO = {"task": "echo", "input": {"text": "x"}}
+COUNCIL3 = {"task": "council", "input": {"prompt": "p", "models": ["echo-a", "echo-b", "echo-c"]}}
+
+
 def run_jobs(url: str, key: str, n: int, concurrency: int, observe: str, poll_ms: float, receiver: Receiver,
-             deadline_s: float, job_timeout_s: float = 30.0) -> list[dict[str, Any]]:
+             deadline_s: float, job_timeout_s: float = 30.0, job: dict[str, Any] | None = None,
+             before_submit: Callable[[], None] | None = None,
+             after_accept: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Closed-loop callers. `before_submit`/`after_accept(job id)`: the harness's own steps around each
+    submit (e.g. a fault switched on, then off once the job is retrying), made outside the meter."""
     import requests
 
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
     issued = [0]
     stop_at = time.monotonic() + deadline_s
-    body = {"task": "echo", "input": {"text": "x"}}
+    body = dict(job or ECHO)
     if observe == "webhook":
         body["webhook"] = receiver.url
 
@@ -63,6 +72,8 @@ def run_jobs(url: str, key: str, n: int, concurrency: int, observe: str, poll_ms
                 if issued[0] >= n or time.monotonic() > stop_at:
                     return
                 issued[0] += 1
+            if before_submit is not None:
+                before_submit()
             rec: dict[str, Any] = {"t0": time.perf_counter(), "wall0": time.time()}
             response = session.post(url + "/v1/jobs", json=body, timeout=10)
             rec["t_accepted"] = time.perf_counter()
@@ -72,6 +83,8 @@ def run_jobs(url: str, key: str, n: int, concurrency: int, observe: str, poll_ms
                     results.append(rec)
                 continue
             rec["id"] = job_id = response.json()["id"]
+            if after_accept is not None:
+                after_accept(job_id)
             if observe == "webhook":
                 arrival = receiver.wait(job_id, job_timeout_s)
                 if arrival is None:

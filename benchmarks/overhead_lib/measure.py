@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from . import log
-from .load import Receiver, count_transitions, run_jobs
+from .load import COUNCIL3, ECHO, Receiver, count_transitions, run_jobs
 from .metering import CountingStdout, DynamoMeter, Meter, install
 from .report import function_sizes, report
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import requests
+    from floor import measure_floor  # benchmarks/floor.py: this directory is on sys.path (a script's)
 
     meter = Meter()
     uninstall = install(meter)
@@ -26,7 +27,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.dup2(2, 1)  # anything written to fd 1 (worker processes, stray prints) goes to stderr
     sys.stdout = CountingStdout(meter, echo=args.verbose)  # type: ignore[assignment]
     try:
-        return _run(args, meter, requests)
+        return _run(args, meter, requests, measure_floor)
     finally:
         sys.stdout = sys.__stdout__
         os.dup2(real_stdout_fd, 1)
@@ -34,16 +35,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         uninstall()
 
 
-def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any]:
+def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: Any) -> dict[str, Any]:
     from stillhouse_local.stack import EmbeddedStack, StackOptions
 
     from stillhouse import aws
 
     load_start = os.getloadavg()
+    path = getattr(args, "path", "fast")
     parameters = {"WorkflowMode": args.workflow_mode}
+    environment: dict[str, str] = {}
+    if path == "retry":
+        parameters |= RETRY_PARAMETERS
+        environment |= RETRY_ENVIRONMENT
     t_start = time.monotonic()
-    log(f"starting the embedded stack (WorkflowMode={args.workflow_mode}) ...")
-    stack = EmbeddedStack(StackOptions(port=0, parameters=parameters,
+    log(f"starting the embedded stack (WorkflowMode={args.workflow_mode}, path={path}) ...")
+    stack = EmbeddedStack(StackOptions(port=0, parameters=parameters, environment=environment,
                                        log_dir=Path(tempfile.mkdtemp(prefix="stillhouse-bench-")))).start()
     receiver = Receiver()
     try:
@@ -57,23 +63,31 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any
         for name in ddb.list_tables()["TableNames"]:
             desc = ddb.describe_table(TableName=name)["Table"]
             indexes[name] = [(g["IndexName"], {k["AttributeName"] for k in g["KeySchema"]},
-                              g["Projection"]["ProjectionType"]) for g in desc.get("GlobalSecondaryIndexes", [])]
+                              g["Projection"]["ProjectionType"], set(g["Projection"].get("NonKeyAttributes", [])))
+                             for g in desc.get("GlobalSecondaryIndexes", [])]
         meter.dynamo = DynamoMeter(indexes)
         memory, arch = function_sizes(stack.options.template)
 
+        job, hooks = _path(path, stack, ddb)
         log(f"warm-up: {args.warmup} jobs")
-        warm = run_jobs(stack.url, stack.dev_api_key, args.warmup, 1, args.observe, args.poll_ms, receiver, 60)
+        warm = run_jobs(stack.url, stack.dev_api_key, args.warmup, 1, args.observe, args.poll_ms, receiver, 120,
+                        job_timeout_s=30.0 if path == "fast" else 120.0, job=job, **hooks)
         if any("error" in r for r in warm):
             raise RuntimeError(f"warm-up failed: {[r.get('error') for r in warm]}")
         _quiesce(meter)
+        floor = {}
+        if args.floor_jobs > 0:  # the floor, on this stack's moto server, minutes before the jobs
+            log(f"floor: {args.floor_jobs} jobs of the six fast-path calls, one thread")
+            floor = measure_floor(stack.moto.url, jobs=args.floor_jobs, warmup=min(10, args.floor_jobs))
 
         calls_before = Counter(aws.api_calls)
         meter.reset()
         meter.enabled = True
         log(f"measuring: {args.jobs} jobs at concurrency {args.concurrency} (observe={args.observe})")
         t0 = time.perf_counter()
+        # A council or a retry takes several steps of a workflow: give each job longer before calling it lost.
         records = run_jobs(stack.url, stack.dev_api_key, args.jobs, args.concurrency, args.observe, args.poll_ms,
-                           receiver, args.max_run_s)
+                           receiver, args.max_run_s, job_timeout_s=30.0 if path == "fast" else 120.0, job=job, **hooks)
         t1 = time.perf_counter()
         _quiesce(meter)
         meter.enabled = False
@@ -98,7 +112,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any) -> dict[str, Any
         stack.stop()
 
     return report(args, meter, records, t1 - t0, factory_calls, sfn, memory, arch, load_start, load_end,
-                  startup_s)
+                  startup_s, floor)
 
 
 def _quiesce(meter: Meter, timeout: float = 10.0) -> None:
@@ -107,3 +121,34 @@ def _quiesce(meter: Meter, timeout: float = 10.0) -> None:
     time.sleep(0.2)
     while meter.active and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+# The retry path: waits of seconds, not minutes (as the fault soak), and a breaker that cools down fast.
+RETRY_PARAMETERS = {"RetryIntervalSeconds": "1", "CapacityIntervalSeconds": "1", "RetryBackoffRate": "2",
+                    "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4", "WaitForEndpointIntervalSeconds": "1"}
+RETRY_ENVIRONMENT = {"STILLHOUSE_BREAKER__COOLDOWN_S": "1", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "2"}
+
+
+def _path(path: str, stack: Any, ddb: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job each caller submits and the harness's steps around it, for one path of a job."""
+    if path == "council3":
+        return COUNCIL3, {}
+    if path != "retry":
+        return ECHO, {}
+    # One retry: RunPod's /run answers 500 until the job is RETRYING (the recovery workflow has it), then
+    # works, so the workflow's next attempt completes it. The harness reads the job with its own client.
+    table = next(t for t in ddb.list_tables()["TableNames"] if "JobsTable" in t)
+
+    def refuse() -> None:
+        stack.standin.set_faults("local", error_rate=1.0)
+
+    def heal_once_retrying(job_id: str) -> None:
+        give_up = time.monotonic() + 20
+        while time.monotonic() < give_up:
+            item = ddb.get_item(TableName=table, Key={"id": {"S": job_id}}).get("Item") or {}
+            if item.get("status", {}).get("S") not in (None, "IN_QUEUE", "IN_PROGRESS"):
+                break
+            time.sleep(0.05)
+        stack.standin.set_faults("local", error_rate=0.0)
+
+    return ECHO, {"before_submit": refuse, "after_accept": heal_once_retrying}

@@ -85,8 +85,9 @@ _NAME_TOKEN = re.compile(r"#?[A-Za-z_][A-Za-z0-9_]*")
 class DynamoMeter:
     """Estimates WRU/RRU of each DynamoDB call from the request and the parsed response."""
 
-    def __init__(self, indexes: dict[str, list[tuple[str, set[str], str]]]) -> None:
-        self.indexes = indexes  # table -> [(index name, key attributes, projection type)]
+    def __init__(self, indexes: dict[str, list[tuple[str, set[str], str, set[str]]]]) -> None:
+        # table -> [(index name, key attributes, projection type, projected non-key attributes)]
+        self.indexes = indexes
         self.last_size: dict[str, int] = {}
 
     def estimate(self, op: str, req: dict[str, Any], parsed: dict[str, Any], ok: bool) -> tuple[float, float]:
@@ -99,8 +100,8 @@ class DynamoMeter:
             wru = kb(size)
             if ok:
                 keys = set(req.get("Item", {}))
-                for _, index_keys, projection in self.indexes.get(table, []):
-                    if index_keys <= keys:
+                for _, index_keys, projection, _ in self.indexes.get(table, []):
+                    if index_keys <= keys:  # a sparse index holds only items that have its keys
                         wru += kb(size) if projection == "ALL" else 1
             return wru, 0.0
         if op == "UpdateItem":
@@ -115,12 +116,16 @@ class DynamoMeter:
                 names = req.get("ExpressionAttributeNames", {})
                 touched = {names.get(t, t) for t in _NAME_TOKEN.findall(req.get("UpdateExpression", ""))}
                 present = set(after) if after else None
-                for _, index_keys, projection in self.indexes.get(table, []):
+                for _, index_keys, projection, included in self.indexes.get(table, []):
                     has_keys = present is None or index_keys <= present
+                    entry = kb(size) if projection == "ALL" else 1  # KEYS_ONLY/INCLUDE entries are small
                     if touched & index_keys:
-                        wru += 1 + (kb(size) if projection == "ALL" else 1)  # delete old entry + put new
-                    elif projection == "ALL" and has_keys:
-                        wru += kb(size)
+                        # A key changed: the old entry is deleted and the new one put; a key removed
+                        # (sparse index) only deletes. (An entry whose key is only now set only puts;
+                        # counted as a move, an over-estimate by 1.)
+                        wru += (1 + entry) if has_keys else 1
+                    elif has_keys and (projection == "ALL" or touched & included):
+                        wru += entry  # a projected attribute changed: the entry is rewritten in place
             return wru, 0.0
         if op == "DeleteItem":
             return 1 + len(self.indexes.get(table, [])), 0.0

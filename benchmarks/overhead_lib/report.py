@@ -37,7 +37,8 @@ def function_sizes(template: Path) -> tuple[dict[str, int], dict[str, str]]:
 
 def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]], wall_s: float,
            factory_calls: Counter, sfn: dict[str, Any], memory: dict[str, int], arch: dict[str, str],
-           load_start: tuple[float, ...], load_end: tuple[float, ...], startup_s: float) -> dict[str, Any]:
+           load_start: tuple[float, ...], load_end: tuple[float, ...], startup_s: float,
+           floor: dict[str, Any] | None = None) -> dict[str, Any]:
     completed = [r for r in records if r.get("status") == "COMPLETED" and "job" in r]
     n = len(completed)
     errors = Counter(r.get("error") or r.get("status") for r in records if r.get("status") != "COMPLETED")
@@ -136,14 +137,30 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
     def r(v: float | None, d: int = 3) -> float | None:
         return None if v is None else round(v, d)
 
+    jobs_per_s = n / wall_s if wall_s else None
+    floor = floor or {}
+    floor_ms = floor.get("floor_ms_per_job")
+
+    def x_floor(ms: float | None) -> float | None:  # a latency as a multiple of one floor job
+        return None if ms is None or not floor_ms else round(ms / floor_ms, 2)
+
     return {
         "benchmark": "overhead",
+        **floor,
+        # throughput as a fraction of the floor's (one thread, six calls per job, same moto, same minutes)
+        "floor_ratio": r(jobs_per_s / floor["floor_jobs_per_s"], 3) if jobs_per_s and floor else None,
+        "floor_multiples_p50": {
+            "overhead_ms": x_floor(quantile(overhead, 0.5)),
+            "router_overhead_ms": x_floor(quantile(router, 0.5)),
+            **{f"stage_{k}": x_floor(quantile(v, 0.5)) for k, v in stages.items()},
+        },
+        "dynamodb_wru_per_job": r(units["dynamodb_wru"] / n, 3) if n else None,
         "mode": "embedded (moto in-process, in-process Lambdas, RunPod stand-in with the real gpu_handler)",
-        "workflow_mode": args.workflow_mode,
+        "workflow_mode": args.workflow_mode, "path": getattr(args, "path", "fast"),
         "observe": args.observe if args.observe == "webhook" else f"poll every {args.poll_ms} ms",
         "jobs": len(records), "completed": n, "not_completed": dict(errors),
         "concurrency": args.concurrency,
-        "wall_s": r(wall_s, 2), "jobs_per_s": r(n / wall_s if wall_s else None, 2),
+        "wall_s": r(wall_s, 2), "jobs_per_s": r(jobs_per_s, 2),
         "e2e_ms": summary(e2e), "overhead_ms": summary(overhead), "queue_delay_ms": summary(delay),
         "exec_ms": summary(execution), "router_overhead_ms": summary(router), "submit_ms": summary(submit),
         "stages_ms_p50": {k: r(quantile(v, 0.5), 1) for k, v in stages.items()},

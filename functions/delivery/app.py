@@ -2,25 +2,31 @@
 
 A failed try stays in the queue (partial batch failure) and comes back after the schedule's next delay.
 """
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container, startup_check
-from stillhouse.jobs.queue import job_id_of
+from stillhouse.jobs.queue import job_id_of, traceparent_of
+from stillhouse.telemetry.metrics import log_metrics
+from stillhouse.telemetry.tracing import job_context
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
+tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> None:
     job_id = job_id_of(record.body)
-    logger.append_keys(job_id=job_id)
-    container().deliverer.deliver(job_id, int(record.attributes.approximate_receive_count or 1), record.receipt_handle)
+    with job_context(job_id, traceparent_of(record), "deliver"):
+        container().deliverer.deliver(job_id, int(record.attributes.approximate_receive_count or 1),
+                                      record.receipt_handle)
 
 
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

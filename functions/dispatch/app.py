@@ -5,31 +5,33 @@ of a batch does not queue behind the first nine.
 """
 import asyncio
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import (
-    AsyncBatchProcessor,
-    EventType,
-    async_process_partial_response,
-)
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container, startup_check
-from stillhouse.jobs.queue import job_id_of
+from stillhouse.jobs.queue import read_message, traceparent_of
+from stillhouse.telemetry.metrics import log_metrics
+from stillhouse.telemetry.tracing import job_context
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
+tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 
 async def record_handler(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    job_id = job_id_of(record.body)
-    logger.info("dispatching", extra={"job_id": job_id, "receive_count": receive_count})
-    await asyncio.to_thread(container().dispatcher.dispatch, job_id, receive_count)
+    message = read_message(record.body)
+    with job_context(message.job_id, traceparent_of(record), "dispatch"):  # the thread below inherits it
+        logger.info("dispatching", extra={"receive_count": receive_count})
+        await asyncio.to_thread(container().dispatcher.dispatch, message.job_id, receive_count, message)
 
 
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return async_process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                           context=context)

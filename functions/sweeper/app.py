@@ -1,14 +1,18 @@
 """Sweeper Lambda: each scheduled run settles due jobs in rounds; {"action": "redrive"} empties the DLQs."""
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 
 from stillhouse.container import container, startup_check
+from stillhouse.telemetry.metrics import log_metrics
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
+tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
 
 
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     if event.get("action") == "redrive":
         return {"redriven": container().queue.redrive_dlqs(),

@@ -1,13 +1,19 @@
 """Webhook Lambda: RunPod's result POST -> record the job's terminal status once, notify the caller."""
+from aws_lambda_powertools import Tracer
 from aws_lambda_powertools.logging import correlation_paths
 
 from stillhouse.container import startup_check
 from stillhouse.http.public_api import logger
 from stillhouse.http.runpod_callbacks import app
+from stillhouse.telemetry.metrics import log_metrics
+
+tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@log_metrics
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

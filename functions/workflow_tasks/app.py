@@ -3,15 +3,23 @@
 A raised exception's class name (TransientError, CapacityError, ...) is the error name that the
 state machines' Retry and Catch blocks match.
 """
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 
 from stillhouse.container import container, startup_check
+from stillhouse.telemetry.metrics import log_metrics
+from stillhouse.telemetry.tracing import job_context
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
+tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
 
 
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context(correlation_id_path="job_id")
+@log_metrics
 def handler(event: dict, context: object) -> dict:
-    return container().workflow_tasks.handle(event)
+    state = event.get("state") or {}  # council_record gets the whole workflow state
+    job_id = event.get("job_id") or state.get("job_id") or ""
+    with job_context(job_id, event.get("traceparent") or state.get("traceparent"), event.get("action", "task")):
+        return container().workflow_tasks.handle(event)

@@ -31,7 +31,17 @@ import sys
 
 import typer
 
-from stillhouse_local import cli_bench, cli_config, cli_deploy, cli_endpoints, cli_faults, cli_jobs, cli_trace, cli_up
+from stillhouse_local import (
+    cli_bench,
+    cli_config,
+    cli_deploy,
+    cli_endpoints,
+    cli_faults,
+    cli_jobs,
+    cli_tenants,
+    cli_trace,
+    cli_up,
+)
 from stillhouse_local.cli_common import KeyOption, UrlOption
 
 HELP = """A serverless GPU job router: the embedded stack, jobs, traces, endpoints and fault knobs.
@@ -68,6 +78,7 @@ app.add_typer(cli_trace.app)
 app.add_typer(cli_endpoints.app, name="endpoints")
 app.add_typer(cli_faults.app)
 app.add_typer(cli_bench.app)
+app.add_typer(cli_tenants.app, name="tenants")
 app.add_typer(cli_deploy.app)
 app.add_typer(cli_config.app, name="config")
 

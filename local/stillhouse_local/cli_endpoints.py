@@ -32,6 +32,12 @@ def show(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
+    if rows and "name" not in rows[0]:  # a tenant's key: the API shows the models available, not the fleet
+        models = Table("model", "available", title="models")
+        for row in rows:
+            models.add_row(row["model"], "yes" if row.get("available") else "no")
+        console.print(models)
+        return
     table = Table("name", "breaker", "enabled", "weight", "in flight", "EMA latency", "success", "samples",
                   "last error", title="endpoints")
     for row in rows:

@@ -58,13 +58,16 @@ def up(
     deploy: Annotated[Path | None, typer.Option(show_default=False, metavar="FILE",
                                                 help="then deploy this file's RunPod endpoints into the stand-in "
                                                      "(docs/deploy.md)")] = None,
+    aws: Annotated[str, typer.Option(help="AWS backend: moto in-process, or LocalStack at $LOCALSTACK_HOST "
+                                          "(started when none answers)")] = "moto",
 ) -> None:
     """Start the embedded stack in the foreground: moto, the functions in-process, the RunPod stand-in."""
     from stillhouse_local.stack import EmbeddedStack, StackOptions
 
     names = [e for e in endpoints.split(",") if e]
-    options = StackOptions(port=port, endpoints=names, runpod_port=runpod_port, runpod_api_key=runpod_key)
-    print("starting stillhouse (embedded: moto + in-process Lambdas + RunPod stand-in) ...", flush=True)
+    options = StackOptions(port=port, endpoints=names, runpod_port=runpod_port, runpod_api_key=runpod_key,
+                           aws=aws)
+    print(f"starting stillhouse (embedded: {aws} + in-process Lambdas + RunPod stand-in) ...", flush=True)
     spec = _deploy_file(deploy) if deploy else None  # a bad file stops here, before anything starts
     stack = EmbeddedStack(options).start()
     if spec is not None:

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -55,10 +56,16 @@ def http_api_event(route: HttpRoute, method: str, raw_path: str, query: str, hea
     }
 
 
+#: A route the gateway answers itself, not a function of the template: () -> (status, headers, body).
+LocalRoute = Callable[[], tuple[int, dict[str, str], bytes]]
+
+
 class HttpGateway:
-    def __init__(self, routes: list[HttpRoute], functions: FunctionRegistry, host: str = "127.0.0.1", port: int = 3000):
+    def __init__(self, routes: list[HttpRoute], functions: FunctionRegistry, host: str = "127.0.0.1", port: int = 3000,
+                 local_routes: dict[tuple[str, str], LocalRoute] | None = None):
         self.routes = routes
         self.functions = functions
+        self.local_routes = local_routes or {}  # (method, path): the embedded stack's own (GET /metrics)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -78,6 +85,9 @@ class HttpGateway:
 
     def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
+        local = self.local_routes.get((method, parts.path))
+        if local is not None:
+            return local()
         for route in self.routes:
             params = route.match(method, parts.path)
             if params is not None:

@@ -94,6 +94,10 @@ class MotoEnvironment:
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.url, region_name="us-east-1")
 
+    def process_environment(self) -> dict[str, str | None]:
+        """What the functions' process needs to reach this moto (None: unset)."""
+        return {"AWS_ENDPOINT_URL": self.url, "STILLHOUSE_LOCALSTACK": None}
+
     def deploy(self, local: LocalTemplate, parameters: dict[str, str], secret_values: dict[str, str]) -> dict[str, str]:
         """Create the stack; return logical id -> physical id."""
         s3 = self.client("s3")

@@ -22,7 +22,8 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-
                 "receiptHandle": m["ReceiptHandle"],
                 "body": m["Body"],
                 "attributes": m.get("Attributes", {}),
-                "messageAttributes": m.get("MessageAttributes", {}),
+                "messageAttributes": {name: _event_attribute(value)
+                                      for name, value in m.get("MessageAttributes", {}).items()},
                 "md5OfBody": m.get("MD5OfBody", ""),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
@@ -31,6 +32,13 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-
             for m in messages
         ]
     }
+
+
+def _event_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """ReceiveMessage's shape of a message attribute -> the Lambda SQS event's (camelCase, list fields)."""
+    return {"stringValue": value.get("StringValue"), "binaryValue": value.get("BinaryValue"),
+            "stringListValues": value.get("StringListValues", []), "binaryListValues": value.get("BinaryListValues", []),
+            "dataType": value["DataType"]}
 
 
 class QueuePoller:

@@ -11,10 +11,16 @@ from typing import Any
 
 from stillhouse.auth import new_key
 from stillhouse.container import container, reset
+from stillhouse.telemetry import tracing
+from stillhouse.telemetry.metrics import metrics
+from stillhouse.tenants.store import LimitsPatch
 from stillhouse_local.http_gateway import HttpGateway
 from stillhouse_local.lambdas import FunctionRegistry, InProcessFunction
 from stillhouse_local.moto_env import MotoEnvironment, free_port
+from stillhouse_local.otel import OtelSpans
 from stillhouse_local.pollers import QueuePoller
+from stillhouse_local.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from stillhouse_local.prometheus import PrometheusSink
 from stillhouse_local.scheduler import ScheduleRunner
 from stillhouse_local.template import translate
 
@@ -48,6 +54,20 @@ class StackOptions:
     #: invocations at once of each function behind the HTTP API (and the sweeper, so a direct invocation
     #: does not wait for a scheduled run): API Gateway serves requests concurrently. Others take one at a time.
     http_concurrency: int = 8
+    #: where AWS is: "moto" (in-process, the default) or "localstack" (at LOCALSTACK_HOST, started by
+    #: scripts/localstack.sh when none answers; no Lambda there, so workflows cannot run their tasks)
+    aws: str = "moto"
+
+
+def aws_backend(name: str) -> Any:
+    """The AWS the embedded stack deploys the template into; the code above it is the same for each."""
+    if name == "moto":
+        return MotoEnvironment()
+    if name == "localstack":
+        from stillhouse_local.localstack_env import LocalStackEnvironment
+
+        return LocalStackEnvironment()
+    raise ValueError(f"unknown AWS backend {name!r}: moto or localstack")
 
 
 class EmbeddedStack:
@@ -60,7 +80,8 @@ class EmbeddedStack:
         self.options = options or StackOptions()
         self.port = self.options.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.moto = MotoEnvironment()
+        self.moto = aws_backend(self.options.aws)  # named for the default; LocalStack has the same interface
+        self._saved_environment: dict[str, str | None] = {}
         self.functions = FunctionRegistry()
         self.resources: dict[str, str] = {}
         self.pollers: list[QueuePoller] = []
@@ -71,6 +92,8 @@ class EmbeddedStack:
         self.runpod_api_key = self.options.runpod_api_key or "rp_local_" + secrets.token_urlsafe(16)
         #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
         self.webhook_secrets: dict[str, str] = {}
+        self.prometheus = PrometheusSink()  # served at GET /metrics
+        self.spans = OtelSpans()  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
@@ -107,7 +130,10 @@ class EmbeddedStack:
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()
-            self.gateway = HttpGateway(local.routes, self.functions, port=self.port)
+            metrics.add_sink(self.prometheus)
+            tracing.add_span_starter(self.spans)
+            self.gateway = HttpGateway(local.routes, self.functions, port=self.port,
+                                       local_routes={("GET", "/metrics"): self._metrics_text})
             self.gateway.start()
             sqs = self.moto.client("sqs")
             for mapping in local.queue_mappings:
@@ -142,6 +168,15 @@ class EmbeddedStack:
             self.standin.stop()
             self.standin = None
         self.moto.stop()
+        metrics.remove_sink(self.prometheus)
+        tracing.remove_span_starter(self.spans)
+        self.spans.shutdown()
+        for key, value in self._saved_environment.items():  # the next stack in this process starts clean
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environment.clear()
         with EmbeddedStack._running_lock:
             if EmbeddedStack._running is self:
                 EmbeddedStack._running = None
@@ -155,15 +190,22 @@ class EmbeddedStack:
     # --- set-up ------------------------------------------------------------------------------
     def _configure_process(self, local: Any) -> None:
         """Lambda environment variables are process-global here: set them once, for every function."""
-        env = self.moto.function_environment([self.resources[f] for f in local.functions])
-        env["AWS_ENDPOINT_URL"] = self.moto.url
+        env: dict[str, str | None] = {**self.moto.function_environment([self.resources[f] for f in local.functions])}
+        env.update(self.moto.process_environment())
         env["AWS_REGION"] = "us-east-1"
         env.update(self.options.environment)
-        os.environ.update(env)
+        for key, value in env.items():
+            self._saved_environment.setdefault(key, os.environ.get(key))
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         reset()
 
     def _seed(self) -> None:
         container().api_keys.add(self.dev_api_key, "dev", admin=True)
+        # The dev tenant is the operator's: the benchmarks and the fault soak submit hundreds of jobs at once.
+        container().tenants.create("dev", DEV_LIMITS, tenant_id="dev")
         self.webhook_secrets["dev"] = container().webhook_secrets.create("dev")
         for name in self.options.endpoints:
             # Read as gpu_handler's WorkerSettings reads it.
@@ -186,8 +228,15 @@ class EmbeddedStack:
             self.webhook_secrets[tenant_id] = container().webhook_secrets.create(tenant_id)
         return key
 
+    def _metrics_text(self) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"content-type": PROMETHEUS_CONTENT_TYPE}, self.prometheus.exposition()
+
     def queue_url(self, logical_id: str) -> str:
         return self.resources[logical_id]
+
+
+DEV_LIMITS = LimitsPatch(requests_per_minute=1_000_000, max_in_flight=5_000, max_council_models=8,
+                        allow_high_priority=True)
 
 
 def _default_parameter(local: Any, name: str) -> str:

@@ -3,7 +3,8 @@
 The SAM template is translated offline with aws-sam-translator; local CodeUri/ContentUri are
 swapped for S3 URIs first (the translator insists), and the parts moto must not run itself are
 taken out and returned separately: SQS event source mappings (our pollers run them, honouring
-BatchSize and partial batch responses) and the HTTP API (our HTTP shim serves it).
+BatchSize and partial batch responses) and the HTTP API (our HTTP shim serves it). Alarms and the
+dashboard are left out: nothing local reads them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 CODE_BUCKET = "stillhouse-local-code"
+#: What only an operator of the deployed stack needs: alarms, their topic and the dashboard. Nothing local
+#: reads them, and moto's CloudFormation would only warn about the types it does not model.
+NOT_EMBEDDED = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::SNS::Topic",
+                          "AWS::SNS::Subscription"})
 
 
 @dataclass
@@ -163,6 +168,7 @@ def translate(template_path: Path) -> LocalTemplate:
         if res["Type"].startswith("AWS::ApiGatewayV2::")
         or res["Type"] in ("AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
         or res["Type"] in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission")
+        or res["Type"] in NOT_EMBEDDED
     ]
     for name in drop:
         del cfn["Resources"][name]

@@ -6,7 +6,9 @@ from stillhouse.container import container
 from tests.support.stack import Api, Receiver, forget_statistics
 
 
-@pytest.fixture(scope="session")
+# Package-scoped: it stops when tests/integration is done, before tests/localstack starts its own stack
+# (one embedded stack per process at a time).
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory):
     options = StackOptions(
         port=0,

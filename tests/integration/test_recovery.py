@@ -77,7 +77,7 @@ def test_a_lost_webhook_is_recovered_through_the_status_check(api, stack, faults
 
 
 def test_a_handler_error_that_is_not_retryable_is_not_retried(api):
-    job = api.wait(api.submit("sleep", {"seconds": 999}))
+    job = api.wait(api.submit("sleep", {"seconds": 1, "snooze": True}))  # the worker refuses the field
     assert job["status"] == "FAILED" and job["error_class"] == "terminal"
     assert job["attempts"] == 1 and job.get("execution_arn") is None
 

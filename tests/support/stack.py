@@ -29,6 +29,9 @@ class Api:
     def put(self, path, body):
         return requests.put(self.url + path, json=body, headers=self.headers, timeout=10)
 
+    def delete(self, path):
+        return requests.delete(self.url + path, headers=self.headers, timeout=10)
+
     def submit(self, task="echo", input=None, **extra):
         response = self.post("/v1/jobs", {"task": task, "input": input if input is not None else {"text": "hi"}, **extra})
         assert response.status_code == 202, response.text

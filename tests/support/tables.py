@@ -71,5 +71,9 @@ def create_cache_table(ddb: Any, name: str = "cache") -> Any:
     return create_table(ddb, "ResultCacheTable", name)
 
 
+def create_tenants_table(ddb: Any, name: str = "tenants") -> Any:
+    return create_table(ddb, "TenantsTable", name)
+
+
 def create_webhook_secrets_table(ddb: Any, name: str = "webhook-secrets") -> Any:
     return create_table(ddb, "WebhookSecretsTable", name)

@@ -15,9 +15,10 @@ from stillhouse.runpod.callback_urls import CallbackUrls, Keyring, callback_toke
 def test_keys_are_stored_as_digests_never_in_clear(keys_table):
     store = ApiKeyStore(keys_table)
     key = new_key()
-    store.add(key, "acme")
+    key_id = store.add(key, "acme")
     items = keys_table.scan()["Items"]
-    assert items == [{"key_hash": hash_key(key), "tenant_id": "acme", "admin": False}]
+    assert items == [{"key_hash": hash_key(key), "key_id": key_id, "tenant_id": "acme", "admin": False,
+                      "created_at": items[0]["created_at"]}]
     assert key not in str(items)
 
 
@@ -119,12 +120,13 @@ def test_a_callback_url_carries_attempt_endpoint_and_a_token_for_them():
 
     urls = CallbackUrls(lambda refresh=False: '{"current": "k1", "k1": "a"}', lambda: "https://api.example",
                         ttl_s=60, clock=lambda: 1_000.0)
-    url = urls.for_attempt(SimpleNamespace(id="j1"), 3, SimpleNamespace(name="east"))
+    url = urls.for_attempt(SimpleNamespace(id="j1", trace_id="ab" * 16), 3, SimpleNamespace(name="east"))
     parts = urlsplit(url)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert parts.path == "/callbacks/runpod/j1" and query["attempt"] == "3" and query["endpoint"] == "east"
     assert query["token"].startswith("k1.1060.")
     assert urls.verify(query["token"], "j1", 3, "east")
+    assert query["traceparent"].split("-")[1] == "ab" * 16  # the job's trace, for the callback's log lines
 
 
 def test_webhook_signature_verifies_body_and_freshness():

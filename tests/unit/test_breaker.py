@@ -381,3 +381,42 @@ def test_transitions_run_without_dynamodb():
     for _ in range(5):
         s = on_failure(s, ErrorClass.TRANSIENT, BreakerSettings(), T0)
     assert (s.state, s.opened_reason) == (BreakerState.OPEN, OpenReason.CONSECUTIVE_FAILURES)
+
+
+def _count_writes(table) -> list[str]:
+    writes: list[str] = []
+    table.meta.client.meta.events.register("before-call.dynamodb.UpdateItem",
+                                           lambda **kw: writes.append(kw["params"].get("UpdateExpression", "")))
+    return writes
+
+
+def test_a_finished_jobs_outcome_and_its_slot_are_one_write(breaker, state_table):
+    breaker.store.add_in_flight(EP, 1)
+    writes = _count_writes(state_table)
+    breaker.record_success(EP, 100, release=True)
+    state = breaker.store.get(EP)
+    assert (state.in_flight, state.samples, state.version) == (0, 1, 1)
+    assert len(writes) == 1
+
+
+def test_a_release_with_no_slot_left_still_records_the_outcome(breaker):
+    breaker.record_failure(EP, ErrorClass.TRANSIENT, release=True)  # a duplicate report: nothing in flight
+    state = breaker.store.get(EP)
+    assert (state.in_flight, state.samples, state.consecutive_failures) == (0, 1, 1)
+
+
+def test_a_slot_freed_between_our_read_and_write_is_not_freed_twice(state_table, make, clock):
+    other = make()
+    other.store.add_in_flight(EP, 1)
+    store = InterleavingStore(state_table, lambda: other.store.add_in_flight(EP, -1))
+    Breaker(store, BreakerSettings(), now=clock).record_success(EP, 100, release=True)
+    state = store.get(EP)
+    assert (state.in_flight, state.samples) == (0, 1)  # re-read after the refused write: no slot to free
+
+
+def test_an_outcome_dropped_under_conflicts_still_frees_its_slot(state_table, make, clock):
+    other = make()
+    other.store.add_in_flight(EP, 1)
+    store = InterleavingStore(state_table, lambda: other.record_failure(EP, ErrorClass.TERMINAL), times=100)
+    assert Breaker(store, BreakerSettings(), now=clock).record_success(EP, 100, release=True) is None
+    assert store.get(EP).in_flight == 0

@@ -69,7 +69,7 @@ class RecordingQueue:
     def __init__(self):
         self.sent = []
 
-    def send(self, job_id, priority):
+    def send(self, job_id, priority, *, attempts=None, task=None):
         self.sent.append(job_id)
 
 

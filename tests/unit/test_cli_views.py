@@ -40,3 +40,13 @@ def test_up_prints_the_stand_ins_key_and_a_fault_knob_example():
     assert "STILLHOUSE_RUNPOD_KEY=rp_key" in text
     assert "stillhouse faults local --error-rate" in text
     assert "Bearer rp_key" in text and "http://127.0.0.1:4000/_faults/local" in text
+
+
+def test_endpoints_seen_with_a_tenants_key_are_the_models_available(monkeypatch):
+    from stillhouse_local import cli_endpoints
+
+    console = Console(width=120, record=True)
+    monkeypatch.setattr(cli_endpoints, "console", console)
+    cli_endpoints.show([{"model": "*", "available": True}, {"model": "llama", "available": False}], as_json=False)
+    text = console.export_text()
+    assert "llama" in text and "no" in text and "breaker" not in text

@@ -3,7 +3,8 @@ import pytest
 
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.dispatch import DispatchDeferred, runpod_payload
-from stillhouse.jobs.model import JobStatus, Task
+from stillhouse.jobs.model import JobStatus, Priority, Task
+from stillhouse.jobs.queue import JobQueue, Queued, read_message
 from stillhouse.jobs.status import NOTE_WAITING
 from stillhouse.jobs.store import JobStore
 from stillhouse.runpod.client import RunPodError, classify_status
@@ -171,3 +172,74 @@ def test_an_endpoint_refusing_our_api_key_fails_over_and_counts_against_its_brea
     job = make_dispatcher(store, None, FakeRunPod({"ep-a": rejected}), router=router).dispatch("j1")
     assert job.status is JobStatus.IN_PROGRESS and job.endpoint == "b"
     assert router.outcomes == [("refused", "a", ErrorClass.TRANSIENT), ("submitted", "b")]
+
+
+# --- the queue message carries what dispatch needs --------------------------------------------------
+
+
+class ReadCountingStore(JobStore):
+    def __init__(self, table):
+        super().__init__(table)
+        self.reads = 0
+
+    def get(self, job_id, tenant_id=None):
+        self.reads += 1
+        return super().get(job_id, tenant_id)
+
+
+@pytest.fixture
+def counting(jobs_table):
+    s = ReadCountingStore(jobs_table)
+    s.create(make_job("j1", params={"max_new_tokens": 8}))
+    return s
+
+
+def test_a_message_with_the_jobs_attempts_is_dispatched_without_reading_the_job(counting):
+    runpod = FakeRunPod()
+    job = make_dispatcher(counting, [Ep("a", "ep-a")], runpod).dispatch("j1", 1, Queued("j1", 0, "echo"))
+    assert job.status is JobStatus.IN_PROGRESS and job.attempts == 1 and len(runpod.runs) == 1
+    assert counting.reads == 0
+
+
+def test_a_job_cancelled_after_its_message_was_sent_is_still_not_submitted(counting):
+    counting.transition("j1", JobStatus.CANCELLED, actor="api")
+    runpod = FakeRunPod()
+    assert make_dispatcher(counting, [Ep("a")], runpod).dispatch("j1", 1, Queued("j1", 0, "echo")) is None
+    assert runpod.runs == [] and counting.get("j1").attempts == 0
+
+
+def test_a_duplicate_message_submits_nothing(counting):
+    runpod = FakeRunPod()
+    d = make_dispatcher(counting, [Ep("a")], runpod)
+    d.dispatch("j1", 1, Queued("j1", 0, "echo"))
+    assert d.dispatch("j1", 1, Queued("j1", 0, "echo")) is None  # the claim is refused; the read says why
+    assert len(runpod.runs) == 1 and counting.reads == 1
+
+
+def test_a_stale_message_never_claims_a_job_a_workflow_owns(counting):
+    counting.transition("j1", NOTE_WAITING, actor="recovery", detail="waiting")  # RETRYING: the workflow's
+    runpod = FakeRunPod()
+    assert make_dispatcher(counting, [Ep("a")], runpod).dispatch("j1", 1, Queued("j1", 0, "echo")) is None
+    assert runpod.runs == [] and counting.get("j1").attempts == 0
+
+
+def test_a_council_message_still_goes_to_the_council_workflow(jobs_table):
+    s = JobStore(jobs_table)
+    s.create(make_job("c1").model_copy(update={"task": Task.COUNCIL, "input": {"prompt": "p", "models": ["a", "b"]}}))
+    workflows = FakeWorkflows()
+    job = make_dispatcher(s, [Ep("a")], FakeRunPod(), workflows=workflows).dispatch("c1", 1, Queued("c1", 0, "council"))
+    assert job.status is JobStatus.IN_PROGRESS and workflows.councils and job.attempts == 0
+
+
+def test_messages_carry_the_attempts_and_task_and_old_ones_still_read():
+    sent = []
+
+    class Sqs:
+        def send_message(self, **kw):
+            sent.append(kw)
+
+    JobQueue(Sqs(), {Priority.NORMAL: "q"}).send("j1", Priority.NORMAL, attempts=2, task="echo")
+    assert read_message(sent[0]["MessageBody"]) == Queued("j1", 2, "echo")
+    assert read_message('{"job_id": "j1"}') == Queued("j1", None, None)
+    with pytest.raises(ValueError):
+        read_message('{"job_id": ""}')

@@ -7,9 +7,11 @@ import pytest
 
 from stillhouse.routing.registry import (
     EndpointNotFound,
+    EndpointPolicy,
     EndpointRegistry,
     EndpointSpec,
     InvalidEndpointConfig,
+    allowed_origins,
 )
 from tests.support.clock import Clock
 from tests.support.tables import create_config_table
@@ -204,3 +206,36 @@ def test_a_plain_job_prefers_plain_endpoints_and_falls_back_to_streaming_ones(re
     assert [s.name for s in registry.candidates("qwen")] == ["stream-any"]
     registry.update("plain-llama", enabled=False)
     assert [s.name for s in registry.candidates("llama")] == ["stream-any"]
+
+
+# --- where an admin may point an endpoint ---------------------------------------------------------------
+
+@pytest.fixture
+def guarded(config_table, clock):
+    policy = EndpointPolicy(origins=allowed_origins("https://api.runpod.ai/v2", ["runpod.example.com"]),
+                            secret_prefix="stillhouse/prod/")
+    return EndpointRegistry(config_table, ttl_s=5, now=clock, policy=policy)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"base_url": "https://attacker.example/v2"}, "base_url"),
+    ({"base_url": "http://api.runpod.ai/v2"}, "base_url"),  # our API key never travels in clear text
+    ({"base_url": "https://169.254.169.254/latest"}, "base_url"),
+    ({"base_url": "https://user@attacker.example/v2"}, "base_url"),
+    ({"secret_ref": "stillhouse/other-stage/runpod-api-key"}, "secret_ref"),
+    ({"secret_ref": "some-team/db-password"}, "secret_ref"),
+])
+def test_an_endpoint_pointing_outside_the_allowed_hosts_or_secrets_is_refused(guarded, changes, field):
+    with pytest.raises(InvalidEndpointConfig) as refused:
+        guarded.put({"name": "ep", "endpoint_id": "abc", **changes})
+    assert refused.value.field == field
+    guarded.put({"name": "ep", "endpoint_id": "abc"})
+    with pytest.raises(InvalidEndpointConfig):
+        guarded.update("ep", **changes)
+    assert guarded.get("ep", force_fetch=True).base_url == "https://api.runpod.ai/v2"
+
+
+def test_runpods_own_host_an_allowed_host_and_our_own_secrets_are_accepted(guarded):
+    guarded.put({"name": "a", "endpoint_id": "abc", "secret_ref": "stillhouse/prod/runpod-key-2"})
+    guarded.put({"name": "b", "endpoint_id": "abc", "base_url": "https://RunPod.Example.com/v2"})
+    assert {s.name for s in guarded.list(force_fetch=True)} == {"a", "b"}

@@ -85,6 +85,19 @@ def test_no_attempt_is_claimed_on_a_running_or_finished_job(store):
     assert store.claim_attempt("j1", 0) is None
 
 
+def test_a_claim_writes_only_the_attempt_so_no_index_entry_moves(store):
+    created = store.create(make_job())
+    claimed = store.claim_attempt("j1", 0)
+    assert claimed.updated_at == created.updated_at and claimed.status is JobStatus.IN_QUEUE
+
+
+def test_a_queued_only_claim_leaves_a_job_the_recovery_workflow_holds(store):
+    store.create(make_job())
+    store.transition("j1", JobStatus.RETRYING, actor="recovery")
+    assert store.claim_attempt("j1", 0, queued_only=True) is None
+    assert store.claim_attempt("j1", 0) is not None  # the workflow's own claim
+
+
 def test_listing_is_per_tenant_newest_first_and_paginated(store):
     for i in range(5):
         store.create(make_job(f"a{i}"))

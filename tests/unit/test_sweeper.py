@@ -59,7 +59,7 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again(jobs_table, queues)
     store.create(make_job("lost"))
     sweeper, _ = queue_sweeper(store, queue)
     assert sweeper.sweep(now=datetime.now(UTC) + timedelta(minutes=10)) == {"requeued": 1}
-    assert bodies(sqs, urls["normal"]) == [{"job_id": "lost"}]
+    assert bodies(sqs, urls["normal"]) == [{"job_id": "lost", "attempts": 0, "task": "echo"}]  # what dispatch claims with
     assert store.get("lost").status is JobStatus.IN_QUEUE
     assert sweeper.sweep(now=datetime.now(UTC) + timedelta(seconds=1)) == {}  # news now: not stale again at once
 

@@ -205,3 +205,95 @@ def test_waiting_for_an_endpoint_has_its_own_long_retry(local):
     assert "NoEndpointAvailable" not in errors_retry["ErrorEquals"]
     assert wait["MaxAttempts"] > errors_retry["MaxAttempts"]
     assert wait["IntervalSeconds"] and wait["MaxDelaySeconds"]
+
+
+# --- operations: alarms page someone; the embedded stack leaves them out quietly --------------------
+
+
+def _alarms(local):
+    return {name: res["Properties"] for name, res in local.deployed["Resources"].items()
+            if res["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def test_every_alarm_pages_the_alarm_topic(local):
+    alarms = _alarms(local)
+    assert len(alarms) >= 20
+    for name, props in alarms.items():
+        assert props.get("AlarmActions") == [{"Ref": "AlarmTopic"}], name
+    topic = local.deployed["Resources"]["AlarmTopic"]
+    assert topic["Type"] == "AWS::SNS::Topic"
+    subscription = local.deployed["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"  # no email given: no subscription to confirm
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def _watched(props):
+    """(namespace, metric name, dimension value refs) of every metric an alarm reads."""
+    if "MetricName" in props:
+        yield props["Namespace"], props["MetricName"], [d["Value"] for d in props.get("Dimensions", [])]
+    for query in props.get("Metrics", []):
+        if "MetricStat" in query:
+            metric = query["MetricStat"]["Metric"]
+            yield metric["Namespace"], metric["MetricName"], [d["Value"] for d in metric.get("Dimensions", [])]
+
+
+def test_the_alarms_cover_what_operators_are_paged_for(local):
+    watched = [w for props in _alarms(local).values() for w in _watched(props)]
+    resources = local.deployed["Resources"]
+    queues = {n for n, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    dlqs = {q for q in queues if q.endswith("DLQ")}
+    for queue in dlqs:
+        assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", [{"Fn::GetAtt": [queue, "QueueName"]}]) in watched
+    for queue in queues - dlqs:
+        assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", [{"Fn::GetAtt": [queue, "QueueName"]}]) in watched
+    for fn in (n for n, r in resources.items() if r["Type"] == "AWS::Lambda::Function"):
+        for metric in ("Errors", "Throttles"):
+            assert ("AWS/Lambda", metric, [{"Ref": fn}]) in watched, (fn, metric)
+    for machine in (n for n, r in resources.items() if r["Type"] == "AWS::StepFunctions::StateMachine"):
+        assert ("AWS/States", "ExecutionsFailed", [{"Ref": machine}]) in watched, machine
+    ours = {name for namespace, name, dims in watched if namespace == "stillhouse"}
+    assert {"JobsFailed", "JobsFinished", "EndToEndLatency", "BreakerOpenFor", "WebhookDeliveryFailures"} <= ours
+    for namespace, _, dims in watched:
+        if namespace == "stillhouse":
+            assert dims == ["stillhouse"]  # the service roll-up every EMF blob carries
+
+
+def test_every_alarm_threshold_is_a_parameter_with_a_default(local):
+    parameters = local.deployed["Parameters"]
+    for name, props in _alarms(local).items():
+        threshold = props["Threshold"]
+        if isinstance(threshold, dict):
+            assert "Default" in parameters[threshold["Ref"]], name
+        else:
+            assert threshold == 0 and "DLQ" in name, name  # only "a DLQ is not empty" is fixed
+
+
+def test_the_dashboard_shows_the_metrics_the_code_emits(local):
+    from stillhouse.telemetry.metrics import CATALOGUE
+
+    (body,) = [r["Properties"]["DashboardBody"] for r in local.deployed["Resources"].values()
+               if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    text = body["Fn::Sub"]
+    names = {m.name for m in CATALOGUE}
+    shown = set(re.findall(r'"stillhouse",\s*"(\w+)"', text)) | set(re.findall(r'MetricName=\\"(\w+)', text))
+    assert shown <= names, shown - names  # no widget reads a metric nobody emits
+    assert {"JobsCompleted", "JobsFailed", "EndToEndLatency", "BreakerOpenFor", "EstimatedCost"} <= shown
+
+
+def test_the_embedded_stack_creates_only_what_moto_can_model(local):
+    from moto.cloudformation.parsing import get_model_map
+
+    modelled = set(get_model_map())
+    # The secrets are created directly, not through moto's CloudFormation (moto_env._physical_secrets).
+    left = {res["Type"] for name, res in local.cloudformation["Resources"].items() if name not in local.secrets}
+    assert left <= modelled, left - modelled  # else moto warns at every `stillhouse up`
+    assert not any(t.startswith("AWS::CloudWatch::") for t in left)
+
+
+def test_every_lambda_task_of_the_workflows_passes_the_jobs_traceparent_on(local):
+    parameters = local.cloudformation["Parameters"]
+    for spec in local.state_machines.values():
+        for name, state in _states(json.loads(substituted(spec, parameters))):
+            if state["Type"] == "Task":
+                payload = state["Parameters"].get("Payload", state["Parameters"])
+                assert payload.get("traceparent.$") == "$$.Execution.Input.traceparent", (spec.logical_id, name)

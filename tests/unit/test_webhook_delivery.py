@@ -20,7 +20,7 @@ class Queue:
     def __init__(self):
         self.sent, self.delays = [], []
 
-    def send(self, job_id):
+    def send(self, job_id, trace_id=None):
         self.sent.append(job_id)
 
     def retry_after(self, receipt_handle, delay_s):
@@ -72,7 +72,7 @@ def test_a_notice_is_queued_only_for_a_job_with_a_webhook():
 
 def test_a_notice_that_cannot_be_queued_does_not_fail_whoever_finished_the_job():
     class Down(Queue):
-        def send(self, job_id):
+        def send(self, job_id, trace_id=None):
             raise ConnectionError("SQS unreachable")
 
     assert CallerNotifier(Down())(make_job("j", webhook="https://caller.example/hook")) is False

@@ -1,24 +1,54 @@
-"""API keys: stored as SHA-256 digests, each belongs to a tenant.
+"""API keys: stored as SHA-256 digests, each belongs to a tenant, has a key id, may expire or be revoked.
 
 Keys are 32 random bytes, so an unsalted fast hash is enough: nothing to brute-force, and a lookup
-by digest stays one GetItem.
+by digest stays one GetItem. A key's id (`key_...`) names it for revocation and in logs; the key
+itself is shown once, when it is made.
+
+Lookups are kept in this process's memory for `cache_ttl_s` (a setting, 30 s by default): a revoked key
+stops working at once in the process that revoked it and within that time everywhere else; an expired
+key stops at its expiry everywhere, since expiry is checked on every use.
 """
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from stillhouse.errors import Forbidden, Unauthorized
+from stillhouse.errors import Forbidden, NotFound, Unauthorized
 
 KEY_PREFIX = "sh_"
+KEY_ID_PREFIX = "key_"
+#: Keys remembered per process; the least recently used go first (unknown keys are never remembered,
+#: so random guesses cannot push good keys out).
+CACHE_ENTRIES = 10_000
 
 
 class Principal(BaseModel):
     tenant_id: str
     admin: bool = False
+    key_id: str | None = None
+
+
+class IssuedKey(BaseModel):
+    """A key as its owner receives it, once."""
+
+    key_id: str
+    api_key: str
+    tenant_id: str
+    admin: bool = False
+    expires_at: str | None = None  # ISO 8601, UTC
+
+
+class KeyNotFound(NotFound):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key {key_id!r}", field="key_id")
 
 
 def hash_key(api_key: str) -> str:
@@ -29,6 +59,10 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def new_key_id() -> str:
+    return KEY_ID_PREFIX + secrets.token_hex(8)
+
+
 def bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -36,19 +70,85 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 class ApiKeyStore:
-    def __init__(self, table: Any) -> None:
+    """The ApiKeysTable: `key_hash` → tenant, admin flag, key id (index ByKeyId), expiry, revocation."""
+
+    def __init__(self, table: Any, *, cache_ttl_s: float = 30.0, now: Callable[[], float] = time.time) -> None:
         self._table = table
+        self._ttl_s = cache_ttl_s
+        self._now = now
+        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def add(self, api_key: str, tenant_id: str, *, admin: bool = False) -> None:
-        self._table.put_item(Item={"key_hash": hash_key(api_key), "tenant_id": tenant_id, "admin": admin})
+    # --- issuing and revoking -----------------------------------------------------------------------
+    def add(self, api_key: str, tenant_id: str, *, admin: bool = False, expires_at: float | None = None,
+            key_id: str | None = None) -> str:
+        """Store a key (by its digest); returns its key id."""
+        key_id = key_id or new_key_id()
+        item: dict[str, Any] = {"key_hash": hash_key(api_key), "key_id": key_id, "tenant_id": tenant_id,
+                                "admin": admin, "created_at": _iso(self._now())}
+        if expires_at is not None:
+            item["expires_at"] = int(expires_at)
+        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(key_hash)")
+        return key_id
 
+    def issue(self, tenant_id: str, *, admin: bool = False, expires_at: float | None = None) -> IssuedKey:
+        """A new random key for `tenant_id`."""
+        api_key = new_key()
+        key_id = self.add(api_key, tenant_id, admin=admin, expires_at=expires_at)
+        return IssuedKey(key_id=key_id, api_key=api_key, tenant_id=tenant_id, admin=admin,
+                         expires_at=_iso(expires_at) if expires_at is not None else None)
+
+    def revoke(self, key_id: str, *, tenant_id: str | None = None) -> None:
+        """Revoke a key by its id (only a key of `tenant_id`, when given: another tenant's is not found)."""
+        found = self._table.query(IndexName="ByKeyId", KeyConditionExpression="key_id = :k",
+                                  ExpressionAttributeValues={":k": key_id}).get("Items", [])
+        for entry in found:
+            try:
+                condition = "attribute_exists(key_hash)" + (" AND tenant_id = :t" if tenant_id else "")
+                values: dict[str, Any] = {":now": int(self._now())}
+                if tenant_id:
+                    values[":t"] = tenant_id
+                self._table.update_item(Key={"key_hash": entry["key_hash"]}, UpdateExpression="SET revoked_at = :now",
+                                        ConditionExpression=condition, ExpressionAttributeValues=values)
+            except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+                raise KeyNotFound(key_id) from None
+            with self._lock:
+                self._cache.pop(entry["key_hash"], None)
+            return
+        raise KeyNotFound(key_id)
+
+    # --- checking -----------------------------------------------------------------------------------
     def authenticate(self, authorization: str | None) -> Principal:
         token = bearer_token(authorization)
-        item = self._table.get_item(Key={"key_hash": hash_key(token)}).get("Item")
-        if item is None:
+        item = self._lookup(hash_key(token))
+        now = self._now()
+        if item is None or item.get("revoked_at") is not None:
             raise Unauthorized("invalid API key", field="Authorization")
-        return Principal(tenant_id=item["tenant_id"], admin=bool(item.get("admin", False)))
+        if item.get("expires_at") is not None and now >= float(item["expires_at"]):
+            raise Unauthorized("this API key has expired", field="Authorization")
+        return Principal(tenant_id=item["tenant_id"], admin=bool(item.get("admin", False)), key_id=item.get("key_id"))
+
+    def _lookup(self, digest: str) -> dict[str, Any] | None:
+        now = self._now()
+        with self._lock:
+            cached = self._cache.get(digest)
+            if cached is not None and now - cached[0] < self._ttl_s:
+                self._cache.move_to_end(digest)
+                return cached[1]
+        item = self._table.get_item(Key={"key_hash": digest}).get("Item")
+        if item is None:
+            return None
+        with self._lock:
+            self._cache[digest] = (now, item)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return item
 
 
 def require_admin(principal: Principal) -> None:

@@ -1,7 +1,7 @@
 """The one AWS clients factory: the same boto3 code talks to AWS, LocalStack or embedded moto.
 
-Which one is configuration only (`AWS_ENDPOINT_URL`, or `STILLHOUSE_LOCALSTACK=true` to take the
-endpoint from localstack-client); business code never asks which. Clients are created lazily and
+Which one is configuration only (`AWS_ENDPOINT_URL`, or `STILLHOUSE_LOCALSTACK=true` for localstack-client's
+sessions: LocalStack at `LOCALSTACK_HOST`, its test credentials); business code never asks which. Clients are created lazily and
 cached per process (boto3 client creation costs ~50 ms; Lambda cold starts pay only for what they use).
 Every API call is counted, which is how the benchmarks price a job (docs/cost.md).
 """
@@ -58,6 +58,15 @@ def endpoint_url(settings: Settings | None = None) -> str | None:
     return None
 
 
+def _session(settings: Settings) -> Any:
+    """A boto3 session, or localstack-client's stand-in for one when LocalStack is the target."""
+    if settings.localstack and not settings.aws_endpoint_url:
+        from localstack_client.session import Session  # only where LocalStack is the target
+
+        return Session(region_name=settings.region)
+    return boto3.session.Session()
+
+
 def _count(service: str):
     def handler(event_name: str, **_: Any) -> None:
         # event_name looks like "before-call.sqs.SendMessage"
@@ -73,7 +82,7 @@ def client(service: str, settings: Settings | None = None) -> Any:
     with _lock:
         found = _clients.get(key)
         if found is None:
-            found = boto3.session.Session().client(
+            found = _session(settings).client(
                 service,
                 region_name=settings.region,
                 endpoint_url=url,
@@ -94,7 +103,7 @@ def table(name: str, settings: Settings | None = None) -> Any:
     with _lock:
         res = _resources.get(key)
         if res is None:
-            res = boto3.session.Session().resource(
+            res = _session(settings).resource(
                 "dynamodb", region_name=settings.region, endpoint_url=url
             )
             res.meta.client.meta.events.register("before-call", _count("dynamodb"))

@@ -55,6 +55,38 @@ class BreakerSettings(BaseModel):
     success_rate_floor: float = Field(default=0.25, ge=0, lt=1)  # 0 disables
 
 
+class InputLimits(BaseModel):
+    """Per-task bounds checked at the API (422 naming the field), so that a job the GPU worker would refuse
+    is refused before it is queued and billed. The worker's own limits (gpu_handler/settings.py and
+    schemas.py) are the ceiling: tests/unit/test_input_limits.py fails if a bound here exceeds the worker's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(default=2048, ge=1)  # the worker's MAX_NEW_TOKENS_LIMIT
+    prompt_chars: int = Field(default=32_000, ge=1)  # a prompt, or all of a chat's messages together
+    messages: int = Field(default=256, ge=1)
+    stop_strings: int = Field(default=16, ge=0)  # the worker's `stop` list
+    embed_texts: int = Field(default=512, ge=1)  # the worker's MAX_EMBED_TEXTS
+    text_chars: int = Field(default=32_000, ge=1)  # each text of an embed job
+    council_models: int = Field(default=8, ge=2, le=8)  # 8: CouncilInput's ceiling
+    sleep_s: float = Field(default=60.0, ge=0)  # the worker's MAX_SLEEP_S
+    params_bytes: int = Field(default=16_384, ge=2)  # `params` as compact JSON
+    # Nesting of the request body. DynamoDB refuses items nested deeper than 32 levels, and a job keeps
+    # its input two levels down; very deep JSON would also exhaust the parser's recursion.
+    json_depth: int = Field(default=24, ge=2, le=30)
+
+
+class TenantLimits(BaseModel):
+    """A tenant's quotas; each tenant's own values override these defaults field by field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)  # job submissions, a token bucket
+    max_in_flight: int = Field(default=100, ge=1, le=5_000)  # jobs not yet ended
+    max_council_models: int = Field(default=4, ge=2, le=8)
+    allow_high_priority: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STILLHOUSE_", env_nested_delimiter="__", extra="ignore")
 
@@ -65,6 +97,10 @@ class Settings(BaseSettings):
 
     jobs_table: str = "stillhouse-jobs"
     api_keys_table: str = "stillhouse-api-keys"
+    tenants_table: str = "stillhouse-tenants"
+    # How long an API key (and its tenant's limits) is trusted from this process's memory: a revoked key
+    # or changed limits take effect within this many seconds on every warm function.
+    api_key_cache_ttl_s: float = Field(default=30.0, ge=0)
     # Per-tenant webhook secrets (delivery/tenant_secrets.py); a rotated-out secret still signs this long.
     webhook_secrets_table: str = "stillhouse-webhook-secrets"
     webhook_secret_grace_s: int = 86_400
@@ -125,7 +161,19 @@ class Settings(BaseSettings):
     route: RouteSettings = Field(default_factory=RouteSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
+    # Prices of the cost estimate each attempt's metrics carry (docs/cost.md): a GPU-second of the
+    # endpoints' workers (RunPod flex, 24 GB) and the AWS share of a fast-path job.
+    gpu_usd_per_s: float = Field(default=0.00019, ge=0)
+    aws_usd_per_job: float = Field(default=0.0000172, ge=0)
+
     max_body_bytes: int = 1_048_576
+    input_limits: InputLimits = Field(default_factory=InputLimits)
+    tenant_limits: TenantLimits = Field(default_factory=TenantLimits)
+    # Where an admin may point an endpoint: the host of runpod_base_url, plus these (https only).
+    endpoint_hosts: list[str] = Field(default_factory=list)
+    # The stack's own secrets: an endpoint's secret_ref must name one of them (template.yaml sets the
+    # stage's prefix, stillhouse/{Stage}/).
+    secret_prefix: str = "stillhouse/"
     list_limit_max: int = 100
 
 

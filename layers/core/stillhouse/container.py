@@ -28,12 +28,14 @@ from stillhouse.outputs.cache import ResultCache
 from stillhouse.outputs.spill import ResultStore
 from stillhouse.routing.breaker import Breaker
 from stillhouse.routing.feedback import report_outcome
-from stillhouse.routing.registry import EndpointRegistry
+from stillhouse.routing.registry import EndpointPolicy, EndpointRegistry, allowed_origins
 from stillhouse.routing.router import Router
 from stillhouse.routing.runpod_gateway import RunPodGateway
 from stillhouse.routing.state import EndpointStateStore
 from stillhouse.runpod.callback_urls import CallbackUrls
 from stillhouse.runpod.callbacks import CallbackRecorder
+from stillhouse.tenants.quotas import Quotas
+from stillhouse.tenants.store import TenantStore
 from stillhouse.workflows.council import CouncilTasks
 from stillhouse.workflows.recovery import RecoveryTasks
 from stillhouse.workflows.stepfunctions import Workflows
@@ -68,7 +70,16 @@ class Container:
 
     @cached_property
     def api_keys(self) -> ApiKeyStore:
-        return ApiKeyStore(aws.table(self.settings.api_keys_table))
+        return ApiKeyStore(aws.table(self.settings.api_keys_table), cache_ttl_s=self.settings.api_key_cache_ttl_s)
+
+    @cached_property
+    def tenants(self) -> TenantStore:
+        s = self.settings
+        return TenantStore(aws.table(s.tenants_table), s.tenant_limits, cache_ttl_s=s.api_key_cache_ttl_s)
+
+    @cached_property
+    def quotas(self) -> Quotas:
+        return Quotas(self.tenants, self.job_store.live)
 
     @cached_property
     def webhook_secrets(self) -> WebhookSecretStore:
@@ -89,7 +100,10 @@ class Container:
     # --- routing and RunPod --------------------------------------------------------------------
     @cached_property
     def registry(self) -> EndpointRegistry:
-        return EndpointRegistry(aws.table(self.settings.config_table), ttl_s=self.settings.parameters_max_age_s)
+        s = self.settings
+        policy = EndpointPolicy(origins=allowed_origins(s.runpod_base_url, s.endpoint_hosts),
+                                secret_prefix=s.secret_prefix)
+        return EndpointRegistry(aws.table(s.config_table), ttl_s=s.parameters_max_age_s, policy=policy)
 
     @cached_property
     def router(self) -> Router:
@@ -128,7 +142,8 @@ class Container:
     def job_service(self) -> JobService:
         defaults = CouncilDefaults(tuple(self.settings.council_models), self.settings.council_chair)
         return JobService(self.job_store, self.queue, workflows=self.workflows, runpod=self.runpod,
-                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller)
+                          council_defaults=defaults, cache=self.result_cache, notify=self.notify_caller,
+                          limits=self.settings.input_limits, quotas=self.quotas)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
@@ -175,7 +190,8 @@ class Container:
                        execution_status=self.workflows.status, notify=self.notify_caller,
                        deadlines=self.deadlines, queue=self.queue,
                        settle_dlqs=self.settings.settle_dlqs,
-                       in_queue_give_up_s=self.settings.in_queue_give_up_s)
+                       in_queue_give_up_s=self.settings.in_queue_give_up_s,
+                       breakers=lambda: [view.health for view in self.router.describe()])
 
     @cached_property
     def sweep_rounds(self) -> SweepRounds:

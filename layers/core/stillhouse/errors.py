@@ -80,6 +80,16 @@ class TransitionRefused(Conflict):
     code = "transition_refused"
 
 
+class QuotaExceeded(StillhouseError):
+    """A tenant is over one of its limits for now (429 with Retry-After); `field` names the limit."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, field=limit)
+        self.retry_after_s = retry_after_s
+
+
 class ServiceUnavailable(StillhouseError):
     code = "unavailable"
 

@@ -22,7 +22,9 @@ from aws_lambda_powertools import Logger
 from stillhouse.delivery.signing import webhook_headers
 from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
-from stillhouse.jobs.queue import settle_dead_letters
+from stillhouse.jobs.queue import settle_dead_letters, trace_attributes
+from stillhouse.telemetry import tracing
+from stillhouse.telemetry.metrics import metrics
 
 logger = Logger(service="stillhouse", child=True)
 #: Delays before the 2nd, 3rd, ... try: Standard Webhooks' schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
@@ -58,8 +60,9 @@ class DeliveryQueue:
         self._url = url
         self._dlq_url = dlq_url
 
-    def send(self, job_id: str) -> None:
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}))
+    def send(self, job_id: str, trace_id: str | None = None) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}),
+                               **trace_attributes(tracing.hop(trace_id)))
 
     def retry_after(self, receipt_handle: str, delay_s: float) -> None:
         """The message comes back after `delay_s` (SQS allows up to 12 h)."""
@@ -83,7 +86,7 @@ class CallerNotifier:
         if not job.webhook:
             return False
         try:
-            self._queue.send(job.id)
+            self._queue.send(job.id, job.trace_id)
         except Exception:  # noqa: BLE001 - the job has ended already: failing its finisher now helps nobody
             logger.exception("could not queue the caller's webhook notice", extra={"job_id": job.id})
             return False
@@ -148,14 +151,17 @@ class WebhookDeliverer:
         else:
             # The id is the notice's, the same on every try: callers drop a duplicate by it.
             headers = {"Content-Type": "application/json", **webhook_headers(secrets, f"msg_{job.id}", body)}
+            if job.trace_id:  # the caller's own tracing sees where its job went
+                headers[tracing.HEADER] = tracing.hop(job.trace_id)
             try:
                 entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
             except (requests.RequestException, DeliveryFailed) as err:
                 entry["error"] = str(err)[:200]
+        last = receive_count >= self.max_tries
+        metrics.webhook_tried("error" not in entry, last=last)
         if "error" not in entry:
             self._store.record_delivery(job_id, entry)
             return
-        last = receive_count >= self.max_tries
         entry["next"] = "stopped: in the dead-letter queue" if last else "retry"
         self._store.record_delivery(job_id, entry)
         logger.warning("caller webhook failed", extra={"job_id": job_id, "try": receive_count, "error": entry["error"]})

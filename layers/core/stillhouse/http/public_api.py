@@ -1,6 +1,5 @@
 """The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
 
-import json
 import time
 from functools import lru_cache
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
-from stillhouse.http import config_api, webhook_secrets
+from stillhouse.http import config_api, job_trace, openapi_doc, tenants, webhook_secrets
 from stillhouse.http.resolver import new_resolver
 from stillhouse.jobs.model import (
     Job,
@@ -34,6 +33,7 @@ from stillhouse.jobs.model import (
 from stillhouse.jobs.streams import StreamPage, StreamReader
 from stillhouse.routing.registry import EndpointNotFound, EndpointSpec
 from stillhouse.routing.router import EndpointView
+from stillhouse.telemetry import tracing
 
 logger = Logger(service="stillhouse")
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
@@ -47,7 +47,9 @@ def authenticate(resolver) -> None:
 
 
 app = new_resolver(gates=[authenticate])
+app.include_router(job_trace.router)
 app.include_router(webhook_secrets.router)
+app.include_router(tenants.router)
 app.include_router(config_api.router)
 
 
@@ -70,8 +72,9 @@ def _submit_keeping(persistence: DynamoDBPersistenceLayer):
     @idempotent_function(data_keyword_argument="data", persistence_store=persistence, config=config)
     def submit(*, data: dict[str, Any]) -> dict[str, Any]:
         who = Principal(tenant_id=data["tenant_id"])
-        job = container().job_service.submit(who, JobRequest.model_validate(data["request"]))
-        return {"id": job.id, "status": job.status.value}
+        job = container().job_service.submit(who, JobRequest.model_validate(data["request"]),
+                                             data.get("traceparent"))
+        return {"id": job.id, "status": job.status.value, "trace_id": job.trace_id}
 
     return submit, config
 
@@ -81,12 +84,14 @@ def _submit_keeping(persistence: DynamoDBPersistenceLayer):
 IN_PROGRESS_WAITS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
-def submit_once(who: Principal, key: str, request: JobRequest, lambda_context: Any = None) -> dict[str, Any]:
+def submit_once(who: Principal, key: str, request: JobRequest, lambda_context: Any = None,
+                traceparent: str | None = None) -> dict[str, Any]:
     """Submit under an Idempotency-Key: the first request creates the job, every twin gets that job."""
     submit, config = _idempotent_submit()
     if lambda_context is not None:
         config.register_lambda_context(lambda_context)
-    data = {"tenant_id": who.tenant_id, "key": key, "request": request.model_dump(mode="json")}
+    data = {"tenant_id": who.tenant_id, "key": key, "request": request.model_dump(mode="json"),
+            "traceparent": traceparent}  # neither part of the key nor of the payload a twin must match
     for wait_s in IN_PROGRESS_WAITS_S:
         try:
             return _submit_checked(submit, data)
@@ -113,25 +118,32 @@ def health() -> dict[str, str]:
 
 @app.get("/openapi.json", include_in_schema=False)
 def openapi() -> dict[str, Any]:
-    return json.loads(app.get_openapi_json_schema(title="stillhouse", version="1.0.0",
-                                                  description="Serverless GPU job router"))
+    return openapi_doc.document(app, public_paths=PUBLIC_PATHS)
 
 
 @app.post("/v1/jobs", responses={202: {"description": "accepted"}})
 def submit_job(
     request: JobRequest,
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key", max_length=200)] = None,
+    traceparent: Annotated[str | None, Header(alias="traceparent", max_length=200)] = None,
 ) -> JobAccepted:
+    """A job joins the caller's W3C trace (`traceparent`), or starts one; the answer's `traceparent`
+    header names it."""
     who = principal()
     if idempotency_key:
-        accepted = submit_once(who, idempotency_key, request, app.lambda_context)
-        logger.append_keys(job_id=accepted["id"])
-        return Response(status_code=202, content_type="application/json", body=JobAccepted(**accepted))
-    job = container().job_service.submit(who, request)
-    logger.append_keys(job_id=job.id)
+        accepted = submit_once(who, idempotency_key, request, app.lambda_context, traceparent)
+        logger.append_keys(job_id=accepted["id"], trace_id=accepted.get("trace_id"))
+        return _accepted(JobAccepted(id=accepted["id"], status=accepted["status"]), accepted.get("trace_id"))
+    job = container().job_service.submit(who, request, traceparent)
+    logger.append_keys(job_id=job.id, trace_id=job.trace_id)
     logger.info("job accepted", extra={"task": job.task.value, "status": job.status.value})
-    return Response(status_code=202, content_type="application/json",
-                    body=JobAccepted(id=job.id, status=job.status))
+    return _accepted(JobAccepted(id=job.id, status=job.status), job.trace_id)
+
+
+def _accepted(body: JobAccepted, trace_id: str | None) -> Response:
+    traceparent = tracing.hop(trace_id)
+    return Response(status_code=202, content_type="application/json", body=body,
+                    headers={tracing.HEADER: traceparent} if traceparent else None)
 
 
 @app.get("/v1/jobs/<job_id>")
@@ -183,10 +195,24 @@ def _endpoint_row(view: EndpointView) -> dict[str, Any]:
     }
 
 
+def _model_rows(views: list[EndpointView]) -> list[dict[str, Any]]:
+    """What a tenant may know of the fleet: the models it can ask for ("*": any), and whether an endpoint
+    serving each takes jobs now. No endpoint ids, URLs, secret names or anyone's error text."""
+    available: dict[str, bool] = {}
+    for view in views:
+        if view.spec.enabled:
+            for model in view.spec.models:
+                available[model] = available.get(model, False) or view.health.accepting
+    return [{"model": model, "available": ok} for model, ok in sorted(available.items())]
+
+
 @app.get("/v1/endpoints")
 def list_endpoints() -> list[dict[str, Any]]:
-    principal()
-    return [_endpoint_row(view) for view in container().router.describe()]
+    """Admins see the fleet (each endpoint's configuration and health); tenants see the models available."""
+    views = container().router.describe()
+    if principal().admin:
+        return [_endpoint_row(view) for view in views]
+    return _model_rows(views)
 
 
 @app.put("/v1/endpoints/<name>")

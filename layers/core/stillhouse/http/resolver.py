@@ -29,6 +29,7 @@ _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
     (errors.Forbidden, HTTPStatus.FORBIDDEN),
     (errors.NotFound, HTTPStatus.NOT_FOUND),
     (errors.Conflict, HTTPStatus.CONFLICT),
+    (errors.QuotaExceeded, HTTPStatus.TOO_MANY_REQUESTS),
     (errors.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
 ]
 
@@ -66,13 +67,50 @@ def _validation_error(exc: RequestValidationError) -> Response:
 
 
 def guard_body(app: APIGatewayHttpResolver) -> None:
-    """Refuse an oversized body before it is parsed, so nothing is written."""
+    """Refuse an oversized or too deeply nested body before it is parsed, so nothing is written (and a
+    parser's recursion never becomes a 500)."""
     event = app.current_event
     raw = event.body or ""
-    size = len(base64.b64decode(raw)) if event.is_base64_encoded else len(raw.encode())
-    if size > get_settings().max_body_bytes:
-        raise errors.PayloadTooLarge(f"body is {size} bytes; the limit is {get_settings().max_body_bytes}",
+    data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+    size = len(data)
+    settings = get_settings()
+    if size > settings.max_body_bytes:
+        raise errors.PayloadTooLarge(f"body is {size} bytes; the limit is {settings.max_body_bytes}",
                                      field="body")
+    if event.is_base64_encoded:  # API Gateway's form of a body that is not UTF-8 text
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.InvalidRequest("request body is not valid JSON (not UTF-8 text)", field="body") from None
+    limit = settings.input_limits.json_depth
+    if nests_deeper(raw, limit):
+        raise errors.InvalidRequest(f"body: JSON nested more than {limit} levels deep", field="body")
+
+
+def nests_deeper(text: str, limit: int) -> bool:
+    """Whether `text`'s JSON arrays and objects nest more than `limit` levels (brackets inside strings do
+    not count). Most bodies hold fewer brackets than the bound and are answered by counting alone."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def _unexpected(exc: Exception) -> Response:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from stillhouse.errors import ErrorClass, StillhouseError, TransitionRefused
 from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import Job, JobStatus, Task
+from stillhouse.jobs.queue import Queued
 from stillhouse.jobs.status import HAND_OVER, START_ATTEMPT, START_COUNCIL, Move
 from stillhouse.jobs.store import JobStore
 from stillhouse.routing.placement import Endpoint, Refused, Routing, place
@@ -60,18 +61,26 @@ class Dispatcher:
     deadlines: SettleDeadlines = field(default_factory=SettleDeadlines)
 
     # --- the fast path (SQS) -------------------------------------------------------------------
-    def dispatch(self, job_id: str, receive_count: int = 1) -> Job | None:
-        job = self.store.get(job_id)
-        if job.status is not JobStatus.IN_QUEUE:
-            return None  # duplicate delivery, cancelled while queued, or a workflow has it
+    def dispatch(self, job_id: str, receive_count: int = 1, message: Queued | None = None) -> Job | None:
+        """Dispatch a queued job. `message`: what its queue message says; a fast-path job is then
+        claimed straight away (the claim's condition checks that it is still queued at those attempts),
+        and read only when the claim is refused."""
+        job: Job | None = None
+        claimed: Job | None = None
         try:
-            if job.task is Task.COUNCIL:
-                return self._hand_over(job, 0, "council workflow", council=True)
-            if self.workflow_mode == "always":
-                return self._hand_over(job, 0, "workflow_mode=always")
-            claimed = self.store.claim_attempt(job.id, job.attempts)
+            if self._claims_blind(message):
+                claimed = self.store.claim_attempt(job_id, message.attempts, queued_only=True)  # type: ignore[union-attr, arg-type]
             if claimed is None:
-                return None  # a concurrent delivery took this attempt
+                job = self.store.get(job_id)
+                if job.status is not JobStatus.IN_QUEUE:
+                    return None  # duplicate delivery, cancelled while queued, or a workflow has it
+                if job.task is Task.COUNCIL:
+                    return self._hand_over(job, 0, "council workflow", council=True)
+                if self.workflow_mode == "always":
+                    return self._hand_over(job, 0, "workflow_mode=always")
+                claimed = self.store.claim_attempt(job.id, job.attempts)
+                if claimed is None:
+                    return None  # a concurrent delivery took this attempt
             outcome = self.submit(claimed, claimed.attempts, actor="dispatch")
             if not isinstance(outcome, Refused):
                 return outcome
@@ -79,9 +88,16 @@ class Dispatcher:
         except Exception as err:
             if receive_count >= self.max_receive_count:
                 # Last delivery: end the job before the message goes to the DLQ.
-                self._fail(job, job.attempts, None, f"dispatch failed after {receive_count} deliveries: {err}",
+                last = claimed or job or self.store.get(job_id)
+                self._fail(last, last.attempts, None, f"dispatch failed after {receive_count} deliveries: {err}",
                            ErrorClass.TRANSIENT, actor="dispatch")
             raise
+
+    def _claims_blind(self, message: Queued | None) -> bool:
+        """Can the message's facts stand in for reading the job? Only for the plain fast path: council jobs
+        and WorkflowMode=always hand the job to a workflow instead of claiming an attempt."""
+        return (message is not None and message.attempts is not None and message.task is not None
+                and message.task != Task.COUNCIL.value and self.workflow_mode != "always")
 
     def _hand_over(self, job: Job, attempt: int, reason: str, error_class: ErrorClass | None = None,
                    *, council: bool = False) -> Job | None:

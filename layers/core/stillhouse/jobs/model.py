@@ -88,6 +88,7 @@ class Job(BaseModel):
     cache: bool = False
     cache_key: str | None = Field(default=None, exclude=True)
     cached_from: str | None = None  # the job whose result answered this one (cache: true)
+    trace_id: str | None = None  # the W3C trace every hop of the job carries (stillhouse.telemetry.tracing)
     created_at: str
     updated_at: str
     endpoint: str | None = None
@@ -112,11 +113,11 @@ class CouncilInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=20_000)
+    prompt: str = Field(min_length=1)  # its length is bounded by settings (InputLimits.prompt_chars)
     models: list[str] | None = Field(default=None, min_length=2, max_length=8)
     chair: str | None = Field(default=None, min_length=1, max_length=200)
     rank: bool = False
-    max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_new_tokens: int | None = Field(default=None, ge=1)  # at most InputLimits.max_new_tokens
 
 
 class JobSummary(BaseModel):

@@ -1,12 +1,25 @@
-"""Job queue: one SQS queue per priority; a message carries only the job id."""
+"""Job queue: one SQS queue per priority. A message carries the job id and what dispatch needs to claim
+the job without reading it first (its attempts and task when sent): the claim is a conditional write,
+so a message that is out of date (the job moved on, was cancelled) only costs the read it saved."""
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from stillhouse.jobs.model import Priority
+from stillhouse.telemetry import tracing
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A read job message. `attempts`/`task` are None in a message from before they were carried."""
+
+    job_id: str
+    attempts: int | None = None
+    task: str | None = None
 
 
 class JobQueue:
@@ -15,8 +28,13 @@ class JobQueue:
         self._urls = urls
         self._dlqs = dlqs or {}  # each priority's dead-letter queue
 
-    def send(self, job_id: str, priority: Priority) -> None:
-        self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps({"job_id": job_id}))
+    def send(self, job_id: str, priority: Priority, *, attempts: int | None = None, task: str | None = None) -> None:
+        body: dict[str, Any] = {"job_id": job_id}
+        if attempts is not None:
+            body["attempts"] = attempts
+        if task is not None:
+            body["task"] = task
+        self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps(body), **trace_attributes())
 
     def redrive_dlqs(self) -> int:
         """Send everything the dead-letter queues hold back to their queues (send first, then delete: at least
@@ -44,7 +62,8 @@ def settle_dead_letters(sqs: Any, dlq_url: str, queue_url: str, back: Callable[[
         except (ValueError, KeyError, TypeError):
             job_id = None
         if back(job_id):
-            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+            kept = message.get("MessageAttributes", {}).get(tracing.HEADER, {}).get("StringValue")
+            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"], **trace_attributes(kept))
             counts["dlq_redriven"] += 1
         else:
             counts["dlq_dropped"] += 1
@@ -55,17 +74,40 @@ def settle_dead_letters(sqs: Any, dlq_url: str, queue_url: str, back: Callable[[
 def _receive(sqs: Any, url: str, limit: int) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     while len(messages) < limit:
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                    MessageAttributeNames=[tracing.HEADER]).get("Messages", [])
         if not batch:
             break
         messages += batch
     return messages
 
 
+def trace_attributes(traceparent: str | None = None) -> dict[str, Any]:
+    """SQS MessageAttributes carrying the trace of the job being worked on (or `traceparent`)."""
+    value = traceparent or tracing.outgoing()
+    if not value:
+        return {}
+    return {"MessageAttributes": {tracing.HEADER: {"DataType": "String", "StringValue": value}}}
+
+
+def traceparent_of(record: Any) -> str | None:
+    """The trace an SQS record carries (a Powertools SQSRecord), if any."""
+    attribute = record.message_attributes[tracing.HEADER]
+    return attribute.string_value if attribute else None
+
+
 def job_id_of(body: str) -> str:
-    """Read a queue message; a message we cannot read is poison (it ends in the DLQ)."""
+    """Read a queue message's job id; a message we cannot read is poison (it ends in the DLQ)."""
+    return read_message(body).job_id
+
+
+def read_message(body: str) -> Queued:
+    """Read a queue message; a message we cannot read is poison (it ends in the DLQ). Extra facts that do
+    not parse are ignored: dispatch then reads the job, as it would for an old message."""
     data = json.loads(body)
     job_id = data["job_id"]
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("message has no job_id")
-    return job_id
+    attempts, task = data.get("attempts"), data.get("task")
+    return Queued(job_id, attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
+                  task if isinstance(task, str) else None)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from stillhouse.auth import Principal
+from stillhouse.config import InputLimits
 from stillhouse.errors import (
     Conflict,
     PayloadTooLarge,
@@ -17,10 +18,14 @@ from stillhouse.errors import (
     TransitionRefused,
     Unprocessable,
 )
-from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Task
+from stillhouse.jobs.input_limits import check_input
+from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Priority, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore, now_iso
 from stillhouse.outputs.cache import ResultCache, cache_key, cacheable
+from stillhouse.telemetry.metrics import metrics
+from stillhouse.telemetry.tracing import TraceContext, job_context
+from stillhouse.tenants.quotas import Quotas
 
 # A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
 MAX_INPUT_BYTES = 300_000
@@ -51,7 +56,10 @@ class RunPodStopper(Protocol):
 class JobService:
     def __init__(self, store: JobStore, queue: JobQueue, *, workflows: WorkflowStopper | None = None,
                  runpod: RunPodStopper | None = None, council_defaults: CouncilDefaults | None = None,
-                 cache: ResultCache | None = None, notify: Callable[[Job], Any] | None = None) -> None:
+                 cache: ResultCache | None = None, notify: Callable[[Job], Any] | None = None,
+                 limits: InputLimits | None = None, quotas: Quotas | None = None) -> None:
+        self._quotas = quotas
+        self._limits = limits or InputLimits()
         self._cache = cache
         self._notify = notify  # pushes a finished job to the caller's webhook
         self._council_defaults = council_defaults or CouncilDefaults()
@@ -60,11 +68,13 @@ class JobService:
         self._workflows = workflows
         self._runpod = runpod
 
-    def submit(self, principal: Principal, request: JobRequest) -> Job:
+    def submit(self, principal: Principal, request: JobRequest, traceparent: str | None = None) -> Job:
+        """Store and queue a job; it joins the caller's trace (`traceparent`), or starts one."""
         size = len(json.dumps(request.input, separators=(",", ":")))
         if size > MAX_INPUT_BYTES:
             raise PayloadTooLarge(f"input is {size} bytes; a job keeps at most {MAX_INPUT_BYTES} bytes of input "
                                   "(pass large data by URL)", field="input")
+        check_input(request.task, request.input, request.params, self._limits)
         if request.task is Task.COUNCIL:
             request = request.model_copy(update={"input": self._council_input(request.input)})
         key = None
@@ -73,9 +83,15 @@ class JobService:
                 raise Unprocessable("cache: only deterministic jobs can be cached (echo, embed, and generate "
                                     "with temperature 0 and no stream)", field="cache")
             key = cache_key(principal.tenant_id, request.task, request.model, request.input, request.params)
+        job_id = new_job_id()
+        if self._quotas is not None:
+            council = len(request.input["models"]) if request.task is Task.COUNCIL else None
+            self._quotas.admit(principal.tenant_id, job_id, high_priority=request.priority is Priority.HIGH,
+                               council_models=council)
         at = now_iso()
+        trace = TraceContext.parse(traceparent) or TraceContext.new()
         job = Job(
-            id=new_job_id(),
+            id=job_id,
             tenant_id=principal.tenant_id,
             task=request.task,
             status=JobStatus.IN_QUEUE,
@@ -91,13 +107,20 @@ class JobService:
             # Council members are recorded into this map as the workflow asks them (it must exist first).
             members={} if request.task is Task.COUNCIL else None,
             cache_key=key,
+            trace_id=trace.trace_id,
         )
+        with job_context(job.id, trace, "submit"):
+            return self._accept(job, key)
+
+    def _accept(self, job: Job, key: str | None) -> Job:
         self._store.create(job)
         hit = self._cache.get(key) if key else None
+        if key:
+            metrics.cache_lookup(job.task.value, hit is not None)
         if hit is not None:  # answered at once: no queue, no GPU
             return self._answer_from_cache(job, *hit)
         try:
-            self._queue.send(job.id, job.priority)
+            self._queue.send(job.id, job.priority, attempts=job.attempts, task=job.task.value)
         except Exception as err:  # noqa: BLE001 - any failure to enqueue must end the job, not strand it
             self._store.transition(job.id, JobStatus.FAILED, actor="api", detail="enqueue failed",
                                    fields={"error": f"could not enqueue: {err}"})
@@ -119,7 +142,17 @@ class JobService:
             first = err.errors()[0]
             field = ".".join(["input", *map(str, first["loc"])])
             raise Unprocessable(f"{field}: {first['msg']}", field=field) from err
+        limits = self._limits
+        if len(spec.prompt) > limits.prompt_chars:
+            raise Unprocessable(f"input.prompt: {len(spec.prompt)} characters; at most {limits.prompt_chars}",
+                                field="input.prompt")
+        if spec.max_new_tokens is not None and spec.max_new_tokens > limits.max_new_tokens:
+            raise Unprocessable(f"input.max_new_tokens: must be at most {limits.max_new_tokens}",
+                                field="input.max_new_tokens")
         models = spec.models or list(self._council_defaults.models)
+        if len(models) > limits.council_models:
+            raise Unprocessable(f"input.models: a council has at most {limits.council_models} models",
+                                field="input.models")
         if len(models) < 2:
             raise Unprocessable("input.models: a council needs at least 2 models", field="input.models")
         if len(set(models)) != len(models):

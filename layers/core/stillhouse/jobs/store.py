@@ -12,9 +12,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
+from stillhouse.errors import InvalidRequest, JobNotFound, NotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSummary
 from stillhouse.jobs.status import TERMINAL, Move, to
+from stillhouse.telemetry.metrics import metrics
 
 _JSON_FIELDS = ("input", "params", "output", "council")
 ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
@@ -102,6 +103,7 @@ class JobStore:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job.id} already exists") from err
             raise
+        metrics.job_submitted(job)
         return job
 
     def get(self, job_id: str, tenant_id: str | None = None) -> Job:
@@ -133,6 +135,22 @@ class JobStore:
         last = page.get("LastEvaluatedKey")
         items = [JobSummary.model_validate(i) for i in page.get("Items", [])]
         return items, _encode_cursor(last) if last else None
+
+    def live(self, job_ids: list[str]) -> set[str]:
+        """Which of `job_ids` exist and have not ended (a tenant's in-flight count is healed with it)."""
+        found: set[str] = set()
+        client = self._table.meta.client
+        for start in range(0, len(job_ids), 100):  # BatchGetItem's limit
+            keys = [{"id": job_id} for job_id in job_ids[start:start + 100]]
+            request = {self._table.name: {"Keys": keys, "ProjectionExpression": "id, #s",
+                                          "ExpressionAttributeNames": {"#s": "status"}, "ConsistentRead": True}}
+            while request:
+                page = client.batch_get_item(RequestItems=request)
+                for item in page["Responses"].get(self._table.name, []):
+                    if JobStatus(item["status"]) not in TERMINAL:
+                        found.add(item["id"])
+                request = page.get("UnprocessedKeys") or None
+        return found
 
     def due(self, status: JobStatus, by: str, limit: int = 100) -> list[str]:
         """Ids of jobs in `status` due for a look by `by` (ISO time), longest overdue first."""
@@ -207,7 +225,10 @@ class JobStore:
             if _is_condition_failure(err):
                 raise TransitionRefused(f"job {job_id} cannot move to {target}") from err
             raise
-        return _from_item(out["Attributes"])
+        moved = _from_item(out["Attributes"])
+        if target in TERMINAL:  # the conditional write won: each job is counted once
+            metrics.job_finished(moved)
+        return moved
 
     def _update_spilling(self, job_id: str, request: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
         """One UpdateItem. The whole item must fit DynamoDB's 400 KB: an output that fits alone may not fit
@@ -255,21 +276,25 @@ class JobStore:
             ExpressionAttributeValues={":d": [entry], ":none": []},
         )
 
-    def claim_attempt(self, job_id: str, seen_attempts: int) -> Job | None:
-        """Take the next dispatch attempt; None when another delivery took it first."""
+    def claim_attempt(self, job_id: str, seen_attempts: int, *, queued_only: bool = False) -> Job | None:
+        """Take the next dispatch attempt; None when another delivery took it first, or the job is not
+        waiting any more (IN_QUEUE, or RETRYING for the recovery workflow; IN_QUEUE only: `queued_only`).
+
+        Only `attempts` is written: `updated_at` and the status are left to the write that records the
+        attempt's start moments later, so the claim moves no index entry (ByStatus is keyed on
+        `updated_at`, ByTenant projects it) and costs one write unit instead of four."""
+        values: dict[str, Any] = {":next": seen_attempts + 1, ":seen": seen_attempts, ":q": JobStatus.IN_QUEUE.value}
+        waiting = ":q"
+        if not queued_only:
+            values[":r"] = JobStatus.RETRYING.value
+            waiting = ":q, :r"
         try:
             out = self._table.update_item(
                 Key={"id": job_id},
-                UpdateExpression="SET attempts = :next, updated_at = :now",
-                ConditionExpression="#s IN (:q, :r) AND attempts = :seen",
+                UpdateExpression="SET attempts = :next",
+                ConditionExpression=f"#s IN ({waiting}) AND attempts = :seen",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":next": seen_attempts + 1,
-                    ":seen": seen_attempts,
-                    ":now": now_iso(),
-                    ":q": JobStatus.IN_QUEUE.value,
-                    ":r": JobStatus.RETRYING.value,
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
         except ClientError as err:
@@ -329,6 +354,9 @@ def _decode_cursor(cursor: str, tenant_id: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except ValueError as err:
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor") from err
-    if not isinstance(key, dict) or key.get("tenant_id") != tenant_id:
+    if not isinstance(key, dict) or set(key) != {"id", "tenant_id", "tenant_sk"} or \
+            not all(isinstance(v, str) for v in key.values()):
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor")
+    if key["tenant_id"] != tenant_id:  # another tenant's cursor is as unknown as another tenant's job
+        raise NotFound("no such cursor", field="cursor")
     return key

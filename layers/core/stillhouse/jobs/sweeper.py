@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,8 +29,12 @@ from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import Job, JobStatus
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
+from stillhouse.routing.breaker import EndpointHealth
+from stillhouse.routing.state import BreakerState
 from stillhouse.runpod.callbacks import CallbackRecorder
 from stillhouse.runpod.client import RunPodError
+from stillhouse.telemetry.metrics import metrics
+from stillhouse.telemetry.tracing import job_context
 
 logger = Logger(service="stillhouse", child=True)
 
@@ -46,6 +50,8 @@ class Sweeper:
     queue: JobQueue | None = None
     in_queue_give_up_s: float = 3600
     settle_dlqs: bool = True
+    # Every endpoint's breaker (Router.describe's health): sampled each sweep, for the open-too-long alarm.
+    breakers: Callable[[], Iterable[EndpointHealth]] | None = None
 
     def sweep(self, *, ahead_s: float = 0.0, now: datetime | None = None) -> dict[str, int]:
         """One round over the due jobs. `ahead_s`: also take jobs due within that many seconds (an
@@ -57,7 +63,9 @@ class Sweeper:
             for job_id in self.store.due(status, by):
                 try:
                     job = self.store.get(job_id)
-                    counts[self._requeue(job, now) if job.status is JobStatus.IN_QUEUE else self._settle(job, now)] += 1
+                    with job_context(job.id, job.trace_id, "sweep"):
+                        counts[self._requeue(job, now) if job.status is JobStatus.IN_QUEUE
+                               else self._settle(job, now)] += 1
                 except JobNotFound:
                     continue
                 except Exception:  # noqa: BLE001 - one bad job must not stop the sweep of every other
@@ -66,7 +74,21 @@ class Sweeper:
                     counts["errors"] += 1
         if self.queue is not None and self.settle_dlqs:
             counts.update(self.queue.settle_dlqs(self._still_waiting))
+        metrics.swept(counts)
+        self._sample_breakers(now)
         return dict(counts)
+
+    def _sample_breakers(self, now: datetime) -> None:
+        if self.breakers is None:
+            return
+        try:
+            endpoints = list(self.breakers())
+        except Exception:  # noqa: BLE001 - a metric must not fail the sweep
+            logger.exception("could not read the breakers")
+            return
+        for health in endpoints:
+            opened = health.opened_at if health.state is not BreakerState.CLOSED else None
+            metrics.breaker_open_for(health.name, now.timestamp() - opened if opened is not None else 0.0)
 
     def _requeue(self, job: Job, now: datetime) -> str:
         """Queued with no news: its message was lost or could not be read. Dispatch takes a job once
@@ -76,7 +98,7 @@ class Sweeper:
         submitted = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
         if now - submitted > timedelta(seconds=self.in_queue_give_up_s):
             return self._fail(job, f"not dispatched within {self.in_queue_give_up_s:g} s of its submission")
-        self.queue.send(job.id, job.priority)
+        self.queue.send(job.id, job.priority, attempts=job.attempts, task=job.task.value)
         try:
             self.store.annotate(job.id, {})  # news: due again only after watch_s
         except TransitionRefused:

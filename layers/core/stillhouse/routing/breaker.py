@@ -22,6 +22,7 @@ from stillhouse.routing.state import (
     EndpointStateStore,
     StateConflict,
 )
+from stillhouse.telemetry.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class EndpointHealth(BaseModel):
     state: BreakerState
     accepting: bool  # would the router send it a job now (breaker and capacity back-off)
     opened_reason: str | None
+    opened_at: float | None = None
     open_until: float | None
     capacity_until: float | None
     consecutive_failures: int
@@ -147,6 +149,7 @@ def health(s: EndpointState, cfg: BreakerSettings, now: float) -> EndpointHealth
         state=s.state,
         accepting=would_allow(s, cfg, now) and now >= (s.capacity_until or 0.0),
         opened_reason=s.opened_reason,
+        opened_at=s.opened_at,
         open_until=s.open_until,
         capacity_until=s.capacity_until,
         consecutive_failures=s.consecutive_failures,
@@ -270,9 +273,10 @@ class Breaker:
             log.info("breaker %s: probe granted", name)
         return granted
 
-    def record_success(self, name: str, latency_ms: float | None = None) -> EndpointState | None:
+    def record_success(self, name: str, latency_ms: float | None = None, *, release: bool = False) -> EndpointState | None:
+        """`release`: the job held an in-flight slot; free it in the same write."""
         now = self.now()
-        return self._apply(name, lambda s: on_success(s, latency_ms, self.settings, now))
+        return self._apply(name, lambda s: on_success(s, latency_ms, self.settings, now), release=release)
 
     def record_failure(
         self,
@@ -281,6 +285,8 @@ class Breaker:
         retry_after_s: float | None = None,
         latency_ms: float | None = None,
         error: str | None = None,
+        *,
+        release: bool = False,
     ) -> EndpointState | None:
         now = self.now()
         return self._apply(
@@ -289,29 +295,36 @@ class Breaker:
                 s, error_class, self.settings, now,
                 retry_after_s=retry_after_s, latency_ms=latency_ms, error=error,
             ),
+            release=release,
         )
 
     def view(self, name: str) -> EndpointHealth:
         return health(self.store.get(name, consistent=False), self.settings, self.now())
 
     def _apply(
-        self, name: str, transition: Callable[[EndpointState], EndpointState]
+        self, name: str, transition: Callable[[EndpointState], EndpointState], *, release: bool = False
     ) -> EndpointState | None:
-        before: list[BreakerState] = []
+        before: list[tuple[BreakerState, float | None]] = []
 
         def change(s: EndpointState) -> EndpointState:
-            before.append(s.state)
+            before.append((s.state, s.opened_at))
             return transition(s)
 
         try:
-            after = self.store.update(name, change)
+            after = self.store.update(name, change, release=release)
         except StateConflict:
             # Outcomes are statistics: dropping one under extreme contention beats failing the job.
+            # The slot is not a statistic: it is freed on its own.
             log.warning("breaker %s: outcome dropped after repeated write conflicts", name)
+            if release:
+                self.store.add_in_flight(name, -1)
             return None
-        if before and before[-1] is not after.state:
+        if before and before[-1][0] is not after.state:
+            was, opened_at = before[-1]
             log.warning(
-                "breaker %s: %s -> %s (%s)", name, before[-1].value, after.state.value,
+                "breaker %s: %s -> %s (%s)", name, was.value, after.state.value,
                 after.opened_reason or "recovered",
             )
+            metrics.breaker_changed(name, was.name, after.state.name,
+                                    None if opened_at is None else self.now() - opened_at)
         return after

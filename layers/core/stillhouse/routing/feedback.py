@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.status import JobStatus
+from stillhouse.telemetry.metrics import metrics
 
 
 class Learner(Protocol):
@@ -54,6 +55,7 @@ def report_outcome(router: Learner, endpoint: str | None, status: JobStatus, err
     `units`: the work the job did (work_units)."""
     if not endpoint:
         return
+    metrics.attempt_reported(endpoint, status, body)
     latency = latency_ms(body, units)
     if status is JobStatus.COMPLETED:
         router.succeeded(endpoint, latency)

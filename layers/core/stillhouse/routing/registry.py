@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -91,6 +92,35 @@ class InvalidEndpointConfig(InvalidRequest):
         return cls(field, first["msg"])
 
 
+class EndpointPolicy(BaseModel):
+    """Where an endpoint may point: an edit naming another origin or another stack's secret is refused,
+    so an admin key cannot send our RunPod API key, or a secret of ours, anywhere else."""
+
+    model_config = ConfigDict(frozen=True)
+
+    origins: frozenset[str]  # "scheme://host[:port]"
+    secret_prefix: str
+
+    def check(self, spec: EndpointSpec) -> None:
+        origin = _origin(spec.base_url)
+        if origin not in self.origins:
+            raise InvalidEndpointConfig("base_url", f"{origin} is not an allowed RunPod host "
+                                        f"(allowed: {', '.join(sorted(self.origins))})")
+        if spec.secret_ref is not None and not spec.secret_ref.startswith(self.secret_prefix):
+            raise InvalidEndpointConfig("secret_ref", f"must name one of this stack's secrets "
+                                        f"({self.secret_prefix}...)")
+
+
+def allowed_origins(runpod_base_url: str, extra_hosts: list[str]) -> frozenset[str]:
+    """RunPod's own API (wherever settings point it: the stand-in when embedded), plus https hosts."""
+    return frozenset({_origin(runpod_base_url), *(f"https://{host.lower()}" for host in extra_hosts)})
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.netloc.rpartition('@')[2]).lower()}"
+
+
 class EndpointNotFound(NotFound):
     code = "not_found"
 
@@ -119,6 +149,7 @@ class EndpointRegistry:
         *,
         ttl_s: int = 5,
         now: Callable[[], float] = time.time,
+        policy: EndpointPolicy | None = None,
     ) -> None:
         # Imported here, not at module level: only functions that route pay for it.
         from aws_lambda_powertools.utilities.parameters import DynamoDBProvider
@@ -127,6 +158,7 @@ class EndpointRegistry:
         self._provider = DynamoDBProvider(table_name=table.name, boto3_client=_OneTable(table))
         self._ttl_s = max(1, int(ttl_s))
         self._now = now
+        self._policy = policy
         self._cache: dict[str, EndpointSpec] | None = None
         self._fetched_at = 0.0
 
@@ -177,7 +209,7 @@ class EndpointRegistry:
 
     def put(self, spec: EndpointSpec | dict[str, Any]) -> EndpointSpec:
         """Create or replace one endpoint. Raises InvalidEndpointConfig before anything is written."""
-        spec = _validate(spec)
+        spec = self._validate(spec)
         self._table.put_item(Item=_item(spec))
         self._cache = None  # our own edit is visible to us at once
         return spec
@@ -201,7 +233,7 @@ class EndpointRegistry:
             except ValidationError:
                 current = None  # a broken stored item may still be repaired by a full update
             base = current.model_dump() if current is not None else {"name": name}
-            spec = _validate({**base, **changes})
+            spec = self._validate({**base, **changes})
             try:
                 self._table.put_item(
                     Item=_item(spec),
@@ -214,6 +246,12 @@ class EndpointRegistry:
             self._cache = None
             return spec
         raise StillhouseError(f"endpoint {name!r} is being edited concurrently; try again")
+
+    def _validate(self, spec: EndpointSpec | dict[str, Any]) -> EndpointSpec:
+        checked = _validate(spec)
+        if self._policy is not None:
+            self._policy.check(checked)
+        return checked
 
 
 def _validate(spec: EndpointSpec | dict[str, Any]) -> EndpointSpec:

@@ -221,9 +221,7 @@ class Router:
 
     def succeeded(self, name: str, latency_ms: float | None, *, release: bool = True) -> None:
         """A job finished well; latency_ms = queue delay + execution as RunPod reports them."""
-        self.breaker.record_success(name, latency_ms)
-        if release:
-            self.breaker.store.add_in_flight(name, -1)
+        self.breaker.record_success(name, latency_ms, release=release)  # one write: outcome + slot
 
     def failed(
         self,
@@ -236,9 +234,7 @@ class Router:
         release: bool = True,
     ) -> None:
         """A submit or a job failed. release=False when the submit itself failed (never in flight)."""
-        self.breaker.record_failure(name, error_class, retry_after_s, latency_ms, error)
-        if release:
-            self.breaker.store.add_in_flight(name, -1)
+        self.breaker.record_failure(name, error_class, retry_after_s, latency_ms, error, release=release)
 
     def released(self, name: str) -> None:
         """A dispatched job ended without a result to learn from (e.g. cancelled)."""

@@ -4,7 +4,8 @@ One item per endpoint (HASH key `name`), shared by every function instance. Writ
 read, compute the next state with a pure function, write it back on the condition that `version` is
 unchanged, re-read and re-apply on conflict. `in_flight` is the one exception: it is changed only with
 atomic ADDs (many dispatchers and webhooks touch it at once) and the versioned write never sets it, so
-the two kinds of write cannot overwrite each other.
+the two kinds of write cannot overwrite each other. A finished job's outcome and the release of its slot
+go in one write (`update(..., release=True)`: the versioned SET plus `ADD in_flight -1`).
 """
 from __future__ import annotations
 
@@ -115,21 +116,29 @@ class EndpointStateStore:
         return found
 
     def update(
-        self, name: str, change: Callable[[EndpointState], EndpointState | None]
+        self, name: str, change: Callable[[EndpointState], EndpointState | None], *, release: bool = False
     ) -> EndpointState:
         """Apply `change` (a pure function of the current state) with a conditional write.
 
         `change` returns the next state, or None when nothing needs writing. On a version conflict the
         item is re-read and `change` re-applied to the fresh state. Raises StateConflict after
-        max_attempts.
+        max_attempts. `release`: the same write also takes one off `in_flight` (never below zero, as
+        add_in_flight), so a finished job costs one write, not two.
         """
         for attempt in range(self._max_attempts):
             current = self.get(name)
             nxt = change(current.model_copy(deep=True))
             if nxt is None:
+                if release:
+                    self.add_in_flight(name, -1)
                 return current
-            if self._write(current, nxt):
-                return nxt.model_copy(update={"version": current.version + 1})
+            # The read was consistent: a slot it does not show is not ours to free (a duplicate result).
+            freeing = release and current.in_flight >= 1
+            if not freeing and release:
+                log.info("in_flight of %s already at zero; decrement ignored", name)
+            if self._write(current, nxt, release=freeing):
+                return nxt.model_copy(update={"version": current.version + 1,
+                                              "in_flight": current.in_flight - (1 if freeing else 0)})
             self._backoff(attempt)
         raise StateConflict(f"endpoint state {name!r}: {self._max_attempts} conflicting writes")
 
@@ -150,7 +159,7 @@ class EndpointStateStore:
         except self._client.exceptions.ConditionalCheckFailedException:
             log.info("in_flight of %s already at zero; decrement ignored", name)
 
-    def _write(self, current: EndpointState, state: EndpointState) -> bool:
+    def _write(self, current: EndpointState, state: EndpointState, *, release: bool = False) -> bool:
         expected_version = current.version
         names = {"#version": "version"}
         values: dict[str, Any] = {":next": expected_version + 1}
@@ -172,6 +181,11 @@ class EndpointStateStore:
         else:
             condition = "#version = :expected"
             values[":expected"] = expected_version
+        if release:
+            # Concurrent ADDs do not bump the version: the slot must still be there when we write.
+            expression += " ADD in_flight :release"
+            condition += " AND in_flight >= :one"
+            values[":release"], values[":one"] = -1, 1
         try:
             self._table.update_item(
                 Key={"name": state.name},

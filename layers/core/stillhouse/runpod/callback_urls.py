@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlencode
 
+from stillhouse.telemetry import tracing
+
 #: A RunPod job may wait in its queue for its TTL (24 h by default) and RunPod retries a webhook for a
 #: while after: its callback URL must outlive both.
 DEFAULT_TOKEN_TTL_S = 26 * 3600
@@ -28,6 +30,7 @@ KEYRING_REFRESH_S = 30.0
 
 class _Job(Protocol):
     id: str
+    trace_id: str | None
 
 
 class _Endpoint(Protocol):
@@ -101,6 +104,9 @@ class CallbackUrls:
         params: dict[str, str | int] = {"attempt": attempt, "endpoint": endpoint.name, "token": token}
         if member:
             params["member"] = member
+        traceparent = tracing.hop(job.trace_id)
+        if traceparent:  # not signed: it only correlates the callback's log lines with the job's trace
+            params[tracing.HEADER] = traceparent
         return f"{self._base_url()}/callbacks/runpod/{job.id}?{urlencode(params)}"
 
     def verify(self, token: str, job_id: str, attempt: int, endpoint: str, member: str = "") -> bool:

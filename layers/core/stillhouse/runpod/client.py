@@ -20,6 +20,7 @@ from tenacity import (
 
 from stillhouse.errors import ErrorClass, StillhouseError
 from stillhouse.runpod.schemas import RunAccepted, RunPodJob, RunRequest
+from stillhouse.telemetry import tracing
 
 
 class RunPodError(StillhouseError):
@@ -92,6 +93,18 @@ def _checked(schema: type[BaseModel], method: str, url: str, answer: Any) -> dic
                           error_class=ErrorClass.TRANSIENT) from err
 
 
+#: The key of a RunPod job's input that carries our job id and trace; gpu_handler takes it out before the
+#: task sees its input, and logs with it.
+TRACE_INPUT_KEY = "_stillhouse"
+
+
+def _traced(payload: dict[str, Any]) -> dict[str, Any]:
+    ctx = tracing.current()
+    if ctx is None:
+        return payload
+    return {**payload, TRACE_INPUT_KEY: {"job_id": ctx.job_id, tracing.HEADER: ctx.trace.child().traceparent}}
+
+
 class RunPodClient:
     def __init__(self, api_key: str, *, timeout_s: float = 10.0, session: requests.Session | None = None) -> None:
         self._timeout = timeout_s
@@ -125,7 +138,7 @@ class RunPodClient:
         webhook: str | None = None,
         policy: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body = RunRequest(input=payload, webhook=webhook, policy=policy or None).model_dump(exclude_none=True)
+        body = RunRequest(input=_traced(payload), webhook=webhook, policy=policy or None).model_dump(exclude_none=True)
         url = f"{base_url}/{endpoint_id}/run"
         return _checked(RunAccepted, "POST", url, self._call("POST", url, body))
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from stillhouse.telemetry import tracing
+
 
 class Workflows:
     def __init__(self, sfn: Any, recovery_arn: str, council_arn: str) -> None:
@@ -14,6 +16,8 @@ class Workflows:
         self._council_arn = council_arn
 
     def _start(self, machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+        # Every task of the state machines passes $$.Execution.Input.traceparent on: it must be there.
+        payload = {**payload, tracing.HEADER: tracing.outgoing() or tracing.TraceContext.new().traceparent}
         # Named executions make a duplicate start harmless: same name + same input is idempotent.
         try:
             return self._sfn.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(payload))[

@@ -1,0 +1,57 @@
+"""The benchmarks' `--quick` modes, so none of them rots: each runs in a process of its own (an embedded
+stack is process-global) and prints one JSON object whose figures must make sense. Outcomes and call
+counts are asserted, never timings. About a minute and a half on 2 cores, most of it the overhead
+benchmark's four stack start-ups (fast path, retry, council of 3, WorkflowMode=always)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(name: str, *args: str, timeout: int = 300) -> dict:
+    env = dict(os.environ)
+    # This checkout's code, also where the virtual environment's editable install points elsewhere.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "layers" / "core"), str(ROOT / "local"), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=timeout, check=False)
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr[-3000:]
+    return json.loads(run.stdout)
+
+
+def test_the_floor_times_six_calls_per_job():
+    out = run_benchmark("floor.py", "--quick")
+    assert out["floor_calls_per_job"] == 6 and out["floor_jobs"] == 20
+    assert out["floor_ms_per_job"] > 0 and out["floor_jobs_per_s"] > 0
+
+
+def test_coldstart_imports_every_function():
+    out = run_benchmark("coldstart.py", "--quick")
+    functions = {p.parent.name for p in (ROOT / "functions").glob("*/app.py")}
+    assert set(out["import_ms"]) == functions
+    assert all(ms > 0 for ms in out["import_ms"].values())
+    assert out["max_import_ms"] == max(out["import_ms"].values())
+
+
+def test_overhead_prices_every_path_and_every_job_completes():
+    out = run_benchmark("overhead.py", "--quick")
+    assert out["completed"] == out["jobs"] == 12 and out["not_completed"] == {}
+    for key in ("floor_ms_per_job", "jobs_per_s", "floor_ratio", "aws_calls_per_job_total", "dynamodb_wru_per_job",
+                "cost_per_1m_jobs_usd"):
+        assert out[key] > 0, key
+    assert out["aws_calls_check"]["attributed"] == out["aws_calls_check"]["factory_counter_delta"]
+    assert out["meter_errors"] == {}
+    # The fast path as designed: dispatch claims from the queue message (no read of the job), and the
+    # RunPod callback makes two writes (the job, then the endpoint's outcome with its slot released).
+    dispatch = out["aws_calls_per_job_by_function"]["DispatchFunction"]
+    assert "dynamodb.GetItem" not in dispatch, dispatch
+    assert out["aws_calls_per_job_by_function"]["WebhookFunction"]["dynamodb.UpdateItem"] == 2
+    # The other paths, side by side; each dearer than the fast path.
+    for key, run in (("retry_path_usd_per_1m", "path_retry"), ("council3_usd_per_1m", "path_council3"),
+                     ("always_workflow_usd_per_1m", "workflow_always")):
+        assert out[run]["completed"] == out[run]["jobs"] == 1, (run, out[run])
+        assert out[key] > out["cost_per_1m_jobs_usd"], key
+        assert out[run]["stepfunctions"]["transitions"] > 0, run
+    assert out["path_retry"]["attempts"] == {"2": 1}  # one retry, through the recovery workflow

@@ -1,0 +1,103 @@
+"""Traces: a W3C traceparent read or started once per job, carried by every hop, on every log line."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from aws_lambda_powertools import Logger
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from stillhouse_local.otel import OtelSpans
+
+from stillhouse.jobs.queue import trace_attributes
+from stillhouse.telemetry import tracing
+from stillhouse.telemetry.tracing import TraceContext, job_context
+from stillhouse.workflows.stepfunctions import Workflows
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize("value", [None, "", "garbage", f"00-{'0' * 32}-00f067aa0ba902b7-01",
+                                   f"00-{TRACE}-{'0' * 16}-01", f"ff-{TRACE}-00f067aa0ba902b7-01",
+                                   f"00-{TRACE[:-1]}-00f067aa0ba902b7-01"])
+def test_a_missing_or_malformed_traceparent_is_no_trace(value):
+    assert TraceContext.parse(value) is None
+
+
+def test_a_traceparent_reads_back_and_each_hop_gets_its_own_span():
+    ctx = TraceContext.parse(PARENT.upper())
+    assert ctx.traceparent == PARENT
+    hop = ctx.child()
+    assert hop.trace_id == TRACE and hop.span_id != ctx.span_id
+
+
+def test_inside_a_job_context_hops_carry_the_trace_and_outside_nothing_does():
+    assert tracing.outgoing() is None and trace_attributes() == {}
+    with job_context("j1", PARENT):
+        sent = trace_attributes()["MessageAttributes"]["traceparent"]["StringValue"]
+        assert TraceContext.parse(sent).trace_id == TRACE
+        assert tracing.current().job_id == "j1"
+    with job_context("j2", TRACE):  # a job's stored trace id works too
+        assert TraceContext.parse(tracing.outgoing()).trace_id == TRACE
+    with job_context("j3", None):  # no trace: one starts
+        assert TraceContext.parse(tracing.outgoing()).trace_id != TRACE
+    assert tracing.current() is None
+
+
+def test_log_lines_inside_carry_job_and_trace_and_an_outer_jobs_keys_come_back():
+    logger = Logger(service="stillhouse")
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logger.registered_formatter)
+    logger._logger.addHandler(handler)  # the formatter's keys, written to our own stream
+    try:
+        with job_context("outer", PARENT):
+            with job_context("inner", None):
+                logger.info("inner line")
+            logger.info("outer line")
+        logger.info("no job")
+    finally:
+        logger._logger.removeHandler(handler)
+    inner, outer, none = (json.loads(line) for line in out.getvalue().splitlines())
+    assert inner["job_id"] == "inner" and inner["trace_id"] != TRACE
+    assert (outer["job_id"], outer["trace_id"]) == ("outer", TRACE)
+    assert "job_id" not in none and "trace_id" not in none
+
+
+def test_a_workflow_starts_with_the_jobs_traceparent_in_its_input():
+    class Sfn:
+        def start_execution(self, **kw):
+            self.input = json.loads(kw["input"])
+            return {"executionArn": "arn:exec"}
+
+    sfn = Sfn()
+    with job_context("j1", PARENT):
+        Workflows(sfn, "arn:recovery", "arn:council").start_recovery("j1", 1)
+    assert TraceContext.parse(sfn.input["traceparent"]).trace_id == TRACE
+    Workflows(sfn, "arn:recovery", "arn:council").start_recovery("j2", 1)
+    assert TraceContext.parse(sfn.input["traceparent"])  # always there: the state machines pass it on
+
+
+def test_embedded_spans_join_the_jobs_trace_and_become_the_next_hops_parent():
+    exporter = InMemorySpanExporter()
+    spans = OtelSpans(exporter=exporter, environ={})
+    tracing.add_span_starter(spans)
+    try:
+        with job_context("j1", PARENT, "dispatch"):
+            sent = TraceContext.parse(tracing.current().trace.traceparent)
+    finally:
+        tracing.remove_span_starter(spans)
+        spans.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "dispatch" and span.attributes["stillhouse.job_id"] == "j1"
+    assert format(span.context.trace_id, "032x") == TRACE
+    assert format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert sent.span_id == format(span.context.span_id, "016x")
+
+
+def test_nothing_is_exported_unless_an_otlp_endpoint_is_configured():
+    spans = OtelSpans(environ={})
+    assert not spans.provider._active_span_processor._span_processors
+    spans.shutdown()

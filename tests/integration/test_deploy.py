@@ -25,7 +25,8 @@ endpoints:
 
 @pytest.fixture(scope="module")
 def deploy(stack, tmp_path_factory):
-    """Runs `stillhouse deploy` against the stack; returns (exit code, output)."""
+    """Runs `stillhouse deploy` against the stack; returns (exit code, output). The deployed endpoint is
+    disabled in the registry after the module (the stand-in keeps its worker)."""
     path = tmp_path_factory.mktemp("deploy") / "runpod.yaml"
     path.write_text(DEPLOY_FILE)
     runner = CliRunner()
@@ -36,7 +37,10 @@ def deploy(stack, tmp_path_factory):
                                env={"RUNPOD_API_KEY": stack.runpod_api_key, "STILLHOUSE_API_KEY": stack.dev_api_key})
         return result.exit_code, result.output
 
-    return run
+    yield run
+    # The stack is shared by the session: later tests must know where their jobs run.
+    if "deployed" in {spec.name for spec in container().registry.list(force_fetch=True)}:
+        container().registry.update("deployed", enabled=False)
 
 
 def deployed_endpoints(stack):

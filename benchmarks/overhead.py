@@ -66,7 +66,9 @@ def _children(args: argparse.Namespace, runs: dict[str, tuple[int, list[str]]], 
     """Short runs of other paths of a job, at concurrency 1, each in a child process (a fresh stack).
     `parallel` (the --quick smoke run): all at once, since their figures are not compared then."""
     def command(jobs: int, extra: list[str]) -> list[str]:
-        return [sys.executable, str(SCRIPT), "--jobs", str(jobs), "--concurrency", "1", "--warmup", "1",
+        # The smoke run skips the warm-up: a council's warm-up job is as slow as the measured one.
+        return [sys.executable, str(SCRIPT), "--jobs", str(jobs), "--concurrency", "1",
+                "--warmup", "0" if parallel else "1",
                 "--workflow-jobs", "0", "--path-jobs", "0", "--floor-jobs", "0",
                 "--gpu-usd-per-s", str(args.gpu_usd_per_s), "--gpu-seconds", str(args.gpu_seconds),
                 "--xray-sampled-fraction", str(args.xray_sampled_fraction), "--max-run-s", "90", *extra]

@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
         log(f"warm-up: {args.warmup} jobs")
         warm = run_jobs(stack.url, stack.dev_api_key, args.warmup, 1, args.observe, args.poll_ms, receiver, 120,
                         job_timeout_s=30.0 if path == "fast" else 120.0, job=job, **hooks)
-        if any("error" in r for r in warm):
+        if any("error" in r for r in warm or []):
             raise RuntimeError(f"warm-up failed: {[r.get('error') for r in warm]}")
         _quiesce(meter)
         floor = {}

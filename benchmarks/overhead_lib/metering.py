@@ -182,6 +182,7 @@ class Meter:
         self.active = 0
         self.dynamo: DynamoMeter | None = None
         self.instrumented: set[int] = set()  # id() of the clients metered (they live as long as the process)
+        self.callback_started: dict[str, float] = {}  # job id -> wall time its first RunPod callback's handler began
 
     def reset(self) -> None:
         with self.lock:
@@ -198,6 +199,9 @@ class Meter:
 
         def timed(event: Any, context: Any) -> Any:
             source = _event_source(event)
+            path = event.get("rawPath", "") if isinstance(event, dict) else ""
+            if path.startswith("/callbacks/runpod/"):
+                meter.callback_started.setdefault(path.rsplit("/", 1)[-1], time.time())
             token = meter.current.set(name)
             with meter.lock:
                 meter.active += 1

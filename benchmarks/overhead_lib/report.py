@@ -45,6 +45,7 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
 
     e2e, submit, overhead, delay, execution, router = [], [], [], [], [], []
     stages: dict[str, list[float]] = defaultdict(list)
+    callback: dict[str, list[float]] = defaultdict(list)
     attempts = Counter()
     for r in completed:
         job = r["job"]
@@ -55,6 +56,7 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
         events = job.get("events", [])
         last = events[-1] if events else {}
         found = DETAIL.search(last.get("detail") or "")
+        runpod_ms = None  # RunPod's delayTime + executionTime of this job
         if found and found.group(2) not in ("None", ""):
             ex = float(found.group(2))
             dl = float(found.group(1)) if found.group(1) not in ("None", "") else 0.0
@@ -62,7 +64,17 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
             delay.append(dl)
             overhead.append(e2e_ms - ex)
             router.append(e2e_ms - ex - dl)
+            runpod_ms = ex + dl
         at = {e["status"]: _parse_at(e["at"]) for e in events}
+        began = meter.callback_started.get(job["id"])
+        if runpod_ms is not None and began is not None and {"IN_PROGRESS", "COMPLETED"} <= set(at):
+            # IN_PROGRESS -> COMPLETED, split: RunPod's part (queue delay + execution, its worker loop
+            # included), then until our webhook handler began (the stand-in's POST, the HTTP shim, the wait
+            # for the function's one instance), then the handler's work up to the terminal write.
+            runpod_done = at["IN_PROGRESS"] + runpod_ms / 1000
+            callback["runpod_delay_plus_exec"].append(runpod_ms)
+            callback["until_handler_starts"].append((began - runpod_done) * 1000)
+            callback["handler_until_terminal_write"].append((at["COMPLETED"] - began) * 1000)
         if {"IN_QUEUE", "IN_PROGRESS", "COMPLETED"} <= set(at):
             stages["caller_to_in_queue"].append((at["IN_QUEUE"] - r["wall0"]) * 1000)
             stages["in_queue_to_in_progress"].append((at["IN_PROGRESS"] - at["IN_QUEUE"]) * 1000)
@@ -165,6 +177,9 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
         "exec_ms": summary(execution), "router_overhead_ms": summary(router), "submit_ms": summary(submit),
         "stages_ms_p50": {k: r(quantile(v, 0.5), 1) for k, v in stages.items()},
         "stages_ms_p95": {k: r(quantile(v, 0.95), 1) for k, v in stages.items()},
+        # IN_PROGRESS -> COMPLETED split (ms, p50); the IN_PROGRESS write comes after /run answered, so the
+        # RunPod part can start before it: `until_handler_starts` is then an under-estimate.
+        "callback_split_ms_p50": {k: r(quantile(v, 0.5), 1) for k, v in callback.items()},
         "attempts": {str(k): v for k, v in attempts.items()},
         "aws_calls_per_job": {k: r(v / n, 4) for k, v in sorted(by_op.items())} if n else {},
         "aws_calls_per_job_total": r(sum(by_op.values()) / n, 3) if n else None,

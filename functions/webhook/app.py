@@ -1,15 +1,18 @@
 """Webhook Lambda: RunPod's result POST -> record the job's terminal status once, notify the caller."""
-from aws_lambda_powertools import Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 
 from stillhouse.container import startup_check
-from stillhouse.http.public_api import logger
 from stillhouse.http.runpod_callbacks import app
 from stillhouse.telemetry.metrics import log_metrics
 
 tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
 
 startup_check()  # every setting validated now (Lambda init), not at first use
+
+# Its own root logger (the module's child logger attaches to it): importing the public API's only for
+# its logger cost this function the whole API at every cold start (idempotency, streams, ...).
+logger = Logger(service="stillhouse")
 
 
 @tracer.capture_lambda_handler

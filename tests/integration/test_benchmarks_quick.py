@@ -18,7 +18,9 @@ def run_benchmark(name: str, *args: str, timeout: int = 300) -> dict:
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=timeout, check=False)
     assert run.returncode == 0 and run.stdout.strip(), run.stderr[-3000:]
-    return json.loads(run.stdout)
+    out = json.loads(run.stdout)
+    out["_stderr_tail"] = run.stderr[-3000:]  # what the runs said, for the assertions' messages
+    return out
 
 
 def test_the_floor_times_six_calls_per_job():
@@ -46,12 +48,12 @@ def test_overhead_prices_every_path_and_every_job_completes():
     # The fast path as designed: dispatch claims from the queue message (no read of the job), and the
     # RunPod callback makes two writes (the job, then the endpoint's outcome with its slot released).
     dispatch = out["aws_calls_per_job_by_function"]["DispatchFunction"]
-    assert "dynamodb.GetItem" not in dispatch, dispatch
+    assert dispatch.get("dynamodb.GetItem", 0) < 0.5, dispatch  # cached configuration now and then, no job read
     assert out["aws_calls_per_job_by_function"]["WebhookFunction"]["dynamodb.UpdateItem"] == 2
     # The other paths, side by side; each dearer than the fast path.
     for key, run in (("retry_path_usd_per_1m", "path_retry"), ("council3_usd_per_1m", "path_council3"),
                      ("always_workflow_usd_per_1m", "workflow_always")):
-        assert out[run]["completed"] == out[run]["jobs"] == 1, (run, out[run])
+        assert out[run].get("completed") == out[run].get("jobs") == 1, (run, out[run], out["_stderr_tail"])
         assert out[key] > out["cost_per_1m_jobs_usd"], key
         assert out[run]["stepfunctions"]["transitions"] > 0, run
     assert out["path_retry"]["attempts"] == {"2": 1}  # one retry, through the recovery workflow

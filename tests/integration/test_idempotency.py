@@ -22,10 +22,10 @@ def held_submit(stack, monkeypatch):
     service = container().job_service
     real, entered, release = service.submit, threading.Event(), threading.Event()
 
-    def held(who, request):
+    def held(who, request, traceparent=None):
         entered.set()
         release.wait(10)
-        return real(who, request)
+        return real(who, request, traceparent)
 
     monkeypatch.setattr(service, "submit", held)
     yield entered, release

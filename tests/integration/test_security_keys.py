@@ -125,7 +125,10 @@ def test_a_valid_token_with_another_runpod_jobs_result_is_a_conflict(api, stack,
 def test_a_replayed_callback_with_another_output_changes_nothing(api, stack):
     job_id = api.submit("echo", {"text": "original"})
     job = api.wait(job_id)
-    (real_url,) = {d["url"] for d in stack.standin.webhook_deliveries if f"/callbacks/runpod/{job_id}?" in d["url"]}
+    # The stand-in logs a delivery once our answer is back, which can be just after the job shows COMPLETED.
+    urls = settled(lambda: {d["url"] for d in stack.standin.webhook_deliveries
+                            if f"/callbacks/runpod/{job_id}?" in d["url"]}, bool, 10)
+    (real_url,) = urls
     replay = requests.post(real_url, json={"id": job["runpod_id"], "status": "COMPLETED",
                                            "output": {"text": "tampered"}}, timeout=10)
     assert replay.status_code == 200 and replay.json()["recorded"] is False  # RunPod must not retry a duplicate

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property, partial
 from threading import Lock
-
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from typing import TYPE_CHECKING
 
 from stillhouse import aws, secrets
 from stillhouse.auth import ApiKeyStore
@@ -39,6 +38,9 @@ from stillhouse.tenants.store import TenantStore
 from stillhouse.workflows.council import CouncilTasks
 from stillhouse.workflows.recovery import RecoveryTasks
 from stillhouse.workflows.stepfunctions import Workflows
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
 
 class Container:
@@ -88,6 +90,9 @@ class Container:
 
     @cached_property
     def idempotency(self) -> DynamoDBPersistenceLayer:
+        # Imported here: only the API uses it, and its import is a large share of every other function's cold start.
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
         return DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table,
                                         boto3_client=aws.client("dynamodb"))
 

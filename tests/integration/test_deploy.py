@@ -25,18 +25,22 @@ endpoints:
 
 @pytest.fixture(scope="module")
 def deploy(stack, tmp_path_factory):
-    """Runs `stillhouse deploy` against the stack; returns (exit code, output)."""
+    """Runs `stillhouse deploy` against the stack; returns (exit code, output). The deployed endpoint is
+    disabled in the registry after the module (the stand-in keeps its worker)."""
     path = tmp_path_factory.mktemp("deploy") / "runpod.yaml"
     path.write_text(DEPLOY_FILE)
     runner = CliRunner()
 
-    def run(*extra):
-        result = runner.invoke(app, [str(path), "--runpod-api-url", f"{stack.standin.base_url}/v1",
+    def run(*extra, file=path):
+        result = runner.invoke(app, [str(file), "--runpod-api-url", f"{stack.standin.base_url}/v1",
                                      "--serverless-url", stack.standin.api_base(), "--url", stack.url, *extra],
                                env={"RUNPOD_API_KEY": stack.runpod_api_key, "STILLHOUSE_API_KEY": stack.dev_api_key})
         return result.exit_code, result.output
 
-    return run
+    yield run
+    # The stack is shared by the session: later tests must know where their jobs run.
+    if "deployed" in {spec.name for spec in container().registry.list(force_fetch=True)}:
+        container().registry.update("deployed", enabled=False)
 
 
 def deployed_endpoints(stack):
@@ -86,3 +90,24 @@ def test_a_bad_deploy_file_is_refused_before_anything_is_called(stack, tmp_path)
     result = CliRunner().invoke(app, [str(bad), "--url", stack.url],
                                 env={"RUNPOD_API_KEY": "k", "STILLHOUSE_API_KEY": "k"})
     assert result.exit_code == 2 and "endpoints.deployed.workers.max" in result.output, result.output
+
+
+def test_a_changed_template_rolls_the_endpoint_s_worker_onto_its_new_environment(stack, api, deploy, tmp_path):
+    assert deploy()[0] == 0
+    [endpoint] = deployed_endpoints(stack)
+    first_worker = stack.standin._endpoints[endpoint["id"]].worker.pod_id
+    rolled = tmp_path / "rolled.yaml"
+    rolled.write_text(DEPLOY_FILE.replace("stillhouse-worker:test", "stillhouse-worker:test2")
+                      .replace("echo-deployed", "echo-rolled"))
+    code, out = deploy(file=rolled)
+    assert code == 0 and "~ template echo-worker" in out and "imageName 'stillhouse-worker:test' -> " in out, out
+    assert stack.standin.endpoint_env(endpoint["id"])["MODEL"] == "echo-rolled"
+    assert stack.standin._endpoints[endpoint["id"]].worker.pod_id != first_worker  # a new release
+    assert container().registry.get("deployed", force_fetch=True).models == ["echo-rolled"]
+    container().registry.update("local", enabled=False)
+    try:
+        job = api.wait(api.submit("generate", {"prompt": "hi"}, model="echo-rolled"), timeout=60)
+    finally:
+        container().registry.update("local", enabled=True)
+    assert job["status"] == "COMPLETED" and job["output"]["text"] == "echo-rolled says: hi", job
+    assert deploy()[0] == 0  # back to the module's file, for whoever runs next

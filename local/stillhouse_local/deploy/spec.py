@@ -2,6 +2,7 @@
 endpoint. One pydantic model; an error names the field it is about (`endpoints.llm-a.workers.max`)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,8 +112,6 @@ class DeployFile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DeployFile:
-        import re
-
         for kind, names in (("templates", self.templates), ("endpoints", self.endpoints)):
             for name in names:
                 if not re.match(NAME, name):

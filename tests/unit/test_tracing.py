@@ -52,6 +52,7 @@ def test_log_lines_inside_carry_job_and_trace_and_an_outer_jobs_keys_come_back()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logger.registered_formatter)
     logger._logger.addHandler(handler)  # the formatter's keys, written to our own stream
+    logger.remove_keys(["job_id", "trace_id"])  # whatever an earlier test's request left on the shared logger
     try:
         with job_context("outer", PARENT):
             with job_context("inner", None):

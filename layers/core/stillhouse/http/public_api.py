@@ -134,10 +134,11 @@ def submit_job(
     who = principal()
     if idempotency_key:
         accepted = submit_once(who, idempotency_key, request, app.lambda_context, traceparent)
-        logger.append_keys(job_id=accepted["id"], trace_id=accepted.get("trace_id"))
+        # Per thread: the embedded API serves requests concurrently in one process.
+        logger.thread_safe_append_keys(job_id=accepted["id"], trace_id=accepted.get("trace_id"))
         return _accepted(JobAccepted(id=accepted["id"], status=accepted["status"]), accepted.get("trace_id"))
     job = container().job_service.submit(who, request, traceparent)
-    logger.append_keys(job_id=job.id, trace_id=job.trace_id)
+    logger.thread_safe_append_keys(job_id=job.id, trace_id=job.trace_id)
     logger.info("job accepted", extra={"task": job.task.value, "status": job.status.value})
     return _accepted(JobAccepted(id=job.id, status=job.status), job.trace_id)
 
@@ -150,7 +151,7 @@ def _accepted(body: JobAccepted, trace_id: str | None) -> Response:
 
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Job:
-    logger.append_keys(job_id=job_id)
+    logger.thread_safe_append_keys(job_id=job_id)
     return public_view(container().job_service.get(principal(), job_id), container().spill)
 
 
@@ -166,7 +167,7 @@ def list_jobs(
 
 @app.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> JobAccepted:
-    logger.append_keys(job_id=job_id)
+    logger.thread_safe_append_keys(job_id=job_id)
     job = container().job_service.cancel(principal(), job_id)
     return JobAccepted(id=job.id, status=job.status)
 
@@ -174,7 +175,7 @@ def cancel_job(job_id: str) -> JobAccepted:
 @app.get("/v1/jobs/<job_id>/stream")
 def stream_job(job_id: str) -> StreamPage:
     """The chunks a streaming job produced since the last call (RunPod-style polling; see streams.py)."""
-    logger.append_keys(job_id=job_id)
+    logger.thread_safe_append_keys(job_id=job_id)
     reader = StreamReader(container().job_store, container().registry, container().runpod.client_for)
     return reader.read(principal(), job_id)
 

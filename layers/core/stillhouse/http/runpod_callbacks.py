@@ -25,7 +25,7 @@ def runpod_callback(
     member: Annotated[str, Query(max_length=40, pattern=r"^[a-z]+-\d+$")] = "",
     traceparent: Annotated[str, Query(max_length=200)] = "",
 ) -> dict[str, Any]:
-    logger.append_keys(runpod_endpoint=endpoint, attempt=attempt)
+    logger.thread_safe_append_keys(runpod_endpoint=endpoint, attempt=attempt)
     with job_context(job_id, traceparent or None, "callback"):
         return _record(job_id, body, token, endpoint, attempt, member)
 

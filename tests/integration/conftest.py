@@ -3,7 +3,8 @@ import pytest
 from stillhouse_local.stack import EmbeddedStack, StackOptions
 
 from stillhouse.container import container
-from tests.support.stack import Api, Receiver, forget_statistics
+from tests.support.fixtures import api, other_tenant, receiver, two_endpoints  # noqa: F401 (shared fixtures)
+from tests.support.stack import forget_statistics
 
 
 # Package-scoped: it stops when tests/integration is done, before tests/localstack starts its own stack
@@ -45,16 +46,6 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture
-def api(stack):
-    return Api(stack.url, stack.dev_api_key)
-
-
-@pytest.fixture
-def other_tenant(stack):
-    return Api(stack.url, stack.create_api_key("other-tenant"))
-
-
-@pytest.fixture
 def faults(stack):
     """Set fault knobs on stand-in endpoints. What the router learnt of an endpoint (breaker, latency and
     success statistics) is forgotten when a test first touches it and again afterwards, so a fault test
@@ -71,24 +62,3 @@ def faults(stack):
     for endpoint in touched:
         stack.standin.reset_faults(endpoint)
         forget_statistics(endpoint)
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-
-
-@pytest.fixture
-def two_endpoints(stack):
-    """Route between `east` and `west` only, from fresh statistics; `local` is back afterwards."""
-    forget_statistics("east", "west")
-    for name in ("east", "west"):
-        container().registry.update(name, enabled=True)
-    container().registry.update("local", enabled=False)
-    yield ("east", "west")
-    for name in ("east", "west"):
-        container().registry.update(name, enabled=False)
-    forget_statistics("east", "west")
-    container().registry.update("local", enabled=True)

@@ -7,7 +7,7 @@ from stillhouse_local.localstack_env import LocalStackUnavailable
 from stillhouse_local.stack import EmbeddedStack, StackOptions
 
 from stillhouse.container import container
-from tests.support.stack import Api, Receiver, forget_statistics
+from tests.support.fixtures import api, other_tenant, receiver, two_endpoints  # noqa: F401 (shared fixtures)
 
 
 def free_port() -> int:
@@ -44,35 +44,3 @@ def stack(tmp_path_factory):
             yield running
         finally:
             running.stop()
-
-
-@pytest.fixture
-def api(stack):
-    return Api(stack.url, stack.dev_api_key)
-
-
-@pytest.fixture
-def other_tenant(stack):
-    return Api(stack.url, stack.create_api_key("other-tenant"))
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-
-
-@pytest.fixture
-def two_endpoints(stack):
-    """Route between `east` and `west` only, from fresh statistics; `local` is back afterwards."""
-    forget_statistics("east", "west")
-    for name in ("east", "west"):
-        container().registry.update(name, enabled=True)
-    container().registry.update("local", enabled=False)
-    yield ("east", "west")
-    for name in ("east", "west"):
-        container().registry.update(name, enabled=False)
-        stack.standin.reset_faults(name)
-    forget_statistics("east", "west")
-    container().registry.update("local", enabled=True)

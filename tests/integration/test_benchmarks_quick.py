@@ -49,7 +49,8 @@ def test_overhead_prices_every_path_and_every_job_completes():
     # RunPod callback makes two writes (the job, then the endpoint's outcome with its slot released).
     dispatch = out["aws_calls_per_job_by_function"]["DispatchFunction"]
     assert dispatch.get("dynamodb.GetItem", 0) < 0.5, dispatch  # cached configuration now and then, no job read
-    assert out["aws_calls_per_job_by_function"]["WebhookFunction"]["dynamodb.UpdateItem"] == 2
+    # Concurrent callbacks of one endpoint may meet on its state item's version: the loser writes again.
+    assert 2 <= out["aws_calls_per_job_by_function"]["WebhookFunction"]["dynamodb.UpdateItem"] < 3
     # The other paths, side by side; each dearer than the fast path.
     for key, run in (("retry_path_usd_per_1m", "path_retry"), ("council3_usd_per_1m", "path_council3"),
                      ("always_workflow_usd_per_1m", "workflow_always")):

@@ -143,7 +143,8 @@ class FakeDns:
         self.answers = answers
 
     def __call__(self, host, port):
-        return self.answers.get(host, [])
+        answer = self.answers.get(host, [])
+        return answer() if callable(answer) else answer  # a callable: the answer may change between lookups
 
 
 @pytest.fixture
@@ -191,11 +192,12 @@ def test_the_delivery_connects_to_the_checked_address_and_names_the_host(api, fa
 
 def test_a_name_that_turns_private_after_submit_is_not_delivered_to(api, fake_dns, receiver):
     port = receiver.server.server_address[1]
-    fake_dns.answers["rebind.example"] = ["127.0.0.1"]
-    receiver.fail_next = 1  # the first try fails; before the second, the name points at the metadata service
+    # Loopback until the first try has reached the receiver, the metadata service from then on: the second
+    # try's lookup is the one that changed, whenever it comes.
+    fake_dns.answers["rebind.example"] = lambda: ["169.254.169.254"] if receiver.calls else ["127.0.0.1"]
+    receiver.fail_next = 1  # the first try fails, so there is a second
     job_id = api.submit("echo", {"text": "rebind"}, webhook=f"http://rebind.example:{port}/hook")
     receiver.wait_for(1, timeout=20)
-    fake_dns.answers["rebind.example"] = ["169.254.169.254"]
     job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda j: len(j["deliveries"]) >= 2, 20)
     assert job["deliveries"][1]["error"].startswith("refused: webhook: rebind.example resolves to 169.254.169.254")
     assert len(receiver.calls) == 1

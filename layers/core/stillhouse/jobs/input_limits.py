@@ -41,15 +41,19 @@ class _Fields:
         self._params = params
 
     def _get(self, name: str) -> tuple[str, Any] | None:
+        """(where, value) of a field as the worker will see it (input over params); None when it is absent or
+        null: nothing to check."""
         if name in self._input:
-            return f"input.{name}", self._input[name]
-        if name in self._params:
-            return f"params.{name}", self._params[name]
-        return None
+            found = f"input.{name}", self._input[name]
+        elif name in self._params:
+            found = f"params.{name}", self._params[name]
+        else:
+            return None
+        return found if found[1] is not None else None
 
     def integer(self, name: str, low: int, high: int) -> None:
         found = self._get(name)
-        if found is None or found[1] is None:
+        if found is None:
             return
         where, value = found
         if isinstance(value, bool) or not isinstance(value, int):
@@ -59,7 +63,7 @@ class _Fields:
 
     def number(self, name: str, low: float, high: float) -> None:
         found = self._get(name)
-        if found is None or found[1] is None:
+        if found is None:
             return
         where, value = found
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -69,7 +73,7 @@ class _Fields:
 
     def text(self, name: str, max_chars: int) -> None:
         found = self._get(name)
-        if found is None or found[1] is None:
+        if found is None:
             return
         where, value = found
         if not isinstance(value, str):
@@ -79,7 +83,7 @@ class _Fields:
 
     def strings(self, name: str, max_items: int, max_chars: int) -> None:
         found = self._get(name)
-        if found is None or found[1] is None:
+        if found is None:
             return
         where, value = found
         if isinstance(value, str):  # `stop` may be one string
@@ -97,7 +101,7 @@ class _Fields:
 
     def chat(self, name: str, max_messages: int, max_chars: int) -> None:
         found = self._get(name)
-        if found is None or found[1] is None:
+        if found is None:
             return
         where, value = found
         if not isinstance(value, list):

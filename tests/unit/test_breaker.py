@@ -17,19 +17,18 @@ EP = "gpu-a"
 
 
 class InterleavingStore(EndpointStateStore):
-    """Runs `between` right after this store's next read(s): another function writing in between
-    our read and our conditional write, deterministically."""
+    """Runs `between` right before this store's next conditional write(s): another function writing in
+    between what we know of the item and our write, deterministically."""
 
     def __init__(self, table, between, times: int = 1) -> None:
         super().__init__(table, sleep=lambda _: None, rng=random.Random(0))
         self.between, self.times = between, times
 
-    def get(self, name, *, consistent=True):
-        state = super().get(name, consistent=consistent)
+    def _write(self, current, state, **kw):
         if self.times:
             self.times -= 1
             self.between()
-        return state
+        return super()._write(current, state, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -388,6 +387,41 @@ def _count_writes(table) -> list[str]:
     table.meta.client.meta.events.register("before-call.dynamodb.UpdateItem",
                                            lambda **kw: writes.append(kw["params"].get("UpdateExpression", "")))
     return writes
+
+
+def _count_calls(table) -> list[str]:
+    calls: list[str] = []
+    table.meta.client.meta.events.register("before-call.dynamodb", lambda model, **kw: calls.append(model.name))
+    return calls
+
+
+def test_an_outcome_after_this_instances_own_write_is_one_write_and_no_read(breaker, state_table):
+    breaker.record_success(EP, 100)
+    calls = _count_calls(state_table)
+    breaker.record_success(EP, 100)
+    breaker.record_failure(EP, ErrorClass.TRANSIENT)
+    assert calls == ["UpdateItem", "UpdateItem"]
+    assert (breaker.store.get(EP).samples, breaker.store.get(EP).version) == (3, 3)
+
+
+def test_a_stale_view_costs_a_refused_write_not_a_read_and_loses_no_outcome(make, state_table):
+    mine, other = make(), make()
+    mine.record_success(EP, 100)
+    other.record_failure(EP, ErrorClass.TRANSIENT)  # mine's view of the item is now one version behind
+    calls = _count_calls(state_table)
+    mine.record_failure(EP, ErrorClass.TRANSIENT)
+    assert calls == ["UpdateItem", "UpdateItem"]  # refused (with the item as it is), then written
+    state = mine.store.get(EP)
+    assert (state.version, state.samples, state.consecutive_failures) == (3, 3, 2)
+
+
+def test_nothing_to_write_is_decided_on_the_item_as_it_is_never_on_a_stale_view(make, clock):
+    mine, other = make(half_open_probes=1), make(half_open_probes=1)
+    trip(mine)
+    clock.advance(30)
+    assert mine.allow(EP)  # mine holds the one probe: its view is HALF_OPEN, no probe left
+    other.record_success(EP, 100)  # another instance's result closes the breaker
+    assert mine.allow(EP)  # a stale view would say "no probe left"; the item says CLOSED
 
 
 def test_a_finished_jobs_outcome_and_its_slot_are_one_write(breaker, state_table):

@@ -1,8 +1,8 @@
 """Per-endpoint shared state (circuit breaker + routing statistics) in the EndpointStateTable.
 
 One item per endpoint (HASH key `name`), shared by every function instance. Writes are optimistic:
-read, compute the next state with a pure function, write it back on the condition that `version` is
-unchanged, re-read and re-apply on conflict. `in_flight` is the one exception: it is changed only with
+compute the next state with a pure function of the state last seen, write it back on the condition
+that `version` is unchanged, and on conflict re-apply it to the item the refusal returns. `in_flight` is the one exception: it is changed only with
 atomic ADDs (many dispatchers and webhooks touch it at once) and the versioned write never sets it, so
 the two kinds of write cannot overwrite each other. A finished job's outcome and the release of its slot
 go in one write (`update(..., release=True)`: the versioned SET plus `ADD in_flight -1`).
@@ -18,11 +18,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from pydantic import BaseModel, ConfigDict
 
 from stillhouse.errors import Conflict, ErrorClass
 
 log = logging.getLogger(__name__)
+_DESERIALIZER = TypeDeserializer()
 
 
 class BreakerState(StrEnum):
@@ -92,10 +94,14 @@ class EndpointStateStore:
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
         self._sleep = sleep
+        # The last state seen of each endpoint (read, written or refused with): the next write's guess.
+        self._seen: dict[str, EndpointState] = {}
 
     def get(self, name: str, *, consistent: bool = True) -> EndpointState:
         item = self._table.get_item(Key={"name": name}, ConsistentRead=consistent).get("Item")
-        return _from_item(item) if item else EndpointState(name=name)
+        state = _from_item(item) if item else EndpointState(name=name)
+        self._seen[name] = state
+        return state
 
     def get_many(self, names: Iterable[str]) -> dict[str, EndpointState]:
         """States of several endpoints in one round trip (eventually consistent: routing input)."""
@@ -120,26 +126,42 @@ class EndpointStateStore:
     ) -> EndpointState:
         """Apply `change` (a pure function of the current state) with a conditional write.
 
-        `change` returns the next state, or None when nothing needs writing. On a version conflict the
-        item is re-read and `change` re-applied to the fresh state. Raises StateConflict after
-        max_attempts. `release`: the same write also takes one off `in_flight` (never below zero, as
-        add_in_flight), so a finished job costs one write, not two.
+        `change` returns the next state, or None when nothing needs writing. The first write is made
+        from the state this store last saw of `name` (its own last write, or a refused write's answer),
+        without reading: on a version conflict, DynamoDB returns the item as it is with the refusal
+        (ReturnValuesOnConditionCheckFailure), and `change` is re-applied to that. So an outcome costs
+        one write when this process wrote last, and never more calls than read-then-write. Raises
+        StateConflict after max_attempts. `release`: the same write also takes one off `in_flight`
+        (never below zero, as add_in_flight), so a finished job costs one write, not two.
         """
+        current, confirmed = self._seen.get(name), False  # a guess until a read or a refusal confirms it
         for attempt in range(self._max_attempts):
-            current = self.get(name)
+            if current is None:
+                current, confirmed = self.get(name), True
             nxt = change(current.model_copy(deep=True))
             if nxt is None:
+                if not confirmed:  # "nothing to write" is decided on the item as it is, never on a guess
+                    current = None
+                    continue
                 if release:
                     self.add_in_flight(name, -1)
                 return current
-            # The read was consistent: a slot it does not show is not ours to free (a duplicate result).
-            freeing = release and current.in_flight >= 1
-            if not freeing and release:
+            # A slot a confirmed state does not show is not ours to free (a duplicate result); on a guess
+            # the write's condition (`in_flight >= 1`) decides, and a refusal tells which.
+            freeing = release and (current.in_flight >= 1 or not confirmed)
+            if release and not freeing:
                 log.info("in_flight of %s already at zero; decrement ignored", name)
-            if self._write(current, nxt, release=freeing):
-                return nxt.model_copy(update={"version": current.version + 1,
-                                              "in_flight": current.in_flight - (1 if freeing else 0)})
-            self._backoff(attempt)
+            written, found = self._write(current, nxt, release=freeing, whole=not confirmed)
+            if written is not None:
+                self._seen[name] = written
+                return written
+            raced = confirmed  # a refused guess is no contention: no need to back off
+            current, confirmed = found, found is not None  # None: a backend that does not return it, read
+            if found is not None:
+                self._seen[name] = found
+            if raced:
+                self._backoff(attempt)
+        self._seen.pop(name, None)
         raise StateConflict(f"endpoint state {name!r}: {self._max_attempts} conflicting writes")
 
     def add_in_flight(self, name: str, delta: int) -> None:
@@ -159,7 +181,11 @@ class EndpointStateStore:
         except self._client.exceptions.ConditionalCheckFailedException:
             log.info("in_flight of %s already at zero; decrement ignored", name)
 
-    def _write(self, current: EndpointState, state: EndpointState, *, release: bool = False) -> bool:
+    def _write(self, current: EndpointState, state: EndpointState, *, release: bool = False,
+               whole: bool = False) -> tuple[EndpointState | None, EndpointState | None]:
+        """The conditional write of `state` over `current`: (the item as written, None), or, refused,
+        (None, the item as it is when the backend returns it). `whole`: every field, not only those
+        that differ from `current` (a guess: an item deleted and made again can be at its version)."""
         expected_version = current.version
         names = {"#version": "version"}
         values: dict[str, Any] = {":next": expected_version + 1}
@@ -167,7 +193,7 @@ class EndpointStateStore:
         for i, field in enumerate(_VERSIONED_FIELDS):
             value = getattr(state, field)
             # Only what changed: the version condition already guarantees the rest is as we read it.
-            if expected_version and value == getattr(current, field):
+            if expected_version and not whole and value == getattr(current, field):
                 continue
             names[f"#f{i}"] = field
             if value is None:
@@ -187,16 +213,19 @@ class EndpointStateStore:
             condition += " AND in_flight >= :one"
             values[":release"], values[":one"] = -1, 1
         try:
-            self._table.update_item(
+            done = self._table.update_item(
                 Key={"name": state.name},
                 UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",  # the item as written, `in_flight` included: free with the write
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",  # the item that refused us: no read to retry
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        except self._client.exceptions.ConditionalCheckFailedException as refused:
+            raw = refused.response.get("Item")
+            return None, (_from_item(_deserialize(raw)) if raw else None)
+        return _from_item(done["Attributes"]), None
 
     def _backoff(self, attempt: int) -> None:
         # Full jitter so colliding writers spread out instead of colliding again.
@@ -213,6 +242,11 @@ def _to_dynamo(value: Any) -> Any:
             raise ValueError("DynamoDB stores finite numbers only")
         return Decimal(repr(round(value, 6)))
     return value
+
+
+def _deserialize(raw: dict[str, Any]) -> dict[str, Any]:
+    # A refused write's item comes in DynamoDB's wire format, even through a Table resource.
+    return {k: _DESERIALIZER.deserialize(v) for k, v in raw.items()}
 
 
 def _from_item(item: dict[str, Any]) -> EndpointState:

@@ -7,7 +7,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container, startup_check
-from stillhouse.jobs.queue import job_id_of, traceparent_of
+from stillhouse.delivery.webhooks import read_notice
+from stillhouse.jobs.queue import traceparent_of
 from stillhouse.telemetry.metrics import log_metrics
 from stillhouse.telemetry.tracing import job_context
 
@@ -19,9 +20,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> None:
-    job_id = job_id_of(record.body)
-    with job_context(job_id, traceparent_of(record), "deliver"):
-        container().deliverer.deliver(job_id, int(record.attributes.approximate_receive_count or 1),
+    notice = read_notice(record.body)
+    with job_context(notice.job_id, traceparent_of(record), "deliver"):
+        container().deliverer.deliver(notice, int(record.attributes.approximate_receive_count or 1),
                                       record.receipt_handle)
 
 

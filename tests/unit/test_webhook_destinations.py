@@ -99,7 +99,7 @@ def test_a_name_that_turns_private_after_submit_is_refused_at_delivery_without_c
 def test_a_delivery_to_a_refused_address_is_a_failed_try_kept_on_the_job(jobs_table):
     import random
 
-    from stillhouse.delivery.webhooks import DeliveryFailed, WebhookDeliverer
+    from stillhouse.delivery.webhooks import DeliveryFailed, Notice, WebhookDeliverer
     from stillhouse.jobs.model import JobStatus
     from stillhouse.jobs.store import JobStore
     from tests.support.jobs import make_job
@@ -120,6 +120,6 @@ def test_a_delivery_to_a_refused_address_is_a_failed_try_kept_on_the_job(jobs_ta
     deliverer = WebhookDeliverer(store, NoLinks(), lambda tenant: ["whsec_" + "A" * 44], Queue(), send=post,
                                  rng=random.Random(0))
     with pytest.raises(DeliveryFailed):
-        deliverer.deliver("j1", 1, "rh")
+        deliverer.deliver(Notice(job_id="j1"), 1, "rh")
     (entry,) = store.get("j1").deliveries
     assert entry.error.startswith("refused: webhook: metadata.example resolves to 169.254.169.254")

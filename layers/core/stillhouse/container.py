@@ -142,7 +142,7 @@ class Container:
 
     @cached_property
     def notify_caller(self) -> CallerNotifier:
-        return CallerNotifier(self.delivery_queue)
+        return CallerNotifier(self.delivery_queue, self.spill)
 
     @cached_property
     def webhook_guard(self) -> WebhookGuard:

@@ -2,8 +2,9 @@
 headers, `delivery/signing.py`), durably.
 
 The function that finishes a job only queues the notice (`CallerNotifier`): a slow or dead caller
-endpoint must not hold the RunPod callback, the sweeper or the API. The delivery function
-(`WebhookDeliverer`) posts it, one try per queue delivery, and on failure makes the message visible
+endpoint must not hold the RunPod callback, the sweeper or the API. The notice carries what a try
+needs (`Notice`: the URL, the tenant, the trace and the exact body), so the delivery function
+(`WebhookDeliverer`) posts it without reading the job, one try per queue delivery, and on failure makes the message visible
 again after the next delay of a Standard Webhooks-like schedule (seconds, then minutes, then hours).
 Every try is kept on the job (`deliveries`); after the last one the message goes to the dead-letter
 queue, where the sweeper's redrive can send it again.
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import requests
 import urllib3
 from aws_lambda_powertools import Logger
+from pydantic import BaseModel, ConfigDict, Field
 
 from stillhouse.delivery.destinations import UnsafeWebhook, WebhookGuard, connection_pool, host_header
 from stillhouse.delivery.signing import webhook_headers
@@ -31,6 +33,9 @@ from stillhouse.telemetry.metrics import metrics
 logger = Logger(service="stillhouse", child=True)
 #: Delays before the 2nd, 3rd, ... try: Standard Webhooks' schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
 STANDARD_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+#: A notice whose message would be larger carries only the job id: SQS takes 256 KiB (attributes included),
+#: and this leaves a clear margin.
+NOTICE_MAX_BYTES = 200_000
 
 
 def webhook_body(job: Job) -> bytes:
@@ -54,17 +59,49 @@ def public_view(job: Job, links: OutputLinks) -> Job:
     return job.model_copy(update={"output": None, "output_url": url}) if url else job
 
 
+class Notice(BaseModel):
+    """A message of the delivery queue. A full notice carries what a try posts, the same bytes on every
+    try. One with only the job id (sent before notices carried more, or for a body too big for a
+    message, or for an output kept in S3, whose presigned link would expire before the later tries)
+    has the deliverer read the job and build the body at each try."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str = Field(min_length=1)
+    webhook: str | None = None
+    tenant_id: str | None = None
+    trace_id: str | None = None
+    body: str | None = None  # webhook_body's JSON, as posted
+
+    @classmethod
+    def of(cls, job: Job, body: bytes) -> Notice:
+        return cls(job_id=job.id, webhook=job.webhook, tenant_id=job.tenant_id, trace_id=job.trace_id,
+                   body=body.decode())
+
+    @property
+    def full(self) -> bool:
+        return bool(self.webhook and self.tenant_id) and self.body is not None
+
+    def message(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+def read_notice(body: str) -> Notice:
+    """A delivery queue message; one that is not a notice raises ValueError (poison: it ends in the DLQ)."""
+    return Notice.model_validate_json(body)
+
+
 class DeliveryQueue:
-    """The SQS queue of webhook notices; a message carries only the job id."""
+    """The SQS queue of webhook notices (`Notice`)."""
 
     def __init__(self, sqs: Any, url: str, dlq_url: str = "") -> None:
         self._sqs = sqs
         self._url = url
         self._dlq_url = dlq_url
 
-    def send(self, job_id: str, trace_id: str | None = None) -> None:
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}),
-                               **trace_attributes(tracing.hop(trace_id)))
+    def send(self, notice: Notice) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=notice.message(),
+                               **trace_attributes(tracing.hop(notice.trace_id)))
 
     def retry_after(self, receipt_handle: str, delay_s: float) -> None:
         """The message comes back after `delay_s` (SQS allows up to 12 h)."""
@@ -81,14 +118,25 @@ class DeliveryQueue:
 class CallerNotifier:
     """Queues a finished job's notice for its caller's webhook (no network call to the caller here)."""
 
-    def __init__(self, queue: DeliveryQueue) -> None:
+    def __init__(self, queue: DeliveryQueue, links: OutputLinks) -> None:
         self._queue = queue
+        self._links = links
+
+    def notice(self, job: Job) -> Notice:
+        """The notice of a finished job: in full, or its id only when the body is made at each try."""
+        view = public_view(job, self._links)
+        if view.output_url:  # a presigned link expires (in an hour): a later try needs a fresh one
+            return Notice(job_id=job.id, trace_id=job.trace_id)
+        notice = Notice.of(job, webhook_body(view))
+        if len(notice.message().encode()) > NOTICE_MAX_BYTES:
+            return Notice(job_id=job.id, trace_id=job.trace_id)
+        return notice
 
     def __call__(self, job: Job) -> bool:
         if not job.webhook:
             return False
         try:
-            self._queue.send(job.id, job.trace_id)
+            self._queue.send(self.notice(job))
         except Exception:  # noqa: BLE001 - the job has ended already: failing its finisher now helps nobody
             logger.exception("could not queue the caller's webhook notice", extra={"job_id": job.id})
             return False
@@ -100,7 +148,7 @@ class Deliveries(Protocol):
 
     def get(self, job_id: str) -> Job: ...
 
-    def record_delivery(self, job_id: str, entry: dict[str, Any]) -> None: ...
+    def record_delivery(self, job_id: str, entry: dict[str, Any]) -> bool: ...
 
 
 class DeliveryFailed(Exception):
@@ -150,27 +198,31 @@ class WebhookDeliverer:
     def max_tries(self) -> int:
         return len(self.schedule_s) + 1
 
-    def deliver(self, job_id: str, receive_count: int, receipt_handle: str) -> None:
-        """Try `job_id`'s notice once (its `receive_count`-th try). Raises DeliveryFailed when it did not
-        go through: the message then comes back after the schedule's next delay."""
-        try:
-            job = self._store.get(job_id)
-        except JobNotFound:
-            return  # gone (expired): nobody to tell about it
-        if not job.webhook:
-            return
-        body = webhook_body(public_view(job, self._links))
+    def deliver(self, notice: Notice, receive_count: int, receipt_handle: str) -> None:
+        """Try the notice once (its `receive_count`-th try). Raises DeliveryFailed when it did not go
+        through: the message then comes back after the schedule's next delay. Safe to call from several
+        threads at once (a batch's notices are tried concurrently)."""
+        job_id = notice.job_id
+        if not notice.full:
+            try:
+                job = self._store.get(job_id)
+            except JobNotFound:
+                return  # gone (expired): nothing to build the notice from
+            if not job.webhook:
+                return
+            notice = Notice.of(job, webhook_body(public_view(job, self._links)))
+        url, tenant_id, body = str(notice.webhook), str(notice.tenant_id), str(notice.body).encode()
         entry: dict[str, Any] = {"at": _now(), "try": receive_count}
-        secrets = self._secrets_for(job.tenant_id)
+        secrets = self._secrets_for(tenant_id)
         if not secrets:  # never sent unsigned; the tenant gets one with POST /v1/tenants/{id}/webhook-secret
             entry["error"] = "the tenant has no webhook secret to sign with"
         else:
             # The id is the notice's, the same on every try: callers drop a duplicate by it.
-            headers = {"Content-Type": "application/json", **webhook_headers(secrets, f"msg_{job.id}", body)}
-            if job.trace_id:  # the caller's own tracing sees where its job went
-                headers[tracing.HEADER] = tracing.hop(job.trace_id)
+            headers = {"Content-Type": "application/json", **webhook_headers(secrets, f"msg_{job_id}", body)}
+            if notice.trace_id:  # the caller's own tracing sees where its job went
+                headers[tracing.HEADER] = tracing.hop(notice.trace_id)
             try:
-                entry["status_code"] = self._post(job.webhook, body, headers, self._timeout_s)
+                entry["status_code"] = self._post(url, body, headers, self._timeout_s)
             except UnsafeWebhook as err:
                 entry["error"] = f"refused: {err.message}"[:200]
             except (requests.RequestException, DeliveryFailed) as err:

@@ -309,14 +309,21 @@ class JobStore:
                 raise TransitionRefused(f"job {job_id} has already ended") from err
             raise
 
-    def record_delivery(self, job_id: str, entry: dict[str, Any]) -> None:
-        """Append one try of the caller's webhook to the job (no status change: the job has ended)."""
-        self._table.update_item(
-            Key={"id": job_id},
-            UpdateExpression="SET deliveries = list_append(if_not_exists(deliveries, :none), :d)",
-            ConditionExpression="attribute_exists(id)",
-            ExpressionAttributeValues={":d": [entry], ":none": []},
-        )
+    def record_delivery(self, job_id: str, entry: dict[str, Any]) -> bool:
+        """Append one try of the caller's webhook to the job (no status change: the job has ended). False
+        when the job is gone (expired): a notice carries its body, so it can be tried after its job."""
+        try:
+            self._table.update_item(
+                Key={"id": job_id},
+                UpdateExpression="SET deliveries = list_append(if_not_exists(deliveries, :none), :d)",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeValues={":d": [entry], ":none": []},
+            )
+        except ClientError as err:
+            if not _is_condition_failure(err):
+                raise
+            return False
+        return True
 
     def claim_attempt(self, job_id: str, seen_attempts: int, *, queued_only: bool = False) -> Job | None:
         """Take the next dispatch attempt; None when another delivery took it first, or the job is not

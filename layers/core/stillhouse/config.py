@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # Per-tenant webhook secrets (delivery/tenant_secrets.py); a rotated-out secret still signs this long.
     webhook_secrets_table: str = "stillhouse-webhook-secrets"
     webhook_secret_grace_s: int = 86_400
+    # How long the delivery function signs with a tenant's secrets as read (a rotation reaches deliveries
+    # within this; the previous secret signs for the whole grace period anyway).
+    webhook_secret_cache_ttl_s: float = Field(default=60.0, ge=0)
     config_table: str = "stillhouse-config"
     endpoint_state_table: str = "stillhouse-endpoint-state"
     idempotency_table: str = "stillhouse-idempotency"

@@ -88,7 +88,8 @@ class Container:
     @cached_property
     def webhook_secrets(self) -> WebhookSecretStore:
         return WebhookSecretStore(aws.table(self.settings.webhook_secrets_table),
-                                  grace_s=self.settings.webhook_secret_grace_s)
+                                  grace_s=self.settings.webhook_secret_grace_s,
+                                  cache_ttl_s=self.settings.webhook_secret_cache_ttl_s)
 
     @cached_property
     def idempotency(self) -> DynamoDBPersistenceLayer:

@@ -5,6 +5,11 @@ A secret is shown once, when it is created or rotated; it is stored (DynamoDB, e
 the delivery function must sign with it. Rotation keeps the previous secret valid for a grace period:
 deliveries then carry both signatures, space-separated, so a caller can switch over without losing one.
 
+The delivery function keeps a tenant's secrets in memory for `cache_ttl_s` (a minute by default), so a
+batch of one tenant's notices costs one read: a rotation reaches its deliveries within that time, far
+within the grace period in which the previous secret still signs. "No secret" is never kept: a secret
+created now signs the next try.
+
 Item of the webhook secrets table, one per tenant:
 `{tenant_id, current, current_created_at, previous?, previous_until?}` (times are Unix seconds).
 """
@@ -12,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +29,7 @@ from stillhouse.errors import Conflict
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # Standard Webhooks asks for 24 to 64 bytes of key
+CACHE_ENTRIES = 10_000  # tenants whose secrets are kept in memory at once (the least recently used go)
 
 
 def new_secret() -> str:
@@ -41,10 +49,14 @@ class SecretExists(Conflict):
 
 
 class WebhookSecretStore:
-    def __init__(self, table: Any, *, grace_s: float = 86_400, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, table: Any, *, grace_s: float = 86_400, cache_ttl_s: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._table = table
         self.grace_s = grace_s
         self._clock = clock
+        self._ttl_s = cache_ttl_s
+        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()  # tenant -> (read at, item)
+        self._lock = threading.Lock()  # the delivery function tries a batch's notices in several threads
 
     def create(self, tenant_id: str) -> str:
         """A first secret for `tenant_id`, returned once. A tenant that has one gets SecretExists."""
@@ -58,6 +70,7 @@ class WebhookSecretStore:
                 raise
             raise SecretExists(f"tenant {tenant_id} has a webhook secret; rotate it to get a new one",
                                field="tenant_id") from err
+        self._forget(tenant_id)
         return secret
 
     def rotate(self, tenant_id: str) -> str:
@@ -83,6 +96,7 @@ class WebhookSecretStore:
                 if err.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise
                 continue
+            self._forget(tenant_id)  # this process signs with the new secret at once
             return secret
         raise Conflict(f"the webhook secret of tenant {tenant_id} is being rotated concurrently; try again",
                        field="tenant_id")
@@ -90,13 +104,33 @@ class WebhookSecretStore:
     def signing_secrets(self, tenant_id: str) -> list[str]:
         """The secrets a delivery to `tenant_id` is signed with: the current one, then the previous one
         while its grace period lasts. Empty when the tenant has none."""
-        item = self._item(tenant_id)
+        item = self._cached_item(tenant_id)
         if item is None:
             return []
         found = [item["current"]]
         if item.get("previous") and int(item.get("previous_until", 0)) > self._clock():
             found.append(item["previous"])
         return found
+
+    def _cached_item(self, tenant_id: str) -> dict[str, Any] | None:
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(tenant_id)
+            if cached is not None and now - cached[0] < self._ttl_s:
+                self._cache.move_to_end(tenant_id)
+                return cached[1]
+        item = self._item(tenant_id)
+        if item is not None:  # "no secret" is not kept: one created meanwhile must sign the next try
+            with self._lock:
+                self._cache[tenant_id] = (now, item)
+                self._cache.move_to_end(tenant_id)
+                while len(self._cache) > CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+        return item
+
+    def _forget(self, tenant_id: str) -> None:
+        with self._lock:
+            self._cache.pop(tenant_id, None)
 
     def _item(self, tenant_id: str) -> dict[str, Any] | None:
         return self._table.get_item(Key={"tenant_id": tenant_id}, ConsistentRead=True).get("Item")

@@ -1,9 +1,13 @@
 """Delivery Lambda: SQS batch of finished jobs' notices -> one signed POST to each caller's webhook.
 
-A failed try stays in the queue (partial batch failure) and comes back after the schedule's next delay.
+The notices of a batch are tried concurrently (each waits on its caller's endpoint), so a slow caller
+does not hold the others' notices. A failed try stays in the queue (partial batch failure) and comes
+back after the schedule's next delay.
 """
+import asyncio
+
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container, startup_check
@@ -16,18 +20,19 @@ startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
-processor = BatchProcessor(event_type=EventType.SQS)
+processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 
-def record_handler(record: SQSRecord) -> None:
+async def record_handler(record: SQSRecord) -> None:
     notice = read_notice(record.body)
-    with job_context(notice.job_id, traceparent_of(record), "deliver"):
-        container().deliverer.deliver(notice, int(record.attributes.approximate_receive_count or 1),
-                                      record.receipt_handle)
+    with job_context(notice.job_id, traceparent_of(record), "deliver"):  # the thread below inherits it
+        await asyncio.to_thread(container().deliverer.deliver, notice,
+                                int(record.attributes.approximate_receive_count or 1), record.receipt_handle)
 
 
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 @log_metrics
 def handler(event: dict, context: object) -> dict:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return async_process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                          context=context)

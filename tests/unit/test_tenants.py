@@ -117,8 +117,30 @@ def test_two_processes_share_one_bucket(tables, tenants, jobs, clock):
         except QuotaExceeded:
             pass
     assert admitted == 4
-    item = tables[0].get_item(Key={"tenant_id": "acme"})["Item"]
-    assert item["rate_tokens"] == 0
+    item = tables[0].get_item(Key={"tenant_id": "acme#in_flight"})["Item"]
+    assert item["rate_tokens"] == 0 and len(item["live"]) == 4
+
+
+def test_an_admitted_submission_is_one_write_a_token_and_a_place_together(quotas, jobs, tenants, tables):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=60, max_in_flight=5), tenant_id="acme")
+    submit(quotas, jobs)  # the tenant's limits are read (and cached) once
+    writes: list[str] = []
+    tables[0].meta.client.meta.events.register("before-call.dynamodb", lambda model, **kw: writes.append(model.name))
+    submit(quotas, jobs, n=2)
+    assert writes == ["UpdateItem", "UpdateItem"]
+    item = tables[0].get_item(Key={"tenant_id": "acme#in_flight"})["Item"]
+    assert len(item["live"]) == 3 and item["rate_tokens"] < 58
+
+
+def test_a_submission_refused_for_max_in_flight_takes_no_token(quotas, jobs, tenants, clock):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=4, max_in_flight=2), tenant_id="acme")
+    submit(quotas, jobs, n=2)
+    for _ in range(3):
+        with pytest.raises(QuotaExceeded) as refused:
+            submit(quotas, jobs)
+        assert refused.value.field == "max_in_flight"
+    jobs.running.clear()  # both end: the two tokens the refusals did not take are still there
+    submit(quotas, jobs, n=2)
 
 
 def test_max_in_flight_counts_jobs_that_have_not_ended(quotas, jobs):

@@ -63,7 +63,7 @@ class TenantStore:
         item = {"tenant_id": tenant_id or new_tenant_id(), "name": name,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "limits": (limits or LimitsPatch()).given()}
-        # The quotas may have made an item of counters only for a tenant without a record: keep them.
+        # An item without a record may exist (earlier versions kept the rate bucket there): keep what it holds.
         try:
             self.table.update_item(
                 Key={"tenant_id": item["tenant_id"]},

@@ -4,10 +4,10 @@ headers, `delivery/signing.py`), durably.
 The function that finishes a job only queues the notice (`CallerNotifier`): a slow or dead caller
 endpoint must not hold the RunPod callback, the sweeper or the API. The notice carries what a try
 needs (`Notice`: the URL, the tenant, the trace and the exact body), so the delivery function
-(`WebhookDeliverer`) posts it without reading the job, one try per queue delivery, and on failure makes the message visible
-again after the next delay of a Standard Webhooks-like schedule (seconds, then minutes, then hours).
-Every try is kept on the job (`deliveries`); after the last one the message goes to the dead-letter
-queue, where the sweeper's redrive can send it again.
+(`WebhookDeliverer`) posts it without reading the job, one try per queue delivery, and on failure
+makes the message visible again after the next delay of a Standard Webhooks-like schedule (seconds,
+then minutes, then hours). Every try is kept on the job (`deliveries`); after the last one the message
+goes to the dead-letter queue, where the sweeper's redrive can send it again.
 """
 from __future__ import annotations
 

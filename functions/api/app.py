@@ -1,12 +1,12 @@
 """API Lambda: API Gateway HTTP API (v2) events -> the stillhouse HTTP API."""
-from aws_lambda_powertools import Tracer
 from aws_lambda_powertools.logging import correlation_paths
 
 from stillhouse.container import startup_check
 from stillhouse.http.public_api import app, logger
 from stillhouse.telemetry.metrics import log_metrics
+from stillhouse.telemetry.tracing import lambda_tracer
 
-tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
+tracer = lambda_tracer()  # X-Ray on AWS (Tracing: Active); nothing, and no X-Ray SDK import, elsewhere
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 

@@ -6,7 +6,7 @@ back after the schedule's next delay.
 """
 import asyncio
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
@@ -14,12 +14,12 @@ from stillhouse.container import container, startup_check
 from stillhouse.delivery.webhooks import read_notice
 from stillhouse.jobs.queue import traceparent_of
 from stillhouse.telemetry.metrics import log_metrics
-from stillhouse.telemetry.tracing import job_context
+from stillhouse.telemetry.tracing import job_context, lambda_tracer
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
-tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
+tracer = lambda_tracer()  # X-Ray on AWS (Tracing: Active); nothing, and no X-Ray SDK import, elsewhere
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 

@@ -1,12 +1,13 @@
 """Webhook Lambda: RunPod's result POST -> record the job's terminal status once, notify the caller."""
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 
 from stillhouse.container import startup_check
 from stillhouse.http.runpod_callbacks import app
 from stillhouse.telemetry.metrics import log_metrics
+from stillhouse.telemetry.tracing import lambda_tracer
 
-tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
+tracer = lambda_tracer()  # X-Ray on AWS (Tracing: Active); nothing, and no X-Ray SDK import, elsewhere
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 

@@ -3,16 +3,16 @@
 A raised exception's class name (TransientError, CapacityError, ...) is the error name that the
 state machines' Retry and Catch blocks match.
 """
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 
 from stillhouse.container import container, startup_check
 from stillhouse.telemetry.metrics import log_metrics
-from stillhouse.telemetry.tracing import job_context
+from stillhouse.telemetry.tracing import job_context, lambda_tracer
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
-tracer = Tracer(service="stillhouse")  # X-Ray on AWS (Tracing: Active); off outside Lambda
+tracer = lambda_tracer()  # X-Ray on AWS (Tracing: Active); nothing, and no X-Ray SDK import, elsewhere
 
 
 @tracer.capture_lambda_handler

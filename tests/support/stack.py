@@ -93,6 +93,9 @@ def forget_statistics(*names):
     table = aws.table(get_settings().endpoint_state_table)
     for name in names:
         table.delete_item(Key={"name": name})
+    from stillhouse.container import container
+
+    container().router.breaker.store.forget(*names)  # what the in-process functions knew of them
 
 
 def execution_arn(job_id):

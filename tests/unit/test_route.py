@@ -350,3 +350,58 @@ def test_a_long_generation_is_no_anomaly_when_its_per_token_time_is_normal(make_
     report_outcome(router, "a", JobStatus.COMPLETED, None, None, {"delayTime": 10, "executionTime": 40_000},
                    work_units("generate", long_one))
     assert router.breaker.view("a").state is BreakerState.CLOSED
+
+
+# --- how fresh the states a dispatcher routes on are ----------------------------------------------
+
+
+@pytest.fixture
+def make_instance(tables, clock):
+    """A router as one function instance has it, with its own store (what it knows) and the test's clock."""
+    config, state = tables
+    registry = EndpointRegistry(config, ttl_s=60, now=clock)
+    for name in ("a", "b"):
+        registry.put(ep(name))
+
+    def factory(**settings) -> Router:
+        store = EndpointStateStore(state, sleep=lambda _: None, rng=random.Random(0), clock=clock)
+        return Router(registry, Breaker(store, BreakerSettings(), now=clock),
+                      settings=RouteSettings(policy="least_outstanding", **settings), rng=random.Random(0))
+
+    return factory
+
+
+def _reads(tables) -> list[str]:
+    calls: list[str] = []
+    tables[1].meta.client.meta.events.register(
+        "before-call.dynamodb", lambda model, **kw: calls.append(model.name) if "Get" in model.name else None)
+    return calls
+
+
+def test_within_state_max_age_a_dispatcher_routes_on_what_it_knows_without_a_read(make_instance, tables):
+    mine = make_instance(state_max_age_s=1.0)
+    mine.plan(None)
+    reads = _reads(tables)
+    for _ in range(3):
+        mine.dispatched("a")  # its own jobs count at once: least outstanding now prefers b
+        assert mine.plan(None)[0].name == "b"
+        mine.dispatched("b")
+    assert reads == []
+
+
+def test_another_instances_news_arrive_within_state_max_age(make_instance, tables, clock):
+    mine, other = make_instance(state_max_age_s=1.0), make_instance(state_max_age_s=1.0)
+    assert sorted(s.name for s in mine.plan(None)) == ["a", "b"]
+    for _ in range(5):
+        other.failed("a", ErrorClass.TRANSIENT, release=False)  # another instance's results open a's breaker
+    clock.advance(1.0)
+    assert [s.name for s in mine.plan(None)] == ["b"]
+
+
+def test_a_state_max_age_of_zero_reads_for_every_plan(make_instance, tables):
+    mine = make_instance(state_max_age_s=0)
+    mine.plan(None)
+    reads = _reads(tables)
+    mine.plan(None)
+    mine.plan(None)
+    assert reads == ["BatchGetItem", "BatchGetItem"]

@@ -102,3 +102,29 @@ def test_nothing_is_exported_unless_an_otlp_endpoint_is_configured():
     spans = OtelSpans(environ={})
     assert not spans.provider._active_span_processor._span_processors
     spans.shutdown()
+
+
+def test_a_function_makes_powertools_tracer_only_where_x_ray_records_it(monkeypatch):
+    import aws_lambda_powertools
+
+    from stillhouse.telemetry.tracing import lambda_tracer
+
+    made: list[str] = []
+
+    class Tracer:  # Powertools' would patch botocore for the whole test process
+        def __init__(self, service):
+            made.append(service)
+
+    monkeypatch.setattr(aws_lambda_powertools, "Tracer", Tracer)
+
+    def handler(event, context):
+        return event
+
+    monkeypatch.delenv("LAMBDA_TASK_ROOT", raising=False)
+    assert lambda_tracer().capture_lambda_handler(handler) is handler
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")  # the template's Tracing=PassThrough
+    assert lambda_tracer().capture_lambda_handler(handler) is handler
+    assert made == []
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")  # Tracing=Active
+    assert isinstance(lambda_tracer(), Tracer) and made == ["stillhouse"]

@@ -29,6 +29,10 @@ class RouteSettings(BaseModel):
     # pass their breakers, route to all of them. A breaker shifts traffic to healthier endpoints; when
     # there are none, it must not turn a 50% error rate into a 100% outage. 0 disables.
     panic_below: float = Field(default=0.5, ge=0, le=1)
+    # How old the endpoint states a dispatcher routes on may be: within it, a batch routes on what its
+    # process knows (its own writes included) instead of reading the table again. Other instances' news
+    # (a breaker opened, their in-flight jobs) reach it this much later. 0: read for every batch.
+    state_max_age_s: float = Field(default=1.0, ge=0, le=60)
 
 
 class BreakerSettings(BaseModel):

@@ -194,7 +194,7 @@ class Router:
         candidates = self.registry.candidates(model, streaming=streaming)
         if not candidates:
             return Plan(endpoints=(), candidates=0)
-        states = self.breaker.store.get_many(c.name for c in candidates)
+        states = self.breaker.store.get_many((c.name for c in candidates), max_age_s=self.settings.state_max_age_s)
         now = self.now()
         order = route(
             candidates, states, policy or self.settings.policy, self.rng,

@@ -88,24 +88,38 @@ class EndpointStateStore:
         max_attempts: int = 5,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._table = table
         self._client = table.meta.client
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
         self._sleep = sleep
-        # The last state seen of each endpoint (read, written or refused with): the next write's guess.
+        self._clock = clock
+        # The newest state this process has seen of each endpoint (read, written, refused with, or its
+        # own in_flight ADDs): the next write's guess, and routing's input while it is recent.
         self._seen: dict[str, EndpointState] = {}
+        self._read_at: dict[str, float] = {}  # when each was last read from the table (self._clock)
 
     def get(self, name: str, *, consistent: bool = True) -> EndpointState:
         item = self._table.get_item(Key={"name": name}, ConsistentRead=consistent).get("Item")
         state = _from_item(item) if item else EndpointState(name=name)
-        self._seen[name] = state
+        self._remember(state, read=True)
         return state
 
-    def get_many(self, names: Iterable[str]) -> dict[str, EndpointState]:
-        """States of several endpoints in one round trip (eventually consistent: routing input)."""
+    def get_many(self, names: Iterable[str], *, max_age_s: float = 0.0) -> dict[str, EndpointState]:
+        """States of several endpoints in one round trip (eventually consistent: routing input).
+
+        `max_age_s`: when every one was read from the table less than this long ago, what this process
+        knows of them is the answer, without a call (its own writes and in_flight ADDs included; other
+        instances' news arrive with the next read)."""
         wanted = list(dict.fromkeys(names))
+        if max_age_s > 0:
+            now = self._clock()
+            known = {n: self._seen[n] for n in wanted if n in self._seen and now - self._read_at.get(n, -math.inf)
+                     < max_age_s}
+            if len(known) == len(wanted):
+                return known
         found: dict[str, EndpointState] = {n: EndpointState(name=n) for n in wanted}
         for i in range(0, len(wanted), 100):  # BatchGetItem takes at most 100 keys
             # A Table's client belongs to its resource, which (de)serialises plain Python values.
@@ -119,7 +133,22 @@ class EndpointStateStore:
                 if not request:
                     break
                 self._backoff(attempt)
+        for state in found.values():
+            self._remember(state, read=True)
         return found
+
+    def forget(self, *names: str) -> None:
+        """Drop what this process knows of `names` (their items were replaced behind its back)."""
+        for name in names:
+            self._seen.pop(name, None)
+            self._read_at.pop(name, None)
+
+    def _remember(self, state: EndpointState, *, read: bool = False) -> None:
+        known = self._seen.get(state.name)
+        if known is None or state.version >= known.version:  # a slower read never undoes a newer write
+            self._seen[state.name] = state
+        if read:
+            self._read_at[state.name] = self._clock()
 
     def update(
         self, name: str, change: Callable[[EndpointState], EndpointState | None], *, release: bool = False
@@ -153,15 +182,15 @@ class EndpointStateStore:
                 log.info("in_flight of %s already at zero; decrement ignored", name)
             written, found = self._write(current, nxt, release=freeing, whole=not confirmed)
             if written is not None:
-                self._seen[name] = written
+                self._remember(written)
                 return written
             raced = confirmed  # a refused guess is no contention: no need to back off
             current, confirmed = found, found is not None  # None: a backend that does not return it, read
             if found is not None:
-                self._seen[name] = found
+                self._remember(found)
             if raced:
                 self._backoff(attempt)
-        self._seen.pop(name, None)
+        self.forget(name)
         raise StateConflict(f"endpoint state {name!r}: {self._max_attempts} conflicting writes")
 
     def add_in_flight(self, name: str, delta: int) -> None:
@@ -177,9 +206,13 @@ class EndpointStateStore:
             kwargs["ConditionExpression"] = "in_flight >= :need"
             kwargs["ExpressionAttributeValues"][":need"] = -delta
         try:
-            self._table.update_item(**kwargs)
+            done = self._table.update_item(**kwargs, ReturnValues="UPDATED_NEW")
         except self._client.exceptions.ConditionalCheckFailedException:
             log.info("in_flight of %s already at zero; decrement ignored", name)
+            return
+        known = self._seen.get(name)
+        if known is not None:  # the count as it is now, for this process's routing
+            self._seen[name] = known.model_copy(update={"in_flight": int(done["Attributes"]["in_flight"])})
 
     def _write(self, current: EndpointState, state: EndpointState, *, release: bool = False,
                whole: bool = False) -> tuple[EndpointState | None, EndpointState | None]:

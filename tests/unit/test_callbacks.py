@@ -176,3 +176,16 @@ def test_a_callback_naming_another_runpod_job_than_its_attempt_started_is_refuse
     assert job.status is JobStatus.IN_PROGRESS and job.output is None and notified == [] and fetched == []
     assert rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
     assert store.get("j1").output == {"text": "hi"}
+
+
+def test_the_caller_is_notified_before_routing_learns_so_a_failure_there_costs_no_webhook(store):
+    notified = []
+
+    def learn(*_):
+        raise RuntimeError("endpoint state table throttled")
+
+    rec = CallbackRecorder(store=store, verify_token=partial(verify_callback_token, SECRET),
+                           fetch_status=lambda e, r: {}, notify=notified.append, learn=learn)
+    with pytest.raises(RuntimeError):
+        rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
+    assert store.get("j1").status is JobStatus.COMPLETED and [j.id for j in notified] == ["j1"]

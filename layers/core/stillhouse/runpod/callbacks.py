@@ -187,6 +187,9 @@ class CallbackRecorder:
             if cached and self.store.get(job.id).status is not JobStatus.COMPLETED:  # not a duplicate report
                 self.cache.forget(job.cache_key, job.id)  # type: ignore[union-attr, arg-type]
             return None
+        # The caller first: its notice is what it waits for, and nothing below (statistics, RunPod, the
+        # workflow) may delay it or, by failing, cost it.
+        self.notify(finished)
         if not superseded or not _recorded_in_progress(job, attempt):
             # An older attempt the job had moved off was reported then; reporting it again would free
             # its endpoint's slot twice.
@@ -200,7 +203,6 @@ class CallbackRecorder:
                 self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
             else:
                 self.workflows.fail_task(finished.task_token, JobFinished.__name__, f"job ended {finished.status.value}")
-        self.notify(finished)
         return finished
 
     def _retry(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], error: str,

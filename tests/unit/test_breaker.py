@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -413,6 +414,34 @@ def test_a_stale_view_costs_a_refused_write_not_a_read_and_loses_no_outcome(make
     assert calls == ["UpdateItem", "UpdateItem"]  # refused (with the item as it is), then written
     state = mine.store.get(EP)
     assert (state.version, state.samples, state.consecutive_failures) == (3, 3, 2)
+
+
+def test_an_instance_whose_views_keep_being_overtaken_reads_first_and_guesses_again_when_it_would_pay(
+        make, state_table):
+    mine, other = make(), make()
+    mine.record_success(EP, 100)
+    for _ in range(4):  # another instance writes between each of mine: mine's guesses are refused
+        other.record_success(EP, 100)
+        mine.record_success(EP, 100)
+    other.record_success(EP, 100)
+    calls = _count_calls(state_table)
+    mine.record_success(EP, 100)
+    assert calls == ["GetItem", "UpdateItem"]  # a refused write costs 5x a read: now it reads first
+    for _ in range(10):  # alone again: its reads show that its guesses would be right
+        mine.record_success(EP, 100)
+    calls.clear()
+    mine.record_success(EP, 100)
+    assert calls == ["UpdateItem"]
+    assert mine.store.get(EP).samples == 1 + 4 * 2 + 1 + 1 + 10 + 1  # no outcome lost either way
+
+
+def test_threads_of_one_instance_do_not_race_each_other_for_the_item(breaker, state_table):
+    breaker.record_success(EP, 100)
+    calls = _count_calls(state_table)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: breaker.record_success(EP, 100), range(40)))
+    assert calls.count("UpdateItem") == 40 and "GetItem" not in calls
+    assert breaker.store.get(EP).samples == 41
 
 
 def test_nothing_to_write_is_decided_on_the_item_as_it_is_never_on_a_stale_view(make, clock):

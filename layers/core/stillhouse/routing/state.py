@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from enum import StrEnum
@@ -74,6 +76,11 @@ _VERSIONED_FIELDS = tuple(
 )
 
 
+#: Below this share of right guesses, a write reads the item first: a refused write costs a write unit
+#: (5x a consistent read's price), so guessing pays only while at most ~1 in 5 guesses is refused.
+GUESS_MIN_HIT_RATE = 0.8
+
+
 class StateConflict(Conflict):
     """Too many concurrent writers on one endpoint's item; the caller decides whether to drop."""
 
@@ -100,11 +107,13 @@ class EndpointStateStore:
         # own in_flight ADDs): the next write's guess, and routing's input while it is recent.
         self._seen: dict[str, EndpointState] = {}
         self._read_at: dict[str, float] = {}  # when each was last read from the table (self._clock)
+        self._guess_hits: dict[str, float] = {}  # how often a write from what was seen was right (EMA)
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     def get(self, name: str, *, consistent: bool = True) -> EndpointState:
         item = self._table.get_item(Key={"name": name}, ConsistentRead=consistent).get("Item")
         state = _from_item(item) if item else EndpointState(name=name)
-        self._remember(state, read=True)
+        self._remember(state, read=True, eventual=not consistent)
         return state
 
     def get_many(self, names: Iterable[str], *, max_age_s: float = 0.0) -> dict[str, EndpointState]:
@@ -134,7 +143,7 @@ class EndpointStateStore:
                     break
                 self._backoff(attempt)
         for state in found.values():
-            self._remember(state, read=True)
+            self._remember(state, read=True, eventual=True)
         return found
 
     def forget(self, *names: str) -> None:
@@ -143,9 +152,11 @@ class EndpointStateStore:
             self._seen.pop(name, None)
             self._read_at.pop(name, None)
 
-    def _remember(self, state: EndpointState, *, read: bool = False) -> None:
+    def _remember(self, state: EndpointState, *, read: bool = False, eventual: bool = False) -> None:
         known = self._seen.get(state.name)
-        if known is None or state.version >= known.version:  # a slower read never undoes a newer write
+        # An eventually consistent read may be older than a write this process just made: it never undoes
+        # it. Anything else (a consistent read, a write's result, a refusal's item) is the item as it is.
+        if not eventual or known is None or state.version >= known.version:
             self._seen[state.name] = state
         if read:
             self._read_at[state.name] = self._clock()
@@ -155,43 +166,56 @@ class EndpointStateStore:
     ) -> EndpointState:
         """Apply `change` (a pure function of the current state) with a conditional write.
 
-        `change` returns the next state, or None when nothing needs writing. The first write is made
-        from the state this store last saw of `name` (its own last write, or a refused write's answer),
-        without reading: on a version conflict, DynamoDB returns the item as it is with the refusal
-        (ReturnValuesOnConditionCheckFailure), and `change` is re-applied to that. So an outcome costs
-        one write when this process wrote last, and never more calls than read-then-write. Raises
-        StateConflict after max_attempts. `release`: the same write also takes one off `in_flight`
-        (never below zero, as add_in_flight), so a finished job costs one write, not two.
+        `change` returns the next state, or None when nothing needs writing. While this process's guesses
+        are mostly right (it wrote last), the first write is made from the state it last saw, without
+        reading: a version conflict returns the item as it is with the refusal
+        (ReturnValuesOnConditionCheckFailure), and `change` is re-applied to that. Where other instances
+        write too often for that (a refused write costs a write unit, five times a read's price), it
+        reads first, and keeps checking whether a guess would have been right. Raises StateConflict after
+        max_attempts. `release`: the same write also takes one off `in_flight` (never below zero, as
+        add_in_flight), so a finished job costs one write, not two.
         """
-        current, confirmed = self._seen.get(name), False  # a guess until a read or a refusal confirms it
-        for attempt in range(self._max_attempts):
-            if current is None:
-                current, confirmed = self.get(name), True
-            nxt = change(current.model_copy(deep=True))
-            if nxt is None:
-                if not confirmed:  # "nothing to write" is decided on the item as it is, never on a guess
-                    current = None
-                    continue
-                if release:
-                    self.add_in_flight(name, -1)
-                return current
-            # A slot a confirmed state does not show is not ours to free (a duplicate result); on a guess
-            # the write's condition (`in_flight >= 1`) decides, and a refusal tells which.
-            freeing = release and (current.in_flight >= 1 or not confirmed)
-            if release and not freeing:
-                log.info("in_flight of %s already at zero; decrement ignored", name)
-            written, found = self._write(current, nxt, release=freeing, whole=not confirmed)
-            if written is not None:
-                self._remember(written)
-                return written
-            raced = confirmed  # a refused guess is no contention: no need to back off
-            current, confirmed = found, found is not None  # None: a backend that does not return it, read
-            if found is not None:
-                self._remember(found)
-            if raced:
-                self._backoff(attempt)
-        self.forget(name)
-        raise StateConflict(f"endpoint state {name!r}: {self._max_attempts} conflicting writes")
+        with self._locks[name]:  # this process's threads would only race each other for the item
+            guess = self._seen.get(name)
+            guessing = guess is not None and self._guess_hits.get(name, 1.0) >= GUESS_MIN_HIT_RATE
+            current, confirmed = (guess, False) if guessing else (None, False)
+            for attempt in range(self._max_attempts):
+                if current is None:
+                    current, confirmed = self.get(name), True
+                    if not guessing and guess is not None:  # would the guess have been right?
+                        self._score_guess(name, current.version == guess.version)
+                        guess = None
+                nxt = change(current.model_copy(deep=True))
+                if nxt is None:
+                    if not confirmed:  # "nothing to write" is decided on the item as it is, never on a guess
+                        current = None
+                        continue
+                    if release:
+                        self.add_in_flight(name, -1)
+                    return current
+                # A slot a confirmed state does not show is not ours to free (a duplicate result); on a
+                # guess the write's condition (`in_flight >= 1`) decides, and a refusal tells which.
+                freeing = release and (current.in_flight >= 1 or not confirmed)
+                if release and not freeing:
+                    log.info("in_flight of %s already at zero; decrement ignored", name)
+                written, found = self._write(current, nxt, release=freeing, whole=not confirmed)
+                if not confirmed:
+                    self._score_guess(name, written is not None or (
+                        found is not None and found.version == current.version))  # refused for the slot only
+                if written is not None:
+                    self._remember(written)
+                    return written
+                raced = confirmed  # a refused guess is no contention: no need to back off
+                current, confirmed = found, found is not None  # None: a backend that does not return it, read
+                if found is not None:
+                    self._remember(found)
+                if raced:
+                    self._backoff(attempt)
+            self.forget(name)
+            raise StateConflict(f"endpoint state {name!r}: {self._max_attempts} conflicting writes")
+
+    def _score_guess(self, name: str, right: bool) -> None:
+        self._guess_hits[name] = 0.8 * self._guess_hits.get(name, 1.0) + 0.2 * (1.0 if right else 0.0)
 
     def add_in_flight(self, name: str, delta: int) -> None:
         """Atomic ADD; a decrement never takes the counter below zero (a duplicate result is ignored)."""

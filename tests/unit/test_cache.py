@@ -122,9 +122,11 @@ class _CacheWatchingStore(JobStore):
         self.cache, self.key, self.seen_at_completion = cache, key, "not completed"
 
     def transition(self, job_id, target, **kw):
+        held = self.cache.get(self.key) if target is JobStatus.COMPLETED else None
+        moved = super().transition(job_id, target, **kw)  # a refused write raises: it completed nothing
         if target is JobStatus.COMPLETED:
-            self.seen_at_completion = self.cache.get(self.key)
-        return super().transition(job_id, target, **kw)
+            self.seen_at_completion = held
+        return moved
 
 
 def _recorder(store, cache):
@@ -144,6 +146,19 @@ def test_the_result_is_cached_before_the_job_shows_completed(jobs_table, cache_t
     job = _running_cached_job(store)
     _recorder(store, cache).apply(job, "a", 1, {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}},
                                   actor="webhook")
+    assert store.seen_at_completion == ("j1", {"text": "hi"})
+
+
+def test_a_cached_jobs_webhook_also_writes_the_cache_before_the_job_shows_completed(jobs_table, cache_table):
+    from stillhouse.runpod.callback_urls import callback_token
+    from tests.support.callbacks import SECRET
+
+    cache = ResultCache(cache_table)
+    store = _CacheWatchingStore(jobs_table, cache, "key-1")
+    _running_cached_job(store)
+    _recorder(store, cache).record("j1", 1, "a", callback_token(SECRET, "j1", 1, "a"),
+                                   {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
+    assert store.get("j1").status is JobStatus.COMPLETED
     assert store.seen_at_completion == ("j1", {"text": "hi"})
 
 

@@ -189,3 +189,31 @@ def test_the_caller_is_notified_before_routing_learns_so_a_failure_there_costs_n
     with pytest.raises(RuntimeError):
         rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"}})
     assert store.get("j1").status is JobStatus.COMPLETED and [j.id for j in notified] == ["j1"]
+
+
+def _jobs_calls(store) -> list[str]:
+    calls: list[str] = []
+    store._table.meta.client.meta.events.register("before-call.dynamodb", lambda model, **kw: calls.append(model.name))
+    return calls
+
+
+def test_the_usual_result_is_one_write_and_no_read(jobs_table):
+    store = JobStore(jobs_table)
+    store.create(make_job("j1"))
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", attempt=1,
+                     fields={"runpod_id": "rp1", "attempts": 1})
+    rec, notified, _ = recorder(store)
+    calls = _jobs_calls(store)
+    job = rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "hi"},
+                                             "delayTime": 3, "executionTime": 50})
+    assert calls == ["UpdateItem"]
+    assert job.status is JobStatus.COMPLETED and job.output == {"text": "hi"} and [j.id for j in notified] == ["j1"]
+    assert job.events[-1].detail == "runpod rp1 delay=3ms exec=50ms"
+
+
+def test_an_unusual_result_goes_the_long_way_on_the_job_its_refused_write_returned(store):
+    rec, notified, fetched = recorder(store, {"rp-x": {"id": "rp-x", "status": "FAILED", "error": "crashed"}})
+    calls = _jobs_calls(store)
+    job = rec.record("j1", 1, "a", token(), {"id": "rp-x", "status": "COMPLETED", "output": "forged"})
+    assert "GetItem" not in calls and fetched == [("a", "rp-x")]
+    assert job.status is JobStatus.FAILED and [j.id for j in notified] == ["j1"]

@@ -6,6 +6,7 @@ state machines match the workflow errors by class name, read from the one table 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorClass(StrEnum):
@@ -75,9 +76,11 @@ class RetryLater(Conflict):
 
 
 class TransitionRefused(Conflict):
-    """A conditional write refused a status change (e.g. out of a terminal status)."""
+    """A conditional write refused a status change (e.g. out of a terminal status). `current`: the job
+    as it was when refused, where the write asked for it (JobStore.transition's `refused_job`)."""
 
     code = "transition_refused"
+    current: Any = None
 
 
 class QuotaExceeded(StillhouseError):

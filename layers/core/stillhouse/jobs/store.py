@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, NotFound, TransitionRefused
@@ -20,6 +21,7 @@ from stillhouse.telemetry.metrics import metrics
 _JSON_FIELDS = ("input", "params", "output", "council")
 ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
 ITEM_MARGIN = 16_000  # what a write adds beside the output: the new timeline event, a few fields
+_DESERIALIZER = TypeDeserializer()  # a refused write's item comes in DynamoDB's wire format
 TENANT_INDEX = "ByTenant"
 # Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines). Terminal
 # jobs have no `due_at`, so they leave this index: the sweeper reads only what is due.
@@ -215,11 +217,17 @@ class JobStore:
         detail: str | None = None,
         fields: dict[str, Any] | None = None,
         expect_runpod_id: str | None = None,
+        expect_attempts: int | None = None,
+        expect_uncached: bool = False,
+        refused_job: bool = False,
         current: Job | None = None,
     ) -> Job:
         """Make a move of the status table (a bare status: the plain move to it) if the job is in one of
-        its sources; else refuse. `expect_runpod_id` also requires the RunPod job in flight to be that one.
-        `current`, the job as the caller last read it, sizes the room an output has beside the rest."""
+        its sources; else refuse. `expect_runpod_id` also requires the RunPod job in flight to be that one,
+        `expect_attempts` the job to be at that attempt, `expect_uncached` the job to have no cache key.
+        `refused_job`: a refusal carries the job as it was (TransitionRefused.current), read with the
+        refusal itself. `current`, the job as the caller last read it, sizes the room an output has
+        beside the rest."""
         if isinstance(move, JobStatus):
             move = to(move)
         if not move.sources:
@@ -256,15 +264,26 @@ class JobStore:
         if expect_runpod_id is not None:
             names["#rp"], values[":rp"] = "runpod_id", expect_runpod_id
             condition += " AND #rp = :rp"
+        if expect_attempts is not None:
+            values[":attempts"] = expect_attempts
+            condition += " AND attempts = :attempts"
+        if expect_uncached:
+            condition += " AND attribute_not_exists(cache_key)"
         update = "SET " + ", ".join(sets) + (" REMOVE due_at" if target.terminal else "")
         request = {"Key": {"id": job_id}, "UpdateExpression": update,
                    "ConditionExpression": condition, "ExpressionAttributeNames": names,
                    "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW"}
+        if refused_job:
+            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         try:
             out = self._update_spilling(job_id, request, fields or {})
         except ClientError as err:
             if _is_condition_failure(err):
-                raise TransitionRefused(f"job {job_id} cannot move to {target}") from err
+                refused = TransitionRefused(f"job {job_id} cannot move to {target}")
+                raw = err.response.get("Item")
+                if raw:
+                    refused.current = _from_item({k: _DESERIALIZER.deserialize(v) for k, v in raw.items()})
+                raise refused from err
             raise
         moved = _from_item(out["Attributes"])
         if target in TERMINAL:  # the conditional write won: each job is counted once

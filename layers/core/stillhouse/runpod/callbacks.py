@@ -68,6 +68,11 @@ def _units(job: Job, body: dict[str, Any]) -> float | None:
     return work_units(job.task.value, body.get("output"), job.input)
 
 
+def _detail(body: dict[str, Any]) -> str:
+    """The terminal event's detail: which RunPod job, and its queue delay and execution time."""
+    return f"runpod {body.get('id')} delay={body.get('delayTime')}ms exec={body.get('executionTime')}ms"
+
+
 def _reported(body: dict[str, Any]) -> dict[str, Any]:
     """A RunPod webhook's body, checked against RunPod's job shape (the field at fault is named)."""
     try:
@@ -107,7 +112,12 @@ class CallbackRecorder:
             raise Unauthorized("callback token does not match this job", field="token")
         body = _reported(body)
         runpod_id = body["id"]
-        job = self.store.get(job_id)
+        job = None
+        if body.get("status") == JobStatus.COMPLETED.value:
+            finished, job = self._complete_as_expected(job_id, attempt, endpoint, body)
+            if finished is not None:
+                return finished
+        job = job or self.store.get(job_id)
         started = _started_runpod_id(job, attempt)
         if started is not None and started != runpod_id:
             raise Conflict(f"attempt {attempt} of job {job_id} started RunPod job {started}, not {runpod_id}",
@@ -118,6 +128,25 @@ class CallbackRecorder:
             # Surprising (result before our own record, or another attempt's job): ask RunPod itself.
             body = self.fetch_status(endpoint, runpod_id)
         return self.apply(job, endpoint, attempt, body, actor="webhook")
+
+    def _complete_as_expected(self, job_id: str, attempt: int, endpoint: str,
+                              body: dict[str, Any]) -> tuple[Job | None, Job | None]:
+        """The usual result, in one write and no read: the job is IN_PROGRESS on this attempt and this
+        RunPod job, and keeps no cache entry (that one must be written before the job shows COMPLETED).
+        Then what `apply` would do, on the job the write returns. Otherwise (None, the job as the refused
+        write found it, or None if it was not returned): the caller goes the long way, with that job."""
+        try:
+            finished = self.store.transition(
+                job_id, JobStatus.COMPLETED, actor="webhook", endpoint=endpoint, attempt=attempt,
+                fields={"runpod_id": body["id"], "output": body.get("output")}, detail=_detail(body),
+                expect_runpod_id=body["id"], expect_attempts=attempt, expect_uncached=True, refused_job=True)
+        except TransitionRefused as refused:
+            return None, refused.current
+        self.notify(finished)  # the caller first, as in apply
+        self.learn(finished.endpoint, finished.status, None, None, body, _units(finished, body))
+        if finished.task_token and self.workflows is not None:
+            self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
+        return finished, None
 
     def record_member(self, job_id: str, member: str, endpoint: str, token: str, body: dict[str, Any]) -> bool:
         """A council member's RunPod webhook: resume the workflow task that asked it, once."""
@@ -159,7 +188,7 @@ class CallbackRecorder:
         error = body.get("error")
         error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
         error_class = error_class_of(target, error)
-        detail = f"runpod {runpod_id} delay={body.get('delayTime')}ms exec={body.get('executionTime')}ms"
+        detail = _detail(body)
         if error_class is not None and error_class.retryable and self.workflows is not None:
             if attempt != job.attempts:
                 # A newer attempt is under way, so the job is unchanged; the endpoint's slot is not.

@@ -217,3 +217,15 @@ def test_an_unusual_result_goes_the_long_way_on_the_job_its_refused_write_return
     job = rec.record("j1", 1, "a", token(), {"id": "rp-x", "status": "COMPLETED", "output": "forged"})
     assert "GetItem" not in calls and fetched == [("a", "rp-x")]
     assert job.status is JobStatus.FAILED and [j.id for j in notified] == ["j1"]
+
+
+def test_an_output_that_may_not_fit_beside_a_large_input_is_sized_on_the_job_read_first(jobs_table):
+    store = JobStore(jobs_table)
+    store.create(make_job("j1").model_copy(update={"input": {"text": "x" * 250_000}}))
+    store.transition("j1", JobStatus.IN_PROGRESS, actor="dispatch", endpoint="a", attempt=1,
+                     fields={"runpod_id": "rp1", "attempts": 1})
+    rec, notified, _ = recorder(store)
+    calls = _jobs_calls(store)
+    job = rec.record("j1", 1, "a", token(), {"id": "rp1", "status": "COMPLETED", "output": {"text": "y" * 100_000}})
+    assert calls[0] == "UpdateItem" and calls.count("UpdateItem") == 2  # refused for room, then sized and written
+    assert job.status is JobStatus.COMPLETED and job.output == {"text": "y" * 100_000}

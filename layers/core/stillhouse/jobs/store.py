@@ -21,6 +21,9 @@ from stillhouse.telemetry.metrics import metrics
 _JSON_FIELDS = ("input", "params", "output", "council")
 ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
 ITEM_MARGIN = 16_000  # what a write adds beside the output: the new timeline event, a few fields
+# Beside the input, what an item holds that a write made without reading it cannot see: the timeline so
+# far, the parameters, the deliveries; more than a job on the fast path gathers.
+UNREAD_ALLOWANCE = 48_000
 _DESERIALIZER = TypeDeserializer()  # a refused write's item comes in DynamoDB's wire format
 TENANT_INDEX = "ByTenant"
 # Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines). Terminal
@@ -219,12 +222,15 @@ class JobStore:
         expect_runpod_id: str | None = None,
         expect_attempts: int | None = None,
         expect_uncached: bool = False,
+        expect_room: bool = False,
         refused_job: bool = False,
         current: Job | None = None,
     ) -> Job:
         """Make a move of the status table (a bare status: the plain move to it) if the job is in one of
         its sources; else refuse. `expect_runpod_id` also requires the RunPod job in flight to be that one,
-        `expect_attempts` the job to be at that attempt, `expect_uncached` the job to have no cache key.
+        `expect_attempts` the job to be at that attempt, `expect_uncached` the job to have no cache key,
+        `expect_room` the item to have room for the output in `fields` beside its input (a write made
+        without reading the job first: else the caller sizes the output on the job it reads).
         `refused_job`: a refusal carries the job as it was (TransitionRefused.current), read with the
         refusal itself. `current`, the job as the caller last read it, sizes the room an output has
         beside the rest."""
@@ -269,6 +275,12 @@ class JobStore:
             condition += " AND attempts = :attempts"
         if expect_uncached:
             condition += " AND attribute_not_exists(cache_key)"
+        if expect_room:
+            output_bytes = len(json.dumps((fields or {}).get("output"), separators=(",", ":")))
+            names["#in"], values[":in_max"] = "input", ITEM_LIMIT - ITEM_MARGIN - UNREAD_ALLOWANCE - output_bytes
+            if values[":in_max"] <= 0:
+                raise TransitionRefused(f"job {job_id}: an output of {output_bytes} bytes is sized on the job")
+            condition += " AND size(#in) <= :in_max"
         update = "SET " + ", ".join(sets) + (" REMOVE due_at" if target.terminal else "")
         request = {"Key": {"id": job_id}, "UpdateExpression": update,
                    "ConditionExpression": condition, "ExpressionAttributeNames": names,

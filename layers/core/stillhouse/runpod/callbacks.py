@@ -132,14 +132,16 @@ class CallbackRecorder:
     def _complete_as_expected(self, job_id: str, attempt: int, endpoint: str,
                               body: dict[str, Any]) -> tuple[Job | None, Job | None]:
         """The usual result, in one write and no read: the job is IN_PROGRESS on this attempt and this
-        RunPod job, and keeps no cache entry (that one must be written before the job shows COMPLETED).
+        RunPod job, keeps no cache entry (that one must be written before the job shows COMPLETED), and
+        its item has room for the output beside the input (else the output is sized on the job read).
         Then what `apply` would do, on the job the write returns. Otherwise (None, the job as the refused
         write found it, or None if it was not returned): the caller goes the long way, with that job."""
         try:
             finished = self.store.transition(
                 job_id, JobStatus.COMPLETED, actor="webhook", endpoint=endpoint, attempt=attempt,
                 fields={"runpod_id": body["id"], "output": body.get("output")}, detail=_detail(body),
-                expect_runpod_id=body["id"], expect_attempts=attempt, expect_uncached=True, refused_job=True)
+                expect_runpod_id=body["id"], expect_attempts=attempt, expect_uncached=True, expect_room=True,
+                refused_job=True)
         except TransitionRefused as refused:
             return None, refused.current
         self.notify(finished)  # the caller first, as in apply

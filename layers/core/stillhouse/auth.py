@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stillhouse.errors import Forbidden, NotFound, Unauthorized
+from stillhouse.expiring_cache import ExpiringCache
 
 KEY_PREFIX = "sh_"
 KEY_ID_PREFIX = "key_"
@@ -79,10 +78,8 @@ class ApiKeyStore:
 
     def __init__(self, table: Any, *, cache_ttl_s: float = 30.0, now: Callable[[], float] = time.time) -> None:
         self._table = table
-        self._ttl_s = cache_ttl_s
         self._now = now
-        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: ExpiringCache[dict[str, Any]] = ExpiringCache(cache_ttl_s, max_entries=CACHE_ENTRIES, clock=now)
 
     # --- issuing and revoking -----------------------------------------------------------------------
     def add(self, api_key: str, tenant_id: str, *, admin: bool = False, expires_at: float | None = None,
@@ -117,8 +114,7 @@ class ApiKeyStore:
                                         ConditionExpression=condition, ExpressionAttributeValues=values)
             except self._table.meta.client.exceptions.ConditionalCheckFailedException:
                 raise KeyNotFound(key_id) from None
-            with self._lock:
-                self._cache.pop(entry["key_hash"], None)
+            self._cache.forget(entry["key_hash"])
             return
         raise KeyNotFound(key_id)
 
@@ -134,20 +130,13 @@ class ApiKeyStore:
         return Principal(tenant_id=item["tenant_id"], admin=bool(item.get("admin", False)), key_id=item.get("key_id"))
 
     def _lookup(self, digest: str) -> dict[str, Any] | None:
-        now = self._now()
-        with self._lock:
-            cached = self._cache.get(digest)
-            if cached is not None and now - cached[0] < self._ttl_s:
-                self._cache.move_to_end(digest)
-                return cached[1]
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
         item = self._table.get_item(Key={"key_hash": digest}).get("Item")
         if item is None:
             return None
-        with self._lock:
-            self._cache[digest] = (now, item)
-            self._cache.move_to_end(digest)
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
+        self._cache.put(digest, item)
         return item
 
     def tenants(self) -> set[str]:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import base64
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from stillhouse.errors import Conflict
+from stillhouse.expiring_cache import ExpiringCache
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # Standard Webhooks asks for 24 to 64 bytes of key
@@ -54,9 +53,9 @@ class WebhookSecretStore:
         self._table = table
         self.grace_s = grace_s
         self._clock = clock
-        self._ttl_s = cache_ttl_s
-        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()  # tenant -> (read at, item)
-        self._lock = threading.Lock()  # the delivery function tries a batch's notices in several threads
+        # tenant -> its item; the delivery function tries a batch's notices in several threads
+        self._cache: ExpiringCache[dict[str, Any]] = ExpiringCache(cache_ttl_s, max_entries=CACHE_ENTRIES,
+                                                                   clock=clock)
 
     def create(self, tenant_id: str) -> str:
         """A first secret for `tenant_id`, returned once. A tenant that has one gets SecretExists."""
@@ -113,24 +112,16 @@ class WebhookSecretStore:
         return found
 
     def _cached_item(self, tenant_id: str) -> dict[str, Any] | None:
-        now = self._clock()
-        with self._lock:
-            cached = self._cache.get(tenant_id)
-            if cached is not None and now - cached[0] < self._ttl_s:
-                self._cache.move_to_end(tenant_id)
-                return cached[1]
+        cached = self._cache.get(tenant_id)
+        if cached is not None:
+            return cached
         item = self._item(tenant_id)
         if item is not None:  # "no secret" is not kept: one created meanwhile must sign the next try
-            with self._lock:
-                self._cache[tenant_id] = (now, item)
-                self._cache.move_to_end(tenant_id)
-                while len(self._cache) > CACHE_ENTRIES:
-                    self._cache.popitem(last=False)
+            self._cache.put(tenant_id, item)
         return item
 
     def _forget(self, tenant_id: str) -> None:
-        with self._lock:
-            self._cache.pop(tenant_id, None)
+        self._cache.forget(tenant_id)
 
     def _item(self, tenant_id: str) -> dict[str, Any] | None:
         return self._table.get_item(Key={"tenant_id": tenant_id}, ConsistentRead=True).get("Item")

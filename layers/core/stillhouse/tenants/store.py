@@ -3,7 +3,6 @@ the counters its quotas keep (stillhouse.tenants.quotas)."""
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stillhouse.config import TenantLimits
 from stillhouse.errors import Conflict, NotFound
+from stillhouse.expiring_cache import ExpiringCache
 
 
 class LimitsPatch(BaseModel):
@@ -53,10 +53,7 @@ class TenantStore:
                  now: Callable[[], float] = time.time) -> None:
         self.table = table
         self._defaults = defaults
-        self._ttl_s = cache_ttl_s
-        self._now = now
-        self._cache: dict[str, tuple[float, TenantLimits]] = {}
-        self._lock = threading.Lock()
+        self._cache: ExpiringCache[TenantLimits] = ExpiringCache(cache_ttl_s, clock=now)
 
     def create(self, name: str, limits: LimitsPatch | None = None, *, tenant_id: str | None = None) -> Tenant:
         """A new tenant (or, with `tenant_id`, that tenant, if it has no record yet)."""
@@ -74,8 +71,7 @@ class TenantStore:
             )
         except self.table.meta.client.exceptions.ConditionalCheckFailedException:
             raise Conflict(f"tenant {item['tenant_id']!r} exists already", field="tenant_id") from None
-        with self._lock:
-            self._cache.pop(item["tenant_id"], None)
+        self._cache.forget(item["tenant_id"])
         return self._tenant(item)
 
     def get(self, tenant_id: str) -> Tenant:
@@ -98,22 +94,18 @@ class TenantStore:
                     ExpressionAttributeNames={**names, "#l": "limits"}, ExpressionAttributeValues=values)
             except self.table.meta.client.exceptions.ConditionalCheckFailedException:
                 raise TenantNotFound(tenant_id) from None
-        with self._lock:
-            self._cache.pop(tenant_id, None)
+        self._cache.forget(tenant_id)
         return self.get(tenant_id)
 
     def limits(self, tenant_id: str) -> TenantLimits:
         """The limits in force for `tenant_id` (the defaults for a tenant without a record)."""
-        now = self._now()
-        with self._lock:
-            cached = self._cache.get(tenant_id)
-        if cached is not None and now - cached[0] < self._ttl_s:
-            return cached[1]
+        cached = self._cache.get(tenant_id)
+        if cached is not None:
+            return cached
         item = self.table.get_item(Key={"tenant_id": tenant_id}, ProjectionExpression="#l",
                                    ExpressionAttributeNames={"#l": "limits"}).get("Item") or {}
         limits = self._merge(item.get("limits"))
-        with self._lock:
-            self._cache[tenant_id] = (now, limits)
+        self._cache.put(tenant_id, limits)
         return limits
 
     def _merge(self, own: dict[str, Any] | None) -> TenantLimits:

@@ -10,12 +10,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, NotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSummary
 from stillhouse.jobs.status import TERMINAL, Move, to
+from stillhouse.refusals import refused_item
 from stillhouse.telemetry.metrics import metrics
 
 _JSON_FIELDS = ("input", "params", "output", "council")
@@ -24,7 +24,6 @@ ITEM_MARGIN = 16_000  # what a write adds beside the output: the new timeline ev
 # Beside the input, what an item holds that a write made without reading it cannot see: the timeline so
 # far, the parameters, the deliveries; more than a job on the fast path gathers.
 UNREAD_ALLOWANCE = 48_000
-_DESERIALIZER = TypeDeserializer()  # a refused write's item comes in DynamoDB's wire format
 TENANT_INDEX = "ByTenant"
 # Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines). Terminal
 # jobs have no `due_at`, so they leave this index: the sweeper reads only what is due.
@@ -292,9 +291,9 @@ class JobStore:
         except ClientError as err:
             if _is_condition_failure(err):
                 refused = TransitionRefused(f"job {job_id} cannot move to {target}")
-                raw = err.response.get("Item")
-                if raw:
-                    refused.current = _from_item({k: _DESERIALIZER.deserialize(v) for k, v in raw.items()})
+                found = refused_item(err)
+                if found:
+                    refused.current = _from_item(found)
                 raise refused from err
             raise
         moved = _from_item(out["Attributes"])

@@ -20,13 +20,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from pydantic import BaseModel, ConfigDict
 
 from stillhouse.errors import Conflict, ErrorClass
+from stillhouse.refusals import refused_item
 
 log = logging.getLogger(__name__)
-_DESERIALIZER = TypeDeserializer()
 
 
 class BreakerState(StrEnum):
@@ -280,8 +279,8 @@ class EndpointStateStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",  # the item that refused us: no read to retry
             )
         except self._client.exceptions.ConditionalCheckFailedException as refused:
-            raw = refused.response.get("Item")
-            return None, (_from_item(_deserialize(raw)) if raw else None)
+            found = refused_item(refused)
+            return None, (_from_item(found) if found else None)
         return _from_item(done["Attributes"]), None
 
     def _backoff(self, attempt: int) -> None:
@@ -299,11 +298,6 @@ def _to_dynamo(value: Any) -> Any:
             raise ValueError("DynamoDB stores finite numbers only")
         return Decimal(repr(round(value, 6)))
     return value
-
-
-def _deserialize(raw: dict[str, Any]) -> dict[str, Any]:
-    # A refused write's item comes in DynamoDB's wire format, even through a Table resource.
-    return {k: _DESERIALIZER.deserialize(v) for k, v in raw.items()}
 
 
 def _from_item(item: dict[str, Any]) -> EndpointState:

@@ -30,10 +30,9 @@ from decimal import Decimal
 from threading import Lock
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
-
 from stillhouse.config import TenantLimits
 from stillhouse.errors import Forbidden, QuotaExceeded, Unprocessable
+from stillhouse.refusals import refused_item
 from stillhouse.tenants.store import TenantStore
 
 #: A tenant at its in-flight limit is told to try again after this long: its jobs take seconds at least.
@@ -100,7 +99,7 @@ class Quotas:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except self._table.meta.client.exceptions.ConditionalCheckFailedException as refused:
-                item = self._item_of(tenant_id, refused.response.get("Item"))
+                item = self._item_of(tenant_id, refused_item(refused))
                 found = _bucket(item)
                 if found != seen:  # another process took tokens: try again on its bucket
                     self._forget_or_keep(tenant_id, found)
@@ -128,9 +127,9 @@ class Quotas:
         else:
             self._buckets[tenant_id] = bucket
 
-    def _item_of(self, tenant_id: str, raw: dict[str, Any] | None) -> dict[str, Any]:
-        if raw is not None:
-            return {k: TypeDeserializer().deserialize(v) for k, v in raw.items()}
+    def _item_of(self, tenant_id: str, refused: dict[str, Any] | None) -> dict[str, Any]:
+        if refused is not None:
+            return refused
         # A backend that does not return the refused item.
         return self._table.get_item(Key={"tenant_id": in_flight_key(tenant_id)}, ConsistentRead=True).get("Item") or {}
 

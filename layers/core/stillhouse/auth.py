@@ -24,9 +24,6 @@ from stillhouse.expiring_cache import ExpiringCache
 
 KEY_PREFIX = "sh_"
 KEY_ID_PREFIX = "key_"
-#: Keys remembered per process; the least recently used go first (unknown keys are never remembered,
-#: so random guesses cannot push good keys out).
-CACHE_ENTRIES = 10_000
 
 
 class Principal(BaseModel):
@@ -79,7 +76,9 @@ class ApiKeyStore:
     def __init__(self, table: Any, *, cache_ttl_s: float = 30.0, now: Callable[[], float] = time.time) -> None:
         self._table = table
         self._now = now
-        self._cache: ExpiringCache[dict[str, Any]] = ExpiringCache(cache_ttl_s, max_entries=CACHE_ENTRIES, clock=now)
+        # Keys remembered per process, the least recently used going first; unknown keys are never
+        # remembered, so random guesses cannot push good keys out.
+        self._cache: ExpiringCache[dict[str, Any]] = ExpiringCache(cache_ttl_s, clock=now)
 
     # --- issuing and revoking -----------------------------------------------------------------------
     def add(self, api_key: str, tenant_id: str, *, admin: bool = False, expires_at: float | None = None,

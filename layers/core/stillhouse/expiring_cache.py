@@ -11,10 +11,12 @@ from typing import Generic, TypeVar
 from cachetools import TTLCache
 
 V = TypeVar("V")
+#: Entries kept at once (the least recently used go first): enough for every tenant or key in use.
+MAX_ENTRIES = 10_000
 
 
 class ExpiringCache(Generic[V]):
-    def __init__(self, ttl_s: float, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ttl_s: float, *, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.time) -> None:
         # ttl 0: nothing is ever fresh, every lookup reads (cachetools wants a positive ttl).
         self._entries: TTLCache[str, V] | None = (
             TTLCache(maxsize=max_entries, ttl=ttl_s, timer=clock) if ttl_s > 0 else None)

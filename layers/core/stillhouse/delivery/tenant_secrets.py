@@ -28,7 +28,6 @@ from stillhouse.expiring_cache import ExpiringCache
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # Standard Webhooks asks for 24 to 64 bytes of key
-CACHE_ENTRIES = 10_000  # tenants whose secrets are kept in memory at once (the least recently used go)
 
 
 def new_secret() -> str:
@@ -54,8 +53,7 @@ class WebhookSecretStore:
         self.grace_s = grace_s
         self._clock = clock
         # tenant -> its item; the delivery function tries a batch's notices in several threads
-        self._cache: ExpiringCache[dict[str, Any]] = ExpiringCache(cache_ttl_s, max_entries=CACHE_ENTRIES,
-                                                                   clock=clock)
+        self._cache: ExpiringCache[dict[str, Any]] = ExpiringCache(cache_ttl_s, clock=clock)
 
     def create(self, tenant_id: str) -> str:
         """A first secret for `tenant_id`, returned once. A tenant that has one gets SecretExists."""
@@ -69,7 +67,7 @@ class WebhookSecretStore:
                 raise
             raise SecretExists(f"tenant {tenant_id} has a webhook secret; rotate it to get a new one",
                                field="tenant_id") from err
-        self._forget(tenant_id)
+        self._cache.forget(tenant_id)
         return secret
 
     def rotate(self, tenant_id: str) -> str:
@@ -95,7 +93,7 @@ class WebhookSecretStore:
                 if err.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise
                 continue
-            self._forget(tenant_id)  # this process signs with the new secret at once
+            self._cache.forget(tenant_id)  # this process signs with the new secret at once
             return secret
         raise Conflict(f"the webhook secret of tenant {tenant_id} is being rotated concurrently; try again",
                        field="tenant_id")
@@ -119,9 +117,6 @@ class WebhookSecretStore:
         if item is not None:  # "no secret" is not kept: one created meanwhile must sign the next try
             self._cache.put(tenant_id, item)
         return item
-
-    def _forget(self, tenant_id: str) -> None:
-        self._cache.forget(tenant_id)
 
     def _item(self, tenant_id: str) -> dict[str, Any] | None:
         return self._table.get_item(Key={"tenant_id": tenant_id}, ConsistentRead=True).get("Item")

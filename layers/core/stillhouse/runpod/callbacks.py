@@ -134,7 +134,7 @@ class CallbackRecorder:
         """The usual result, in one write and no read: the job is IN_PROGRESS on this attempt and this
         RunPod job, keeps no cache entry (that one must be written before the job shows COMPLETED), and
         its item has room for the output beside the input (else the output is sized on the job read).
-        Then what `apply` would do, on the job the write returns. Otherwise (None, the job as the refused
+        Then what `apply` does after its write, on the job the write returns. Otherwise (None, the job as the refused
         write found it, or None if it was not returned): the caller goes the long way, with that job."""
         try:
             finished = self.store.transition(
@@ -144,10 +144,7 @@ class CallbackRecorder:
                 refused_job=True)
         except TransitionRefused as refused:
             return None, refused.current
-        self.notify(finished)  # the caller first, as in apply
-        self.learn(finished.endpoint, finished.status, None, None, body, _units(finished, body))
-        if finished.task_token and self.workflows is not None:
-            self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
+        self._announce(finished, body, _units(finished, body))
         return finished, None
 
     def record_member(self, job_id: str, member: str, endpoint: str, token: str, body: dict[str, Any]) -> bool:
@@ -218,23 +215,30 @@ class CallbackRecorder:
             if cached and self.store.get(job.id).status is not JobStatus.COMPLETED:  # not a duplicate report
                 self.cache.forget(job.cache_key, job.id)  # type: ignore[union-attr, arg-type]
             return None
-        # The caller first: its notice is what it waits for, and nothing below (statistics, RunPod, the
-        # workflow) may delay it or, by failing, cost it.
+        # An older attempt the job had moved off was reported then; reporting it again would free its
+        # endpoint's slot twice.
+        learn = not superseded or not _recorded_in_progress(job, attempt)
+        # The newer attempt's work is now pointless.
+        newer = (job.endpoint, job.runpod_id) if superseded and job.status is JobStatus.IN_PROGRESS \
+            and job.endpoint and job.runpod_id else None
+        self._announce(finished, body, _units(job, body), learn=learn, stop=newer)
+        return finished
+
+    def _announce(self, finished: Job, body: dict[str, Any], units: float | None, *, learn: bool = True,
+                  stop: tuple[str, str] | None = None) -> None:
+        """After the terminal write won. The caller first: its notice is what it waits for, and nothing
+        below (statistics, RunPod, the workflow) may delay it or, by failing, cost it. `stop`: the
+        (endpoint, RunPod job) of a newer attempt to cancel."""
         self.notify(finished)
-        if not superseded or not _recorded_in_progress(job, attempt):
-            # An older attempt the job had moved off was reported then; reporting it again would free
-            # its endpoint's slot twice.
-            self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body,
-                       _units(job, body))
-        if superseded and job.status is JobStatus.IN_PROGRESS and job.endpoint and job.runpod_id \
-                and self.stop_runpod_job is not None:
-            self.stop_runpod_job(job.endpoint, job.runpod_id)  # the newer attempt's work is now pointless
+        if learn:
+            self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body, units)
+        if stop is not None and self.stop_runpod_job is not None:
+            self.stop_runpod_job(*stop)
         if finished.task_token and self.workflows is not None:
             if finished.status is JobStatus.COMPLETED:
                 self.workflows.succeed_task(finished.task_token, {"status": finished.status.value})
             else:
                 self.workflows.fail_task(finished.task_token, JobFinished.__name__, f"job ended {finished.status.value}")
-        return finished
 
     def _retry(self, job: Job, endpoint: str, attempt: int, body: dict[str, Any], error: str,
                error_class: ErrorClass, detail: str, actor: str) -> Job | None:

@@ -8,7 +8,7 @@ import pytest
 from stillhouse.auth import Principal
 from stillhouse.container import container
 from stillhouse.errors import RetryLater
-from stillhouse.http.public_api import submit_once
+from stillhouse.http.submission import submit_once
 from stillhouse.jobs.model import JobRequest
 
 WHO = Principal(tenant_id="dev")

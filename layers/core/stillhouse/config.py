@@ -91,6 +91,24 @@ class TenantLimits(BaseModel):
     allow_high_priority: bool = False
 
 
+class OpenAISettings(BaseModel):
+    """The OpenAI-compatible front door (docs/openai.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # How long a non-streamed call waits for its job. API Gateway's HTTP API gives up after 30 s, and the
+    # API function's own timeout is 30 s: past this bound the caller gets 504 naming the job, which goes on.
+    wait_s: float = Field(default=25.0, gt=0, le=900)
+    # How long a stream may run before it ends with an error event naming the job (the streaming
+    # front's function timeout bounds it too).
+    stream_max_s: float = Field(default=600.0, gt=0, le=900)
+    # Between two looks at a job while waiting: the first looks come quickly (short jobs), then this.
+    poll_s: float = Field(default=0.25, gt=0, le=5)
+    # `model: "council:<preset>"`: named councils, each a list of member models (the first chairs
+    # unless `council_chair` says otherwise). `model: "council"` is the default council (council_models).
+    council_presets: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STILLHOUSE_", env_nested_delimiter="__", extra="ignore")
 
@@ -170,6 +188,8 @@ class Settings(BaseSettings):
     # STILLHOUSE_BREAKER__COOLDOWN_S=10; both live: `PUT /v1/config` overrides them without a redeploy.
     route: RouteSettings = Field(default_factory=RouteSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    # The OpenAI-compatible routes, e.g. STILLHOUSE_OPENAI__WAIT_S=20.
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
 
     # Prices of the cost estimate each attempt's metrics carry (docs/cost.md): a GPU-second of the
     # endpoints' workers (RunPod flex, 24 GB) and the AWS share of a fast-path job.

@@ -97,6 +97,16 @@ class ServiceUnavailable(StillhouseError):
     code = "unavailable"
 
 
+class GatewayTimeout(StillhouseError):
+    """A call that waits for its job gave up waiting (504); the job goes on. `job_id` names it."""
+
+    code = "timeout"
+
+    def __init__(self, message: str, *, job_id: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.job_id = job_id
+
+
 # --- errors raised by workflow tasks: their class names are the Step Functions error names ---------
 
 

@@ -1,28 +1,26 @@
 """The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
 
-import time
-from functools import lru_cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
 
-from stillhouse import errors
 from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
-from stillhouse.http import config_api, dashboard, job_trace, openapi_doc, stats_api, tenants, webhook_secrets
+from stillhouse.http import (
+    config_api,
+    dashboard,
+    job_trace,
+    openai_api,
+    openapi_doc,
+    stats_api,
+    tenants,
+    webhook_secrets,
+)
 from stillhouse.http.resolver import new_resolver
+from stillhouse.http.submission import submit_once
 from stillhouse.jobs.model import (
     Job,
     JobAccepted,
@@ -53,64 +51,11 @@ app.include_router(tenants.router)
 app.include_router(config_api.router)
 app.include_router(dashboard.router)
 app.include_router(stats_api.router)
+app.include_router(openai_api.router)
 
 
 def principal() -> Principal:
     return app.context["principal"]
-
-
-def _idempotent_submit():
-    return _submit_keeping(container().idempotency)
-
-
-@lru_cache(maxsize=1)  # keyed by the persistence layer: a new container (reset) builds a new one
-def _submit_keeping(persistence: DynamoDBPersistenceLayer):
-    config = IdempotencyConfig(
-        event_key_jmespath="[tenant_id, key]",
-        payload_validation_jmespath="request",
-        expires_after_seconds=24 * 3600,
-    )
-
-    @idempotent_function(data_keyword_argument="data", persistence_store=persistence, config=config)
-    def submit(*, data: dict[str, Any]) -> dict[str, Any]:
-        who = Principal(tenant_id=data["tenant_id"])
-        job = container().job_service.submit(who, JobRequest.model_validate(data["request"]),
-                                             data.get("traceparent"))
-        return {"id": job.id, "status": job.status.value, "trace_id": job.trace_id}
-
-    return submit, config
-
-
-#: How long a request waits for a twin with the same Idempotency-Key that another instance is handling
-#: (a submit is a few writes), before it answers 409 with Retry-After.
-IN_PROGRESS_WAITS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
-
-
-def submit_once(who: Principal, key: str, request: JobRequest, lambda_context: Any = None,
-                traceparent: str | None = None) -> dict[str, Any]:
-    """Submit under an Idempotency-Key: the first request creates the job, every twin gets that job."""
-    submit, config = _idempotent_submit()
-    if lambda_context is not None:
-        config.register_lambda_context(lambda_context)
-    data = {"tenant_id": who.tenant_id, "key": key, "request": request.model_dump(mode="json"),
-            "traceparent": traceparent}  # neither part of the key nor of the payload a twin must match
-    for wait_s in IN_PROGRESS_WAITS_S:
-        try:
-            return _submit_checked(submit, data)
-        except IdempotencyAlreadyInProgressError:
-            time.sleep(wait_s)  # the twin usually finishes within these waits: answer with its job
-    try:
-        return _submit_checked(submit, data)
-    except IdempotencyAlreadyInProgressError as err:
-        raise errors.RetryLater("a request with this Idempotency-Key is still being handled; ask again to get "
-                                "its job", field="Idempotency-Key") from err
-
-
-def _submit_checked(submit: Any, data: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return submit(data=data)
-    except IdempotencyValidationError as err:
-        raise errors.Conflict("Idempotency-Key was used with a different request", field="Idempotency-Key") from err
 
 
 @app.get("/health")

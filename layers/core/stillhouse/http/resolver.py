@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from stillhouse import errors
 from stillhouse.config import get_settings
 from stillhouse.jobs.model import ErrorBody, ErrorDetail
+from stillhouse.openai_compat import errors as openai_errors
 
 logger = Logger(service="stillhouse", child=True)
 
@@ -31,7 +32,15 @@ _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
     (errors.Conflict, HTTPStatus.CONFLICT),
     (errors.QuotaExceeded, HTTPStatus.TOO_MANY_REQUESTS),
     (errors.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
+    (errors.GatewayTimeout, HTTPStatus.GATEWAY_TIMEOUT),
 ]
+
+#: Routes that speak OpenAI's API answer errors in its shape (`openai_compat.errors`); the rest in ours.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
+
+
+def speaks_openai(path: str | None) -> bool:
+    return bool(path) and any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS)
 
 
 def http_status_of(exc: errors.StillhouseError) -> HTTPStatus:
@@ -42,28 +51,48 @@ def http_status_of(exc: errors.StillhouseError) -> HTTPStatus:
 
 
 def error_response(status: HTTPStatus, code: str, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
-    return Response(status_code=status, content_type="application/json", body=body.model_dump_json(),
-                    headers=headers)
+                   headers: dict[str, str] | None = None, *, openai: bool = False) -> Response:
+    if openai:
+        status = HTTPStatus(openai_errors.openai_status(status))
+        body = openai_errors.error_body(status, code, message, field)
+    else:
+        body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field)).model_dump_json()
+    return Response(status_code=status, content_type="application/json", body=body, headers=headers)
 
 
-def _domain_error(exc: errors.StillhouseError) -> Response:
-    retry_after = getattr(exc, "retry_after_s", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return error_response(http_status_of(exc), exc.code, exc.message, exc.field, headers)
+def error_headers(exc: errors.StillhouseError) -> dict[str, str] | None:
+    """Retry-After for what may be asked again later; the job a call that gave up waiting left running."""
+    headers = {}
+    if (retry_after := getattr(exc, "retry_after_s", None)) is not None:
+        headers["Retry-After"] = str(retry_after)
+    if (job_id := getattr(exc, "job_id", None)) is not None:
+        headers[JOB_ID_HEADER] = job_id
+    return headers or None
 
 
-def _validation_error(exc: RequestValidationError) -> Response:
+#: The job behind an OpenAI-compatible call (its answer, or the error of a call that stopped waiting).
+JOB_ID_HEADER = "x-stillhouse-job-id"
+
+
+def _domain_error(exc: errors.StillhouseError, openai: bool = False) -> Response:
+    return error_response(http_status_of(exc), exc.code, exc.message, exc.field, error_headers(exc), openai=openai)
+
+
+def _validation_error(exc: RequestValidationError, openai: bool = False) -> Response:
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
     field = ".".join(loc) or None
     if first.get("type") == "json_invalid":
-        return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "request body is not valid JSON", "body")
+        return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "request body is not valid JSON", "body",
+                              openai=openai)
     if field is None and "body" in first.get("loc", ()):
-        return error_response(HTTPStatus.BAD_REQUEST, "invalid_request", "request body must be a JSON object", "body")
+        return error_response(HTTPStatus.BAD_REQUEST, "invalid_request", "request body must be a JSON object", "body",
+                              openai=openai)
+    if openai and first.get("type") == "extra_forbidden":
+        return error_response(HTTPStatus.BAD_REQUEST, "unknown_parameter",
+                              f"Unrecognized request argument supplied: {field}", field, openai=True)
     message = f"{field or 'request'}: {first.get('msg', 'invalid value')}"
-    return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", message, field)
+    return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", message, field, openai=openai)
 
 
 def guard_body(app: APIGatewayHttpResolver) -> None:
@@ -113,15 +142,15 @@ def nests_deeper(text: str, limit: int) -> bool:
     return False
 
 
-def _unexpected(exc: Exception) -> Response:
+def _unexpected(exc: Exception, openai: bool = False) -> Response:
     """Anything else is our fault: log it with its traceback, answer 500 in the one error format."""
     if isinstance(exc, ServiceError):  # Powertools' own HTTP errors, e.g. no such route
         code = "not_found" if exc.status_code == HTTPStatus.NOT_FOUND else "error"
-        return error_response(HTTPStatus(exc.status_code), code, exc.msg)
+        return error_response(HTTPStatus(exc.status_code), code, exc.msg, openai=openai)
     logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
     return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error",
                           "internal error; the request may not have completed, it is safe to retry with the "
-                          "same Idempotency-Key")
+                          "same Idempotency-Key", openai=openai)
 
 
 class JsonResolver(APIGatewayHttpResolver):
@@ -197,7 +226,13 @@ def new_resolver(*, gates: list[Gate] | None = None) -> APIGatewayHttpResolver:
     body-size guard."""
     resolver = JsonResolver(enable_validation=True)
     _before_validation(resolver, [guard_body, *(gates or [])])
-    resolver.exception_handler(errors.StillhouseError)(_domain_error)
-    resolver.exception_handler(RequestValidationError)(_validation_error)
-    resolver.exception_handler(Exception)(_unexpected)
+    def in_dialect(answer: Callable[[Any, bool], Response]) -> Callable[[Any], Response]:
+        def handler(exc: Any) -> Response:
+            event = resolver.current_event
+            return answer(exc, speaks_openai(event.path if event is not None else None))
+        return handler
+
+    resolver.exception_handler(errors.StillhouseError)(in_dialect(_domain_error))
+    resolver.exception_handler(RequestValidationError)(in_dialect(_validation_error))
+    resolver.exception_handler(Exception)(in_dialect(_unexpected))
     return resolver

@@ -33,6 +33,7 @@ import typer
 
 from stillhouse_local import (
     cli_bench,
+    cli_chat,
     cli_config,
     cli_deploy,
     cli_endpoints,
@@ -81,6 +82,7 @@ app.add_typer(cli_bench.app)
 app.add_typer(cli_tenants.app, name="tenants")
 app.add_typer(cli_deploy.app)
 app.add_typer(cli_config.app, name="config")
+app.add_typer(cli_chat.app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,56 +4,22 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
+from stillhouse.http import streaming
 from stillhouse_local.lambdas import FunctionRegistry
-from stillhouse_local.template import HttpRoute
+from stillhouse_local.template import HttpRoute, StreamedRoute
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's own payload limit
 
 
 def http_api_event(route: HttpRoute, method: str, raw_path: str, query: str, headers: dict[str, str],
                    body: bytes, path_parameters: dict[str, str], source_ip: str) -> dict[str, Any]:
-    text_body: str | None
-    try:
-        text_body, is_b64 = (body.decode("utf-8"), False) if body else (None, False)
-    except UnicodeDecodeError:
-        text_body, is_b64 = base64.b64encode(body).decode(), True
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        params[key] = f"{params[key]},{value}" if key in params else value  # API Gateway joins repeats
-    now = time.time()
-    return {
-        "version": "2.0",
-        "routeKey": route.route_key,
-        "rawPath": raw_path,
-        "rawQueryString": query,
-        "cookies": [c.strip() for c in headers.get("cookie", "").split(";") if c.strip()] or None,
-        "headers": headers,
-        "queryStringParameters": params or None,
-        "pathParameters": path_parameters or None,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "local",
-            "domainName": headers.get("host", "127.0.0.1"),
-            "domainPrefix": "local",
-            "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": headers.get("user-agent", "")},
-            "requestId": uuid.uuid4().hex,
-            "routeKey": route.route_key,
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
-        "body": text_body,
-        "isBase64Encoded": is_b64,
-        "stageVariables": None,
-    }
+    return streaming.http_api_event(method, raw_path, query, headers, body, source_ip, route_key=route.route_key,
+                                    path_parameters=path_parameters)
 
 
 #: A route the gateway answers itself, not a function of the template: () -> (status, headers, body).
@@ -62,8 +28,12 @@ LocalRoute = Callable[[], tuple[int, dict[str, str], bytes]]
 
 class HttpGateway:
     def __init__(self, routes: list[HttpRoute], functions: FunctionRegistry, host: str = "127.0.0.1", port: int = 3000,
-                 local_routes: dict[tuple[str, str], LocalRoute] | None = None):
+                 local_routes: dict[tuple[str, str], LocalRoute] | None = None,
+                 streamed_routes: list[StreamedRoute] | None = None):
         self.routes = routes
+        # (method, path) -> the streaming function that answers it (template Metadata StreamedRoutes): on
+        # AWS a Function URL of its own, here the same port, so that `stream: true` really streams.
+        self.streamed = {(r.method, r.path): r.function for r in streamed_routes or []}
         self.functions = functions
         self.local_routes = local_routes or {}  # (method, path): the embedded stack's own (GET /metrics)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
@@ -83,11 +53,16 @@ class HttpGateway:
         self._server.shutdown()
         self._server.server_close()
 
-    def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str) -> tuple[int, dict[str, str], bytes]:
+    def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes,
+                 source_ip: str) -> tuple[int, dict[str, str], bytes] | streaming.StreamedAnswer:
         parts = urlsplit(target)
         local = self.local_routes.get((method, parts.path))
         if local is not None:
             return local()
+        streamed = self.streamed.get((method, parts.path))
+        if streamed is not None:
+            event = streaming.http_api_event(method, parts.path, parts.query, headers, body, source_ip)
+            return self.functions.get(streamed).invoke(event)
         for route in self.routes:
             params = route.match(method, parts.path)
             if params is not None:
@@ -113,10 +88,34 @@ class HttpGateway:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
-                    status, out_headers, out = gateway.dispatch(self.command, self.path, headers, body, self.client_address[0])
+                    answer = gateway.dispatch(self.command, self.path, headers, body, self.client_address[0])
                 except Exception:  # noqa: BLE001 - API Gateway answers 500 when the integration fails
-                    status, out_headers, out = 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
-                self._send(status, out_headers, out)
+                    answer = 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
+                if isinstance(answer, streaming.StreamedAnswer):
+                    self._stream(answer)
+                else:
+                    self._send(*answer)
+
+            def _stream(self, answer: streaming.StreamedAnswer) -> None:
+                """Chunked transfer encoding, each chunk written and flushed as the function yields it."""
+                self.send_response(answer.status)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(key, value)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                try:
+                    for chunk in answer.chunks:
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client left; closing the generator stops its polling
+                finally:
+                    close = getattr(answer.chunks, "close", None)
+                    if close is not None:
+                        close()
 
             def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
                 self.send_response(status)

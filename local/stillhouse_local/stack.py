@@ -123,7 +123,8 @@ class EmbeddedStack:
             parameters = {"CallbackBaseUrl": self.url, "RunPodBaseUrl": self.standin.api_base(),
                           **self.options.parameters}
             self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
-            concurrent = {route.function for route in local.routes} | {"SweeperFunction"}
+            concurrent = ({route.function for route in local.routes} | {r.function for r in local.streamed_routes}
+                          | {"SweeperFunction"})
             for spec in local.functions.values():
                 self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id],
                                                      self.options.http_concurrency if spec.logical_id in concurrent else 1))
@@ -133,7 +134,8 @@ class EmbeddedStack:
             metrics.add_sink(self.prometheus)
             tracing.add_span_starter(self.spans)
             self.gateway = HttpGateway(local.routes, self.functions, port=self.port,
-                                       local_routes={("GET", "/metrics"): self._metrics_text})
+                                       local_routes={("GET", "/metrics"): self._metrics_text},
+                                       streamed_routes=local.streamed_routes)
             self.gateway.start()
             sqs = self.moto.client("sqs")
             for mapping in local.queue_mappings:
@@ -214,8 +216,10 @@ class EmbeddedStack:
             # Read as gpu_handler's WorkerSettings reads it.
             flag = self.standin.endpoint_env(name).get("WORKER_STREAMING") or ""
             streaming = flag.strip().lower() in {"1", "true", "yes", "on"}
+            # The worker's own models by name (what GET /v1/models lists), and "*" for any other (the
+            # diagnostic echo family; a worker deployed with another MODEL refuses what it does not serve).
             container().registry.put({"name": name, "endpoint_id": name, "base_url": self.standin.api_base(),
-                                   "models": ["*"], "streaming": streaming})
+                                      "models": [*WORKER_MODELS, "*"], "streaming": streaming})
 
     # --- conveniences for tests, benchmarks and the CLI ----------------------------------------
     @property
@@ -237,6 +241,9 @@ class EmbeddedStack:
     def queue_url(self, logical_id: str) -> str:
         return self.resources[logical_id]
 
+
+#: The models the stand-in's workers load by default (gpu_handler.loading's packaged SmolLM2 and MiniLM).
+WORKER_MODELS = ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2")
 
 DEV_LIMITS = LimitsPatch(requests_per_minute=1_000_000, max_in_flight=5_000, max_council_models=8,
                         allow_high_priority=True)

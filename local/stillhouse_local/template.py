@@ -70,6 +70,16 @@ class HttpRoute:
 
 
 @dataclass
+class StreamedRoute:
+    """A route the embedded gateway serves through a streaming function (its Metadata `StreamedRoutes`):
+    the function's `StreamHandler` answers with chunks, sent as they come."""
+
+    function: str
+    method: str
+    path: str
+
+
+@dataclass
 class Schedule:
     function: str  # logical id
     expression: str  # "rate(1 minute)"
@@ -97,6 +107,7 @@ class LocalTemplate:
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     queue_mappings: list[QueueMapping] = field(default_factory=list)
     routes: list[HttpRoute] = field(default_factory=list)
+    streamed_routes: list[StreamedRoute] = field(default_factory=list)
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
     state_machines: dict[str, StateMachineSpec] = field(default_factory=dict)
     schedules: list[Schedule] = field(default_factory=list)
@@ -133,7 +144,15 @@ def translate(template_path: Path) -> LocalTemplate:
     for name, res in sam["Resources"].items():
         props = res.get("Properties", {})
         if res["Type"] == "AWS::Serverless::Function":
-            local.functions[name] = FunctionSpec(name, root / props["CodeUri"], props["Handler"])
+            stream_handler = res.get("Metadata", {}).get("StreamHandler")
+            # A streaming function runs behind the Lambda Web Adapter on AWS; here the gateway calls its
+            # stream handler itself, so the adapter's layer is not needed (nor known to moto).
+            local.functions[name] = FunctionSpec(name, root / props["CodeUri"], stream_handler or props["Handler"])
+            if stream_handler:
+                props.pop("Layers", None)
+                for route in res["Metadata"].get("StreamedRoutes", []):
+                    method, path = route.split(" ", 1)
+                    local.streamed_routes.append(StreamedRoute(name, method.upper(), path))
             props["CodeUri"] = f"s3://{CODE_BUCKET}/{name}.zip"
             for event in props.get("Events", {}).values():
                 ep = event.get("Properties", {})
@@ -167,7 +186,7 @@ def translate(template_path: Path) -> LocalTemplate:
         name for name, res in cfn["Resources"].items()
         if res["Type"].startswith("AWS::ApiGatewayV2::")
         or res["Type"] in ("AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
-        or res["Type"] in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission")
+        or res["Type"] in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission", "AWS::Lambda::Url")
         or res["Type"] in NOT_EMBEDDED
     ]
     for name in drop:

@@ -18,7 +18,7 @@ from stillhouse.auth import Principal
 from stillhouse.config import get_settings
 from stillhouse.container import Container, container
 from stillhouse.errors import StillhouseError
-from stillhouse.http import submission
+from stillhouse.http import streaming, submission
 from stillhouse.http.resolver import JOB_ID_HEADER, http_status_of
 from stillhouse.jobs.model import JobRequest
 from stillhouse.jobs.streams import StreamReader
@@ -112,9 +112,13 @@ def _principal() -> Principal:
 
 def _stream_response(call: Call, events: Iterator[str]) -> Response:
     """(The route's answer is `X | str`: the str is this event stream, so that response validation passes it.)"""
-    body = "".join(first_and_rest(events))  # buffered: API Gateway's HTTP API cannot stream
-    return Response(status_code=200, content_type="text/event-stream", body=body,
-                    headers={**call_headers(call), "cache-control": "no-cache"})
+    events = first_and_rest(events)  # what fails before the first event raises here: an HTTP error
+    headers = {**call_headers(call), "cache-control": "no-cache"}
+    if streaming.accepts():  # the streaming front sends the events as they come
+        streaming.hold(events)
+        return Response(status_code=200, content_type="text/event-stream", body="", headers=headers)
+    body = "".join(events)  # buffered: API Gateway's HTTP API cannot stream
+    return Response(status_code=200, content_type="text/event-stream", body=body, headers=headers)
 
 
 def _answer(call: Call, body: Any) -> Response:

@@ -194,3 +194,60 @@ def test_the_cli_streams_a_generation_as_it_is_made(gen_stack, plain_generation)
     streamed = next(line for line in result.output.splitlines() if line.startswith("tokens streamed"))
     assert int(streamed.split()[-1]) >= 2  # chunk by chunk, not one final blob
     assert plain_generation["output"]["text"].strip().splitlines()[0][:20] in result.output  # greedy: same text
+
+
+# --- the OpenAI-compatible routes on the real models (the official SDK as the client) ---------------
+
+CHAT = [{"role": "user", "content": PROMPT}]
+
+
+@pytest.fixture(scope="module")
+def openai_client(gen_stack):
+    import openai
+
+    return openai.OpenAI(base_url=f"{gen_stack.url}/v1", api_key=gen_stack.dev_api_key, max_retries=0,
+                         timeout=JOB_TIMEOUT_S)
+
+
+def test_a_greedy_openai_chat_completion_equals_the_native_job(gen_api, openai_client):
+    native = gen_api.wait(gen_api.submit("generate", {"messages": CHAT, "max_new_tokens": MAX_NEW_TOKENS,
+                                                      "temperature": 0}), timeout=JOB_TIMEOUT_S)
+    assert native["status"] == "COMPLETED", native.get("error")
+    completion = openai_client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=CHAT, temperature=0,
+                                                       max_tokens=MAX_NEW_TOKENS)
+    assert completion.choices[0].message.content == native["output"]["text"]
+    assert completion.choices[0].finish_reason == native["output"]["finish_reason"]
+    assert completion.usage.prompt_tokens == native["output"]["prompt_tokens"] > 0
+    assert completion.usage.completion_tokens == native["output"]["completion_tokens"]
+
+
+def test_an_openai_stream_arrives_in_chunks_and_adds_up_to_the_answer(gen_api, openai_client):
+    answer = openai_client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=CHAT, temperature=0,
+                                                   max_tokens=MAX_NEW_TOKENS)
+    stream = openai_client.chat.completions.with_raw_response.create(
+        model="SmolLM2-135M-Instruct", messages=CHAT, temperature=0, max_tokens=MAX_NEW_TOKENS, stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream.parse())
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2  # token by token from the streaming endpoint, not one final blob
+    assert "".join(pieces) == answer.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
+    job = gen_api.get(f"/v1/jobs/{stream.headers['x-stillhouse-job-id']}").json()
+    assert job["endpoint"] == "genstream"
+
+
+def test_openai_embeddings_have_the_count_and_dimension_of_minilm(openai_client):
+    import base64
+    import struct
+
+    texts = ["the cat sat on the mat", "stillhouse routes GPU jobs", "copper conducts"]
+    result = openai_client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    assert [e.index for e in result.data] == [0, 1, 2]
+    assert all(len(e.embedding) == 384 for e in result.data)
+    assert result.usage.prompt_tokens > 0
+    one = openai_client.embeddings.with_raw_response.create(model="all-MiniLM-L6-v2", input=texts[0],
+                                                            encoding_format="base64")
+    packed = one.http_response.json()["data"][0]["embedding"]
+    vector = struct.unpack("<384f", base64.b64decode(packed))
+    assert math.isclose(sum(x * x for x in vector), 1.0, abs_tol=1e-3)
+    assert all(math.isclose(a, b, abs_tol=1e-5) for a, b in zip(vector, result.data[0].embedding, strict=True))

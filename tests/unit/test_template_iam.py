@@ -14,7 +14,7 @@ WILDCARDS_ALLOWED = {
        for fn in ("WebhookFunction", "SweeperFunction", "WorkflowTasksFunction")
        for action in ("states:SendTaskSuccess", "states:SendTaskFailure")},
     **{(fn, "secretsmanager:GetSecretValue"): "per-endpoint RunPod keys (EndpointSpec.secret_ref), named at run "
-       "time; only this stage's prefix stillhouse/${Stage}/"
+       "time; only their own prefix stillhouse/${Stage}/runpod/, which reaches no other secret of ours"
        for fn in ("ApiFunction", "DispatchFunction", "WebhookFunction", "SweeperFunction", "WorkflowTasksFunction")},
     **{(fn, action): "executions are named per job at run time; only this stack's two state machines"
        for fn, action in (("ApiFunction", "states:StopExecution"), ("SweeperFunction", "states:DescribeExecution"))},
@@ -101,3 +101,29 @@ def test_the_delivery_function_reads_webhook_secrets_and_not_the_callback_key(te
     policies = json.dumps(template["Resources"]["DeliveryFunction"]["Properties"]["Policies"])
     assert "CallbackKeySecret" not in policies and "WebhookSecretsTable" in policies
     assert "CallbackKeySecret" not in json.dumps(template["Resources"]["ApiFunction"]["Properties"]["Policies"])
+
+
+def declared_secrets(template):
+    """logical id -> name (as written, `${Stage}` and all) of each secret the template declares."""
+    return {logical_id: text(resource["Properties"]["Name"]) for logical_id, resource in template["Resources"].items()
+            if resource["Type"] == "AWS::SecretsManager::Secret"}
+
+
+def test_no_secret_ref_can_name_a_secret_the_template_declares(template):
+    """The prefix an endpoint's secret_ref must start with, as the template sets it, names none of the
+    stack's own secrets: not the callback keyring, not the default RunPod key."""
+    from stillhouse.config import Settings
+    from stillhouse.routing.registry import EndpointPolicy, EndpointSpec, InvalidEndpointConfig, allowed_origins
+
+    variable = "STILLHOUSE_" + "runpod_secret_prefix".upper()
+    assert "runpod_secret_prefix" in Settings.model_fields
+    prefix = text(template["Globals"]["Function"]["Environment"]["Variables"][variable])
+    assert prefix == "stillhouse/${Stage}/runpod/"
+    policy = EndpointPolicy(origins=allowed_origins(EndpointSpec.model_fields["base_url"].default, []),
+                            secret_prefix=prefix.replace("${Stage}", "prod"))
+    policy.check(EndpointSpec(name="ep", endpoint_id="abc", secret_ref="stillhouse/prod/runpod/ep-key"))
+    for secret in declared_secrets(template).values():
+        spec = EndpointSpec(name="ep", endpoint_id="abc", secret_ref=secret.replace("${Stage}", "prod"))
+        with pytest.raises(InvalidEndpointConfig) as refused:
+            policy.check(spec)
+        assert refused.value.field == "secret_ref"

@@ -264,14 +264,16 @@ def test_runpods_own_host_an_allowed_host_and_per_endpoint_keys_are_accepted(gua
 ])
 def test_the_policy_itself_refuses_urls_whose_host_the_sending_parser_reads_otherwise(url):
     # The spec's pattern refuses these before the policy does; the policy must not rely on it.
-    policy = EndpointPolicy(origins=allowed_origins("https://api.runpod.ai/v2", []), secret_prefix="stillhouse/prod/runpod/")
+    policy = EndpointPolicy(origins=allowed_origins("https://api.runpod.ai/v2", []),
+                            secret_prefix="stillhouse/prod/runpod/")
     with pytest.raises(InvalidEndpointConfig) as refused:
         policy.check(EndpointSpec.model_construct(name="ep", endpoint_id="abc", base_url=url, secret_ref=None))
     assert refused.value.field == "base_url"
 
 
-@pytest.mark.parametrize("url", ["https://api.runpod.ai/v2", "https://API.RUNPOD.AI:443/v2/", "http://127.0.0.1:8000/v2",
-                                 "https://runpod.example.com/v2", "https://attacker.example/v2"])
+@pytest.mark.parametrize("url", ["https://api.runpod.ai/v2", "https://API.RUNPOD.AI:443/v2/",
+                                 "http://127.0.0.1:8000/v2", "https://runpod.example.com/v2",
+                                 "https://attacker.example/v2"])
 def test_the_origin_the_policy_judges_is_the_one_requests_connects_to(url):
     import requests
     from urllib3.util import parse_url

@@ -159,7 +159,8 @@ def _origin(url: str) -> str:
     if sent.auth is not None or plain.username is not None or plain.password is not None:
         raise ValueError("must not carry credentials")
     port = sent.port or _DEFAULT_PORTS[scheme]
-    if (plain.scheme.lower(), (plain.hostname or "").lower(), plain_port or _DEFAULT_PORTS[scheme]) != (scheme, host, port):
+    plain_origin = (plain.scheme.lower(), (plain.hostname or "").lower(), plain_port or _DEFAULT_PORTS[scheme])
+    if plain_origin != (scheme, host, port):
         raise ValueError("its host is read differently by different URL parsers")
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 

@@ -1,10 +1,10 @@
 """Plain HTTP client of RunPod's hosted API (api.runpod.ai/v2 in production, the stand-in locally).
 
 Failures are raised as `RunPodError` carrying an `ErrorClass`, so callers decide by class, never by
-message text. Redirects are never followed: every request carries our API key, and a redirect would send
-it wherever the answer points (a 3xx is a transient fault of the endpoint, as a 5xx is). Reads (status, stream, health, cancel) are retried on transient errors with tenacity;
-/run is retried only when the connection was never made, since a retried POST that did arrive would
-start a second GPU job.
+message text. Reads (status, stream, health, cancel) are retried on transient errors with tenacity; /run is
+retried only when the connection was never made, since a retried POST that did arrive would start a second
+GPU job. Redirects are never followed: every request carries our API key, and a redirect would send it
+wherever the answer points (a 3xx is a transient fault of the endpoint, as a 5xx is).
 """
 from __future__ import annotations
 

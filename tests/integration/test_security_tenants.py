@@ -1,8 +1,10 @@
 """Security of tenants, keys, quotas and input bounds, through the embedded stack's HTTP API
 (docs/security.md's table names these tests)."""
 import json
+import os
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -119,9 +121,16 @@ def test_tenants_see_the_models_available_and_admins_the_fleet(api, tenant_a):
 
 def test_an_endpoint_cannot_be_pointed_at_another_host_or_secret(api, stack):
     before = {row["name"]: row for row in api.get("/v1/endpoints").json()}["west"]
+    standin = urlsplit(stack.standin.api_base()).netloc
     for body, field in (({"base_url": "https://attacker.example/v2"}, "base_url"),
                         ({"base_url": "http://169.254.169.254/latest"}, "base_url"),
-                        ({"secret_ref": "prod/database-password"}, "secret_ref")):
+                        # requests would connect to evil.example, and send our RunPod key there
+                        ({"base_url": f"http://evil.example\\@{standin}/v2"}, "base_url"),
+                        ({"base_url": f"http://{standin}@evil.example/v2"}, "base_url"),
+                        ({"secret_ref": "prod/database-password"}, "secret_ref"),
+                        # sent as a Bearer token, the keyring would let its receiver forge any job's result
+                        ({"secret_ref": os.environ["STILLHOUSE_CALLBACK_KEY_SECRET"]}, "secret_ref"),
+                        ({"secret_ref": os.environ["STILLHOUSE_RUNPOD_API_KEY_SECRET"]}, "secret_ref")):
         response = api.put("/v1/endpoints/west", body)
         assert response.status_code == 400 and error_of(response)["field"] == field, response.text
     after = {row["name"]: row for row in api.get("/v1/endpoints").json()}["west"]

@@ -17,7 +17,7 @@ FILE = {
     "endpoints": {"llama-a": {"template": "worker-llama", "gpu_types": ["NVIDIA GeForce RTX 4090"],
                               "workers": {"min": 0, "max": 2}, "scaler": {"type": "REQUEST_COUNT", "value": 3},
                               "models": ["llama-8b"], "weight": 2, "max_in_flight": 16,
-                              "secret_ref": "stillhouse/prod/runpod-key"}},
+                              "secret_ref": "stillhouse/prod/runpod/llama-a"}},
 }
 
 
@@ -142,7 +142,7 @@ def test_a_first_deploy_creates_template_endpoint_and_registry_entry_and_a_secon
     assert deployer.router.rows["llama-a"] == {
         "name": "llama-a", "endpoint_id": endpoint["id"], "base_url": "https://api.runpod.ai/v2",
         "models": ["llama-8b"], "weight": 2.0, "max_in_flight": 16, "enabled": True,
-        "secret_ref": "stillhouse/prod/runpod-key", "streaming": False}
+        "secret_ref": "stillhouse/prod/runpod/llama-a", "streaming": False}
 
     writes = (deployer.runpod.writes, deployer.router.writes)
     again = deployer.apply(spec)

@@ -213,7 +213,7 @@ def test_a_plain_job_prefers_plain_endpoints_and_falls_back_to_streaming_ones(re
 @pytest.fixture
 def guarded(config_table, clock):
     policy = EndpointPolicy(origins=allowed_origins("https://api.runpod.ai/v2", ["runpod.example.com"]),
-                            secret_prefix="stillhouse/prod/")
+                            secret_prefix="stillhouse/prod/runpod/")
     return EndpointRegistry(config_table, ttl_s=5, now=clock, policy=policy)
 
 
@@ -222,8 +222,21 @@ def guarded(config_table, clock):
     ({"base_url": "http://api.runpod.ai/v2"}, "base_url"),  # our API key never travels in clear text
     ({"base_url": "https://169.254.169.254/latest"}, "base_url"),
     ({"base_url": "https://user@attacker.example/v2"}, "base_url"),
-    ({"secret_ref": "stillhouse/other-stage/runpod-api-key"}, "secret_ref"),
+    # urlsplit reads api.runpod.ai here; urllib3, which connects, reads evil.tld
+    ({"base_url": "https://evil.tld\\@api.runpod.ai/v2"}, "base_url"),
+    ({"base_url": "https://api.runpod.ai@evil.tld/v2"}, "base_url"),
+    ({"base_url": "https://api.runpod.ai:8443/v2"}, "base_url"),  # the port is part of the origin
+    ({"base_url": "https://api.runpod.ai.evil.tld/v2"}, "base_url"),
+    ({"base_url": "https://api.runpod.ai/v2?x="}, "base_url"),  # the endpoint id would land in the query
+    ({"secret_ref": "stillhouse/other-stage/runpod/key"}, "secret_ref"),
     ({"secret_ref": "some-team/db-password"}, "secret_ref"),
+    # our own secrets that are not per-endpoint RunPod keys: sent as a Bearer token, the keyring would let
+    # whoever receives it forge any job's result
+    ({"secret_ref": "stillhouse/prod/callback-key"}, "secret_ref"),
+    ({"secret_ref": "stillhouse/prod/runpod-api-key"}, "secret_ref"),
+    ({"secret_ref": "stillhouse/prod/runpod/"}, "secret_ref"),
+    ({"secret_ref": "stillhouse/prod/runpod/../callback-key"}, "secret_ref"),
+    ({"secret_ref": "stillhouse/prod/runpod/key\n"}, "secret_ref"),
 ])
 def test_an_endpoint_pointing_outside_the_allowed_hosts_or_secrets_is_refused(guarded, changes, field):
     with pytest.raises(InvalidEndpointConfig) as refused:
@@ -235,7 +248,37 @@ def test_an_endpoint_pointing_outside_the_allowed_hosts_or_secrets_is_refused(gu
     assert guarded.get("ep", force_fetch=True).base_url == "https://api.runpod.ai/v2"
 
 
-def test_runpods_own_host_an_allowed_host_and_our_own_secrets_are_accepted(guarded):
-    guarded.put({"name": "a", "endpoint_id": "abc", "secret_ref": "stillhouse/prod/runpod-key-2"})
+def test_runpods_own_host_an_allowed_host_and_per_endpoint_keys_are_accepted(guarded):
+    guarded.put({"name": "a", "endpoint_id": "abc", "secret_ref": "stillhouse/prod/runpod/key-2"})
     guarded.put({"name": "b", "endpoint_id": "abc", "base_url": "https://RunPod.Example.com/v2"})
-    assert {s.name for s in guarded.list(force_fetch=True)} == {"a", "b"}
+    guarded.put({"name": "c", "endpoint_id": "abc", "base_url": "https://api.runpod.ai:443/v2"})
+    assert {s.name for s in guarded.list(force_fetch=True)} == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.tld\\@api.runpod.ai/v2",
+    "https://evil.tld%5C@api.runpod.ai/v2",
+    "https://api.runpod.ai@evil.tld/v2",
+    "https://:@api.runpod.ai/v2",
+    "https://api.runpod.ai\uff0eevil.tld/v2",  # a fullwidth dot, which IDNA turns into a dot
+])
+def test_the_policy_itself_refuses_urls_whose_host_the_sending_parser_reads_otherwise(url):
+    # The spec's pattern refuses these before the policy does; the policy must not rely on it.
+    policy = EndpointPolicy(origins=allowed_origins("https://api.runpod.ai/v2", []),
+                            secret_prefix="stillhouse/prod/runpod/")
+    with pytest.raises(InvalidEndpointConfig) as refused:
+        policy.check(EndpointSpec.model_construct(name="ep", endpoint_id="abc", base_url=url, secret_ref=None))
+    assert refused.value.field == "base_url"
+
+
+@pytest.mark.parametrize("url", ["https://api.runpod.ai/v2", "https://API.RUNPOD.AI:443/v2/",
+                                 "http://127.0.0.1:8000/v2", "https://runpod.example.com/v2",
+                                 "https://attacker.example/v2"])
+def test_the_origin_the_policy_judges_is_the_one_requests_connects_to(url):
+    import requests
+    from urllib3.util import parse_url
+
+    from stillhouse.routing.registry import _origin
+
+    sent = parse_url(requests.Request("POST", f"{url.rstrip('/')}/abc/run").prepare().url)
+    assert _origin(url) == f"{sent.scheme}://{sent.host}:{sent.port or {'http': 80, 'https': 443}[sent.scheme]}"

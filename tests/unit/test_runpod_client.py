@@ -1,5 +1,9 @@
 """RunPod's HTTP answers, classified: what the router does next depends on who is at fault."""
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
+from tenacity import wait_none
 
 from stillhouse.errors import ErrorClass
 from stillhouse.runpod.client import RunPodClient, RunPodError, classify_status
@@ -10,6 +14,9 @@ from stillhouse.runpod.client import RunPodClient, RunPodError, classify_status
     (500, ErrorClass.TRANSIENT),
     (503, ErrorClass.TRANSIENT),
     (408, ErrorClass.TRANSIENT),
+    # A redirect is not followed (it would carry our key): the endpoint's fault, like a 5xx.
+    (301, ErrorClass.TRANSIENT),
+    (307, ErrorClass.TRANSIENT),
     # Our API key for that endpoint is wrong: the endpoint's fault (fail over, trip its breaker), not the job's.
     (401, ErrorClass.TRANSIENT),
     (403, ErrorClass.TRANSIENT),
@@ -36,7 +43,8 @@ class Session:
     def __init__(self, answer):
         self.headers, self.answer, self.sent = {}, answer, []
 
-    def request(self, method, url, json=None, timeout=None):
+    def request(self, method, url, json=None, timeout=None, allow_redirects=True):
+        assert allow_redirects is False  # a redirect would carry the session's Authorization elsewhere
         self.sent.append((method, url, json))
         return self.answer
 
@@ -65,7 +73,8 @@ class KeyedSession(Session):
         super().__init__(None)
         self.valid = valid
 
-    def request(self, method, url, json=None, timeout=None):
+    def request(self, method, url, json=None, timeout=None, allow_redirects=True):
+        assert allow_redirects is False
         self.sent.append((method, url, self.headers["Authorization"]))
         if self.headers["Authorization"] != f"Bearer {self.valid}":
             return Answer({"error": "unauthorized"}, 401)
@@ -103,3 +112,72 @@ def test_a_key_that_is_simply_wrong_fails_after_one_reread_and_is_not_reread_at_
         assert raised.value.status_code == 401 and raised.value.error_class is ErrorClass.TRANSIENT
     assert keys.reads == [False, True]  # one re-read within the interval
     assert len(session.sent) == 2  # the same key is not sent twice for one request
+
+
+# --- redirects: a real HTTP exchange on 127.0.0.1 ----------------------------------------------------------
+
+class Recorder:
+    """An HTTP server on 127.0.0.1 that records each request's method, path and Authorization header, and
+    answers with `status` (and `location`, if set)."""
+
+    def __init__(self, status=200, location=None):
+        self.received = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                recorder.received.append((self.command, self.path, self.headers.get("Authorization")))
+                body = b'{"id": "rp-target", "status": "IN_QUEUE"}'
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def target():
+    server = Recorder()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("call", [
+    lambda client, base: client.run(base, "ep", {"task": "echo"}),
+    lambda client, base: client.status(base, "ep", "rp1"),
+    lambda client, base: client.cancel(base, "ep", "rp1"),
+], ids=["run", "status", "cancel"])
+def test_a_redirect_is_not_followed_so_our_key_never_reaches_its_target(monkeypatch, target, status, call):
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    for method in (RunPodClient.status, RunPodClient.cancel):  # reads are retried: without the waits
+        monkeypatch.setattr(method.retry, "wait", wait_none())
+    runpod = Recorder(status=status, location=f"{target.url}/v2/ep/run")
+    try:
+        client = RunPodClient("sk-our-runpod-key")  # its own requests session, as in production
+        with pytest.raises(RunPodError) as raised:
+            call(client, f"{runpod.url}/v2")
+    finally:
+        runpod.close()
+    assert raised.value.status_code == status and raised.value.error_class is ErrorClass.TRANSIENT
+    assert runpod.received and all(auth == "Bearer sk-our-runpod-key" for _, _, auth in runpod.received)
+    assert target.received == []  # neither the key nor the request went to where the redirect pointed
+    assert target.url not in str(raised.value)

@@ -301,3 +301,22 @@ def test_every_lambda_task_of_the_workflows_passes_the_jobs_traceparent_on(local
             if state["Type"] == "Task":
                 payload = state["Parameters"].get("Payload", state["Parameters"])
                 assert payload.get("traceparent.$") == "$$.Execution.Input.traceparent", (spec.logical_id, name)
+
+
+def test_traces_capture_no_response_or_error_bodies_in_any_function():
+    """Powertools' Tracer records a handler's response and error as X-Ray metadata unless told not to; the
+    API's responses carry API keys and webhook secrets shown once, and every function handles job outputs."""
+    from stillhouse_local.template import load_sam
+
+    template = load_sam(ROOT / "template.yaml")
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+    assert variables["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            own = resource["Properties"].get("Environment", {}).get("Variables", {})
+            assert not {"POWERTOOLS_TRACER_CAPTURE_RESPONSE", "POWERTOOLS_TRACER_CAPTURE_ERROR"} & set(own), name
+    for app in sorted((ROOT / "functions").glob("*/app.py")):
+        source = app.read_text()
+        assert "Tracer(" not in source and "capture_response" not in source, app  # only lambda_tracer()
+        assert "tracer = lambda_tracer()" in source, app

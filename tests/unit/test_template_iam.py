@@ -1,6 +1,8 @@
 """Least privilege in template.yaml: every statement a function's role gets names the resources it may
 touch. A wildcard is allowed only where it is listed below with the reason AWS leaves no narrower choice."""
 import json
+import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ WILDCARDS_ALLOWED = {
        for fn in ("WebhookFunction", "SweeperFunction", "WorkflowTasksFunction")
        for action in ("states:SendTaskSuccess", "states:SendTaskFailure")},
     **{(fn, "secretsmanager:GetSecretValue"): "per-endpoint RunPod keys (EndpointSpec.secret_ref), named at run "
-       "time; only this stage's prefix stillhouse/${Stage}/"
+       "time; only their own prefix stillhouse/${Stage}/runpod/, which reaches no other secret of ours"
        for fn in ("ApiFunction", "DispatchFunction", "WebhookFunction", "SweeperFunction", "WorkflowTasksFunction")},
     **{(fn, action): "executions are named per job at run time; only this stack's two state machines"
        for fn, action in (("ApiFunction", "states:StopExecution"), ("SweeperFunction", "states:DescribeExecution"))},
@@ -101,3 +103,95 @@ def test_the_delivery_function_reads_webhook_secrets_and_not_the_callback_key(te
     policies = json.dumps(template["Resources"]["DeliveryFunction"]["Properties"]["Policies"])
     assert "CallbackKeySecret" not in policies and "WebhookSecretsTable" in policies
     assert "CallbackKeySecret" not in json.dumps(template["Resources"]["ApiFunction"]["Properties"]["Policies"])
+
+
+# --- which secrets each role can read, against the table in docs/security.md ------------------------------
+
+#: Who may read the callback keyring: the functions that mint callback tokens (dispatch, workflow tasks) or
+#: check them (webhook). Whoever else can read it can forge any job's result.
+SIGNS_OR_VERIFIES_CALLBACKS = {"DispatchFunction", "WebhookFunction", "WorkflowTasksFunction"}
+#: A secret's ARN is its name, a hyphen and six random characters.
+ARN_SUFFIX = "-AbC123"
+
+
+def declared_secrets(template):
+    """logical id -> name (as written, `${Stage}` and all) of each secret the template declares."""
+    return {logical_id: text(resource["Properties"]["Name"]) for logical_id, resource in template["Resources"].items()
+            if resource["Type"] == "AWS::SecretsManager::Secret"}
+
+
+def reachable_secrets(template):
+    """function -> what its role may read from Secrets Manager: each secret the template declares that a
+    grant reaches (by reference, or matched by a wildcard grant as IAM matches its ARN), plus each wildcard
+    grant itself as its name pattern (secrets made after deploy, such as per-endpoint RunPod keys)."""
+    declared = declared_secrets(template)
+    reach = {}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        got = set()
+        for policy in resource["Properties"].get("Policies", []):
+            assert isinstance(policy, dict), (name, policy)  # a managed policy by name could read anything
+            if "AWSSecretsManagerGetSecretValuePolicy" in policy:
+                got.add(declared[policy["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]["Ref"]])
+            for statement in policy.get("Statement", []):
+                if not any(action.startswith("secretsmanager:") for action in listed(statement["Action"])):
+                    continue
+                for arn in map(text, listed(statement["Resource"])):
+                    pattern = arn.split(":secret:", 1)[1]
+                    got.add(pattern)
+                    got |= {secret for secret in declared.values() if fnmatchcase(secret + ARN_SUFFIX, pattern)}
+        reach[name] = got
+    return reach
+
+
+def documented_secrets():
+    """The table under "Secrets each function may read" in docs/security.md: function -> names."""
+    doc = (ROOT / "docs" / "security.md").read_text()
+    section = doc.split("### Secrets each function may read", 1)[1]
+    table = {}
+    for line in section.splitlines()[1:]:
+        if table and not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        found = re.fullmatch(r"`(\w+Function)`", cells[0]) if line.startswith("|") else None
+        if found:
+            table[found.group(1)] = {name.replace("{Stage}", "${Stage}") for name in re.findall(r"`([^`]+)`", cells[1])}
+    return table
+
+
+def test_the_secrets_each_role_can_read_are_the_ones_docs_security_lists(template):
+    assert reachable_secrets(template) == documented_secrets()
+
+
+def test_only_the_functions_that_sign_or_verify_callbacks_can_read_the_callback_keyring(template):
+    keyring = declared_secrets(template)["CallbackKeySecret"]
+    readers = {function for function, names in reachable_secrets(template).items() if keyring in names}
+    assert readers == SIGNS_OR_VERIFIES_CALLBACKS
+
+
+def test_per_endpoint_runpod_keys_are_granted_under_their_own_prefix_which_reaches_no_declared_secret(template):
+    patterns = {name for names in reachable_secrets(template).values() for name in names if "*" in name}
+    assert patterns == {"stillhouse/${Stage}/runpod/*"}
+    for secret in declared_secrets(template).values():
+        assert not fnmatchcase(secret + ARN_SUFFIX, "stillhouse/${Stage}/runpod/*"), secret
+
+
+def test_no_secret_ref_can_name_a_secret_the_template_declares(template):
+    """The prefix an endpoint's secret_ref must start with, as the template sets it, names none of the
+    stack's own secrets: not the callback keyring, not the default RunPod key."""
+    from stillhouse.config import Settings
+    from stillhouse.routing.registry import EndpointPolicy, EndpointSpec, InvalidEndpointConfig, allowed_origins
+
+    variable = "STILLHOUSE_" + "runpod_secret_prefix".upper()
+    assert "runpod_secret_prefix" in Settings.model_fields
+    prefix = text(template["Globals"]["Function"]["Environment"]["Variables"][variable])
+    assert prefix == "stillhouse/${Stage}/runpod/"
+    policy = EndpointPolicy(origins=allowed_origins(EndpointSpec.model_fields["base_url"].default, []),
+                            secret_prefix=prefix.replace("${Stage}", "prod"))
+    policy.check(EndpointSpec(name="ep", endpoint_id="abc", secret_ref="stillhouse/prod/runpod/ep-key"))
+    for secret in declared_secrets(template).values():
+        spec = EndpointSpec(name="ep", endpoint_id="abc", secret_ref=secret.replace("${Stage}", "prod"))
+        with pytest.raises(InvalidEndpointConfig) as refused:
+            policy.check(spec)
+        assert refused.value.field == "secret_ref"

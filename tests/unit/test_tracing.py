@@ -127,4 +127,30 @@ def test_a_function_makes_powertools_tracer_only_where_x_ray_records_it(monkeypa
     assert lambda_tracer().capture_lambda_handler(handler) is handler
     assert made == []
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")  # Tracing=Active
-    assert isinstance(lambda_tracer(), Tracer) and made == ["stillhouse"]
+    assert isinstance(lambda_tracer().tracer, Tracer) and made == ["stillhouse"]
+
+
+def test_on_aws_the_handlers_tracer_records_neither_the_response_nor_the_error(monkeypatch):
+    # Responses carry API keys (shown once), webhook secrets and job outputs: none may become X-Ray metadata.
+    import aws_lambda_powertools
+
+    decorated = []
+
+    class Tracer:  # Powertools' Tracer as lambda_tracer uses it; the real one would patch botocore here
+        def __init__(self, **kwargs):
+            pass
+
+        def capture_lambda_handler(self, handler=None, capture_response=None, capture_error=None):
+            decorated.append((capture_response, capture_error))
+            return handler
+
+    monkeypatch.setattr(aws_lambda_powertools, "Tracer", Tracer)
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.delenv("AWS_SAM_LOCAL", raising=False)
+
+    def handler(event, context):
+        return {"api_key": "sh_shown_once"}
+
+    assert tracing.lambda_tracer().capture_lambda_handler(handler)({}, None) == {"api_key": "sh_shown_once"}
+    assert decorated == [(False, False)]

@@ -50,10 +50,10 @@ def test_https_to_a_public_address_is_allowed(url):
     ("https://[::ffff:169.254.169.254]/in", "link-local"),  # IPv4 hidden in IPv6
     ("https://[64:ff9b::a9fe:a9fe]/in", "link-local"),  # ... or behind NAT64
     ("https://224.0.0.1/in", "multicast"),
-    ("https://internal.example/in", "not a public address"),
-    ("https://metadata.example/in", "link-local"),
-    ("https://split.example/in", "not a public address"),  # one private answer among public ones
-    ("https://nowhere.example/in", "does not resolve"),
+    ("https://internal.example/in", "is not allowed"),
+    ("https://metadata.example/in", "is not allowed"),
+    ("https://split.example/in", "is not allowed"),  # one private answer among public ones
+    ("https://nowhere.example/in", "is not allowed"),
     ("https://user:pw@hooks.example/in", "credentials"),
     ("https:///in", "https"),
 ])
@@ -63,6 +63,34 @@ def test_anything_else_is_refused_naming_the_webhook_field(url, why):
     with pytest.raises(UnsafeWebhook) as err:
         g.check(url)
     assert err.value.field == "webhook" and why in err.value.message
+
+
+@pytest.mark.parametrize("allow_loopback", [False, True])
+@pytest.mark.parametrize("url", ["https://internal.example/in", "https://metadata.example/in",
+                                 "https://split.example/in", "https://nowhere.example/in",
+                                 "https://v6.example/in", "https://mapped.example/in"])
+def test_a_refused_name_is_not_allowed_without_saying_what_it_resolves_to(url, allow_loopback):
+    # Otherwise the guard is a DNS oracle: a tenant learns what our functions' resolver answers for any
+    # name (internal ones included), and whether it answers at all.
+    g = guard(allow_loopback=allow_loopback, internal_example=["10.0.0.5"], metadata_example=["169.254.169.254"],
+              split_example=[PUBLIC, "192.168.0.10"], v6_example=["fd00:ec2::254"],
+              mapped_example=["::ffff:172.16.0.1"])
+    with pytest.raises(UnsafeWebhook) as err:
+        g.check(url)
+    host = url.split("/")[2]
+    assert err.value.message == f"webhook: host {host!r} is not allowed (it must resolve to public addresses only)"
+    for hint in ("10.0.0.5", "169.254", "192.168", "fd00", "172.16", "link-local", "private", "loopback",
+                 "does not"):
+        assert hint not in err.value.message
+
+
+def test_http_to_a_name_is_refused_before_the_name_is_looked_up():
+    dns = FakeDns(hooks_example=[PUBLIC], internal_example=["10.0.0.5"])
+    for url in ("http://hooks.example/in", "http://internal.example/in"):
+        with pytest.raises(UnsafeWebhook) as err:
+            WebhookGuard(resolve=dns).check(url)
+        assert "https" in err.value.message
+    assert dns.asked == []
 
 
 def test_loopback_and_http_are_allowed_only_where_the_stack_says_so_and_private_ranges_never():
@@ -122,4 +150,5 @@ def test_a_delivery_to_a_refused_address_is_a_failed_try_kept_on_the_job(jobs_ta
     with pytest.raises(DeliveryFailed):
         deliverer.deliver(Notice(job_id="j1"), 1, "rh")
     (entry,) = store.get("j1").deliveries
-    assert entry.error.startswith("refused: webhook: metadata.example resolves to 169.254.169.254")
+    assert entry.error.startswith("refused: webhook: host 'metadata.example' is not allowed")
+    assert "169.254" not in entry.error

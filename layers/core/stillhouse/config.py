@@ -201,9 +201,9 @@ class Settings(BaseSettings):
     tenant_limits: TenantLimits = Field(default_factory=TenantLimits)
     # Where an admin may point an endpoint: the host of runpod_base_url, plus these (https only).
     endpoint_hosts: list[str] = Field(default_factory=list)
-    # The stack's own secrets: an endpoint's secret_ref must name one of them (template.yaml sets the
-    # stage's prefix, stillhouse/{Stage}/).
-    secret_prefix: str = "stillhouse/"
+    # Where per-endpoint RunPod keys live: an endpoint's secret_ref must name a secret under this prefix and
+    # nothing else of ours (template.yaml sets stillhouse/{Stage}/runpod/, and grants only that prefix).
+    runpod_secret_prefix: str = Field(default="stillhouse/runpod/", pattern=r"^[A-Za-z0-9/_+=.@-]+/$")
     list_limit_max: int = 100
 
     # The dashboard's cost estimate per job: the router's own AWS calls (measured by

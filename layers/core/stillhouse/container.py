@@ -116,7 +116,7 @@ class Container:
     def registry(self) -> EndpointRegistry:
         s = self.settings
         policy = EndpointPolicy(origins=allowed_origins(s.runpod_base_url, s.endpoint_hosts),
-                                secret_prefix=s.secret_prefix)
+                                secret_prefix=s.runpod_secret_prefix)
         return EndpointRegistry(aws.table(s.config_table), ttl_s=s.parameters_max_age_s, policy=policy)
 
     @cached_property

@@ -12,11 +12,15 @@ service), unique-local IPv6, multicast, reserved. The rules:
   (DNS rebinding) cannot redirect it;
 - redirects are never followed.
 
-The URL is checked at submit (422 naming `webhook`) and again at each delivery try.
+The URL is checked at submit (422 naming `webhook`) and again at each delivery try. A refused name is
+"not allowed", whatever the reason: the caller never learns what it resolves to, or whether it resolves at
+all, so the guard is no oracle for the DNS our functions see (internal names included). The reason is
+logged for operators. A URL written with an IP address is refused saying why (the caller wrote the IP).
 """
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +30,8 @@ import certifi
 import urllib3
 
 from stillhouse.errors import Unprocessable
+
+log = logging.getLogger(__name__)
 
 #: host, port -> the addresses the host resolves to. The default asks the system's resolver; tests pass
 #: a fake one, so no test depends on DNS or ever connects off 127.0.0.1.
@@ -39,11 +45,18 @@ class UnsafeWebhook(Unprocessable):
     code = "unsafe_webhook"
 
 
+def _host_not_allowed(host: str, why: str) -> UnsafeWebhook:
+    """The refusal of a name: the same words whatever `why` is (logged, never told)."""
+    log.info("webhook host %r refused: %s", host, why)
+    return UnsafeWebhook(f"webhook: host {host!r} is not allowed (it must resolve to public addresses only)",
+                         field="webhook")
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise UnsafeWebhook(f"webhook: host {host!r} does not resolve", field="webhook") from err
+        raise _host_not_allowed(host, f"does not resolve ({err})") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -96,21 +109,26 @@ class WebhookGuard:
         except ValueError as err:
             raise UnsafeWebhook(f"webhook: not a valid URL ({err})", field="webhook") from err
         scheme, host = parts.scheme.lower(), (parts.hostname or "")
-        if scheme not in ("https", "http") or not host:
+        if scheme not in ("https", "http") or not host or (scheme == "http" and not self.allow_loopback):
+            # http refused before any lookup: after one, the refusal would tell public names from others
             raise UnsafeWebhook("webhook: must be an https:// URL", field="webhook")
         if parts.username or parts.password:
             raise UnsafeWebhook("webhook: credentials in the URL are not allowed", field="webhook")
         port = port or (443 if scheme == "https" else 80)
         try:
             addresses = [ipaddress.ip_address(host)]
+            literal = True
         except ValueError:
             addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self.resolve(host, port)]
+            literal = False
         if not addresses:
-            raise UnsafeWebhook(f"webhook: host {host!r} does not resolve", field="webhook")
+            raise _host_not_allowed(host, "does not resolve")
         for ip in addresses:
             why = refusal(ip, allow_loopback=self.allow_loopback)
+            if why and literal:
+                raise UnsafeWebhook(f"webhook: {host} is {why}", field="webhook")
             if why:
-                raise UnsafeWebhook(f"webhook: {host} resolves to {ip}, which is {why}", field="webhook")
+                raise _host_not_allowed(host, f"resolves to {ip}, which is {why}")
         if scheme == "http" and not (self.allow_loopback and all(_unwrap(ip).is_loopback for ip in addresses)):
             raise UnsafeWebhook("webhook: must be an https:// URL", field="webhook")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

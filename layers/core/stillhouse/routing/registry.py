@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +34,9 @@ class EndpointSpec(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-_]{0,62}$")
     endpoint_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-    # API root; callers POST f"{base_url}/{endpoint_id}/run".
-    base_url: str = Field(default="https://api.runpod.ai/v2", pattern=r"^https?://[^\s/]+(/\S*)?$")
+    # API root; callers POST f"{base_url}/{endpoint_id}/run". No backslash, `@` (userinfo), `?` or `#`: parsers
+    # disagree on where a host with those ends, and a query or fragment would swallow the endpoint id.
+    base_url: str = Field(default="https://api.runpod.ai/v2", pattern=r"^https?://[^\s/\\@?#]+(/[^\s\\@?#]*)?$")
     # Models served; "*" serves any model (and jobs that name none).
     models: list[str] = Field(default_factory=lambda: [ANY_MODEL], min_length=1)
     weight: float = Field(default=1.0, ge=0)
@@ -92,33 +94,75 @@ class InvalidEndpointConfig(InvalidRequest):
         return cls(field, first["msg"])
 
 
+#: What may follow the per-endpoint key prefix in a secret_ref: Secrets Manager's own name characters (and
+#: no empty, `.` or `..` segment, which no reader should have to wonder about).
+_SECRET_NAME_TAIL = re.compile(r"[A-Za-z0-9/_+=.@-]+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 class EndpointPolicy(BaseModel):
-    """Where an endpoint may point: an edit naming another origin or another stack's secret is refused,
-    so an admin key cannot send our RunPod API key, or a secret of ours, anywhere else."""
+    """Where an endpoint may point: an edit naming another origin, or a secret that is not a per-endpoint
+    RunPod key, is refused, so an admin key cannot send our RunPod API key, or a secret of ours (the
+    callback keyring above all), anywhere else."""
 
     model_config = ConfigDict(frozen=True)
 
-    origins: frozenset[str]  # "scheme://host[:port]"
+    origins: frozenset[str]  # "scheme://host:port", as _origin writes them
+    # Per-endpoint RunPod keys live under this prefix only (stillhouse/{Stage}/runpod/): a secret_ref can
+    # never name the default key's neighbours, such as the callback keyring.
     secret_prefix: str
 
     def check(self, spec: EndpointSpec) -> None:
-        origin = _origin(spec.base_url)
+        try:
+            origin = _origin(spec.base_url)
+        except ValueError as err:
+            raise InvalidEndpointConfig("base_url", str(err)) from None
         if origin not in self.origins:
             raise InvalidEndpointConfig("base_url", f"{origin} is not an allowed RunPod host "
                                         f"(allowed: {', '.join(sorted(self.origins))})")
-        if spec.secret_ref is not None and not spec.secret_ref.startswith(self.secret_prefix):
-            raise InvalidEndpointConfig("secret_ref", f"must name one of this stack's secrets "
-                                        f"({self.secret_prefix}...)")
+        if spec.secret_ref is not None:
+            tail = spec.secret_ref[len(self.secret_prefix):]
+            if (not spec.secret_ref.startswith(self.secret_prefix) or not _SECRET_NAME_TAIL.fullmatch(tail)
+                    or {"", ".", ".."} & set(tail.split("/"))):
+                raise InvalidEndpointConfig("secret_ref", f"must name a per-endpoint RunPod key of this stack "
+                                            f"({self.secret_prefix}<name>)")
 
 
 def allowed_origins(runpod_base_url: str, extra_hosts: list[str]) -> frozenset[str]:
     """RunPod's own API (wherever settings point it: the stand-in when embedded), plus https hosts."""
-    return frozenset({_origin(runpod_base_url), *(f"https://{host.lower()}" for host in extra_hosts)})
+    return frozenset({_origin(runpod_base_url), *(_origin(f"https://{host}") for host in extra_hosts)})
 
 
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{(parts.netloc.rpartition('@')[2]).lower()}"
+    """`scheme://host:port` of `url` as the request that uses it would reach it: the URL is prepared the
+    way requests prepares what it sends (IDNA, quoting) and parsed by urllib3, which opens the connection.
+
+    `urlsplit` is not that parser: for `https://evil.tld\\@api.runpod.ai/v2` it says `api.runpod.ai`, while
+    urllib3 connects to `evil.tld`. So a URL with a backslash, userinfo or `@` anywhere is refused outright,
+    and so is one on whose host the two parsers disagree (ValueError, saying why)."""
+    import requests
+    from urllib3.util import parse_url
+
+    if "\\" in url or "@" in url:
+        raise ValueError("must not contain a backslash or an @ (userinfo)")
+    try:
+        prepared = requests.Request("GET", url).prepare().url or ""
+        sent = parse_url(prepared)
+        plain = urlsplit(url)
+        plain_port = plain.port
+    except (requests.exceptions.RequestException, ValueError) as err:
+        raise ValueError(f"not a valid URL ({err.__class__.__name__})") from None
+    scheme = (sent.scheme or "").lower()
+    host = (sent.host or "").lower().removeprefix("[").removesuffix("]")  # urlsplit's hostname has no brackets
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise ValueError("must be an http(s) URL with a host")
+    if sent.auth is not None or plain.username is not None or plain.password is not None:
+        raise ValueError("must not carry credentials")
+    port = sent.port or _DEFAULT_PORTS[scheme]
+    plain_origin = (plain.scheme.lower(), (plain.hostname or "").lower(), plain_port or _DEFAULT_PORTS[scheme])
+    if plain_origin != (scheme, host, port):
+        raise ValueError("its host is read differently by different URL parsers")
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class EndpointNotFound(NotFound):

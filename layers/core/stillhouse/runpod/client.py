@@ -1,9 +1,10 @@
 """Plain HTTP client of RunPod's hosted API (api.runpod.ai/v2 in production, the stand-in locally).
 
 Failures are raised as `RunPodError` carrying an `ErrorClass`, so callers decide by class, never by
-message text. Reads (status, stream, health, cancel) are retried on transient errors with tenacity;
-/run is retried only when the connection was never made, since a retried POST that did arrive would
-start a second GPU job.
+message text. Reads (status, stream, health, cancel) are retried on transient errors with tenacity; /run is
+retried only when the connection was never made, since a retried POST that did arrive would start a second
+GPU job. Redirects are never followed: every request carries our API key, and a redirect would send it
+wherever the answer points (a 3xx is a transient fault of the endpoint, as a 5xx is).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def classify_status(status_code: int) -> ErrorClass:
     # 401/403: our API key for this endpoint is wrong, not the job's input. Failing over and counting
     # it towards the endpoint's breaker takes a misconfigured endpoint out of rotation instead of
     # failing every job routed to it.
-    if status_code >= 500 or status_code in (401, 403, 408):
+    # 3xx: a redirect we do not follow (it would carry our key elsewhere); the endpoint's fault, as a 5xx.
+    if status_code >= 500 or 300 <= status_code < 400 or status_code in (401, 403, 408):
         return ErrorClass.TRANSIENT
     if status_code == 404:
         return ErrorClass.WORKER_LOST
@@ -142,7 +144,8 @@ class RunPodClient:
 
     def _send(self, method: str, url: str, body: dict[str, Any] | None) -> requests.Response:
         try:
-            return self._session.request(method, url, json=body, timeout=self._timeout)
+            # Never follow a redirect: the session's Authorization header would go to wherever it points.
+            return self._session.request(method, url, json=body, timeout=self._timeout, allow_redirects=False)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
             raise RunPodError(f"{method} {url}: {err.__class__.__name__}", error_class=ErrorClass.TRANSIENT) from err
 
@@ -150,6 +153,9 @@ class RunPodClient:
         response = self._send(method, url, body)
         if response.status_code == 401 and self._refreshed_key():
             response = self._send(method, url, body)
+        if 300 <= response.status_code < 400:
+            raise RunPodError(f"{method} {url}: HTTP {response.status_code}, a redirect (not followed)",
+                              error_class=classify_status(response.status_code), status_code=response.status_code)
         if response.status_code >= 400:
             raise RunPodError(
                 f"{method} {url}: HTTP {response.status_code} {response.text[:200]}",

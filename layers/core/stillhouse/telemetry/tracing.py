@@ -94,15 +94,29 @@ class _Untraced:
         return handler
 
 
+class _Traced:
+    """Powertools' Tracer whose handler decorator records neither the handler's response nor its error as
+    trace metadata. Powertools' default records both, and every response is then kept in X-Ray: the API
+    key `POST /v1/tenants` and `/keys` show once, webhook secrets, job outputs. The template also sets
+    POWERTOOLS_TRACER_CAPTURE_RESPONSE and _CAPTURE_ERROR to false; this holds without them."""
+
+    def __init__(self, tracer: Any) -> None:
+        self.tracer = tracer
+
+    def capture_lambda_handler(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        return self.tracer.capture_lambda_handler(handler, capture_response=False, capture_error=False)
+
+
 def lambda_tracer(service: str = "stillhouse") -> Any:
     """Powertools' Tracer where X-Ray records this function (on AWS, `Tracing: Active`), and a decorator
     that does nothing elsewhere: making a Tracer imports the X-Ray SDK and patches botocore even when
-    tracing is off, about 200 ms of every cold start on our measurements (benchmarks/coldstart.py)."""
+    tracing is off, about 200 ms of every cold start on our measurements (benchmarks/coldstart.py).
+    Either way the decorator never puts the handler's response or error into a trace (`_Traced`)."""
     if not _xray_enabled():
         return _Untraced()
     from aws_lambda_powertools import Tracer
 
-    return Tracer(service=service)
+    return _Traced(Tracer(service=service))
 
 
 @contextmanager

@@ -68,8 +68,9 @@ def template_functions() -> dict[str, dict]:
     from cfnlint.decode import cfn_yaml  # understands !Ref, !GetAtt ...
 
     template = cfn_yaml.load(str(REPO / "template.yaml"))
-    return {name: res["Properties"] for name, res in template["Resources"].items()
-            if res["Type"] == "AWS::Serverless::Function"}
+    # A function behind the Lambda Web Adapter (Handler: run.sh) is checked through its stream handler.
+    return {name: {**res["Properties"], "Handler": res.get("Metadata", {}).get("StreamHandler", res["Properties"]["Handler"])}
+            for name, res in template["Resources"].items() if res["Type"] == "AWS::Serverless::Function"}
 
 
 def test_the_layer_holds_the_core_and_its_requirements(built):
@@ -133,3 +134,10 @@ def test_each_function_artifact_imports_its_handler(built, python312, runtime_ov
     assert done.returncode == 0, done.stderr[-3000:]
     assert not set(json.loads(done.stdout.splitlines()[-1])) & set(FORBIDDEN)
 
+
+
+def test_the_streaming_front_ships_its_executable_start_script(built):
+    """The Lambda Web Adapter runs the Handler (run.sh) as a program: it must be in the artifact, executable."""
+    script = built / "OpenAIStreamFunction" / "run.sh"
+    assert script.is_file() and os.access(script, os.X_OK)
+    assert "app.py" in script.read_text()

@@ -142,6 +142,11 @@ def reachable_secrets(template):
                     got.add(pattern)
                     got |= {secret for secret in declared.values() if fnmatchcase(secret + ARN_SUFFIX, pattern)}
         reach[name] = got
+    for name, resource in template["Resources"].items():  # a function given another's role reads what it reads
+        role = resource.get("Properties", {}).get("Role") if resource["Type"] == "AWS::Serverless::Function" else None
+        if role is not None:
+            owner = role["Fn::GetAtt"][0] if isinstance(role["Fn::GetAtt"], list) else role["Fn::GetAtt"].split(".")[0]
+            reach[name] = reach[owner.removesuffix("Role")]
     return reach
 
 

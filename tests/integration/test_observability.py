@@ -101,7 +101,9 @@ def test_one_traceparent_is_seen_at_every_hop_of_one_job(stack, api, receiver, f
     assert trace_of(call["headers"]["traceparent"]) == trace_id
 
     # RunPod's callback to us: its URL carries the trace.
-    callbacks = [d for d in stack.standin.webhook_deliveries if f"/callbacks/runpod/{job_id}?" in (d["url"] or "")]
+    # The stand-in logs a delivery once our answer to it is back, which may be after the job shows COMPLETED.
+    callbacks = settled(lambda: [d for d in stack.standin.webhook_deliveries
+                                 if f"/callbacks/runpod/{job_id}?" in (d["url"] or "")], bool, 10)
     assert callbacks
     query = parse_qs(urlsplit(callbacks[0]["url"]).query)
     assert trace_of(query["traceparent"][0]) == trace_id

@@ -32,6 +32,7 @@ import sys
 import typer
 
 from stillhouse_local import (
+    cli_admin,
     cli_bench,
     cli_chat,
     cli_config,
@@ -83,6 +84,7 @@ app.add_typer(cli_tenants.app, name="tenants")
 app.add_typer(cli_deploy.app)
 app.add_typer(cli_config.app, name="config")
 app.add_typer(cli_chat.app)
+app.add_typer(cli_admin.app, name="admin-key")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
     stillhouse tenants create acme --set requests_per_minute=60     admin; the key and webhook secret, once
     stillhouse tenants show TENANT_ID
     stillhouse tenants limits TENANT_ID --set max_in_flight=10 --set allow_high_priority=true   admin
-    stillhouse tenants key TENANT_ID [--expires-in-s 86400]         another key (shown once)
+    stillhouse tenants key TENANT_ID [--expires-in-s 86400] [--scope keys:manage]   another key (shown once)
+    stillhouse tenants keys TENANT_ID                               its live keys: ids, prefixes, last use
     stillhouse tenants revoke KEY_ID                                stops within the API's key cache TTL (30 s)
 """
 from __future__ import annotations
@@ -97,9 +98,13 @@ def limits(ctx: typer.Context, tenant_id: str, limits: SetOption = None, url: Ur
 @app.command("key")
 def new_key(ctx: typer.Context, tenant_id: str,
             expires_in_s: Annotated[int | None, typer.Option(help="seconds until the key stops working")] = None,
+            scope: Annotated[list[str] | None, typer.Option(
+                "--scope", help="keys:manage: the new key may manage keys too", show_default=False)] = None,
             url: UrlOption = None, key: KeyOption = None, as_json: JsonOption = False) -> None:
-    """Another API key for a tenant (admin key, or the tenant's own): shown only now."""
-    body = {"expires_in_s": expires_in_s} if expires_in_s else {}
+    """Another API key for a tenant (admin key, or one of the tenant's with keys:manage): shown only now."""
+    body: dict[str, Any] = {"expires_in_s": expires_in_s} if expires_in_s else {}
+    if scope:
+        body["scopes"] = scope
     issued = api_client(ctx, url, key).post(f"/v1/tenants/{tenant_id}/keys", body)
     if as_json:
         print_json(issued)
@@ -108,6 +113,21 @@ def new_key(ctx: typer.Context, tenant_id: str,
     show_secret("key id", issued["key_id"])
     if issued.get("expires_at"):
         console.print(f"expires at {issued['expires_at']}")
+
+
+@app.command("keys")
+def list_keys(ctx: typer.Context, tenant_id: str, url: UrlOption = None, key: KeyOption = None,
+              as_json: JsonOption = False) -> None:
+    """A tenant's live keys (admin key, or one of the tenant's with keys:manage); never the keys themselves."""
+    listed = api_client(ctx, url, key).get(f"/v1/tenants/{tenant_id}/keys")
+    if as_json:
+        print_json(listed)
+        return
+    table = Table("key id", "prefix", "scopes", "created", "last used", "expires", title=f"keys of {tenant_id}")
+    for k in listed["keys"]:
+        table.add_row(k["key_id"], (k.get("prefix") or "?") + "…", ", ".join(k["scopes"]) or "-",
+                      k.get("created_at") or "-", k.get("last_used_at") or "-", k.get("expires_at") or "never")
+    console.print(table)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stillhouse.auth import new_key
+from stillhouse.auth import new_key, well_formed
 from stillhouse.container import container, reset
 from stillhouse.telemetry import tracing
 from stillhouse.telemetry.metrics import metrics
@@ -89,6 +89,10 @@ class EmbeddedStack:
         self.gateway: HttpGateway | None = None
         self.standin: Any = None
         self.dev_api_key = self.options.dev_api_key or os.environ.get("STILLHOUSE_DEV_API_KEY") or new_key()
+        if not well_formed(self.dev_api_key):  # the API refuses other shapes unread (auth.py)
+            raise ValueError("STILLHOUSE_DEV_API_KEY must look like a key stillhouse makes: 'sh_' then 43 "
+                             "base64url characters (python -c 'from stillhouse.auth import new_key; "
+                             "print(new_key())')")
         self.runpod_api_key = self.options.runpod_api_key or "rp_local_" + secrets.token_urlsafe(16)
         #: tenant id -> the webhook secret (`whsec_...`) its deliveries are signed with, as created here
         self.webhook_secrets: dict[str, str] = {}

@@ -78,6 +78,53 @@ def test_a_tenant_cannot_see_or_manage_another_tenant_or_its_keys(api, stack):
     assert a.get("/v1/jobs").status_code == 200  # A's key still works
 
 
+@pytest.mark.parametrize("token", ["not-a-key", "sh_short", "sh_" + "!" * 43, "sh_" + "a" * 44])
+def test_a_malformed_key_is_401_with_the_usual_body(stack, token):
+    response = Api(stack.url, token).get("/v1/jobs")
+    assert response.status_code == 401
+    assert error_of(response) == {"code": "unauthorized", "message": "invalid API key", "field": "Authorization"}
+
+
+def test_only_keys_with_keys_manage_mint_list_and_revoke_a_tenants_keys(api, stack):
+    manager, made = new_tenant(api)
+    tenant_id = made["tenant"]["tenant_id"]
+    keys_path = f"/v1/tenants/{tenant_id}/keys"
+
+    [first] = manager.get(keys_path).json()["keys"]  # the first key, shown on POST /v1/tenants, manages keys
+    assert first["key_id"] == made["key_id"] and first["scopes"] == ["keys:manage"]
+    assert first["prefix"] == made["api_key"][:7] and first["created_at"] and first["last_used_at"]
+
+    plain = manager.post(keys_path, {}).json()  # not asked for: a key that runs jobs and nothing else
+    assert plain["scopes"] == []
+    worker = Api(stack.url, plain["api_key"])
+    assert worker.get("/v1/jobs").status_code == 200
+    for refused in (worker.post(keys_path, {}), worker.get(keys_path), worker.delete(f"/v1/keys/{made['key_id']}"),
+                    worker.post(keys_path, {"scopes": ["keys:manage"]})):
+        assert refused.status_code == 403 and error_of(refused)["field"] == "Authorization", refused.text
+
+    second = manager.post(keys_path, {"scopes": ["keys:manage"]}).json()
+    assert Api(stack.url, second["api_key"]).get(keys_path).status_code == 200
+    listed = api.get(keys_path)  # and an admin
+    assert listed.status_code == 200 and len(listed.json()["keys"]) == 3
+    for secret in (made["api_key"], plain["api_key"], second["api_key"]):
+        assert secret not in listed.text and secret[7:] not in listed.text
+
+    assert worker.delete(f"/v1/keys/{plain['key_id']}").status_code == 200  # any key may retire itself
+    assert worker.get("/v1/jobs").status_code == 401
+    assert plain["key_id"] not in manager.get(keys_path).text
+
+
+def test_a_tenant_holds_at_most_max_keys_per_tenant_live_keys(api):
+    manager, made = new_tenant(api)
+    keys_path = f"/v1/tenants/{made['tenant']['tenant_id']}/keys"
+    minted = [manager.post(keys_path, {}) for _ in range(19)]  # the default cap, 20, with the first key
+    assert all(r.status_code == 201 for r in minted)
+    over = manager.post(keys_path, {})
+    assert over.status_code == 409 and error_of(over)["field"] == "max_keys_per_tenant"
+    assert manager.delete(f"/v1/keys/{minted[0].json()['key_id']}").status_code == 200
+    assert manager.post(keys_path, {}).status_code == 201
+
+
 def test_limits_are_changed_in_part_by_an_admin(api):
     _, made = new_tenant(api, requests_per_minute=50)
     tenant_id = made["tenant"]["tenant_id"]
@@ -231,6 +278,27 @@ def test_the_cli_makes_a_tenant_changes_its_limits_and_revokes_a_key(stack):
     assert cli("revoke", issued["key_id"]).exit_code == 0
     assert Api(stack.url, issued["api_key"]).get("/v1/jobs").status_code == 401
 
+    listed = json.loads(cli("keys", tenant_id, "--json").stdout)["keys"]
+    assert [k["key_id"] for k in listed] == [made["key_id"]]
+    assert "keys:manage" in cli("keys", tenant_id).output
+
     refused = cli("limits", tenant_id, "--set", "max_in_flight=0")
     assert refused.exit_code == 1 and "max_in_flight" in refused.output
     assert cli("limits", tenant_id, "--set", "oops").exit_code == 2
+
+
+def test_the_first_admin_key_is_made_by_a_command_and_revoked_like_any_other(stack, api):
+    from stillhouse_local.cli import app
+    from typer.testing import CliRunner
+
+    made = CliRunner().invoke(app, ["admin-key", "create", "--table", stack.resources["ApiKeysTable"], "--json"],
+                              env={"COLUMNS": "160"})
+    assert made.exit_code == 0, made.output
+    issued = json.loads(made.stdout)
+    assert issued["admin"] is True and issued["tenant_id"] == "ops" and issued["key_id"].startswith("key_")
+    admin = Api(stack.url, issued["api_key"])
+    assert admin.put("/v1/tenants/t_nobody/limits", {"max_in_flight": 2}).status_code == 404  # admin: past 403
+    assert [k["key_id"] for k in api.get("/v1/tenants/ops/keys").json()["keys"]] == [issued["key_id"]]
+
+    assert api.delete(f"/v1/keys/{issued['key_id']}").status_code == 200
+    assert admin.get("/v1/jobs").status_code == 401

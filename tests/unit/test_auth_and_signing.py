@@ -18,7 +18,7 @@ def test_keys_are_stored_as_digests_never_in_clear(keys_table):
     key_id = store.add(key, "acme")
     items = keys_table.scan()["Items"]
     assert items == [{"key_hash": hash_key(key), "key_id": key_id, "tenant_id": "acme", "admin": False,
-                      "created_at": items[0]["created_at"]}]
+                      "scopes": [], "prefix": key[:7], "created_at": items[0]["created_at"]}]
     assert key not in str(items)
 
 

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     # How long an API key (and its tenant's limits) is trusted from this process's memory: a revoked key
     # or changed limits take effect within this many seconds on every warm function.
     api_key_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # How long a digest found in no key is remembered as unknown: a flood of wrong keys costs one read per
+    # distinct key per this time. Short: only a key someone guessed before it was minted waits this long.
+    api_key_negative_cache_ttl_s: float = Field(default=10.0, ge=0)
+    # Live (neither revoked nor expired) keys a tenant may hold at once: a stolen key cannot mint without end.
+    max_keys_per_tenant: int = Field(default=20, ge=1)
+    # Lifetime of a minted key when its minter gives none; unset: such keys never expire.
+    api_key_default_expiry_s: int | None = Field(default=None, ge=1)
     # Per-tenant webhook secrets (delivery/tenant_secrets.py); a rotated-out secret still signs this long.
     webhook_secrets_table: str = "stillhouse-webhook-secrets"
     webhook_secret_grace_s: int = 86_400

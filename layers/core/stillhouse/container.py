@@ -74,7 +74,10 @@ class Container:
 
     @cached_property
     def api_keys(self) -> ApiKeyStore:
-        return ApiKeyStore(aws.table(self.settings.api_keys_table), cache_ttl_s=self.settings.api_key_cache_ttl_s)
+        s = self.settings
+        return ApiKeyStore(aws.table(s.api_keys_table), cache_ttl_s=s.api_key_cache_ttl_s,
+                           negative_ttl_s=s.api_key_negative_cache_ttl_s, max_keys_per_tenant=s.max_keys_per_tenant,
+                           default_lifetime_s=s.api_key_default_expiry_s)
 
     @cached_property
     def tenants(self) -> TenantStore:

@@ -20,7 +20,8 @@ BEARER = "bearer"
 ERRORS = {
     "400": "malformed JSON, a body nested too deeply, or a bad cursor",
     "401": "no API key, or one that is unknown, revoked or expired",
-    "403": "needs an admin key, or a limit of the tenant forbids it (e.g. priority high)",
+    "403": "needs an admin key (or, for a tenant's keys, one with keys:manage), or a limit of the tenant "
+           "forbids it (e.g. priority high)",
     "404": "no such route or object (another tenant's objects are not found either)",
     "409": "conflicts with the object's state, or with a twin request (Retry-After)",
     "413": "the body, or a job's input, is too large",

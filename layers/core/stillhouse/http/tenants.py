@@ -1,9 +1,10 @@
 """Tenants and their API keys: POST /v1/tenants (admin), GET /v1/tenants/{id}, PUT /v1/tenants/{id}/limits
-(admin), POST /v1/tenants/{id}/keys, DELETE /v1/keys/{key_id}.
+(admin), POST and GET /v1/tenants/{id}/keys, DELETE /v1/keys/{key_id}.
 
-A tenant may read itself and make and revoke its own keys; anything about another tenant answers 404,
-like another tenant's job. An API key and a webhook secret are shown once, in the answer that made them.
-A revoked key stops within `api_key_cache_ttl_s` (30 s by default) in every warm function.
+A tenant may read itself; its keys with the `keys:manage` scope (its first key has it) may make, list and
+revoke its keys, and any key may revoke itself. Anything about another tenant answers 404, like another
+tenant's job. An API key and a webhook secret are shown once, in the answer that made them. A revoked key
+stops within `api_key_cache_ttl_s` (30 s by default) in every warm function.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from stillhouse.auth import IssuedKey, Principal, require_admin
+from stillhouse.auth import KEYS_MANAGE, IssuedKey, KeyInfo, Principal, Scope, require_admin, require_key_manager
 from stillhouse.container import container
 from stillhouse.tenants.store import LimitsPatch, Tenant, TenantNotFound
 
@@ -42,7 +43,14 @@ class TenantCreated(BaseModel):
 class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expires_in_s: int | None = Field(default=None, ge=1, le=MAX_KEY_LIFETIME_S)  # none: never expires
+    # none: the default expiry (api_key_default_expiry_s), or never where there is none
+    expires_in_s: int | None = Field(default=None, ge=1, le=MAX_KEY_LIFETIME_S)
+    # `keys:manage`: the new key may manage keys too (only a key that has the scope may grant it)
+    scopes: list[Scope] = Field(default_factory=list, max_length=1)
+
+
+class KeyList(BaseModel):
+    keys: list[KeyInfo]  # the live keys, oldest first; never a key or its digest
 
 
 class KeyRevoked(BaseModel):
@@ -66,7 +74,8 @@ def _own_or_admin(tenant_id: str) -> Principal:
 def create_tenant(body: NewTenant) -> TenantCreated:
     require_admin(_principal())
     tenant = container().tenants.create(body.name, body.limits)
-    key = container().api_keys.issue(tenant.tenant_id)
+    # The tenant's first key manages its keys: without it the tenant would need an admin for every key.
+    key = container().api_keys.issue(tenant.tenant_id, scopes=[KEYS_MANAGE])
     secret = container().webhook_secrets.create(tenant.tenant_id)
     created = TenantCreated(tenant=tenant, api_key=key.api_key, key_id=key.key_id, webhook_secret=secret)
     return Response(status_code=201, content_type="application/json", body=created)
@@ -87,15 +96,24 @@ def put_limits(tenant_id: Annotated[str, Path(pattern=TENANT_ID)], body: LimitsP
 @router.post("/v1/tenants/<tenant_id>/keys", responses={201: {"description": "created; the key is shown only "
                                                                              "here"}})
 def create_key(tenant_id: Annotated[str, Path(pattern=TENANT_ID)], body: NewKey | None = None) -> IssuedKey:
-    _own_or_admin(tenant_id)
+    body = body or NewKey()
+    require_key_manager(_own_or_admin(tenant_id), body.scopes)
     container().tenants.get(tenant_id)
-    expires = time.time() + body.expires_in_s if body is not None and body.expires_in_s else None
-    key = container().api_keys.issue(tenant_id, expires_at=expires)
+    expires = time.time() + body.expires_in_s if body.expires_in_s else None
+    key = container().api_keys.issue(tenant_id, expires_at=expires, scopes=body.scopes)
     return Response(status_code=201, content_type="application/json", body=key)
+
+
+@router.get("/v1/tenants/<tenant_id>/keys")
+def list_keys(tenant_id: Annotated[str, Path(pattern=TENANT_ID)]) -> KeyList:
+    require_key_manager(_own_or_admin(tenant_id))
+    return KeyList(keys=container().api_keys.live_keys(tenant_id))
 
 
 @router.delete("/v1/keys/<key_id>")
 def revoke_key(key_id: Annotated[str, Path(pattern=KEY_ID)]) -> KeyRevoked:
     who = _principal()
+    if key_id != who.key_id:  # any key may retire itself
+        require_key_manager(who)
     container().api_keys.revoke(key_id, tenant_id=None if who.admin else who.tenant_id)
     return KeyRevoked(key_id=key_id)

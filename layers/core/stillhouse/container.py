@@ -52,7 +52,7 @@ class Container:
     # --- stores --------------------------------------------------------------------------------
     @cached_property
     def spill(self) -> ResultStore:
-        return ResultStore(aws.client("s3"), self.settings.results_bucket)
+        return ResultStore(aws.client("s3"), self.settings.results_bucket, link_s=self.settings.output_link_s)
 
     @cached_property
     def result_cache(self) -> ResultCache:
@@ -60,7 +60,9 @@ class Container:
 
     @cached_property
     def job_store(self) -> JobStore:
-        return JobStore(aws.table(self.settings.jobs_table), self.spill, watch_s=self.settings.sweep_after_s)
+        s = self.settings
+        return JobStore(aws.table(s.jobs_table), self.spill, watch_s=s.sweep_after_s,
+                        retain_s=s.job_retention_days * 86_400)
 
     @cached_property
     def deadlines(self) -> SettleDeadlines:

@@ -11,6 +11,7 @@ from threading import Lock
 from typing import TYPE_CHECKING
 
 from stillhouse import aws, secrets
+from stillhouse.audit import AuditLog
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
 from stillhouse.delivery.destinations import WebhookGuard
@@ -77,6 +78,10 @@ class Container:
     @cached_property
     def api_keys(self) -> ApiKeyStore:
         return ApiKeyStore(aws.table(self.settings.api_keys_table), cache_ttl_s=self.settings.api_key_cache_ttl_s)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(aws.table(self.settings.config_table))
 
     @cached_property
     def tenants(self) -> TenantStore:

@@ -2,7 +2,7 @@
 from aws_lambda_powertools.logging import correlation_paths
 
 from stillhouse.container import startup_check
-from stillhouse.http.public_api import app, logger
+from stillhouse.http.public_api import logger, serve
 from stillhouse.telemetry.metrics import log_metrics
 from stillhouse.telemetry.tracing import lambda_tracer
 
@@ -15,4 +15,4 @@ startup_check()  # every setting validated now (Lambda init), not at first use
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @log_metrics
 def handler(event: dict, context: object) -> dict:
-    return app.resolve(event, context)
+    return serve(event, context)  # the answer, and the request's access line with the caller's key id

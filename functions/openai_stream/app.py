@@ -5,14 +5,14 @@ import os
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from stillhouse.container import startup_check
-from stillhouse.http.public_api import app
+from stillhouse.http.public_api import serve
 from stillhouse.http.streaming import StreamedAnswer, respond, wsgi_app
 
 startup_check()  # every setting validated now (Lambda init), not at first use
 
 
 def stream_handler(event: dict, context: object) -> StreamedAnswer:
-    return respond(app.resolve, event, context)
+    return respond(serve, event, context)
 
 
 application = wsgi_app(stream_handler)

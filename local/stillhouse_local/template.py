@@ -20,6 +20,9 @@ CODE_BUCKET = "stillhouse-local-code"
 #: reads them, and moto's CloudFormation would only warn about the types it does not model.
 NOT_EMBEDDED = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::SNS::Topic",
                           "AWS::SNS::Subscription"})
+#: What moto's CloudFormation does not model, and moto would not enforce anyway: the results bucket's
+#: TLS-only policy (the embedded stack's S3 is plain http on loopback).
+NOT_MODELLED = frozenset({"AWS::S3::BucketPolicy"})
 
 
 @dataclass
@@ -187,7 +190,7 @@ def translate(template_path: Path) -> LocalTemplate:
         if res["Type"].startswith("AWS::ApiGatewayV2::")
         or res["Type"] in ("AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
         or res["Type"] in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission", "AWS::Lambda::Url")
-        or res["Type"] in NOT_EMBEDDED
+        or res["Type"] in NOT_EMBEDDED | NOT_MODELLED
     ]
     for name in drop:
         del cfn["Resources"][name]

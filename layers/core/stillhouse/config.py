@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     cache_table: str = "stillhouse-result-cache"
     cache_ttl_s: int = Field(default=86_400, ge=1, le=31_536_000)  # live (live_config.py)
     results_bucket: str = ""  # outputs over ~350 KB go here (DynamoDB items stop at 400 KB)
+    # How long a finished job is kept: its terminal write sets `expires_at` this many days on, and the
+    # jobs table's TTL removes it then (the results bucket's lifecycle rule matches). 0: kept forever.
+    job_retention_days: int = Field(default=0, ge=0, le=3650)
+    # How long a presigned `output_url` works; S3's SigV4 links stop at 7 days.
+    output_link_s: int = Field(default=3600, ge=60, le=604_800)
     high_queue_url: str = ""
     normal_queue_url: str = ""
     high_dlq_url: str = ""

@@ -11,6 +11,7 @@ from threading import Lock
 from typing import TYPE_CHECKING
 
 from stillhouse import aws, secrets
+from stillhouse.audit import AuditLog
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
 from stillhouse.delivery.destinations import WebhookGuard
@@ -52,7 +53,7 @@ class Container:
     # --- stores --------------------------------------------------------------------------------
     @cached_property
     def spill(self) -> ResultStore:
-        return ResultStore(aws.client("s3"), self.settings.results_bucket)
+        return ResultStore(aws.client("s3"), self.settings.results_bucket, link_s=self.settings.output_link_s)
 
     @cached_property
     def result_cache(self) -> ResultCache:
@@ -60,7 +61,9 @@ class Container:
 
     @cached_property
     def job_store(self) -> JobStore:
-        return JobStore(aws.table(self.settings.jobs_table), self.spill, watch_s=self.settings.sweep_after_s)
+        s = self.settings
+        return JobStore(aws.table(s.jobs_table), self.spill, watch_s=s.sweep_after_s,
+                        retain_s=s.job_retention_days * 86_400)
 
     @cached_property
     def deadlines(self) -> SettleDeadlines:
@@ -78,6 +81,10 @@ class Container:
         return ApiKeyStore(aws.table(s.api_keys_table), cache_ttl_s=s.api_key_cache_ttl_s,
                            negative_ttl_s=s.api_key_negative_cache_ttl_s, max_keys_per_tenant=s.max_keys_per_tenant,
                            default_lifetime_s=s.api_key_default_expiry_s)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(aws.table(self.settings.config_table))
 
     @cached_property
     def tenants(self) -> TenantStore:

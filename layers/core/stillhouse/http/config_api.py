@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from stillhouse.auth import require_admin
 from stillhouse.config import get_settings
-from stillhouse.container import live_config
+from stillhouse.container import container, live_config
 from stillhouse.live_config import live_values
 
 router = APIGatewayHttpRouter()
@@ -25,7 +25,11 @@ def get_config() -> dict[str, Any]:
 
 @router.put("/v1/config")
 def put_config(body: dict[str, Any]) -> dict[str, Any]:
-    require_admin(router.context["principal"])
+    who = router.context["principal"]
+    require_admin(who)
     store = live_config()
+    before = store.stored(force_fetch=True)
     settings = store.update(get_settings(), body)
-    return {"config": live_values(settings), "stored": store.stored()}
+    after = store.stored()
+    container().audit.record(who, "config.put", "router", before=before, after=after)
+    return {"config": live_values(settings), "stored": after}

@@ -1,5 +1,6 @@
 """The HTTP API v1 (Powertools APIGatewayHttpResolver): validation, OpenAPI, errors in one format."""
 
+import threading
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
@@ -10,6 +11,7 @@ from stillhouse.auth import Principal, require_admin
 from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
 from stillhouse.http import (
+    audit_api,
     config_api,
     dashboard,
     job_trace,
@@ -35,6 +37,9 @@ from stillhouse.telemetry import tracing
 
 logger = Logger(service="stillhouse")
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", dashboard.PATH})
+# Who is calling, for the request's access line: the resolver forgets its context before it returns.
+# Per thread: the embedded API serves requests concurrently in one process.
+_caller = threading.local()
 
 
 def authenticate(resolver) -> None:
@@ -42,6 +47,28 @@ def authenticate(resolver) -> None:
     if resolver.current_event.path not in PUBLIC_PATHS:
         who = container().api_keys.authenticate(resolver.current_event.headers.get("authorization"))
         resolver.append_context(principal=who)
+        _caller.who = who
+
+
+def serve(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Answer one API Gateway (HTTP API v2) event, and log its access line: API Gateway's own access log
+    (template.yaml) cannot name the caller's key, which only this function knows; the two join on
+    `request_id`. The line carries the key's id and tenant, never the key."""
+    _caller.who = None
+    answer = app.resolve(event, context)
+    who: Principal | None = _caller.who
+    _caller.who = None
+    request = event.get("requestContext") or {}
+    logger.info("access", extra={"access": {
+        "request_id": request.get("requestId"),
+        "method": (request.get("http") or {}).get("method"),
+        "path": event.get("rawPath"),
+        "status": answer.get("statusCode"),
+        "tenant_id": who.tenant_id if who else None,
+        "key_id": who.key_id if who else None,
+        "admin": who.admin if who else None,
+    }})
+    return answer
 
 
 app = new_resolver(gates=[authenticate])
@@ -52,6 +79,7 @@ app.include_router(config_api.router)
 app.include_router(dashboard.router)
 app.include_router(stats_api.router)
 app.include_router(openai_api.router)
+app.include_router(audit_api.router)
 
 
 def principal() -> Principal:
@@ -166,13 +194,19 @@ def list_endpoints() -> list[dict[str, Any]]:
 @app.put("/v1/endpoints/<name>")
 def put_endpoint(name: str, body: dict[str, Any]) -> dict[str, Any]:
     """Add an endpoint (full spec) or change some fields of an existing one (e.g. weight, enabled)."""
-    require_admin(principal())
+    who = principal()
+    require_admin(who)
     registry = container().registry
+    try:
+        before: EndpointSpec | None = registry.get(name, force_fetch=True)
+    except EndpointNotFound:
+        before = None
     try:
         spec = registry.update(name, **body)
     except EndpointNotFound:
         spec = registry.put({**body, "name": name})
+    container().audit.record(who, "endpoint.put", name, before=before, after=spec)
     return spec.model_dump(mode="json")
 
 
-__all__ = ["app", "logger", "EndpointSpec"]
+__all__ = ["app", "logger", "serve", "EndpointSpec"]

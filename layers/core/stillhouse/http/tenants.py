@@ -72,11 +72,14 @@ def _own_or_admin(tenant_id: str) -> Principal:
 @router.post("/v1/tenants", responses={201: {"description": "created; the API key and webhook secret are "
                                                             "shown only here"}})
 def create_tenant(body: NewTenant) -> TenantCreated:
-    require_admin(_principal())
+    who = _principal()
+    require_admin(who)
     tenant = container().tenants.create(body.name, body.limits)
     # The tenant's first key manages its keys: without it the tenant would need an admin for every key.
     key = container().api_keys.issue(tenant.tenant_id, scopes=[KEYS_MANAGE])
     secret = container().webhook_secrets.create(tenant.tenant_id)
+    # The key's id, never the key or the webhook secret.
+    container().audit.record(who, "tenant.create", tenant.tenant_id, after={"tenant": tenant, "key_id": key.key_id})
     created = TenantCreated(tenant=tenant, api_key=key.api_key, key_id=key.key_id, webhook_secret=secret)
     return Response(status_code=201, content_type="application/json", body=created)
 
@@ -89,18 +92,24 @@ def get_tenant(tenant_id: Annotated[str, Path(pattern=TENANT_ID)]) -> Tenant:
 
 @router.put("/v1/tenants/<tenant_id>/limits")
 def put_limits(tenant_id: Annotated[str, Path(pattern=TENANT_ID)], body: LimitsPatch) -> Tenant:
-    require_admin(_principal())
-    return container().tenants.set_limits(tenant_id, body)
+    who = _principal()
+    require_admin(who)
+    before = container().tenants.get(tenant_id)
+    after = container().tenants.set_limits(tenant_id, body)
+    container().audit.record(who, "tenant.limits.put", tenant_id, before=before, after=after)
+    return after
 
 
 @router.post("/v1/tenants/<tenant_id>/keys", responses={201: {"description": "created; the key is shown only "
                                                                              "here"}})
 def create_key(tenant_id: Annotated[str, Path(pattern=TENANT_ID)], body: NewKey | None = None) -> IssuedKey:
     body = body or NewKey()
-    require_key_manager(_own_or_admin(tenant_id), body.scopes)
+    who = _own_or_admin(tenant_id)
+    require_key_manager(who, body.scopes)
     container().tenants.get(tenant_id)
     expires = time.time() + body.expires_in_s if body.expires_in_s else None
     key = container().api_keys.issue(tenant_id, expires_at=expires, scopes=body.scopes)
+    container().audit.record(who, "key.create", key.key_id, after=key.model_dump(exclude={"api_key"}))
     return Response(status_code=201, content_type="application/json", body=key)
 
 
@@ -116,4 +125,5 @@ def revoke_key(key_id: Annotated[str, Path(pattern=KEY_ID)]) -> KeyRevoked:
     if key_id != who.key_id:  # any key may retire itself
         require_key_manager(who)
     container().api_keys.revoke(key_id, tenant_id=None if who.admin else who.tenant_id)
+    container().audit.record(who, "key.revoke", key_id, after={"revoked": True})
     return KeyRevoked(key_id=key_id)

@@ -37,4 +37,6 @@ def rotate_webhook_secret(tenant_id: Annotated[str, Path(pattern=TENANT_ID)]) ->
         container().tenants.get(tenant_id)  # an admin gets 404 for a tenant that does not exist
     secret = store.rotate(tenant_id)
     until = int(time.time() + store.grace_s) if had_one else None
+    # That it was rotated and until when the old one signs; never the secret.
+    container().audit.record(who, "webhook_secret.rotate", tenant_id, after={"previous_valid_until": until})
     return WebhookSecret(tenant_id=tenant_id, webhook_secret=secret, previous_valid_until=until)

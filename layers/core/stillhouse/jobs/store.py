@@ -86,10 +86,16 @@ def _is_condition_failure(err: ClientError) -> bool:
 
 
 class JobStore:
-    def __init__(self, table: Any, results: Any = None, *, watch_s: float = 300.0) -> None:
+    def __init__(self, table: Any, results: Any = None, *, watch_s: float = 300.0, retain_s: float = 0) -> None:
         self._table = table
         self._results = results  # stillhouse.outputs.spill.ResultStore: big outputs go to S3
         self._watch_s = watch_s  # a live job's default `due_at`: this long after its last news
+        # A finished job is kept this long (settings.job_retention_days): the terminal write sets
+        # `expires_at` (epoch seconds, the jobs table's TTL attribute). 0: kept forever, no attribute.
+        self._retain_s = retain_s
+
+    def _expires_at(self, moment: datetime) -> int | None:
+        return int(moment.timestamp() + self._retain_s) if self._retain_s > 0 else None
 
     def _due_after_news(self, moment: datetime) -> str:
         return iso(moment + timedelta(seconds=self._watch_s))
@@ -104,8 +110,11 @@ class JobStore:
 
     def create(self, job: Job) -> Job:
         item = _to_item(job)
+        moment = datetime.fromisoformat(job.updated_at.replace("Z", "+00:00"))
         if not job.status.terminal:  # a job answered from the cache is created COMPLETED: never due
-            item["due_at"] = self._due_after_news(datetime.fromisoformat(job.updated_at.replace("Z", "+00:00")))
+            item["due_at"] = self._due_after_news(moment)
+        elif (expires := self._expires_at(moment)) is not None:
+            item["expires_at"] = expires
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(id)")
         except ClientError as err:
@@ -253,6 +262,9 @@ class JobStore:
         if not target.terminal and "due_at" not in (fields or {}):
             values[":due"] = self._due_after_news(moment)
             sets.append("due_at = :due")
+        if target.terminal and (expires := self._expires_at(moment)) is not None:
+            values[":expires"] = expires
+            sets.append("expires_at = :expires")
         room = ITEM_LIMIT - ITEM_MARGIN - _item_size(current) if current is not None else None
         for i, (name, value) in enumerate(self._stored(job_id, fields or {}, room).items()):
             names[f"#f{i}"] = name

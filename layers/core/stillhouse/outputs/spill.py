@@ -16,10 +16,11 @@ def result_key(job_id: str) -> str:
 
 
 class ResultStore:
-    def __init__(self, s3: Any, bucket: str, inline_limit: int = 350_000) -> None:
+    def __init__(self, s3: Any, bucket: str, inline_limit: int = 350_000, *, link_s: int = 3600) -> None:
         self._s3 = s3
         self._bucket = bucket
         self.inline_limit = inline_limit
+        self.link_s = link_s  # a presigned link's lifetime (settings.output_link_s)
 
     def keep(self, job_id: str, output: Any, *, room: int | None = None, force: bool = False
              ) -> tuple[Any, dict[str, int] | None]:
@@ -33,9 +34,9 @@ class ResultStore:
         self._s3.put_object(Bucket=self._bucket, Key=result_key(job_id), Body=body, ContentType="application/json")
         return None, {"bytes": len(body)}
 
-    def url(self, job_id: str, ref: dict[str, Any] | None, expires_s: int = 3600) -> str | None:
-        """A presigned link to `job_id`'s own kept result, when it has one."""
+    def url(self, job_id: str, ref: dict[str, Any] | None) -> str | None:
+        """A presigned link to `job_id`'s own kept result, when it has one, working for `link_s`."""
         if not ref:
             return None
         return self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self._bucket, "Key": result_key(job_id)}, ExpiresIn=expires_s)
+            "get_object", Params={"Bucket": self._bucket, "Key": result_key(job_id)}, ExpiresIn=self.link_s)

@@ -58,7 +58,8 @@ lint: $(STAMP)
 # hash of every file pip may install. Run after changing those dependencies; tests/unit/test_layer_lock.py
 # fails (in `make test`) while the lock and pyproject disagree.
 lock: $(STAMP)
-	$(BIN)/python -c 'import tomllib; print("\n".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if not d.startswith("boto3")))' \
+	$(BIN)/python -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+	  print("\n".join(d for d in deps if not d.startswith("boto3")))' \
 	  | $(BIN)/uv pip compile - --quiet --generate-hashes --python-platform aarch64-manylinux2014 --python-version 3.12 \
 	    --no-python-downloads --custom-compile-command 'make lock' -o layers/core/requirements.txt
 

@@ -76,8 +76,9 @@ def test_the_lock_is_made_for_the_runtime_and_architecture_the_template_deploys(
     template = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
     (layer,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::LayerVersion"]
     assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt") == LOCK
-    assert layer["Metadata"]["BuildArchitecture"] == "arm64" and template["Globals"]["Function"]["Architectures"] == ["arm64"]
-    python = template["Globals"]["Function"]["Runtime"].removeprefix("python")
+    functions = template["Globals"]["Function"]
+    assert layer["Metadata"]["BuildArchitecture"] == "arm64" and functions["Architectures"] == ["arm64"]
+    python = functions["Runtime"].removeprefix("python")
     recipe = re.search(r"^lock:.*?(?=^\S)", (ROOT / "Makefile").read_text(), re.S | re.M)[0]
     assert "--generate-hashes" in recipe and "-o layers/core/requirements.txt" in recipe
     assert "--python-platform aarch64-manylinux2014" in recipe and f"--python-version {python}" in recipe

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-localstack test-worker lint bench clean browser
+.PHONY: run test test-unit test-integration test-localstack test-worker lint bench clean browser lock
 
 $(STAMP): pyproject.toml requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ test-localstack: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 	scripts/sam.sh validate --lint
+
+# The Lambda layer's lock, layers/core/requirements.txt (what `sam build` installs, hash-checked): pyproject's
+# dependencies but boto3 (the runtime has it), resolved for the Lambda runtime (Python 3.12 on arm64) with the
+# hash of every file pip may install. Run after changing those dependencies; tests/unit/test_layer_lock.py
+# fails (in `make test`) while the lock and pyproject disagree.
+lock: $(STAMP)
+	$(BIN)/python -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+	  print("\n".join(d for d in deps if not d.startswith("boto3")))' \
+	  | $(BIN)/uv pip compile - --quiet --generate-hashes --python-platform aarch64-manylinux2014 --python-version 3.12 \
+	    --no-python-downloads --custom-compile-command 'make lock' -o layers/core/requirements.txt
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.worker_throughput

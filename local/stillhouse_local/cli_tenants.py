@@ -31,7 +31,7 @@ app = typer.Typer(help="tenants, their limits and API keys (admin key, except fo
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="a limit as NAME=VALUE (requests_per_minute, max_in_flight, max_council_models, "
-                  "allow_high_priority); repeat for several", show_default=False)]
+                  "allow_high_priority, stream_polls_per_minute); repeat for several", show_default=False)]
 
 
 def parse_limits(assignments: list[str] | None) -> dict[str, Any]:

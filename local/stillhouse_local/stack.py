@@ -250,7 +250,7 @@ class EmbeddedStack:
 WORKER_MODELS = ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2")
 
 DEV_LIMITS = LimitsPatch(requests_per_minute=1_000_000, max_in_flight=5_000, max_council_models=8,
-                        allow_high_priority=True)
+                        allow_high_priority=True, stream_polls_per_minute=1_000_000)
 
 
 def _default_parameter(local: Any, name: str) -> str:

@@ -27,6 +27,7 @@ def job_count(api):
     ('{"task": "echo", "input": {}, "priority": "urgent"}', 422, "priority"),
     ('{"task": "echo", "input": {}, "webhook": "not a url"}', 422, "webhook"),
     ('{"task": "echo", "input": {}, "surprise": 1}', 422, "surprise"),
+    ('{"task": "generate", "input": {"prompt": "p", "temperature": "hot"}, "cache": true}', 422, "input.temperature"),
 ])
 def test_malformed_requests_are_refused_with_the_field_named(api, body, status, field):
     response = requests.post(api.url + "/v1/jobs", data=body, headers=api.headers, timeout=10)

@@ -84,6 +84,10 @@ def test_a_forged_callback_token_is_refused_and_changes_nothing(api, stack, runn
     response = callback(stack, running_job["id"], "k1.99999999999." + "0" * 40,
                         body={"id": running_job["runpod_id"], "status": "FAILED", "error": "forged"})
     assert response.status_code == 401 and response.json()["error"]["field"] == "token"
+    # An expiry of digits only to str.isdigit() ('²³'): refused like any bad token, never a 500.
+    response = callback(stack, running_job["id"], "k1.\u00b2\u00b3." + "0" * 40,
+                        body={"id": running_job["runpod_id"], "status": "FAILED", "error": "forged"})
+    assert response.status_code == 401 and response.json()["error"]["field"] == "token"
     assert_unchanged(api, running_job)
     assert api.wait(running_job["id"])["status"] == "COMPLETED"  # the real result still lands
 

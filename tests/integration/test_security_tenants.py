@@ -207,6 +207,28 @@ def test_over_max_in_flight_is_429_until_a_job_ends(api):
     tenant.submit()
 
 
+def test_a_council_counts_as_the_gpu_jobs_it_runs(api):
+    tenant, _ = new_tenant(api, max_in_flight=3, max_council_models=2)
+    council = {"prompt": "hi", "models": ["a", "b"]}
+    response = tenant.post("/v1/jobs", {"task": "council", "input": {**council, "rank": True}})
+    assert response.status_code == 422 and error_of(response)["field"] == "input.models"  # 5 GPU jobs of 3
+    assert "max_in_flight" in error_of(response)["message"]
+    job = tenant.submit("council", council)  # 2 answers and the chair: all 3 places
+    response = tenant.post("/v1/jobs", {"task": "echo", "input": {}})
+    assert response.status_code == 429 and error_of(response)["field"] == "max_in_flight"
+    assert tenant.post(f"/v1/jobs/{job}/cancel").status_code == 200
+
+
+def test_stream_polls_are_limited_per_tenant_with_retry_after(api):
+    tenant, _ = new_tenant(api, stream_polls_per_minute=2)
+    job = tenant.submit("echo", {"text": "hi"})
+    answers = [tenant.get(f"/v1/jobs/{job}/stream") for _ in range(5)]  # 2 a minute: some are refused
+    refused = [r for r in answers if r.status_code == 429]
+    assert refused and error_of(refused[0])["field"] == "stream_polls_per_minute"
+    assert 1 <= int(refused[0].headers["Retry-After"]) <= 60
+    assert new_tenant(api)[0].get(f"/v1/jobs/{job}/stream").status_code == 404  # others poll on their own count
+
+
 def test_high_priority_and_council_size_follow_the_tenants_limits(api):
     tenant, made = new_tenant(api, max_council_models=2)
     response = tenant.post("/v1/jobs", {"task": "echo", "input": {}, "priority": "high"})

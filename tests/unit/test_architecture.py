@@ -75,7 +75,7 @@ def _layer_contents(layer: Path) -> tuple[list[str], list[str]]:
              if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p)]
     lines = (layer / "requirements.txt").read_text().splitlines()
     requirements = [re.split(r"[\s\[<>=~!;]", line.strip(), maxsplit=1)[0].lower()
-                    for line in lines if line.strip() and not line.startswith("#")]
+                    for line in lines if line.strip() and not line.strip().startswith(("#", "--"))]
     return files, requirements
 
 

@@ -70,7 +70,9 @@ def test_callback_token_names_its_key_and_expires():
     assert not verify_callback_token(KEYS, token.replace(".1000.", ".9999."), "job1", 1, "east", now=999)
 
 
-@pytest.mark.parametrize("token", ["", "abc", "k1..x", "nokey.99999999999.abc", "k1.99999999999." + "0" * 40])
+@pytest.mark.parametrize("token", ["", "abc", "k1..x", "nokey.99999999999.abc", "k1.99999999999." + "0" * 40,
+                                   # digits to str.isdigit() that int() refuses: refused, never a 500
+                                   "k1.\u00b2\u00b3." + "0" * 40, "k1.\u0663\u0663." + "0" * 40])
 def test_malformed_or_forged_callback_tokens_are_refused(token):
     assert not verify_callback_token(KEYS, token, "job1", 1, "east")
 

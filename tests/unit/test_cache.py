@@ -34,6 +34,18 @@ def test_only_deterministic_jobs_are_cacheable(task, input, params, expected):
     assert cacheable(task, input, params) is expected
 
 
+@pytest.mark.parametrize("input, params, field", [
+    ({"prompt": "p", "temperature": "hot"}, {}, "input.temperature"),
+    ({"prompt": "p"}, {"temperature": [0]}, "params.temperature"),
+    ({"prompt": "p", "temperature": True}, {}, "input.temperature"),
+    ({"prompt": "p", "temperature": float("nan")}, {"temperature": 0}, "input.temperature"),
+])
+def test_a_temperature_that_is_not_a_number_is_422_naming_where_it_was_written(input, params, field):
+    with pytest.raises(Unprocessable) as refused:
+        cacheable(Task.GENERATE, input, params)
+    assert refused.value.field == field
+
+
 def test_a_key_covers_tenant_task_model_input_and_params_but_not_key_order():
     base = cache_key("acme", Task.ECHO, None, {"a": 1, "b": 2}, {})
     assert base == cache_key("acme", Task.ECHO, None, {"b": 2, "a": 1}, {})

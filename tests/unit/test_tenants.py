@@ -167,8 +167,109 @@ def test_high_priority_and_council_size_follow_the_tenants_limits(quotas, jobs, 
     with pytest.raises(Unprocessable) as refused:
         submit(quotas, jobs, council_models=4)
     assert refused.value.field == "input.models" and "max_council_models" in refused.value.message
-    tenants.create("Acme", LimitsPatch(allow_high_priority=True, max_council_models=4), tenant_id="acme")
-    submit(quotas, jobs, high_priority=True, council_models=4)
+    tenants.create("Acme", LimitsPatch(allow_high_priority=True, max_council_models=4, max_in_flight=10),
+                   tenant_id="acme")
+    submit(quotas, jobs, high_priority=True, council_models=4, gpu_jobs=5)
+
+
+def test_a_council_counts_its_gpu_jobs_against_the_rate_and_the_in_flight_limit(quotas, jobs, tenants, tables):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=60, max_in_flight=8), tenant_id="acme")
+    submit(quotas, jobs, council_models=3, gpu_jobs=7)  # 3 members who rank, and the chair
+    with pytest.raises(QuotaExceeded) as refused:
+        submit(quotas, jobs, council_models=2, gpu_jobs=3)  # 7 + 3 > 8
+    assert refused.value.field == "max_in_flight" and "runs 3" in refused.value.message
+    submit(quotas, jobs)  # a plain job still fits: 7 + 1
+    item = tables[0].get_item(Key={"tenant_id": "acme#in_flight"})["Item"]
+    assert item["held"] == 8 and len(item["live"]) == 2  # one entry per job, not one per GPU job
+    assert item["rate_tokens"] == 60 - 8
+
+
+def test_the_rate_bucket_refuses_a_council_it_has_too_few_tokens_for(quotas, jobs, tenants, clock):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=6, max_in_flight=100), tenant_id="acme")
+    submit(quotas, jobs, n=2)
+    with pytest.raises(QuotaExceeded) as refused:
+        submit(quotas, jobs, council_models=2, gpu_jobs=5)  # 4 tokens left, it needs 5
+    assert refused.value.field == "requests_per_minute" and refused.value.retry_after_s == 10
+    clock.advance(10)
+    submit(quotas, jobs, council_models=2, gpu_jobs=5)
+
+
+def test_a_job_costing_more_than_a_limit_allows_at_all_is_422_not_429(quotas, jobs, tenants):
+    tenants.create("Acme", LimitsPatch(max_in_flight=4, max_council_models=4), tenant_id="acme")
+    with pytest.raises(Unprocessable) as refused:
+        submit(quotas, jobs, council_models=2, gpu_jobs=5)  # waiting would never make room for 5 of 4
+    assert refused.value.field == "input.models" and "max_in_flight" in refused.value.message
+
+
+def test_an_ended_council_gives_back_the_weight_it_took(quotas, jobs, tenants, tables):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=1000, max_in_flight=7), tenant_id="acme")
+    submit(quotas, jobs, council_models=3, gpu_jobs=7)
+    with pytest.raises(QuotaExceeded):
+        submit(quotas, jobs)
+    jobs.running.clear()  # the council ends (in whichever function): healing releases all 7
+    submit(quotas, jobs, n=7)
+    item = tables[0].get_item(Key={"tenant_id": "acme#in_flight"})["Item"]
+    assert item["held"] == 7 and len(item["live"]) == 7
+
+
+def test_two_processes_healing_at_once_release_a_weight_once(quotas, jobs, tenants, tables):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=1000, max_in_flight=10), tenant_id="acme")
+    submit(quotas, jobs, council_models=2, gpu_jobs=5)
+    quotas.admit("acme", "ended-council", council_models=2, gpu_jobs=5)  # never running: to be healed
+    first = Quotas(tenants, jobs.live)
+    real_live = jobs.live
+
+    def live_while_another_heals(job_ids):
+        found = real_live(job_ids)
+        if not getattr(live_while_another_heals, "done", False):
+            live_while_another_heals.done = True
+            first._heal("acme")  # heals between this process's read and its write
+        return found
+
+    Quotas(tenants, live_while_another_heals)._heal("acme")
+    item = tables[0].get_item(Key={"tenant_id": "acme#in_flight"})["Item"]
+    assert item["held"] == 5 and len(item["live"]) == 1
+
+
+def test_an_in_flight_set_from_before_weights_is_counted_once_and_then_weighed(quotas, jobs, tenants, tables):
+    tenants.create("Acme", LimitsPatch(requests_per_minute=1000, max_in_flight=4), tenant_id="acme")
+    tables[0].put_item(Item={"tenant_id": "acme#in_flight", "live": {"old1", "old2"}})  # no `held`
+    jobs.running.update({"old1", "old2"})
+    submit(quotas, jobs)
+    with pytest.raises(QuotaExceeded):
+        submit(quotas, jobs, council_models=2, gpu_jobs=3)  # 2 old + 1 new + 3 > 4
+    assert tables[0].get_item(Key={"tenant_id": "acme#in_flight"})["Item"]["held"] == 3
+
+
+# --- stream polls ---------------------------------------------------------------------------------------
+
+def test_stream_polls_are_counted_per_tenant_per_minute_with_retry_after(quotas, tenants, clock):
+    tenants.create("Acme", LimitsPatch(stream_polls_per_minute=3), tenant_id="acme")
+    clock.advance(60 - clock() % 60 + 15)  # 15 s into a minute
+    for _ in range(3):
+        quotas.poll("acme")
+    with pytest.raises(QuotaExceeded) as refused:
+        quotas.poll("acme")
+    assert refused.value.field == "stream_polls_per_minute" and refused.value.retry_after_s == 45
+    quotas.poll("other")  # another tenant has its own count
+    clock.advance(45)  # the next minute
+    for _ in range(3):
+        quotas.poll("acme")
+    with pytest.raises(QuotaExceeded):
+        quotas.poll("acme")
+
+
+def test_two_processes_share_one_poll_count(tables, tenants, jobs, clock):
+    tenants.create("Acme", LimitsPatch(stream_polls_per_minute=4), tenant_id="acme")
+    here, there = Quotas(tenants, jobs.live, now=clock), Quotas(tenants, jobs.live, now=clock)
+    answered = 0
+    for quotas in (here, there) * 3:
+        try:
+            quotas.poll("acme")
+            answered += 1
+        except QuotaExceeded:
+            pass
+    assert answered == 4
 
 
 # --- API keys -----------------------------------------------------------------------------------------

@@ -85,7 +85,8 @@ class TenantLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)  # job submissions, a token bucket
+    requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)  # GPU jobs submitted, a token bucket
+    stream_polls_per_minute: int = Field(default=600, ge=1, le=1_000_000)  # GET /v1/jobs/{id}/stream calls
     max_in_flight: int = Field(default=100, ge=1, le=5_000)  # jobs not yet ended
     max_council_models: int = Field(default=4, ge=2, le=8)
     allow_high_priority: bool = False

@@ -149,6 +149,9 @@ def cancel_job(job_id: str) -> JobAccepted:
 def stream_job(job_id: str) -> StreamPage:
     """The chunks a streaming job produced since the last call (RunPod-style polling; see streams.py)."""
     logger.thread_safe_append_keys(job_id=job_id)
+    # Each poll asks RunPod with our key: counted per tenant here, at the route (the OpenAI streaming front
+    # reads its own job's stream server-side and is not held to the caller's poll rate).
+    container().quotas.poll(principal().tenant_id)
     reader = StreamReader(container().job_store, container().registry, container().runpod.client_for)
     return reader.read(principal(), job_id)
 

@@ -122,6 +122,12 @@ class CouncilInput(BaseModel):
     rank: bool = False
     max_new_tokens: int | None = Field(default=None, ge=1)  # at most InputLimits.max_new_tokens
 
+    def gpu_jobs(self) -> int:
+        """The RunPod jobs this council runs (stillhouse.workflows.council): one answer per member, one
+        ranking per member when it ranks, and the chair's synthesis. Quotas count it (tenants.quotas)."""
+        members = len(self.models or ())
+        return members * (2 if self.rank else 1) + 1
+
 
 class JobSummary(BaseModel):
     id: str

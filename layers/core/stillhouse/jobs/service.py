@@ -90,9 +90,11 @@ class JobService:
             key = cache_key(principal.tenant_id, request.task, request.model, request.input, request.params)
         job_id = new_job_id()
         if self._quotas is not None:
-            council = len(request.input["models"]) if request.task is Task.COUNCIL else None
+            # A council counts as the GPU jobs it runs, not as one: otherwise it would be 2N+1 for 1.
+            spec = CouncilInput.model_validate(request.input) if request.task is Task.COUNCIL else None
             self._quotas.admit(principal.tenant_id, job_id, high_priority=request.priority is Priority.HIGH,
-                               council_models=council)
+                               council_models=len(spec.models or ()) if spec else None,
+                               gpu_jobs=spec.gpu_jobs() if spec else 1)
         at = now_iso()
         trace = TraceContext.parse(traceparent) or TraceContext.new()
         job = Job(

@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stillhouse.errors import Unprocessable
 from stillhouse.jobs.model import Task
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,22 @@ def cacheable(task: Task, input: dict[str, Any], params: dict[str, Any]) -> bool
     if task in (Task.ECHO, Task.EMBED):
         return True
     if task is Task.GENERATE:
-        return not merged.get("stream") and float(merged.get("temperature") or 0) == 0
+        return not merged.get("stream") and _temperature(input, params) == 0
     return False
+
+
+def _temperature(input: dict[str, Any], params: dict[str, Any]) -> float:
+    """The temperature the worker will use (`input` over `params`, 0 by default). A value that is not a
+    number is the request's fault, named where the caller wrote it: `float("hot")` must never be a 500."""
+    where = "input" if "temperature" in input else "params"
+    value = input.get("temperature", params.get("temperature"))
+    if value is None:
+        return 0.0
+    # bool is an int to Python, but `true` is no temperature; nor are NaN and infinity.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Unprocessable(f"{where}.temperature: must be a number (0 for a cacheable job)",
+                            field=f"{where}.temperature")
+    return float(value)
 
 
 def cache_key(tenant_id: str, task: Task, model: str | None, input: dict[str, Any], params: dict[str, Any]) -> str:

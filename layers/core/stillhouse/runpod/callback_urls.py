@@ -78,7 +78,8 @@ def verify_callback_token(keys: Keyring, token: str, job_id: str, attempt: int, 
                           *, now: float | None = None) -> bool:
     """Is `token` one we minted for exactly this job, attempt, endpoint and member, and not expired?"""
     parts = (token or "").split(".")
-    if len(parts) != 3 or parts[0] not in keys.keys or not parts[1].isdigit():
+    # ASCII digits only: str.isdigit() also takes '²' or '٣', which int() then refuses (a 500, not a 401).
+    if len(parts) != 3 or parts[0] not in keys.keys or not (parts[1].isascii() and parts[1].isdigit()):
         return False
     key_id, expiry, mac = parts[0], int(parts[1]), parts[2]
     if expiry < (time.time() if now is None else now):

@@ -1,19 +1,31 @@
 """A tenant's quotas, checked when it submits a job (stillhouse.jobs.service).
 
 Both counted quotas live on one item per tenant (`{tenant}#in_flight`, apart from its record), and an
-admitted submission is one conditional update of it: it takes a token and adds the job's id together,
-so a submission refused by either takes neither.
+admitted submission is one conditional update of it: it takes its tokens and adds the job's entry
+together, so a submission refused by either takes neither.
 
-- `requests_per_minute`: a token bucket: `rpm` tokens at most, refilled at rpm/60 a second, one per
-  submission. The update is conditioned on the bucket being as this process last saw it (tokens and
+A job counts what it costs: its GPU jobs (`gpu_jobs`, from stillhouse.jobs.model.gpu_jobs: 1 for most
+tasks, 2N+1 for a council of N that ranks, N+1 for one that does not), against both limits. A job that
+costs more than a limit allows at all is refused as the request's fault (422): waiting would not help.
+
+- `requests_per_minute`: a token bucket: `rpm` tokens at most, refilled at rpm/60 a second, `gpu_jobs`
+  per submission. The update is conditioned on the bucket being as this process last saw it (tokens and
   time); a process that lost a race learns the winner's bucket from the refused write
   (ReturnValuesOnConditionCheckFailure) and tries again. Other processes only ever take tokens, so a
   bucket that looks empty here is empty: refusing it needs no write at all.
-- `max_in_flight`: the ids of the tenant's jobs not known to have ended, as a set; the update adds the
-  job's id on the condition `size(live) < max`. Nothing removes an id when its job ends (a job may end
-  in any of several functions, and a lost removal would lock a tenant out): instead the set is healed,
-  by asking the jobs table which of its jobs still run, when it is full (then the submission tries
-  again) and every HEAL_EVERY ids as it grows, so it stays small.
+- `max_in_flight`: the tenant's jobs not known to have ended, as a set of entries, one per job whatever
+  its weight (`{job id}`, or `{job id}*{gpu_jobs}` when it costs more than one), so the item grows with
+  jobs, not with GPU jobs; `held` is the sum of their weights, kept with the set in every write. The
+  update adds the entry and its weight on the condition `held <= max - weight`. Nothing removes an entry
+  when its job ends (a job may end in any of several functions, and a lost removal would lock a tenant
+  out): instead the set is healed, by asking the jobs table which of its jobs still run, when it is full
+  (then the submission tries again) and every HEAL_EVERY entries as it grows, so it stays small. Healing
+  removes an ended job's entry and its weight in one write, conditioned on the entry still being there,
+  so two processes healing at once never release a weight twice.
+- `stream_polls_per_minute` (poll()): `GET /v1/jobs/{id}/stream` asks RunPod with our key on every call,
+  so a tenant's polls are counted per clock minute on an item of their own (`{tenant}#polls`): one
+  conditional write a poll, and 429 once the minute's count is spent. Only that route counts: the OpenAI
+  streaming front reads its own job's stream server-side (openai_compat) and is not throttled by it.
 - `max_council_models` and `allow_high_priority` need no state.
 
 Over `requests_per_minute` or `max_in_flight` → QuotaExceeded (429, Retry-After, naming the limit). A
@@ -41,6 +53,7 @@ IN_FLIGHT_RETRY_AFTER_S = 5
 #: holds the jobs in flight plus at most about 2x this many that have ended.
 HEAL_EVERY = 25
 _RACES = 8  # tries of an update that keeps losing to other processes' buckets, before answering 429
+_HEAL_CHUNK = 40  # entries removed by one conditional write (each is a `contains` in its condition)
 
 
 class Quotas:
@@ -55,8 +68,9 @@ class Quotas:
         self._locks: defaultdict[str, Lock] = defaultdict(Lock)
 
     def admit(self, tenant_id: str, job_id: str, *, high_priority: bool = False,
-              council_models: int | None = None) -> None:
-        """Admit one job submission of `tenant_id`, or raise naming the limit it is over."""
+              council_models: int | None = None, gpu_jobs: int = 1) -> None:
+        """Admit one job submission of `tenant_id` that runs `gpu_jobs` GPU jobs, or raise naming the limit
+        it is over."""
         limits = self._tenants.limits(tenant_id)
         if high_priority and not limits.allow_high_priority:
             raise Forbidden("priority: high is not allowed for this tenant (allow_high_priority is off)",
@@ -64,11 +78,17 @@ class Quotas:
         if council_models is not None and council_models > limits.max_council_models:
             raise Unprocessable(f"input.models: {council_models} models; this tenant's max_council_models is "
                                 f"{limits.max_council_models}", field="input.models")
+        for limit, allowed in (("max_in_flight", limits.max_in_flight),
+                               ("requests_per_minute", limits.requests_per_minute)):
+            if gpu_jobs > allowed:  # never admitted, however long the tenant waits
+                field = "input.models" if council_models is not None else "task"
+                raise Unprocessable(f"{field}: this job runs {gpu_jobs} GPU jobs; this tenant's {limit} is "
+                                    f"{allowed}", field=field)
         with self._locks[tenant_id]:
-            self._take(tenant_id, job_id, limits)
+            self._take(tenant_id, job_id, limits, gpu_jobs)
 
-    def _take(self, tenant_id: str, job_id: str, limits: TenantLimits) -> None:
-        """One token and one in-flight place for `job_id`, in one conditional write."""
+    def _take(self, tenant_id: str, job_id: str, limits: TenantLimits, weight: int) -> None:
+        """`weight` tokens and in-flight places for `job_id`, in one conditional write."""
         capacity = Decimal(limits.requests_per_minute)
         rate = capacity / 60  # tokens a second
         healed = False
@@ -76,23 +96,26 @@ class Quotas:
             now = Decimal(str(round(self._now(), 6)))
             seen = self._buckets.get(tenant_id)
             tokens = capacity if seen is None else min(capacity, seen[0] + max(Decimal(0), now - seen[1]) * rate)
-            if tokens < 1:
-                wait = math.ceil((1 - tokens) / rate)
+            if tokens < weight:
+                wait = math.ceil((weight - tokens) / rate)
                 raise QuotaExceeded(f"requests_per_minute: this tenant may submit {limits.requests_per_minute} "
-                                    f"jobs a minute; try again in {wait} s", limit="requests_per_minute",
-                                    retry_after_s=max(1, wait))
-            left = tokens - 1
+                                    f"GPU jobs a minute (this job runs {weight}); try again in {wait} s",
+                                    limit="requests_per_minute", retry_after_s=max(1, wait))
+            left = tokens - weight
             # Both bucket fields: two writes within one clock tick leave the same `rate_at`.
             bucket = ("attribute_not_exists(rate_at)" if seen is None
                       else "rate_at = :seen_at AND rate_tokens = :seen_tokens")
             try:
                 added = self._table.update_item(
                     Key={"tenant_id": in_flight_key(tenant_id)},
-                    UpdateExpression="SET rate_tokens = :left, rate_at = :now ADD #live :job",
-                    ConditionExpression=f"({bucket}) AND (attribute_not_exists(#live) OR size(#live) < :max)",
+                    UpdateExpression="SET rate_tokens = :left, rate_at = :now ADD #live :entry, held :weight",
+                    # A new item has neither the set nor its weight; one from before weights were kept has a
+                    # set and no `held`: refused here, it is counted once (_count_legacy) and tried again.
+                    ConditionExpression=f"({bucket}) AND ((attribute_not_exists(#live) AND "
+                                        "attribute_not_exists(held)) OR held <= :room)",
                     ExpressionAttributeNames={"#live": "live"},
-                    ExpressionAttributeValues={":left": left, ":now": now, ":job": {job_id},
-                                               ":max": limits.max_in_flight,
+                    ExpressionAttributeValues={":left": left, ":now": now, ":entry": {_entry(job_id, weight)},
+                                               ":weight": weight, ":room": limits.max_in_flight - weight,
                                                **({} if seen is None else
                                                   {":seen_tokens": seen[0], ":seen_at": seen[1]})},
                     ReturnValues="UPDATED_NEW",
@@ -104,22 +127,59 @@ class Quotas:
                 if found != seen:  # another process took tokens: try again on its bucket
                     self._forget_or_keep(tenant_id, found)
                     continue
+                if "live" in item and "held" not in item:
+                    self._count_legacy(tenant_id, item["live"])
+                    continue
                 if healed:  # the bucket was as seen: the set is full, even after healing
                     break
                 self._heal(tenant_id)
                 healed = True
                 continue
             self._buckets[tenant_id] = (left, now)
-            held = len(added["Attributes"]["live"])
-            if held >= 2 * HEAL_EVERY and held % HEAL_EVERY == 0:
+            entries = len(added["Attributes"]["live"])
+            if entries >= 2 * HEAL_EVERY and entries % HEAL_EVERY == 0:
                 self._heal(tenant_id)  # keeps the set, and so the cost of each write, near the jobs in flight
             return
         else:
             raise QuotaExceeded("requests_per_minute: too many submissions at once for this tenant; try again",
                                 limit="requests_per_minute", retry_after_s=1)
-        raise QuotaExceeded(f"max_in_flight: this tenant has {limits.max_in_flight} jobs that have not ended; "
-                            "submit more when some have", limit="max_in_flight",
+        raise QuotaExceeded(f"max_in_flight: this tenant has {limits.max_in_flight} GPU jobs that have not ended "
+                            f"(this job runs {weight}); submit more when some have", limit="max_in_flight",
                             retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
+
+    def poll(self, tenant_id: str) -> None:
+        """Count one `GET /v1/jobs/{id}/stream` of `tenant_id` in this clock minute, or raise 429 once the
+        minute's `stream_polls_per_minute` are spent (Retry-After: until the next minute)."""
+        allowed = self._tenants.limits(tenant_id).stream_polls_per_minute
+        key = {"tenant_id": polls_key(tenant_id)}
+        failed = self._table.meta.client.exceptions.ConditionalCheckFailedException
+        for _ in range(3):
+            now = self._now()
+            minute = int(now // 60)
+            try:  # the common case: this minute's count, one more
+                self._table.update_item(Key=key, UpdateExpression="ADD polls :one",
+                                        ConditionExpression="#m = :m AND polls < :max",
+                                        ExpressionAttributeNames={"#m": "minute"},
+                                        ExpressionAttributeValues={":one": 1, ":m": minute, ":max": allowed},
+                                        ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                return
+            except failed as refused:
+                item = refused_item(refused) or {}
+            if item.get("minute") == minute:
+                wait = max(1, math.ceil((minute + 1) * 60 - now))
+                raise QuotaExceeded(f"stream_polls_per_minute: this tenant may poll streams "
+                                    f"{allowed} times a minute; try again in {wait} s",
+                                    limit="stream_polls_per_minute", retry_after_s=wait)
+            try:  # a new minute (or the first poll): its count starts at this one
+                self._table.update_item(Key=key, UpdateExpression="SET #m = :m, polls = :one",
+                                        ConditionExpression="attribute_not_exists(#m) OR #m < :m",
+                                        ExpressionAttributeNames={"#m": "minute"},
+                                        ExpressionAttributeValues={":one": 1, ":m": minute})
+                return
+            except failed:
+                continue  # another process started the minute first: count on it
+        raise QuotaExceeded("stream_polls_per_minute: too many polls at once for this tenant; try again",
+                            limit="stream_polls_per_minute", retry_after_s=1)
 
     def _forget_or_keep(self, tenant_id: str, bucket: tuple[Decimal, Decimal] | None) -> None:
         if bucket is None:
@@ -133,17 +193,60 @@ class Quotas:
         # A backend that does not return the refused item.
         return self._table.get_item(Key={"tenant_id": in_flight_key(tenant_id)}, ConsistentRead=True).get("Item") or {}
 
-    def _heal(self, tenant_id: str) -> None:
-        """Forget the jobs in the tenant's set that have ended (or were never stored)."""
-        key = {"tenant_id": in_flight_key(tenant_id)}
-        item = self._table.get_item(Key=key, ConsistentRead=True, ProjectionExpression="#live",
-                                    ExpressionAttributeNames={"#live": "live"}).get("Item") or {}
-        held = sorted(item.get("live") or ())
-        ended = set(held) - self._live_jobs(held)
-        if ended:
-            self._table.update_item(Key=key, UpdateExpression="DELETE #live :ended",
+    def _count_legacy(self, tenant_id: str, live: set[str]) -> None:
+        """Give a set written before weights were kept its `held`, once (its entries weigh what they say).
+        Conditioned on the set's size as read: an entry added meanwhile makes it try again."""
+        try:
+            self._table.update_item(Key={"tenant_id": in_flight_key(tenant_id)}, UpdateExpression="SET held = :held",
+                                    ConditionExpression="attribute_not_exists(held) AND size(#live) = :size",
                                     ExpressionAttributeNames={"#live": "live"},
-                                    ExpressionAttributeValues={":ended": ended})
+                                    ExpressionAttributeValues={":held": sum(map(_weight, live)), ":size": len(live)})
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            pass  # counted by another process, or the set changed: the caller tries again on what it finds
+
+    def _heal(self, tenant_id: str) -> None:
+        """Forget the jobs in the tenant's set that have ended (or were never stored), and release their
+        weight with them: this is where an ended job gives back what it took."""
+        key = {"tenant_id": in_flight_key(tenant_id)}
+        failed = self._table.meta.client.exceptions.ConditionalCheckFailedException
+        for _ in range(3):
+            item = self._table.get_item(Key=key, ConsistentRead=True, ProjectionExpression="#live, held",
+                                        ExpressionAttributeNames={"#live": "live"}).get("Item") or {}
+            entries = sorted(item.get("live") or ())
+            if entries and "held" not in item:
+                self._count_legacy(tenant_id, set(entries))
+                continue
+            running = self._live_jobs([_job_of(entry) for entry in entries])
+            ended = [entry for entry in entries if _job_of(entry) not in running]
+            try:
+                for start in range(0, len(ended), _HEAL_CHUNK):
+                    chunk = ended[start:start + _HEAL_CHUNK]
+                    names = {f":e{i}": entry for i, entry in enumerate(chunk)}
+                    # Only if every entry is still there: a process healing at the same time must not
+                    # release the same weight twice.
+                    self._table.update_item(
+                        Key=key, UpdateExpression="DELETE #live :ended ADD held :released",
+                        ConditionExpression=" AND ".join(f"contains(#live, {name})" for name in names),
+                        ExpressionAttributeNames={"#live": "live"},
+                        ExpressionAttributeValues={":ended": set(chunk), ":released": -sum(map(_weight, chunk)),
+                                                   **names})
+                return
+            except failed:
+                continue  # another process healed some of them first: read again
+
+
+def _entry(job_id: str, weight: int) -> str:
+    """A job's entry in the in-flight set: its id, and its weight when it is more than one."""
+    return job_id if weight == 1 else f"{job_id}*{weight}"
+
+
+def _job_of(entry: str) -> str:
+    return entry.partition("*")[0]
+
+
+def _weight(entry: str) -> int:
+    _, star, weight = entry.partition("*")
+    return int(weight) if star else 1
 
 
 def _bucket(item: dict[str, Any]) -> tuple[Decimal, Decimal] | None:
@@ -156,3 +259,8 @@ def in_flight_key(tenant_id: str) -> str:
     """The item of a tenant's counted quotas, apart from its record (name, limits): the record is read
     on every cache miss and must stay small, while this item grows with the jobs in flight."""
     return f"{tenant_id}#in_flight"
+
+
+def polls_key(tenant_id: str) -> str:
+    """The item that counts a tenant's stream polls in the current minute (small, written on each poll)."""
+    return f"{tenant_id}#polls"

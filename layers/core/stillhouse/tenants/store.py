@@ -21,6 +21,7 @@ class LimitsPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    stream_polls_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
     max_in_flight: int | None = Field(default=None, ge=1, le=5_000)
     max_council_models: int | None = Field(default=None, ge=2, le=8)
     allow_high_priority: bool | None = None

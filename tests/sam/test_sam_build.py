@@ -26,7 +26,7 @@ def requirement_names(path: Path) -> list[str]:
     names = []
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
+        if line and not line.startswith("--"):  # the lock's `--hash=...` lines belong to the line above
             names.append(normalized(re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0]))
     return names
 

@@ -40,6 +40,33 @@ def test_the_document_declares_the_bearer_scheme_and_the_error_body(stack):
         assert submit[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
 
 
+#: Every route that reads a body (the OpenAI ones answer in OpenAI's error shape).
+ROUTES_WITH_A_BODY = [("POST", "/v1/jobs"), ("POST", "/v1/tenants"), ("POST", "/v1/tenants/t-415/keys"),
+                      ("PUT", "/v1/config"), ("PUT", "/v1/endpoints/e-415"), ("PUT", "/v1/tenants/t-415/limits"),
+                      ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings")]
+
+
+@pytest.mark.parametrize("method, path", ROUTES_WITH_A_BODY)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "multipart/form-data; boundary=x"])
+def test_a_body_declared_as_anything_but_json_is_415_in_the_routes_error_format(stack, method, path, content_type):
+    response = requests.request(method, stack.url + path, data='{"task": "echo"}', timeout=10,
+                                headers={"Authorization": f"Bearer {stack.dev_api_key}", "Content-Type": content_type})
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    if path.startswith(("/v1/chat", "/v1/completions", "/v1/embeddings")):
+        assert (error["type"], error["param"]) == ("invalid_request_error", "Content-Type")
+    else:
+        assert (error["code"], error["field"]) == ("unsupported_media_type", "Content-Type")
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "application/json; charset=utf-8"])
+def test_json_without_a_content_type_or_labelled_a_form_as_curl_sends_it_is_still_read(api, stack, content_type):
+    headers = {"Authorization": f"Bearer {stack.dev_api_key}"} | ({"Content-Type": content_type} if content_type else {})
+    response = requests.post(stack.url + "/v1/jobs", data=b'{"task": "echo", "input": {"text": "hi"}}',
+                             headers=headers, timeout=10)
+    assert response.status_code == 202, response.text
+
+
 # schemathesis' own strategies draw from `random` (a deprecation Hypothesis reports; nothing of ours)
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

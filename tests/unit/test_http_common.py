@@ -3,6 +3,10 @@ same process handles one meanwhile (the embedded runtime runs the API and webhoo
 side; Powertools keeps the current event in a class attribute)."""
 import json
 from pathlib import Path
+from typing import Annotated
+
+import pytest
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from stillhouse.errors import RetryLater
 from stillhouse.http.resolver import new_resolver
@@ -52,3 +56,65 @@ def test_a_request_told_to_ask_again_gets_409_with_retry_after_and_the_field():
     assert response["headers"]["Retry-After"] == "2"
     assert json.loads(response["body"])["error"] == {"code": "in_progress", "message": "still being handled",
                                                      "field": "Idempotency-Key"}
+
+
+def typed(path, body, content_type):
+    request = event(path, body)
+    request["headers"] = {k: v for k, v in request["headers"].items() if k.lower() != "content-type"}
+    if content_type is not None:
+        request["headers"]["content-type"] = content_type
+    return request
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "text/plain; charset=utf-8", "application/xml",
+                                          "multipart/form-data; boundary=x", "application/octet-stream"])
+def test_a_body_declared_as_anything_but_json_is_415_naming_the_header(content_type):
+    app = new_resolver()
+
+    @app.post("/a")
+    def a(body: Annotated[dict, Body()]):
+        return {"ok": True}
+
+    response = app.resolve(typed("/a", {"x": 1}, content_type), None)
+    assert response["statusCode"] == 415, response
+    assert json.loads(response["body"])["error"]["code"] == "unsupported_media_type"
+    assert json.loads(response["body"])["error"]["field"] == "Content-Type"
+
+
+def test_an_openai_route_refuses_a_non_json_body_with_415_in_openais_shape():
+    app = new_resolver()
+
+    @app.post("/v1/embeddings")
+    def embeddings(body: Annotated[dict, Body()]):
+        return {"ok": True}
+
+    response = app.resolve(typed("/v1/embeddings", {"input": "hi"}, "text/plain"), None)
+    assert response["statusCode"] == 415, response
+    assert json.loads(response["body"])["error"]["type"] == "invalid_request_error"
+    assert json.loads(response["body"])["error"]["param"] == "Content-Type"
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "application/json",
+                                          "Application/JSON; charset=utf-8", "application/merge-patch+json"])
+def test_json_undeclared_labelled_a_form_as_curl_does_or_declared_json_is_read_as_json(content_type):
+    app = new_resolver()
+
+    @app.post("/a")
+    def a(body: Annotated[dict, Body()]):
+        return {"got": body}
+
+    response = app.resolve(typed("/a", {"x": 1}, content_type), None)
+    assert response["statusCode"] == 200, response
+    assert json.loads(response["body"]) == {"got": {"x": 1}}
+
+
+def test_a_bodyless_request_is_not_judged_by_its_content_type():
+    app = new_resolver()
+
+    @app.post("/a")
+    def a():
+        return {"ok": True}
+
+    request = typed("/a", {}, "text/plain")
+    request["body"] = ""
+    assert app.resolve(request, None)["statusCode"] == 200

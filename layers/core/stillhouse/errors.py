@@ -45,6 +45,12 @@ class PayloadTooLarge(StillhouseError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(StillhouseError):
+    """A body declared as something other than JSON (415): this API reads JSON only."""
+
+    code = "unsupported_media_type"
+
+
 class Unauthorized(StillhouseError):
     code = "unauthorized"
 

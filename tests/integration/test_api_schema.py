@@ -67,6 +67,24 @@ def test_json_without_a_content_type_or_labelled_a_form_as_curl_sends_it_is_stil
     assert response.status_code == 202, response.text
 
 
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS", "HEAD", "PATCH", "CONNECT", "BREW"])
+def test_a_method_a_route_lacks_is_405_naming_the_methods_it_takes_never_a_501_page(stack, method):
+    key = {"Authorization": f"Bearer {stack.dev_api_key}"}
+    jobs = requests.request(method, stack.url + "/v1/jobs", headers=key, timeout=10)
+    assert (jobs.status_code, jobs.headers.get("Allow")) == (405, "GET, POST"), jobs.text
+    health = requests.request(method, stack.url + "/health", timeout=10)
+    assert (health.status_code, health.headers.get("Allow")) == (405, "GET"), health.text
+    if method != "HEAD":
+        assert jobs.json()["error"]["code"] == "method_not_allowed"
+    assert requests.request(method, stack.url + "/v1/jobs", timeout=10).status_code == 401  # the key first
+
+
+@pytest.mark.parametrize("method", ["TRACE", "POST", "BREW"])
+def test_a_method_no_route_of_the_template_takes_is_api_gateways_404(stack, method):
+    response = requests.request(method, stack.url + "/openapi.json", timeout=10)
+    assert response.status_code == 404 and response.json() == {"message": "Not Found"}
+
+
 # schemathesis' own strategies draw from `random` (a deprecation Hypothesis reports; nothing of ours)
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

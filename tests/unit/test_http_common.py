@@ -8,7 +8,7 @@ from typing import Annotated
 import pytest
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
-from stillhouse.errors import RetryLater
+from stillhouse.errors import RetryLater, Unauthorized
 from stillhouse.http.resolver import new_resolver
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -118,3 +118,43 @@ def test_a_bodyless_request_is_not_judged_by_its_content_type():
     request = typed("/a", {}, "text/plain")
     request["body"] = ""
     assert app.resolve(request, None)["statusCode"] == 200
+
+
+def asked(path, method):
+    request = event(path, {})
+    request["requestContext"]["http"]["method"] = method
+    request["routeKey"] = f"{method} {path}"
+    request["body"] = ""
+    return request
+
+
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS", "HEAD", "PATCH", "DELETE"])
+def test_a_route_asked_with_a_method_it_lacks_is_405_with_allow_in_the_error_format(method):
+    app = new_resolver()
+
+    @app.get("/things/<thing_id>")
+    def get_thing(thing_id: str):
+        return {"ok": True}
+
+    @app.put("/things/<thing_id>")
+    def put_thing(thing_id: str):
+        return {"ok": True}
+
+    response = app.resolve(asked("/things/t1", method), None)
+    assert response["statusCode"] == 405, response
+    assert response["headers"]["Allow"] == "GET, PUT"
+    assert json.loads(response["body"])["error"]["code"] == "method_not_allowed"
+    assert app.resolve(asked("/nothing", method), None)["statusCode"] == 404
+
+
+def test_a_method_not_allowed_is_still_401_first_for_a_caller_without_a_key():
+    def no_key(app):
+        raise Unauthorized("missing API key")
+
+    app = new_resolver(gates=[no_key])
+
+    @app.get("/things")
+    def things():
+        return {"ok": True}
+
+    assert app.resolve(asked("/things", "TRACE"), None)["statusCode"] == 401

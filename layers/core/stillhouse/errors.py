@@ -67,6 +67,16 @@ class JobNotFound(NotFound):
     pass
 
 
+class MethodNotAllowed(StillhouseError):
+    """The route exists, but not for this method (405); `allow` lists the methods it has."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
 class Conflict(StillhouseError):
     code = "conflict"
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Route
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
@@ -30,6 +31,7 @@ _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
     (errors.Unauthorized, HTTPStatus.UNAUTHORIZED),
     (errors.Forbidden, HTTPStatus.FORBIDDEN),
     (errors.NotFound, HTTPStatus.NOT_FOUND),
+    (errors.MethodNotAllowed, HTTPStatus.METHOD_NOT_ALLOWED),
     (errors.Conflict, HTTPStatus.CONFLICT),
     (errors.QuotaExceeded, HTTPStatus.TOO_MANY_REQUESTS),
     (errors.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
@@ -68,6 +70,8 @@ def error_headers(exc: errors.StillhouseError) -> dict[str, str] | None:
         headers["Retry-After"] = str(retry_after)
     if (job_id := getattr(exc, "job_id", None)) is not None:
         headers[JOB_ID_HEADER] = job_id
+    if (allow := getattr(exc, "allow", None)) is not None:
+        headers["Allow"] = ", ".join(allow)
     return headers or None
 
 
@@ -217,6 +221,28 @@ class JsonResolver(APIGatewayHttpResolver):
     @context.setter
     def context(self, value: dict[str, Any]) -> None:
         self._request_state().context = value
+
+    def methods_of(self, path: str) -> list[str]:
+        """The methods routed for `path`, matched as Powertools matches a request's path."""
+        routes = self._static_routes + self._dynamic_routes
+        return sorted({route.method for route in routes if route.rule.match(path)})
+
+    def _handle_not_found(self, method: str, path: str) -> ResponseBuilder:
+        """A route that exists for other methods answers 405 with `Allow` (RFC 9110), not 404: the API owns
+        every method of /v1 (the template routes them all here), and a caller should learn which exist.
+        It runs the whole chain, as Powertools' own 404 does, so a caller without a key still gets 401."""
+        allowed = self.methods_of(path)
+        if not allowed:
+            return super()._handle_not_found(method, path)
+
+        def not_allowed() -> None:
+            raise errors.MethodNotAllowed(f"{method} is not allowed on {path}; it takes {', '.join(allowed)}",
+                                          allow=allowed)
+
+        route = Route(rule=self._compile_regex(r".*"), method=method, path=path, func=not_allowed,
+                      cors=self._cors_enabled, compress=False)
+        self.append_context(_route=route, _path=path)
+        return self._call_route(route=route, route_arguments={})
 
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         headers = event.get("headers") or {}

@@ -2,16 +2,16 @@
 same process handles one meanwhile (the embedded runtime runs the API and webhook functions side by
 side; Powertools keeps the current event in a class attribute)."""
 import json
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated
 
 import pytest
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from stillhouse.errors import RetryLater, Unauthorized
 from stillhouse.http.resolver import new_resolver
 
-EVENTS = Path(__file__).resolve().parents[2] / "events"
+EVENTS = FilePath(__file__).resolve().parents[2] / "events"
 
 
 def event(path, body):
@@ -158,3 +158,17 @@ def test_a_method_not_allowed_is_still_401_first_for_a_caller_without_a_key():
         return {"ok": True}
 
     assert app.resolve(asked("/things", "TRACE"), None)["statusCode"] == 401
+
+
+def test_a_percent_encoded_path_parameter_reaches_the_handler_decoded():
+    app = new_resolver()
+    seen = {}
+
+    @app.get("/things/<thing_id>")
+    def get_thing(thing_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]):
+        seen["thing_id"] = thing_id
+        return {"ok": True}
+
+    response = app.resolve(asked("/things/t%3A1", "GET"), None)
+    assert response["statusCode"] == 200, response
+    assert seen == {"thing_id": "t:1"}

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -221,6 +222,12 @@ class JsonResolver(APIGatewayHttpResolver):
     @context.setter
     def context(self, value: dict[str, Any]) -> None:
         self._request_state().context = value
+
+    def _convert_matches_into_route_keys(self, match: Any) -> dict[str, str]:
+        """Path parameters as the caller meant them: API Gateway's rawPath keeps the percent-encoding
+        (`/v1/tenants/t%3A1`), and Powertools hands the matched text over as it is, so an id with a `:`
+        that a client encoded failed its own pattern (422)."""
+        return {name: unquote(value) for name, value in match.groupdict().items()}
 
     def methods_of(self, path: str) -> list[str]:
         """The methods routed for `path`, matched as Powertools matches a request's path."""

@@ -85,6 +85,31 @@ def test_a_method_no_route_of_the_template_takes_is_api_gateways_404(stack, meth
     assert response.status_code == 404 and response.json() == {"message": "Not Found"}
 
 
+#: Each boolean a request carries, sent as 0, 1 or "false": (method, path, body, the field named, the status:
+#: 422 as for any value, 400 for an endpoint, whose whole configuration is refused as one, as always).
+NOT_BOOLEANS = [
+    ("POST", "/v1/jobs", {"task": "echo", "input": {"text": "hi"}, "cache": 0}, "cache", 422),
+    ("POST", "/v1/jobs", {"task": "council", "input": {"prompt": "hi", "models": ["echo-a", "echo-b"], "rank": 1}},
+     "input.rank", 422),
+    ("POST", "/v1/tenants", {"name": "bools", "limits": {"allow_high_priority": 1}}, "limits.allow_high_priority",
+     422),
+    ("PUT", "/v1/tenants/{tenant}/limits", {"allow_high_priority": 0}, "allow_high_priority", 422),
+    ("PUT", "/v1/endpoints/bools", {"endpoint_id": "bools", "enabled": 0}, "enabled", 400),
+    ("PUT", "/v1/endpoints/bools", {"endpoint_id": "bools", "streaming": "false"}, "streaming", 400),
+]
+
+
+@pytest.mark.parametrize("method, path, body, field, status", NOT_BOOLEANS)
+def test_a_boolean_sent_as_a_number_or_a_string_is_refused_naming_the_field(stack, method, path, body, field, status):
+    admin = Api(stack.url, stack.dev_api_key)
+    tenant = admin.post("/v1/tenants", {"name": "bools"}).json()["tenant"]["tenant_id"] if "{tenant}" in path else None
+    response = requests.request(method, stack.url + path.format(tenant=tenant), json=body, headers=admin.headers,
+                                timeout=10)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["field"] == field
+    assert "bools" not in {row["name"] for row in admin.get("/v1/endpoints").json()}  # nothing was written
+
+
 # schemathesis' own strategies draw from `random` (a deprecation Hypothesis reports; nothing of ours)
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

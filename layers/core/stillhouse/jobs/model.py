@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool
 
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.status import JobStatus
@@ -34,7 +34,7 @@ class JobRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     webhook: HttpUrl | None = None
-    cache: bool = False
+    cache: StrictBool = False  # strict: the schema says boolean, so 0 and "false" are 422, not a guess
 
 
 class JobEvent(BaseModel):
@@ -119,7 +119,7 @@ class CouncilInput(BaseModel):
     prompt: str = Field(min_length=1)  # its length is bounded by settings (InputLimits.prompt_chars)
     models: list[str] | None = Field(default=None, min_length=2, max_length=8)
     chair: str | None = Field(default=None, min_length=1, max_length=200)
-    rank: bool = False
+    rank: StrictBool = False
     max_new_tokens: int | None = Field(default=None, ge=1)  # at most InputLimits.max_new_tokens
 
 

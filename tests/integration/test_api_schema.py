@@ -110,6 +110,15 @@ def test_a_boolean_sent_as_a_number_or_a_string_is_refused_naming_the_field(stac
     assert "bools" not in {row["name"] for row in admin.get("/v1/endpoints").json()}  # nothing was written
 
 
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                                        ("/v1/completions", {"prompt": "hi"}), ("/v1/embeddings", {"input": "hi"})])
+def test_an_openai_model_name_longer_than_a_job_carries_is_not_found_not_a_500(stack, path, body):
+    response = requests.post(stack.url + path, json={"model": "m" * 201, **body}, timeout=10,
+                             headers={"Authorization": f"Bearer {stack.dev_api_key}"})
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "model_not_found"
+
+
 # schemathesis' own strategies draw from `random` (a deprecation Hypothesis reports; nothing of ours)
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -172,3 +172,28 @@ def test_a_percent_encoded_path_parameter_reaches_the_handler_decoded():
     response = app.resolve(asked("/things/t%3A1", "GET"), None)
     assert response["statusCode"] == 200, response
     assert seen == {"thing_id": "t:1"}
+
+
+def test_a_rule_across_fields_is_told_as_it_is_not_as_a_body_that_is_not_an_object():
+    from pydantic import BaseModel, model_validator
+
+    class Pair(BaseModel):
+        a: int | None = None
+        b: int | None = None
+
+        @model_validator(mode="after")
+        def _one(self):
+            if self.a is not None and self.b is not None:
+                raise ValueError("give a or b, not both")
+            return self
+
+    app = new_resolver()
+
+    @app.post("/a")
+    def a(body: Pair):
+        return {"ok": True}
+
+    error = json.loads(app.resolve(event("/a", {"a": 1, "b": 2}), None)["body"])["error"]
+    assert "give a or b, not both" in error["message"] and error["code"] == "validation_error"
+    assert json.loads(app.resolve(event("/a", [1]), None)["body"])["error"]["message"] == \
+        "request body must be a JSON object"

@@ -84,6 +84,11 @@ def _domain_error(exc: errors.StillhouseError, openai: bool = False) -> Response
     return error_response(http_status_of(exc), exc.code, exc.message, exc.field, error_headers(exc), openai=openai)
 
 
+#: A body-level validation error of these types means the body is not an object; any other (a rule across
+#: fields, such as "max_tokens or max_completion_tokens, not both") is told as it is.
+_NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type", "missing", "json_type"})
+
+
 def _validation_error(exc: RequestValidationError, openai: bool = False) -> Response:
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
@@ -91,7 +96,7 @@ def _validation_error(exc: RequestValidationError, openai: bool = False) -> Resp
     if first.get("type") == "json_invalid":
         return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "request body is not valid JSON", "body",
                               openai=openai)
-    if field is None and "body" in first.get("loc", ()):
+    if field is None and "body" in first.get("loc", ()) and first.get("type") in _NOT_AN_OBJECT:
         return error_response(HTTPStatus.BAD_REQUEST, "invalid_request", "request body must be a JSON object", "body",
                               openai=openai)
     if openai and first.get("type") == "extra_forbidden":

@@ -23,6 +23,10 @@ class Priority(StrEnum):
     NORMAL = "normal"
 
 
+#: The longest model name a job may carry (the OpenAI routes' `model` is longer: it may name a council).
+MODEL_NAME_CHARS = 200
+
+
 class JobRequest(BaseModel):
     """Body of POST /v1/jobs."""
 
@@ -30,7 +34,7 @@ class JobRequest(BaseModel):
 
     task: Task
     input: dict[str, Any]
-    model: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=MODEL_NAME_CHARS)
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     webhook: HttpUrl | None = None

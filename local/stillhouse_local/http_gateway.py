@@ -96,6 +96,14 @@ class HttpGateway:
                 else:
                     self._send(*answer)
 
+            def __getattr__(self, name: str) -> Any:
+                """Every method reaches the routes, as at API Gateway: BaseHTTPRequestHandler would answer a
+                method without a `do_` of its own (TRACE, OPTIONS, HEAD, CONNECT, any token) with 501 HTML.
+                An ANY route hands it to its function; anything else is API Gateway's 404 JSON."""
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
+
             def _stream(self, answer: streaming.StreamedAnswer) -> None:
                 """Chunked transfer encoding, each chunk written and flushed as the function yields it."""
                 self.send_response(answer.status)
@@ -124,9 +132,8 @@ class HttpGateway:
                         self.send_header(key, value)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+                if self.command != "HEAD":  # HEAD's answer has the headers of a body, never the body
+                    self.wfile.write(body)
 
         return Handler
 

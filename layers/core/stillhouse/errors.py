@@ -45,6 +45,12 @@ class PayloadTooLarge(StillhouseError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(StillhouseError):
+    """A body declared as something other than JSON (415): this API reads JSON only."""
+
+    code = "unsupported_media_type"
+
+
 class Unauthorized(StillhouseError):
     code = "unauthorized"
 
@@ -59,6 +65,16 @@ class NotFound(StillhouseError):
 
 class JobNotFound(NotFound):
     pass
+
+
+class MethodNotAllowed(StillhouseError):
+    """The route exists, but not for this method (405); `allow` lists the methods it has."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class Conflict(StillhouseError):

@@ -6,9 +6,11 @@ import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Route
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
@@ -24,11 +26,13 @@ logger = Logger(service="stillhouse", child=True)
 # Domain error type -> HTTP status. The one place this mapping lives; matched by type, never text.
 _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
     (errors.PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    (errors.UnsupportedMediaType, HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
     (errors.Unprocessable, HTTPStatus.UNPROCESSABLE_ENTITY),
     (errors.InvalidRequest, HTTPStatus.BAD_REQUEST),
     (errors.Unauthorized, HTTPStatus.UNAUTHORIZED),
     (errors.Forbidden, HTTPStatus.FORBIDDEN),
     (errors.NotFound, HTTPStatus.NOT_FOUND),
+    (errors.MethodNotAllowed, HTTPStatus.METHOD_NOT_ALLOWED),
     (errors.Conflict, HTTPStatus.CONFLICT),
     (errors.QuotaExceeded, HTTPStatus.TOO_MANY_REQUESTS),
     (errors.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
@@ -67,6 +71,8 @@ def error_headers(exc: errors.StillhouseError) -> dict[str, str] | None:
         headers["Retry-After"] = str(retry_after)
     if (job_id := getattr(exc, "job_id", None)) is not None:
         headers[JOB_ID_HEADER] = job_id
+    if (allow := getattr(exc, "allow", None)) is not None:
+        headers["Allow"] = ", ".join(allow)
     return headers or None
 
 
@@ -78,6 +84,11 @@ def _domain_error(exc: errors.StillhouseError, openai: bool = False) -> Response
     return error_response(http_status_of(exc), exc.code, exc.message, exc.field, error_headers(exc), openai=openai)
 
 
+#: A body-level validation error of these types means the body is not an object; any other (a rule across
+#: fields, such as "max_tokens or max_completion_tokens, not both") is told as it is.
+_NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type", "missing", "json_type"})
+
+
 def _validation_error(exc: RequestValidationError, openai: bool = False) -> Response:
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
@@ -85,7 +96,7 @@ def _validation_error(exc: RequestValidationError, openai: bool = False) -> Resp
     if first.get("type") == "json_invalid":
         return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "request body is not valid JSON", "body",
                               openai=openai)
-    if field is None and "body" in first.get("loc", ()):
+    if field is None and "body" in first.get("loc", ()) and first.get("type") in _NOT_AN_OBJECT:
         return error_response(HTTPStatus.BAD_REQUEST, "invalid_request", "request body must be a JSON object", "body",
                               openai=openai)
     if openai and first.get("type") == "extra_forbidden":
@@ -114,6 +125,31 @@ def guard_body(app: APIGatewayHttpResolver) -> None:
     limit = settings.input_limits.json_depth
     if nests_deeper(raw, limit):
         raise errors.InvalidRequest(f"body: JSON nested more than {limit} levels deep", field="body")
+
+
+#: Bodies read as JSON: declared so (`application/json`, a `+json` type), undeclared, or labelled a form,
+#: which is what `curl -d` sends for a JSON body.
+_READ_AS_JSON = ("", "application/json", "application/x-www-form-urlencoded")
+
+
+def media_type(headers: dict[str, str] | None) -> str:
+    """The declared content type without its parameters, lower-cased (`Application/JSON; charset=x` ->
+    `application/json`); "" when none is declared."""
+    return ((headers or {}).get("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def read_as_json(declared: str) -> bool:
+    return declared in _READ_AS_JSON or declared.endswith("+json")
+
+
+def guard_content_type(app: APIGatewayHttpResolver) -> None:
+    """A body declared as anything else (text/plain, multipart, XML, ...) is 415, not a guess: Powertools'
+    validator would raise an error of its own for it, which no handler maps (a 500)."""
+    event = app.current_event
+    declared = media_type(event.headers)
+    if event.body and not read_as_json(declared):
+        raise errors.UnsupportedMediaType(f"Content-Type {declared!r} is not supported; send application/json",
+                                          field="Content-Type")
 
 
 def nests_deeper(text: str, limit: int) -> bool:
@@ -192,10 +228,40 @@ class JsonResolver(APIGatewayHttpResolver):
     def context(self, value: dict[str, Any]) -> None:
         self._request_state().context = value
 
+    def _convert_matches_into_route_keys(self, match: Any) -> dict[str, str]:
+        """Path parameters as the caller meant them: API Gateway's rawPath keeps the percent-encoding
+        (`/v1/tenants/t%3A1`), and Powertools hands the matched text over as it is, so an id with a `:`
+        that a client encoded failed its own pattern (422)."""
+        return {name: unquote(value) for name, value in match.groupdict().items()}
+
+    def methods_of(self, path: str) -> list[str]:
+        """The methods routed for `path`, matched as Powertools matches a request's path."""
+        routes = self._static_routes + self._dynamic_routes
+        return sorted({route.method for route in routes if route.rule.match(path)})
+
+    def _handle_not_found(self, method: str, path: str) -> ResponseBuilder:
+        """A route that exists for other methods answers 405 with `Allow` (RFC 9110), not 404: the API owns
+        every method of /v1 (the template routes them all here), and a caller should learn which exist.
+        It runs the whole chain, as Powertools' own 404 does, so a caller without a key still gets 401."""
+        allowed = self.methods_of(path)
+        if not allowed:
+            return super()._handle_not_found(method, path)
+
+        def not_allowed() -> None:
+            raise errors.MethodNotAllowed(f"{method} is not allowed on {path}; it takes {', '.join(allowed)}",
+                                          allow=allowed)
+
+        route = Route(rule=self._compile_regex(r".*"), method=method, path=path, func=not_allowed,
+                      cors=self._cors_enabled, compress=False)
+        self.append_context(_route=route, _path=path)
+        return self._call_route(route=route, route_arguments={})
+
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         headers = event.get("headers") or {}
-        declared = headers.get("content-type", "")
-        if event.get("body") and (not declared or declared.startswith("application/x-www-form-urlencoded")):
+        declared = media_type(headers)
+        # Powertools' validator parses by the raw header's prefix; hand it JSON's own name for what we read
+        # as JSON. Anything else keeps its name and is refused with 415 (guard_content_type).
+        if event.get("body") and read_as_json(declared) and headers.get("content-type") != "application/json":
             event = {**event, "headers": {**headers, "content-type": "application/json"}}
         self.current_event = self._to_proxy_event(event)
         self.lambda_context = context
@@ -223,9 +289,9 @@ def _before_validation(resolver: APIGatewayHttpResolver, gates: list[Gate]) -> N
 
 def new_resolver(*, gates: list[Gate] | None = None) -> APIGatewayHttpResolver:
     """A resolver in our error format; `gates` (e.g. authentication) run before validation, after the
-    body-size guard."""
+    body-size guard and before the content-type guard (a caller without a key learns nothing else)."""
     resolver = JsonResolver(enable_validation=True)
-    _before_validation(resolver, [guard_body, *(gates or [])])
+    _before_validation(resolver, [guard_body, *(gates or []), guard_content_type])
     def in_dialect(answer: Callable[[Any, bool], Response]) -> Callable[[Any], Response]:
         def handler(exc: Any) -> Response:
             event = resolver.current_event

@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool
 
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.status import JobStatus
@@ -23,6 +23,10 @@ class Priority(StrEnum):
     NORMAL = "normal"
 
 
+#: The longest model name a job may carry (the OpenAI routes' `model` is longer: it may name a council).
+MODEL_NAME_CHARS = 200
+
+
 class JobRequest(BaseModel):
     """Body of POST /v1/jobs."""
 
@@ -30,11 +34,11 @@ class JobRequest(BaseModel):
 
     task: Task
     input: dict[str, Any]
-    model: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=MODEL_NAME_CHARS)
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     webhook: HttpUrl | None = None
-    cache: bool = False
+    cache: StrictBool = False  # strict: the schema says boolean, so 0 and "false" are 422, not a guess
 
 
 class JobEvent(BaseModel):
@@ -119,7 +123,7 @@ class CouncilInput(BaseModel):
     prompt: str = Field(min_length=1)  # its length is bounded by settings (InputLimits.prompt_chars)
     models: list[str] | None = Field(default=None, min_length=2, max_length=8)
     chair: str | None = Field(default=None, min_length=1, max_length=200)
-    rank: bool = False
+    rank: StrictBool = False
     max_new_tokens: int | None = Field(default=None, ge=1)  # at most InputLimits.max_new_tokens
 
     def gpu_jobs(self) -> int:

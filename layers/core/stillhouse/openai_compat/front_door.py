@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from stillhouse.auth import Principal
 from stillhouse.config import InputLimits, OpenAISettings
 from stillhouse.errors import Conflict, GatewayTimeout, InvalidRequest, ServiceUnavailable, StillhouseError
-from stillhouse.jobs.model import Job, JobRequest, JobStatus, Task
+from stillhouse.jobs.model import MODEL_NAME_CHARS, Job, JobRequest, JobStatus, Task
 from stillhouse.jobs.streams import StreamPage
 from stillhouse.openai_compat import translate
 from stillhouse.openai_compat.schemas import (
@@ -128,7 +128,9 @@ class FrontDoor:
         """Whether `model` names a council; raises ModelNotFound when no enabled endpoint serves it."""
         if translate.council_of(model, self.settings.council_presets) is not None:
             return True
-        if not self.fleet.candidates(model):
+        # A name longer than a job may carry is served by no endpoint: 404, as for any unknown model, not the
+        # job's own validation error (a 500) once the request is translated.
+        if len(model) > MODEL_NAME_CHARS or not self.fleet.candidates(model):
             raise translate.ModelNotFound(model)
         return False
 

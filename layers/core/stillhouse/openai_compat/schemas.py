@@ -6,9 +6,9 @@ that means "off" (e.g. `n: 1`, `logprobs: false`) and refused otherwise, naming 
 change nothing about the answer are accepted and ignored (listed in docs/openai.md)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
 from stillhouse.errors import InvalidRequest
 
@@ -41,11 +41,20 @@ class StreamOptions(BaseModel):
     include_obfuscation: StrictBool | None = None  # accepted, ignored: we add no padding to chunks
 
 
+#: What `_stops` allows, stated in the document too (non-empty, at most 4), so no client is refused a value
+#: the document allows.
+STOP_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1},
+                         {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4},
+                         {"type": "null"}], "default": None}
+
+
 class _Sampling(_Request):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    stop: str | list[str] | None = None
+    # At most 2**53 - 1, the largest integer every JSON parser holds exactly (I-JSON, RFC 7493): near 2**63 a
+    # number the document allowed as a double (2**63 + 190 reads as 2**63 - 1) was refused as an integer.
+    seed: int | None = Field(default=None, ge=0, le=2**53 - 1)
+    stop: Annotated[str | list[str] | None, WithJsonSchema(STOP_SCHEMA)] = None  # checked by _stops
     n: int | None = Field(default=None, ge=1, le=128)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -176,7 +185,7 @@ class CompletionRequest(_Sampling):
 
 
 class EmbeddingRequest(_Request):
-    input: str | list[str]
+    input: str | Annotated[list[str], Field(min_length=1)]  # the document says an empty list is refused
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from stillhouse.errors import InvalidRequest, NotFound, StillhouseError
 
@@ -41,12 +41,12 @@ class EndpointSpec(BaseModel):
     models: list[str] = Field(default_factory=lambda: [ANY_MODEL], min_length=1)
     weight: float = Field(default=1.0, ge=0)
     max_in_flight: int = Field(default=100, ge=1)
-    enabled: bool = True
+    enabled: StrictBool = True  # strict: 0 or "false" is refused, not taken as a bool
     # Name of the secret holding this endpoint's RunPod API key; None = the default key.
     secret_ref: str | None = Field(default=None, min_length=1, max_length=512)
     # Deployed with WORKER_STREAMING=true: its worker streams `stream: true` jobs in chunks, and every
     # job's output comes back as a list of chunks (RunPod decides streaming per worker, not per job).
-    streaming: bool = False
+    streaming: StrictBool = False
 
     @field_validator("base_url")
     @classmethod

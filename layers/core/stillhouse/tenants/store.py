@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from stillhouse.config import TenantLimits
 from stillhouse.errors import Conflict, NotFound
@@ -24,7 +24,7 @@ class LimitsPatch(BaseModel):
     stream_polls_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
     max_in_flight: int | None = Field(default=None, ge=1, le=5_000)
     max_council_models: int | None = Field(default=None, ge=2, le=8)
-    allow_high_priority: bool | None = None
+    allow_high_priority: StrictBool | None = None  # strict: 0 or "no" is 422, not taken as false
 
     def given(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

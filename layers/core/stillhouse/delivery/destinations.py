@@ -60,6 +60,26 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+#: What the loopback-only resolver answers for: the names that are loopback by definition (RFC 6761).
+_LOOPBACK_NAMES = {"localhost": ["127.0.0.1", "::1"], "127.0.0.1": ["127.0.0.1"], "::1": ["::1"]}
+
+
+def loopback_only_resolver(host: str, port: int) -> list[str]:
+    """localhost and *.localhost are loopback; any other name is refused as if it did not resolve, without
+    a lookup. For stacks whose callers all listen on 127.0.0.1 (tests, benchmarks): the names their
+    inputs make up, fuzzed ones included, never become DNS queries that leave the machine."""
+    name = host.lower().rstrip(".")
+    if name.endswith(".localhost"):
+        name = "localhost"
+    if name in _LOOPBACK_NAMES:
+        return list(_LOOPBACK_NAMES[name])
+    raise _host_not_allowed(host, "not a loopback name, and this stack looks up no other (loopback-only)")
+
+
+#: STILLHOUSE_WEBHOOK_RESOLVER -> the resolver the guard uses.
+RESOLVERS: dict[str, Resolver] = {"system": system_resolver, "loopback-only": loopback_only_resolver}
+
+
 @dataclass(frozen=True)
 class Destination:
     """A checked webhook URL and the address to connect to for it."""

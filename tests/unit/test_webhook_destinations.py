@@ -8,11 +8,12 @@ import pytest
 from stillhouse.config import Settings
 from stillhouse.container import Container
 from stillhouse.delivery.destinations import (
+    Deadline,
     UnsafeWebhook,
     WebhookGuard,
-    connection_pool,
     host_header,
     loopback_only_resolver,
+    pinned_connection,
     system_resolver,
 )
 from stillhouse.delivery.webhooks import GuardedPost
@@ -118,10 +119,10 @@ def test_loopback_and_http_are_allowed_only_where_the_stack_says_so_and_private_
 
 def test_the_connection_goes_to_the_checked_address_with_the_name_for_host_sni_and_certificate():
     dest = guard().check("https://hooks.example:8443/in?x=1")
-    pool = connection_pool(dest, 5.0)
-    assert pool.host == PUBLIC and pool.port == 8443
-    assert pool.conn_kw["server_hostname"] == "hooks.example" and pool.assert_hostname == "hooks.example"
-    assert pool.cert_reqs == "CERT_REQUIRED"
+    conn = pinned_connection(dest, Deadline(5.0))
+    assert conn.host == PUBLIC and conn.port == 8443
+    assert conn.server_hostname == "hooks.example" and conn.assert_hostname == "hooks.example"
+    assert conn.cert_reqs == "CERT_REQUIRED"
     assert host_header(dest) == "hooks.example:8443" and dest.target == "/in?x=1"
 
 

@@ -147,7 +147,9 @@ class Settings(BaseSettings):
     delivery_dlq_url: str = ""
     webhook_retry_schedule_s: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
-    webhook_timeout_s: float = 5.0
+    # One try's deadline, from connecting to the answer's status (delivery/webhooks.py GuardedPost). A batch's
+    # tries run at once, so a batch ends within about this, well inside the function's Timeout (30 s).
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=20)
     # Callers' webhooks may be http:// and on loopback (never private ranges): for a stack whose callers
     # listen on 127.0.0.1, the embedded one. Off everywhere else (delivery/destinations.py).
     webhook_allow_loopback: bool = False

@@ -299,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log("starting the embedded stack (endpoints local, localstream) ...")
     options = StackOptions(port=0, endpoints=["local", "localstream"],
                            endpoint_env={"localstream": {"WORKER_STREAMING": "true"}},
+                           environment={"STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"},  # no DNS lookups
                            log_dir=Path(tempfile.mkdtemp(prefix="stillhouse-openai-bench-")))
     stack = EmbeddedStack(options).start()
     receiver = Receiver()

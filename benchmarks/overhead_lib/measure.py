@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
     load_start = os.getloadavg()
     path = getattr(args, "path", "fast")
     parameters = {"WorkflowMode": args.workflow_mode}
-    environment: dict[str, str] = {}
+    environment: dict[str, str] = {"STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"}  # webhook names: no DNS lookups
     if path == "retry":
         parameters |= RETRY_PARAMETERS
         environment |= RETRY_ENVIRONMENT

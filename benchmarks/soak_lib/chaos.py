@@ -27,7 +27,8 @@ PARAMETERS = {
     "SweepEverySeconds": "60",
     "LogLevel": "WARNING",
 }
-ENVIRONMENT = {"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3"}
+ENVIRONMENT = {"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",
+               "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"}  # webhook names: no DNS lookups
 
 # Steady knobs for the whole soak: every kind of fault the stand-in has, spread over the endpoints.
 STEADY: dict[str, dict[str, Any]] = {

@@ -1,17 +1,15 @@
 """Delivery Lambda: SQS batch of finished jobs' notices -> one signed POST to each caller's webhook.
 
-The notices of a batch are tried concurrently (each waits on its caller's endpoint), so a slow caller
-does not hold the others' notices. A failed try stays in the queue (partial batch failure) and comes
-back after the schedule's next delay.
+The notices of a batch are tried all at once (`try_notice`: each waits on its caller's endpoint at most
+its try's deadline), so a slow caller holds neither the others' notices nor the batch past the timeout.
+A failed try stays in the queue (partial batch failure) and comes back after the schedule's next delay.
 """
-import asyncio
-
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container, startup_check
-from stillhouse.delivery.webhooks import read_notice
+from stillhouse.delivery.webhooks import read_notice, try_notice
 from stillhouse.jobs.queue import traceparent_of
 from stillhouse.telemetry.metrics import log_metrics
 from stillhouse.telemetry.tracing import job_context, lambda_tracer
@@ -25,9 +23,9 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 async def record_handler(record: SQSRecord) -> None:
     notice = read_notice(record.body)
-    with job_context(notice.job_id, traceparent_of(record), "deliver"):  # the thread below inherits it
-        await asyncio.to_thread(container().deliverer.deliver, notice,
-                                int(record.attributes.approximate_receive_count or 1), record.receipt_handle)
+    with job_context(notice.job_id, traceparent_of(record), "deliver"):  # the try's thread inherits it
+        await try_notice(container().deliverer, notice, int(record.attributes.approximate_receive_count or 1),
+                         record.receipt_handle)
 
 
 @tracer.capture_lambda_handler

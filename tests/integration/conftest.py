@@ -34,7 +34,9 @@ def stack(tmp_path_factory):
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",
                      # The DLQ tests look at what lands there: the every-minute sweep must not take it first
                      # (the DLQ policy itself is tested in tests/unit/test_sweeper.py).
-                     "STILLHOUSE_SETTLE_DLQS": "false"},
+                     "STILLHOUSE_SETTLE_DLQS": "false",
+                     # Webhook names are looked up by no DNS: localhost only, every other name refused.
+                     "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"},
         webhook_retry_delay_s=0.2,
         log_dir=tmp_path_factory.mktemp("logs"),
     )

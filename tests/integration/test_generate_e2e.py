@@ -46,6 +46,7 @@ _STACK_PROCESS = textwrap.dedent("""
         endpoint_env={"genstream": {"WORKER_STREAMING": "true"}},
         parameters={"QueueVisibilityTimeout": "5", "MaxReceiveCount": "3"},
         webhook_retry_delay_s=0.2,
+        environment={"STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"},  # webhook names: no DNS lookups
         log_dir=Path(sys.argv[1]),
     )
     with EmbeddedStack(options) as stack:

@@ -27,7 +27,8 @@ def stack(tmp_path_factory):
                     "WebhookRetryScheduleSeconds": "[1, 1]", "WebhookMaxTries": "3",
                     "SweepEverySeconds": "60", "SettleFloorSeconds": "2"},  # tests invoke the sweeper themselves
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",
-                     "STILLHOUSE_SETTLE_DLQS": "false"},  # the DLQ test looks at what lands there
+                     "STILLHOUSE_SETTLE_DLQS": "false",  # the DLQ test looks at what lands there
+                     "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"},  # webhook names: no DNS lookups
         webhook_retry_delay_s=0.2,
         log_dir=tmp_path_factory.mktemp("logs"),
     )

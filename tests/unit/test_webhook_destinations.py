@@ -1,9 +1,21 @@
 """Callers' webhooks never reach what is not on the public internet (SSRF): https only, every resolved
 address public, the checked address is the one connected to, and a name that changes its answer later
 is refused at delivery. Every name here is resolved by a fake resolver: no DNS, no connection."""
+import socket
+
 import pytest
 
-from stillhouse.delivery.destinations import UnsafeWebhook, WebhookGuard, connection_pool, host_header
+from stillhouse.config import Settings
+from stillhouse.container import Container
+from stillhouse.delivery.destinations import (
+    Deadline,
+    UnsafeWebhook,
+    WebhookGuard,
+    host_header,
+    loopback_only_resolver,
+    pinned_connection,
+    system_resolver,
+)
 from stillhouse.delivery.webhooks import GuardedPost
 
 PUBLIC = "93.184.215.14"
@@ -107,10 +119,10 @@ def test_loopback_and_http_are_allowed_only_where_the_stack_says_so_and_private_
 
 def test_the_connection_goes_to_the_checked_address_with_the_name_for_host_sni_and_certificate():
     dest = guard().check("https://hooks.example:8443/in?x=1")
-    pool = connection_pool(dest, 5.0)
-    assert pool.host == PUBLIC and pool.port == 8443
-    assert pool.conn_kw["server_hostname"] == "hooks.example" and pool.assert_hostname == "hooks.example"
-    assert pool.cert_reqs == "CERT_REQUIRED"
+    conn = pinned_connection(dest, Deadline(5.0))
+    assert conn.host == PUBLIC and conn.port == 8443
+    assert conn.server_hostname == "hooks.example" and conn.assert_hostname == "hooks.example"
+    assert conn.cert_reqs == "CERT_REQUIRED"
     assert host_header(dest) == "hooks.example:8443" and dest.target == "/in?x=1"
 
 
@@ -152,3 +164,27 @@ def test_a_delivery_to_a_refused_address_is_a_failed_try_kept_on_the_job(jobs_ta
     (entry,) = store.get("j1").deliveries
     assert entry.error.startswith("refused: webhook: host 'metadata.example' is not allowed")
     assert "169.254" not in entry.error
+
+
+def test_the_loopback_only_resolver_answers_loopback_names_and_refuses_the_rest_without_a_lookup(monkeypatch):
+    """What the stacks of tests and benchmarks resolve with: made-up names (fuzzing sends `https://0.com`)
+    are refused as any name that does not resolve is, and never become a DNS query."""
+    asked = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: asked.append(args) or [])
+    g = WebhookGuard(allow_loopback=True, resolve=loopback_only_resolver)
+    assert g.check("http://localhost:8080/hook").address == "127.0.0.1"
+    assert g.check("http://hooks.localhost:8080/hook").address == "127.0.0.1"
+    assert g.check("http://LOCALHOST.:8080/hook").address == "127.0.0.1"
+    assert g.check("http://127.0.0.1:8080/hook").address == "127.0.0.1"
+    for url in ("https://0.com/in", "https://jhrpmszp.7.example/in", "http://null.test/in", "https://localhost.example/"):
+        with pytest.raises(UnsafeWebhook, match="is not allowed"):
+            g.check(url)
+    assert asked == []
+
+
+def test_the_stack_resolves_webhook_hosts_with_the_resolver_its_settings_name():
+    assert Container(Settings()).webhook_guard.resolve is system_resolver  # deployed, and `make run`
+    loopback_only = Container(Settings(webhook_resolver="loopback-only"))
+    assert loopback_only.webhook_guard.resolve is loopback_only_resolver
+    with pytest.raises(ValueError):
+        Settings(webhook_resolver="google")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -159,10 +160,17 @@ class Settings(BaseSettings):
     delivery_dlq_url: str = ""
     webhook_retry_schedule_s: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
-    webhook_timeout_s: float = 5.0
+    # One try's deadline, from connecting to the answer's status (delivery/webhooks.py GuardedPost). A batch's
+    # tries run at once, so a batch ends within about this, well inside the function's Timeout (30 s).
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=20)
     # Callers' webhooks may be http:// and on loopback (never private ranges): for a stack whose callers
     # listen on 127.0.0.1, the embedded one. Off everywhere else (delivery/destinations.py).
     webhook_allow_loopback: bool = False
+    # Who answers the webhook guard's lookups: "system" (the host's resolver), or "loopback-only", where
+    # localhost and *.localhost are 127.0.0.1 and every other name is refused without a lookup. Tests and
+    # benchmarks use the latter: names they generate (fuzzing: "https://0.com") must never become DNS
+    # queries that leave the machine.
+    webhook_resolver: Literal["system", "loopback-only"] = "system"
     sweep_after_s: float = 300  # a live job not in flight on RunPod is looked at this long after its last news
     # A job in flight on RunPod is looked at once it should have finished (jobs/deadlines.py): its
     # expected time times settle_factor, at least settle_floor_s, so a lost webhook costs seconds.

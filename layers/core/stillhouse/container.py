@@ -14,7 +14,7 @@ from stillhouse import aws, secrets
 from stillhouse.audit import AuditLog
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
-from stillhouse.delivery.destinations import WebhookGuard
+from stillhouse.delivery.destinations import RESOLVERS, WebhookGuard
 from stillhouse.delivery.tenant_secrets import WebhookSecretStore
 from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, GuardedPost, WebhookDeliverer
 from stillhouse.jobs.deadlines import SettleDeadlines
@@ -157,7 +157,8 @@ class Container:
 
     @cached_property
     def webhook_guard(self) -> WebhookGuard:
-        return WebhookGuard(allow_loopback=self.settings.webhook_allow_loopback)
+        return WebhookGuard(allow_loopback=self.settings.webhook_allow_loopback,
+                            resolve=RESOLVERS[self.settings.webhook_resolver])
 
     @cached_property
     def deliverer(self) -> WebhookDeliverer:

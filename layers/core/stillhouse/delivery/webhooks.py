@@ -11,9 +11,13 @@ goes to the dead-letter queue, where the sweeper's redrive can send it again.
 """
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import http.client
 import json
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -22,7 +26,7 @@ import urllib3
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from stillhouse.delivery.destinations import UnsafeWebhook, WebhookGuard, connection_pool, host_header
+from stillhouse.delivery.destinations import Deadline, UnsafeWebhook, WebhookGuard, host_header, pinned_connection
 from stillhouse.delivery.signing import webhook_headers
 from stillhouse.errors import JobNotFound
 from stillhouse.jobs.model import Job
@@ -160,24 +164,32 @@ Post = Callable[[str, bytes, dict[str, str], float], int]
 
 class GuardedPost:
     """One POST to a checked destination (delivery/destinations.py): to the address that was checked,
-    never following a redirect (a webhook URL is where the caller said, not where it points us)."""
+    never following a redirect (a webhook URL is where the caller said, not where it points us).
+
+    `timeout_s` is the try's deadline, from connecting to the answer's status: a receiver that drips its
+    answer is cut off then, not after each slow read. Only the answer's status and headers are read (a
+    few KB at most), never its body, so a receiver that sends gigabytes costs us nothing either."""
 
     def __init__(self, guard: WebhookGuard) -> None:
         self._guard = guard
 
     def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
         dest = self._guard.check(url)  # again at each try: what a name resolves to can change
-        pool = connection_pool(dest, timeout_s)
-        try:
-            response = pool.urlopen("POST", dest.target, body=body, headers={**headers, "Host": host_header(dest)},
-                                    redirect=False, retries=False, assert_same_host=False)
-        except urllib3.exceptions.HTTPError as err:
-            raise DeliveryFailed(f"{type(err).__name__}: {err}") from err
-        finally:
-            pool.close()
-        if not 200 <= response.status < 300:
-            raise DeliveryFailed(f"HTTP {response.status}")
-        return response.status
+        with Deadline(timeout_s) as deadline:
+            conn = pinned_connection(dest, deadline)
+            try:
+                conn.request("POST", dest.target, body=body, headers={**headers, "Host": host_header(dest)},
+                             preload_content=False)
+                status = conn.getresponse().status
+            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as err:
+                if deadline.expired:
+                    raise DeliveryFailed(f"no answer within the try's deadline of {timeout_s:g} s") from err
+                raise DeliveryFailed(f"{type(err).__name__}: {err}") from err
+            finally:
+                conn.close()
+        if not 200 <= status < 300:
+            raise DeliveryFailed(f"HTTP {status}")
+        return status
 
 
 class WebhookDeliverer:
@@ -239,6 +251,20 @@ class WebhookDeliverer:
             delay = self.schedule_s[receive_count - 1]
             self._queue.retry_after(receipt_handle, delay * self._rng.uniform(0.8, 1.2))  # jitter spreads a herd
         raise DeliveryFailed(f"webhook of job {job_id}, try {receive_count}: {entry['error']}")
+
+
+#: A thread for every notice of a batch (the delivery function's BatchSize), so a batch of slow receivers
+#: lasts about one try's deadline. asyncio's default executor has min(32, CPUs + 4) threads: on a 2-vCPU
+#: function, a batch of ten would take two deadlines.
+TRIES_AT_ONCE = 10
+_tries = ThreadPoolExecutor(max_workers=TRIES_AT_ONCE, thread_name_prefix="webhook-try")
+
+
+async def try_notice(deliverer: WebhookDeliverer, notice: Notice, receive_count: int, receipt_handle: str) -> None:
+    """`deliverer.deliver` in a thread of the batch's own, in the caller's context (the job's logs, trace)."""
+    context = contextvars.copy_context()
+    await asyncio.get_running_loop().run_in_executor(_tries, context.run, deliverer.deliver, notice, receive_count,
+                                                     receipt_handle)
 
 
 def _now() -> str:

@@ -1,8 +1,10 @@
-"""Callers' webhook endpoints that misbehave, on 127.0.0.1: raw sockets, so each sends exactly what it
-says, as slowly or as much as it says."""
+"""HTTP servers on 127.0.0.1 that misbehave: callers' webhook endpoints on raw sockets, each sending exactly
+what it says, as slowly or as much as it says; and `Recorder`, which answers every request alike (e.g. a
+redirect) and records what reached it."""
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class RawReceiver:
@@ -121,3 +123,39 @@ def _read_request(conn):
         if not chunk:
             return
         body += chunk
+
+
+class Recorder:
+    """An HTTP server on 127.0.0.1 that records each request's method, path and Authorization header, and
+    answers with `status` (and `location`, if set)."""
+
+    def __init__(self, status=200, location=None):
+        self.received = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                recorder.received.append((self.command, self.path, self.headers.get("Authorization")))
+                body = b'{"id": "rp-target", "status": "IN_QUEUE"}'
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

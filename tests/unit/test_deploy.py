@@ -193,3 +193,25 @@ def test_what_is_not_in_the_file_is_listed_and_left_alone(deployer):
 def test_a_streaming_template_registers_its_endpoints_as_streaming(deployer):
     deployer.apply(parse(edited(**{"templates__worker-llama__env": {"MODEL": "llama-8b", "WORKER_STREAMING": True}})))
     assert deployer.router.rows["llama-a"]["streaming"] is True
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_the_management_client_never_follows_a_redirect_with_our_key(status):
+    """`stillhouse deploy` sends the RunPod key on every call: a redirect must be an error, never a hop."""
+    from stillhouse_local.deploy.runpod_api import RunPodApiError, RunPodManagement
+
+    from tests.support.receivers import Recorder
+
+    target, redirecting = Recorder(), None
+    try:
+        redirecting = Recorder(status=status, location=f"{target.url}/v1/endpoints")
+        api = RunPodManagement("rp_secret_key", base_url=f"{redirecting.url}/v1", timeout_s=10)
+        with pytest.raises(RunPodApiError) as raised:
+            api.list_endpoints()
+        assert raised.value.status == status
+        assert target.received == []  # neither the key nor the request went where the redirect pointed
+        assert redirecting.received[0][2] == "Bearer rp_secret_key"
+    finally:
+        target.close()
+        if redirecting is not None:
+            redirecting.close()

@@ -1,12 +1,10 @@
 """RunPod's HTTP answers, classified: what the router does next depends on who is at fault."""
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from tenacity import wait_none
 
 from stillhouse.errors import ErrorClass
 from stillhouse.runpod.client import RunPodClient, RunPodError, classify_status
+from tests.support.receivers import Recorder
 
 
 @pytest.mark.parametrize(("status_code", "error_class"), [
@@ -115,42 +113,6 @@ def test_a_key_that_is_simply_wrong_fails_after_one_reread_and_is_not_reread_at_
 
 
 # --- redirects: a real HTTP exchange on 127.0.0.1 ----------------------------------------------------------
-
-class Recorder:
-    """An HTTP server on 127.0.0.1 that records each request's method, path and Authorization header, and
-    answers with `status` (and `location`, if set)."""
-
-    def __init__(self, status=200, location=None):
-        self.received = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                recorder.received.append((self.command, self.path, self.headers.get("Authorization")))
-                body = b'{"id": "rp-target", "status": "IN_QUEUE"}'
-                self.send_response(status)
-                if location:
-                    self.send_header("Location", location)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def target():

@@ -47,9 +47,10 @@ class RunPodManagement:
         self._timeout_s = timeout_s
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        # Never to a redirect's target: the session would carry the Authorization header (our key) there.
         response = self._session.request(method, self.base_url + path, json=body, headers=self._headers,
-                                         timeout=self._timeout_s)
-        if not response.ok:
+                                         timeout=self._timeout_s, allow_redirects=False)
+        if not 200 <= response.status_code < 300:
             raise RunPodApiError(method, path, response.status_code, response.text)
         return response.json() if response.content else None
 

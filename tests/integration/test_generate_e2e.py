@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,6 +57,12 @@ _STACK_PROCESS = textwrap.dedent("""
 """)
 
 
+def _drain(stream, path: Path) -> None:
+    with path.open("w") as out:
+        for line in stream:
+            out.write(line)
+
+
 @pytest.fixture(scope="module")
 def gen_stack(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("gen-logs")
@@ -70,6 +77,8 @@ def gen_stack(tmp_path_factory):
             proc.wait(timeout=10)
             pytest.fail(f"the stack process exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
         info = json.loads(line)
+        # The stack's functions log to stdout as on Lambda; read it all the time, or a full pipe blocks them.
+        threading.Thread(target=_drain, args=(proc.stdout, log_dir / "stdout.log"), daemon=True).start()
         yield SimpleNamespace(url=info["url"], dev_api_key=info["key"], other_key=info["other_key"])
     finally:
         proc.stdin.close()

@@ -124,8 +124,10 @@ def _accepted(body: JobAccepted, trace_id: str | None) -> Response:
 
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Job:
-    logger.thread_safe_append_keys(job_id=job_id)
-    return public_view(container().job_service.get(principal(), job_id), container().spill)
+    job = container().job_service.get(principal(), job_id)
+    # Once the job is read: a line naming a job names its trace too (the access line comes after).
+    logger.thread_safe_append_keys(job_id=job_id, trace_id=job.trace_id)
+    return public_view(job, container().spill)
 
 
 @app.get("/v1/jobs")
@@ -140,20 +142,21 @@ def list_jobs(
 
 @app.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> JobAccepted:
-    logger.thread_safe_append_keys(job_id=job_id)
     job = container().job_service.cancel(principal(), job_id)
+    logger.thread_safe_append_keys(job_id=job_id, trace_id=job.trace_id)
     return JobAccepted(id=job.id, status=job.status)
 
 
 @app.get("/v1/jobs/<job_id>/stream")
 def stream_job(job_id: str) -> StreamPage:
     """The chunks a streaming job produced since the last call (RunPod-style polling; see streams.py)."""
-    logger.thread_safe_append_keys(job_id=job_id)
     # Each poll asks RunPod with our key: counted per tenant here, at the route (the OpenAI streaming front
     # reads its own job's stream server-side and is not held to the caller's poll rate).
     container().quotas.poll(principal().tenant_id)
     reader = StreamReader(container().job_store, container().registry, container().runpod.client_for)
-    return reader.read(principal(), job_id)
+    page = reader.read(principal(), job_id)
+    logger.thread_safe_append_keys(job_id=job_id, trace_id=page.trace_id)
+    return page
 
 
 def _endpoint_row(view: EndpointView) -> dict[str, Any]:

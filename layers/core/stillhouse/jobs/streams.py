@@ -42,6 +42,7 @@ class StreamPage(BaseModel):
     status: JobStatus
     attempt: int = 0  # the attempt whose chunks these are (changes only when the job is retried)
     stream: list[dict[str, Any]] = Field(default_factory=list)  # [{"output": chunk}, ...]
+    trace_id: str | None = Field(default=None, exclude=True)  # for the route's log lines, not shown
 
 
 class Jobs(Protocol):
@@ -66,7 +67,7 @@ class StreamReader:
 
     def read(self, principal: Principal, job_id: str) -> StreamPage:
         job = self._store.get(job_id, principal.tenant_id)  # another tenant's job: JobNotFound (404)
-        page = StreamPage(id=job.id, status=job.status, attempt=job.attempts)
+        page = StreamPage(id=job.id, status=job.status, attempt=job.attempts, trace_id=job.trace_id)
         if not _on_runpod(job):
             return page
         try:

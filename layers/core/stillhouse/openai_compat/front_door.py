@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from stillhouse.auth import Principal
 from stillhouse.config import InputLimits, OpenAISettings
 from stillhouse.errors import Conflict, GatewayTimeout, InvalidRequest, ServiceUnavailable, StillhouseError
-from stillhouse.jobs.model import MODEL_NAME_CHARS, Job, JobRequest, JobStatus, Task
+from stillhouse.jobs.model import MODEL_NAME_CHARS, Job, JobRequest, JobStatus
 from stillhouse.jobs.streams import StreamPage
 from stillhouse.openai_compat import translate
 from stillhouse.openai_compat.schemas import (
@@ -328,4 +328,4 @@ def _every(seconds: float) -> Iterator[float]:
         yield seconds
 
 
-__all__ = ["Call", "FrontDoor", "JobCancelled", "JobFailed", "JobRefused", "Task"]
+__all__ = ["Call", "FrontDoor", "JobCancelled", "JobFailed", "JobRefused"]

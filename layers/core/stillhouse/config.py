@@ -90,6 +90,8 @@ class TenantLimits(BaseModel):
     stream_polls_per_minute: int = Field(default=600, ge=1, le=1_000_000)  # GET /v1/jobs/{id}/stream calls
     max_in_flight: int = Field(default=100, ge=1, le=5_000)  # jobs not yet ended
     max_council_models: int = Field(default=4, ge=2, le=8)
+    # Lines in this tenant's batches that have not ended (the Batch API): a batch that would pass it is 429.
+    max_batch_lines: int = Field(default=200_000, ge=1, le=10_000_000)
     allow_high_priority: bool = False
 
 
@@ -109,6 +111,27 @@ class OpenAISettings(BaseModel):
     # `model: "council:<preset>"`: named councils, each a list of member models (the first chairs
     # unless `council_chair` says otherwise). `model: "council"` is the default council (council_models).
     council_presets: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class BatchSettings(BaseModel):
+    """The Batch API (docs/batches.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # OpenAI's limits for a batch input file.
+    file_max_lines: int = Field(default=50_000, ge=1, le=50_000)
+    file_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1, le=200 * 1024 * 1024)
+    # Lines per chunk (one RunPod job, one GPU micro-batch), and the most bytes of input a chunk carries.
+    chunk_lines: int = Field(default=64, ge=1, le=512)
+    chunk_max_bytes: int = Field(default=1_000_000, ge=10_000, le=5_000_000)
+    # What a "24h" completion window lasts here: tests shorten it to see a batch expire.
+    window_s: float = Field(default=86_400.0, gt=0, le=86_400)
+    # The lane: a chunk starts on an endpoint only while the endpoint's jobs in flight stay under this share
+    # of its max_in_flight, leaving the rest to interactive jobs. A chunk put back this many times goes
+    # anyway (so a batch is never starved), and waits `defer_s` between tries.
+    lane_share: float = Field(default=0.5, gt=0, le=1)
+    lane_defers: int = Field(default=5, ge=0, le=100)
+    defer_s: int = Field(default=2, ge=0, le=900)
 
 
 class Settings(BaseSettings):
@@ -153,6 +176,10 @@ class Settings(BaseSettings):
     normal_queue_url: str = ""
     high_dlq_url: str = ""
     normal_dlq_url: str = ""
+    batch_queue_url: str = ""  # chunks of batches: the dispatch function's lane that yields to the others
+    batch_dlq_url: str = ""
+    batch_control_queue_url: str = ""  # a batch's own steps: start (validate, plan) and finish (assemble)
+    batches_table: str = "stillhouse-batches"
     max_receive_count: int = 3
     # Callers' webhooks: a queue of notices and the delays between tries (Standard Webhooks' schedule;
     # the queue's maxReceiveCount in template.yaml is one more than the number of delays).
@@ -211,6 +238,8 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     # The OpenAI-compatible routes, e.g. STILLHOUSE_OPENAI__WAIT_S=20.
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    # The Batch API, e.g. STILLHOUSE_BATCH__CHUNK_LINES=32.
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     # Prices of the cost estimate each attempt's metrics carry (docs/cost.md): a GPU-second of the
     # endpoints' workers (RunPod flex, 24 GB) and the AWS share of a fast-path job.

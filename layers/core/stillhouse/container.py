@@ -6,20 +6,26 @@ Tests and the embedded stack call `reset()` after pointing the factory at anothe
 """
 from __future__ import annotations
 
+import json
 from functools import cached_property, partial
 from threading import Lock
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stillhouse import aws, secrets
 from stillhouse.audit import AuditLog
+from stillhouse.batches.chunks import ChunkJobs, ChunkObjects
+from stillhouse.batches.files import FileStore
+from stillhouse.batches.service import BatchService
+from stillhouse.batches.steps import BatchSteps
+from stillhouse.batches.store import BatchStore, batch_of
 from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
 from stillhouse.delivery.destinations import RESOLVERS, WebhookGuard
 from stillhouse.delivery.tenant_secrets import WebhookSecretStore
-from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, GuardedPost, WebhookDeliverer
+from stillhouse.delivery.webhooks import CallerNotifier, DeliveryQueue, GuardedPost, Notice, WebhookDeliverer
 from stillhouse.jobs.deadlines import SettleDeadlines
-from stillhouse.jobs.dispatch import Dispatcher
-from stillhouse.jobs.model import Priority
+from stillhouse.jobs.dispatch import BatchLane, Dispatcher
+from stillhouse.jobs.model import Job, Priority, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.service import CouncilDefaults, JobService
 from stillhouse.jobs.stats import JobStats
@@ -62,8 +68,14 @@ class Container:
     @cached_property
     def job_store(self) -> JobStore:
         s = self.settings
-        return JobStore(aws.table(s.jobs_table), self.spill, watch_s=s.sweep_after_s,
-                        retain_s=s.job_retention_days * 86_400)
+        store = JobStore(aws.table(s.jobs_table), self.spill, watch_s=s.sweep_after_s,
+                         retain_s=s.job_retention_days * 86_400)
+        store.on_finished = self._job_finished
+        return store
+
+    def _job_finished(self, job: Job) -> None:
+        if job.task is Task.BATCH:  # a batch's chunk: its lines are counted (built only when one ends)
+            self.batch_service.chunk_ended(job)
 
     @cached_property
     def deadlines(self) -> SettleDeadlines:
@@ -93,7 +105,7 @@ class Container:
 
     @cached_property
     def quotas(self) -> Quotas:
-        return Quotas(self.tenants, self.job_store.live)
+        return Quotas(self.tenants, self.job_store.live, live_batches=lambda ids: self.batch_store.live_ids(ids))
 
     @cached_property
     def webhook_secrets(self) -> WebhookSecretStore:
@@ -112,8 +124,9 @@ class Container:
     @cached_property
     def queue(self) -> JobQueue:
         s = self.settings
-        return JobQueue(aws.client("sqs"), {Priority.HIGH: s.high_queue_url, Priority.NORMAL: s.normal_queue_url},
-                        {Priority.HIGH: s.high_dlq_url, Priority.NORMAL: s.normal_dlq_url})
+        return JobQueue(aws.client("sqs"), {Priority.HIGH: s.high_queue_url, Priority.NORMAL: s.normal_queue_url,
+                                            Priority.BATCH: s.batch_queue_url},
+                        {Priority.HIGH: s.high_dlq_url, Priority.NORMAL: s.normal_dlq_url, Priority.BATCH: s.batch_dlq_url})
 
     @cached_property
     def job_stats(self) -> JobStats:
@@ -188,6 +201,8 @@ class Container:
             workflows=self.workflows,
             workflow_mode=s.workflow_mode,
             deadlines=self.deadlines,
+            payload_for=self.chunk_objects.payload,
+            lane=BatchLane(share=s.batch.lane_share, defers=s.batch.lane_defers),
         )
 
     @cached_property
@@ -221,7 +236,45 @@ class Container:
                        deadlines=self.deadlines, queue=self.queue,
                        settle_dlqs=self.settings.settle_dlqs,
                        in_queue_give_up_s=self.settings.in_queue_give_up_s,
-                       breakers=lambda: [view.health for view in self.router.describe()])
+                       breakers=lambda: [view.health for view in self.router.describe()],
+                       batches=lambda: self.batch_service.sweep())
+
+    # --- the Batch API ----------------------------------------------------------------------------
+    @cached_property
+    def files(self) -> FileStore:
+        s = self.settings
+        return FileStore(aws.table(s.batches_table), aws.client("s3"), s.results_bucket, s.batch,
+                         retain_s=s.job_retention_days * 86_400)
+
+    @cached_property
+    def batch_store(self) -> BatchStore:
+        return BatchStore(aws.table(self.settings.batches_table), retain_s=self.settings.job_retention_days * 86_400)
+
+    @cached_property
+    def chunk_objects(self) -> ChunkObjects:
+        return ChunkObjects(aws.client("s3"), self.settings.results_bucket)
+
+    @cached_property
+    def batch_service(self) -> BatchService:
+        s = self.settings
+        return BatchService(
+            files=self.files, batches=self.batch_store,
+            chunk_jobs=ChunkJobs(aws.table(s.jobs_table), watch_s=s.sweep_after_s),
+            chunk_objects=self.chunk_objects, steps=BatchSteps(aws.client("sqs"), s.batch_control_queue_url),
+            lane=self.queue, settings=s.batch, limits=s.input_limits,
+            served=lambda model: bool(self.registry.candidates(model)),
+            cancel_job=lambda job: self.job_service.stop(job, "its batch ended"),
+            quotas=self.quotas, ended=self.notify_batch_ended, check_webhook=self.webhook_guard.check)
+
+    def notify_batch_ended(self, item: dict[str, Any]) -> bool:
+        """Queue a batch's end for the webhook it was created with (signed as a job's notice is)."""
+        if not item.get("webhook"):
+            return False
+        batch = batch_of(item)
+        body = {"type": f"batch.{batch.status.value}", "id": batch.id, "data": batch.model_dump(mode="json")}
+        self.delivery_queue.send(Notice(job_id=batch.id, webhook=item["webhook"], tenant_id=item["tenant_id"],
+                                        trace_id=item.get("trace_id"), body=json.dumps(body, separators=(",", ":"))))
+        return True
 
     @cached_property
     def sweep_rounds(self) -> SweepRounds:

@@ -12,6 +12,7 @@ from stillhouse.container import container
 from stillhouse.delivery.webhooks import public_view
 from stillhouse.http import (
     audit_api,
+    batches_api,
     config_api,
     dashboard,
     job_trace,
@@ -80,6 +81,7 @@ app.include_router(dashboard.router)
 app.include_router(stats_api.router)
 app.include_router(openai_api.router)
 app.include_router(audit_api.router)
+app.include_router(batches_api.router)
 
 
 def principal() -> Principal:

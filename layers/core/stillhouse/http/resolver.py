@@ -40,7 +40,9 @@ _STATUS: list[tuple[type[errors.StillhouseError], HTTPStatus]] = [
 ]
 
 #: Routes that speak OpenAI's API answer errors in its shape (`openai_compat.errors`); the rest in ours.
-OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/files", "/v1/batches")
+#: The one route whose body is a file (multipart/form-data, up to the Batch API's file limit), not JSON.
+UPLOAD = ("POST", "/v1/files")
 
 
 def speaks_openai(path: str | None) -> bool:
@@ -106,17 +108,28 @@ def _validation_error(exc: RequestValidationError, openai: bool = False) -> Resp
     return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", message, field, openai=openai)
 
 
+def raw_body(event: Any) -> bytes:
+    raw = event.body or ""
+    return base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+
+
+def is_upload(event: Any) -> bool:
+    return (event.http_method, event.path) == UPLOAD
+
+
 def guard_body(app: APIGatewayHttpResolver) -> None:
     """Refuse an oversized or too deeply nested body before it is parsed, so nothing is written (and a
     parser's recursion never becomes a 500)."""
     event = app.current_event
     raw = event.body or ""
-    data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+    data = raw_body(event)
     size = len(data)
     settings = get_settings()
-    if size > settings.max_body_bytes:
-        raise errors.PayloadTooLarge(f"body is {size} bytes; the limit is {settings.max_body_bytes}",
-                                     field="body")
+    limit = settings.batch.file_max_bytes + 65_536 if is_upload(event) else settings.max_body_bytes
+    if size > limit:
+        raise errors.PayloadTooLarge(f"body is {size} bytes; the limit is {limit}", field="body")
+    if is_upload(event):
+        return  # a file, read by its route; its lines are JSON checked one by one
     if event.is_base64_encoded:  # API Gateway's form of a body that is not UTF-8 text
         try:
             raw = data.decode("utf-8")
@@ -147,6 +160,8 @@ def guard_content_type(app: APIGatewayHttpResolver) -> None:
     validator would raise an error of its own for it, which no handler maps (a 500)."""
     event = app.current_event
     declared = media_type(event.headers)
+    if is_upload(event) and declared == "multipart/form-data":
+        return
     if event.body and not read_as_json(declared):
         raise errors.UnsupportedMediaType(f"Content-Type {declared!r} is not supported; send application/json",
                                           field="Content-Type")

@@ -7,7 +7,7 @@ takes the job, it is handed to the recovery workflow (backoff, failover), never 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,6 +25,38 @@ class DispatchDeferred(StillhouseError):
     """The job could not be handed on this time; the queue delivers it again later."""
 
     code = "dispatch_deferred"
+
+
+class LaneBusy(DispatchDeferred):
+    """A batch chunk found every endpoint for its model busier than the batch lane's share: it waits, so
+    that interactive jobs find room (the queue brings it back in `defer_s`)."""
+
+    code = "lane_busy"
+
+
+@dataclass(frozen=True)
+class BatchLane:
+    """The batch lane's rule (config.BatchSettings): a chunk starts only where the endpoint's jobs in flight
+    are under `share` of its max_in_flight; a chunk put back `defers` times goes as any job would."""
+
+    share: float = 0.5
+    defers: int = 5
+
+    def room(self, plan: Sequence[Endpoint], receive_count: int) -> Sequence[Endpoint] | None:
+        """The endpoints a chunk may start on now; None when it must wait."""
+        if receive_count > self.defers or not plan:
+            return plan  # aged: never starved; or nothing serves it, which the usual path answers
+        states = getattr(plan, "states", {})
+        roomy = tuple(e for e in plan if _under_share(e, states.get(e.name), self.share))
+        if not roomy:
+            return None
+        return replace(plan, endpoints=roomy) if hasattr(plan, "endpoints") else list(roomy)
+
+
+def _under_share(endpoint: Endpoint, state: Any, share: float) -> bool:
+    limit = getattr(endpoint, "max_in_flight", None)
+    in_flight = getattr(state, "in_flight", 0) if state is not None else 0
+    return limit is None or in_flight < max(1, int(limit * share))
 
 
 class Handover(Protocol):
@@ -59,6 +91,9 @@ class Dispatcher:
     workflows: Handover | None = None
     workflow_mode: str = "on_failure"  # or "always": every job runs in the recovery workflow
     deadlines: SettleDeadlines = field(default_factory=SettleDeadlines)
+    # What the worker is sent for a job: its own input, or for a batch chunk its lines (kept in S3).
+    payload_for: Callable[[Job], dict[str, Any]] = runpod_payload
+    lane: BatchLane = field(default_factory=BatchLane)
 
     # --- the fast path (SQS) -------------------------------------------------------------------
     def dispatch(self, job_id: str, receive_count: int = 1, message: Queued | None = None) -> Job | None:
@@ -67,8 +102,22 @@ class Dispatcher:
         and read only when the claim is refused."""
         job: Job | None = None
         claimed: Job | None = None
+        lane_plan: Sequence[Endpoint] | None = None
+        if message is not None and message.task == Task.BATCH.value:
+            # Outside the try below: waiting in the lane is not a failed delivery.
+            job = self.store.get(job_id)
+            if job.status is not JobStatus.IN_QUEUE:
+                return None
+            lane_plan = self.lane.room(self.plan(job), receive_count)
+            if lane_plan is None:
+                raise LaneBusy(f"every endpoint for {job.model} is over the batch lane's share")
+            receive_count -= min(receive_count - 1, self.lane.defers)  # deliveries spent waiting are not failures
         try:
-            if self._claims_blind(message):
+            if job is not None:
+                claimed = self.store.claim_attempt(job.id, job.attempts, queued_only=True)
+                if claimed is None:
+                    return None  # a concurrent delivery took this attempt
+            elif self._claims_blind(message):
                 claimed = self.store.claim_attempt(job_id, message.attempts, queued_only=True)  # type: ignore[union-attr, arg-type]
             if claimed is None:
                 job = self.store.get(job_id)
@@ -81,7 +130,7 @@ class Dispatcher:
                 claimed = self.store.claim_attempt(job.id, job.attempts)
                 if claimed is None:
                     return None  # a concurrent delivery took this attempt
-            outcome = self.submit(claimed, claimed.attempts, actor="dispatch")
+            outcome = self.submit(claimed, claimed.attempts, actor="dispatch", plan=lane_plan)
             if not isinstance(outcome, Refused):
                 return outcome
             return self._hand_over(claimed, claimed.attempts, outcome.reason, outcome.error_class)
@@ -130,7 +179,7 @@ class Dispatcher:
         if plan is None:
             plan = self.plan(job)
         # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
-        outcome = place(self.router, self.client_for, job.model, runpod_payload(job),
+        outcome = place(self.router, self.client_for, job.model, self.payload_for(job),
                         lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy,
                         avoid=lost_on(job), plan=plan)
         if isinstance(outcome, Refused):

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StrictBool, WithJsonSchema
 
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.status import JobStatus
@@ -16,11 +16,29 @@ class Task(StrEnum):
     COUNCIL = "council"
     ECHO = "echo"  # diagnostic
     SLEEP = "sleep"  # diagnostic
+    BATCH = "batch"  # a chunk of a batch's lines (stillhouse.batches): made by the Batch API, never submitted
 
 
 class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
+    BATCH = "batch"  # the batches' lane (jobs.queue): yields to the others; never asked for by a caller
+
+
+def _submittable(value: StrEnum) -> StrEnum:
+    if value in (Task.BATCH, Priority.BATCH):
+        raise ValueError(f"{value.value!r} is kept for the Batch API's own jobs; send lines through /v1/batches")
+    return value
+
+
+def _public(enum: type[StrEnum], internal: StrEnum) -> Any:
+    """An enum as callers may use it: its internal member refused, and left out of the schema."""
+    return Annotated[enum, AfterValidator(_submittable),
+                     WithJsonSchema({"type": "string", "enum": [m.value for m in enum if m is not internal]})]
+
+
+SubmittedTask = _public(Task, Task.BATCH)
+SubmittedPriority = _public(Priority, Priority.BATCH)
 
 
 #: The longest model name a job may carry (the OpenAI routes' `model` is longer: it may name a council).
@@ -32,11 +50,11 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Task
+    task: SubmittedTask
     input: dict[str, Any]
     model: str | None = Field(default=None, max_length=MODEL_NAME_CHARS)
     params: dict[str, Any] = Field(default_factory=dict)
-    priority: Priority = Priority.NORMAL
+    priority: SubmittedPriority = Priority.NORMAL
     webhook: HttpUrl | None = None
     cache: StrictBool = False  # strict: the schema says boolean, so 0 and "false" are 422, not a guess
 

@@ -36,6 +36,30 @@ class JobQueue:
             body["task"] = task
         self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps(body), **trace_attributes())
 
+    def send_many(self, jobs: list[Any]) -> None:
+        """Queue many new jobs (stillhouse.jobs.model.Job), ten to a SendMessageBatch call, each on its
+        priority's queue. A message SQS did not take is sent again; one it still refuses raises."""
+        bodies: dict[str, list[str]] = {}
+        for job in jobs:
+            bodies.setdefault(self._urls[job.priority], []).append(
+                json.dumps({"job_id": job.id, "attempts": job.attempts, "task": job.task.value}))
+        for url, messages in bodies.items():
+            for start in range(0, len(messages), 10):  # SendMessageBatch's limit
+                batch = [{"Id": str(i), "MessageBody": body, **trace_attributes()}
+                         for i, body in enumerate(messages[start:start + 10])]
+                for _ in range(3):
+                    failed = {f["Id"] for f in self._sqs.send_message_batch(QueueUrl=url, Entries=batch).get("Failed", [])}
+                    batch = [entry for entry in batch if entry["Id"] in failed]
+                    if not batch:
+                        break
+                else:
+                    raise RuntimeError(f"SQS refused {len(batch)} messages of a batch")
+
+    def defer(self, priority: Priority, receipt_handle: str, seconds: int) -> None:
+        """Have a received message come back in `seconds` (not after the queue's whole visibility timeout)."""
+        self._sqs.change_message_visibility(QueueUrl=self._urls[priority], ReceiptHandle=receipt_handle,
+                                            VisibilityTimeout=seconds)
+
     def depths(self) -> dict[str, dict[str, int]]:
         """Per priority: messages waiting, being handled (received, not yet deleted) and dead-lettered.
         SQS's counts are approximate (eventually consistent, ~1 minute), which a dashboard can live with."""

@@ -186,6 +186,17 @@ class JobService:
         self._stop_work(job)
         return job
 
+    def stop(self, job: Job, detail: str) -> Job | None:
+        """Cancel a job on its owner's behalf (a batch's chunk when the batch is cancelled or expires): the
+        job ends CANCELLED unless it ended first (None), and its RunPod work is stopped."""
+        try:
+            stopped = self._store.transition(job.id, JobStatus.CANCELLED, actor="batch", endpoint=job.endpoint,
+                                             attempt=job.attempts, detail=detail)
+        except TransitionRefused:
+            return None
+        self._stop_work(stopped)
+        return stopped
+
     def _stop_work(self, job: Job) -> None:
         """Best effort: the job is already CANCELLED; stop its workflow and the RunPod work in flight."""
         if job.execution_arn and self._workflows is not None:

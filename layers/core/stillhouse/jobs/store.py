@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,7 +39,7 @@ def now_iso() -> str:
     return iso(datetime.now(UTC))
 
 
-def _to_item(job: Job) -> dict[str, Any]:
+def to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude_none=True)
     if job.task_token:  # excluded from every dump shown to callers, but stored
         data["task_token"] = job.task_token
@@ -55,7 +56,7 @@ def _to_item(job: Job) -> dict[str, Any]:
     return data
 
 
-def _from_item(item: dict[str, Any]) -> Job:
+def from_item(item: dict[str, Any]) -> Job:
     data = dict(item)
     for name in _JSON_FIELDS:
         if isinstance(data.get(name), str):
@@ -73,7 +74,7 @@ def _live(values: dict[str, Any]) -> str:
 
 def _item_size(job: Job) -> int:
     """About what the job's item weighs in DynamoDB (names and values as stored)."""
-    return len(json.dumps(_to_item(job), separators=(",", ":"), default=str))
+    return len(json.dumps(to_item(job), separators=(",", ":"), default=str))
 
 
 def _is_item_too_large(err: ClientError) -> bool:
@@ -93,6 +94,9 @@ class JobStore:
         # A finished job is kept this long (settings.job_retention_days): the terminal write sets
         # `expires_at` (epoch seconds, the jobs table's TTL attribute). 0: kept forever, no attribute.
         self._retain_s = retain_s
+        # Told of every job that ends, once (the terminal write won), whichever function wrote it: the Batch
+        # API counts its chunks here (stillhouse.batches). Its failure never undoes the write.
+        self.on_finished: Callable[[Job], None] | None = None
 
     def _expires_at(self, moment: datetime) -> int | None:
         return int(moment.timestamp() + self._retain_s) if self._retain_s > 0 else None
@@ -109,7 +113,7 @@ class JobStore:
         return {name: json.dumps(value) if name in _JSON_FIELDS else value for name, value in stored.items()}
 
     def create(self, job: Job) -> Job:
-        item = _to_item(job)
+        item = to_item(job)
         moment = datetime.fromisoformat(job.updated_at.replace("Z", "+00:00"))
         if not job.status.terminal:  # a job answered from the cache is created COMPLETED: never due
             item["due_at"] = self._due_after_news(moment)
@@ -129,7 +133,7 @@ class JobStore:
         # Another tenant's job is indistinguishable from a missing one.
         if item is None or (tenant_id is not None and item.get("tenant_id") != tenant_id):
             raise JobNotFound(f"job {job_id} not found", field="id")
-        return _from_item(item)
+        return from_item(item)
 
     def list(
         self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
@@ -305,12 +309,14 @@ class JobStore:
                 refused = TransitionRefused(f"job {job_id} cannot move to {target}")
                 found = refused_item(err)
                 if found:
-                    refused.current = _from_item(found)
+                    refused.current = from_item(found)
                 raise refused from err
             raise
-        moved = _from_item(out["Attributes"])
+        moved = from_item(out["Attributes"])
         if target in TERMINAL:  # the conditional write won: each job is counted once
             metrics.job_finished(moved)
+            if self.on_finished is not None:
+                self.on_finished(moved)
         return moved
 
     def _update_spilling(self, job_id: str, request: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
@@ -392,7 +398,7 @@ class JobStore:
             if _is_condition_failure(err):
                 return None
             raise
-        return _from_item(out["Attributes"])
+        return from_item(out["Attributes"])
 
 
 class MemberStore:

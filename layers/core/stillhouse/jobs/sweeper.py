@@ -52,6 +52,8 @@ class Sweeper:
     settle_dlqs: bool = True
     # Every endpoint's breaker (Router.describe's health): sampled each sweep, for the open-too-long alarm.
     breakers: Callable[[], Iterable[EndpointHealth]] | None = None
+    # The Batch API's round (BatchService.sweep): expire batches past their window, step stalled ones.
+    batches: Callable[[], dict[str, int]] | None = None
 
     def sweep(self, *, ahead_s: float = 0.0, now: datetime | None = None) -> dict[str, int]:
         """One round over the due jobs. `ahead_s`: also take jobs due within that many seconds (an
@@ -74,6 +76,12 @@ class Sweeper:
                     counts["errors"] += 1
         if self.queue is not None and self.settle_dlqs:
             counts.update(self.queue.settle_dlqs(self._still_waiting))
+        if self.batches is not None:
+            try:
+                counts.update(self.batches())
+            except Exception:  # noqa: BLE001 - the jobs' round is done; batches are looked at again next round
+                logger.exception("could not sweep the batches")
+                counts["errors"] += 1
         metrics.swept(counts)
         self._sample_breakers(now)
         return dict(counts)

@@ -43,7 +43,7 @@ from threading import Lock
 from typing import Any
 
 from stillhouse.config import TenantLimits
-from stillhouse.errors import Forbidden, QuotaExceeded, Unprocessable
+from stillhouse.errors import Forbidden, InvalidRequest, QuotaExceeded, Unprocessable
 from stillhouse.refusals import refused_item
 from stillhouse.tenants.store import TenantStore
 
@@ -58,8 +58,10 @@ _HEAL_CHUNK = 40  # entries removed by one conditional write (each is a `contain
 
 class Quotas:
     def __init__(self, tenants: TenantStore, live_jobs: Callable[[list[str]], set[str]], *,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time,
+                 live_batches: Callable[[list[str]], set[str]] | None = None) -> None:
         self._tenants = tenants
+        self._live_batches = live_batches
         self._table = tenants.table
         self._live_jobs = live_jobs
         self._now = now
@@ -146,6 +148,45 @@ class Quotas:
         raise QuotaExceeded(f"max_in_flight: this tenant has {limits.max_in_flight} GPU jobs that have not ended "
                             f"(this job runs {weight}); submit more when some have", limit="max_in_flight",
                             retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
+
+    def admit_batch(self, tenant_id: str, batch_id: str, lines: int) -> None:
+        """Admit a batch of `lines` lines against `max_batch_lines`, the lines of the tenant's batches that
+        have not ended. The batch is one entry (`{batch id}*{lines}`) of a set of its own on the in-flight
+        item, never one per line; it is released as jobs are, by healing against the batches that still run."""
+        allowed = self._tenants.limits(tenant_id).max_batch_lines
+        if lines > allowed:
+            raise InvalidRequest(f"input_file_id: the file has {lines} lines; this tenant's max_batch_lines is "
+                                 f"{allowed}", field="input_file_id")
+        failed = self._table.meta.client.exceptions.ConditionalCheckFailedException
+        for healed in (False, True):
+            try:
+                self._table.update_item(
+                    Key={"tenant_id": in_flight_key(tenant_id)}, UpdateExpression="ADD batches :entry, batch_lines :n",
+                    ConditionExpression="attribute_not_exists(batch_lines) OR batch_lines <= :room",
+                    ExpressionAttributeValues={":entry": {_entry(batch_id, lines)}, ":n": lines,
+                                               ":room": allowed - lines})
+                return
+            except failed:
+                if not healed and self._live_batches is not None:
+                    self._heal_batches(tenant_id)
+        raise QuotaExceeded(f"max_batch_lines: this tenant's batches that have not ended hold {allowed} lines at "
+                            f"most (this one has {lines}); submit it when some have ended", limit="max_batch_lines",
+                            retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
+
+    def _heal_batches(self, tenant_id: str) -> None:
+        """Release the lines of the tenant's batches that have ended, each entry once (conditioned on it)."""
+        key = {"tenant_id": in_flight_key(tenant_id)}
+        item = self._table.get_item(Key=key, ConsistentRead=True, ProjectionExpression="batches").get("Item") or {}
+        entries = sorted(item.get("batches") or ())
+        running = self._live_batches([_job_of(e) for e in entries]) if self._live_batches else set()
+        for entry in (e for e in entries if _job_of(e) not in running):
+            try:
+                self._table.update_item(Key=key, UpdateExpression="DELETE batches :e ADD batch_lines :released",
+                                        ConditionExpression="contains(batches, :one)",
+                                        ExpressionAttributeValues={":e": {entry}, ":one": entry,
+                                                                   ":released": -_weight(entry)})
+            except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+                continue  # released by another process
 
     def poll(self, tenant_id: str) -> None:
         """Count one `GET /v1/jobs/{id}/stream` of `tenant_id` in this clock minute, or raise 429 once the

@@ -36,7 +36,9 @@ def stack(tmp_path_factory):
                      # (the DLQ policy itself is tested in tests/unit/test_sweeper.py).
                      "STILLHOUSE_SETTLE_DLQS": "false",
                      # Webhook names are looked up by no DNS: localhost only, every other name refused.
-                     "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"},
+                     "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only",
+                     # A batch of a dozen lines runs as several chunks (several jobs, several GPU micro-batches).
+                     "STILLHOUSE_BATCH__CHUNK_LINES": "4"},
         webhook_retry_delay_s=0.2,
         log_dir=tmp_path_factory.mktemp("logs"),
     )

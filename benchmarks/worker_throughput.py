@@ -1,6 +1,7 @@
-"""GPU worker throughput: tokens/s at concurrency 1 vs 16 through the engine, plus model load times.
+"""GPU worker throughput: tokens/s at concurrency 1 vs 16 through the engine, a `batch` chunk vs the same
+prompts as single jobs, plus model load times.
 
-    .venv/bin/python -m benchmarks.worker_throughput [--max-new-tokens 64] [--concurrency 16]
+    .venv/bin/python -m benchmarks.worker_throughput [--max-new-tokens 64] [--concurrency 16] [--batch-lines 16]
 
 Run it as a module from the repository root (as `make bench` does): that puts the root on sys.path, where
 the `gpu_handler` package lives.
@@ -9,6 +10,9 @@ Prints ONE JSON object on stdout (progress goes to stderr). Same 16 prompts and 
 (engine.generate -> micro-batcher -> model.generate) in both modes, greedy decoding:
   c1  = the requests one at a time (each waits for the previous one), so every batch has one row;
   c16 = all requests submitted concurrently, so the batcher runs them as one batch.
+Then the Batch API's path, both through tasks.run_job (the dispatch a RunPod job takes):
+  singles = the --batch-lines prompts as that many `generate` jobs, one after another;
+  batch   = the same prompts as the lines of one `batch` job (a chunk), whose lines run concurrently.
 load_s_cold includes the one-time GGUF -> safetensors conversion (into a fresh temporary cache);
 load_s_cached is a second load from that cache. Both exclude importing torch/transformers (import_s).
 """
@@ -31,6 +35,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from gpu_handler import tasks
 from gpu_handler.engine import Engine
 from gpu_handler.schemas import GenerateInput
 from gpu_handler.settings import WorkerSettings
@@ -73,6 +78,32 @@ async def run_requests(
     return time.perf_counter() - started, results
 
 
+async def run_jobs(
+    engine: Engine, settings: WorkerSettings, model: str, prompts: list[str], max_new: int, as_batch: bool
+) -> tuple[float, list[dict[str, Any]]]:
+    """The prompts as `generate` jobs through tasks.run_job: one `batch` chunk, or single jobs in turn."""
+    jobs = [{"task": "generate", "model": model, "prompt": p, "max_new_tokens": max_new} for p in prompts]
+    started = time.perf_counter()
+    if as_batch:
+        chunk = {"task": "batch", "model": model,
+                 "lines": [{"custom_id": f"line-{i}", "input": job} for i, job in enumerate(jobs)]}
+        out = await tasks.run_job(chunk, lambda: engine, settings)
+        if "error" in out:
+            raise SystemExit(f"the batch job failed: {out['error']}")
+        failed = [line for line in out["lines"] if "error" in line]
+        if failed:
+            raise SystemExit(f"{len(failed)} batch lines failed, the first: {failed[0]['error']}")
+        results = [line["output"] for line in out["lines"]]
+    else:
+        results = []
+        for job in jobs:
+            out = await tasks.run_job(job, lambda: engine, settings)
+            if "error" in out:
+                raise SystemExit(f"a generate job failed: {out['error']}")
+            results.append(out)
+    return time.perf_counter() - started, results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -84,8 +115,15 @@ def main() -> None:
         default=None,
         help="torch CPU threads (default: torch's own, i.e. OMP_NUM_THREADS or the cores)",
     )
+    parser.add_argument(
+        "--batch-lines",
+        type=int,
+        default=16,
+        help="lines in the `batch` chunk compared with as many single generate jobs (0 skips that comparison)",
+    )
     args = parser.parse_args()
     prompts = (PROMPTS * (args.concurrency // len(PROMPTS) + 1))[: args.concurrency]
+    batch_prompts = (PROMPTS * (args.batch_lines // len(PROMPTS) + 1))[: args.batch_lines]
 
     load_avg_start = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -103,7 +141,8 @@ def main() -> None:
                 "model_id": None,
                 "model_cache_dir": cache,
                 "batch_window_ms": args.window_ms,
-                "batch_max_size": max(args.concurrency, 1),
+                # Big enough for either mode to run as one batch (a c-mode run never has more pending).
+                "batch_max_size": max(args.concurrency, args.batch_lines, 1),
             }
         )
         log("cold load (GGUF conversion into a fresh cache)...")
@@ -122,6 +161,17 @@ def main() -> None:
         c1_s, c1 = asyncio.run(run_requests(engine, prompts, args.max_new_tokens, concurrent=False))
         log(f"c{args.concurrency}: all requests at once...")
         cn_s, cn = asyncio.run(run_requests(engine, prompts, args.max_new_tokens, concurrent=True))
+        if batch_prompts:
+            log(f"singles: {len(batch_prompts)} generate jobs, one after another...")
+            singles_s, singles = asyncio.run(
+                run_jobs(engine, settings, generator.name, batch_prompts, args.max_new_tokens, as_batch=False)
+            )
+            log(f"batch: one batch job of {len(batch_prompts)} lines...")
+            before = len(engine.batcher.batch_sizes)
+            batch_s, batched = asyncio.run(
+                run_jobs(engine, settings, generator.name, batch_prompts, args.max_new_tokens, as_batch=True)
+            )
+            batch_sizes_batch = engine.batcher.batch_sizes[before:]
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
@@ -162,6 +212,24 @@ def main() -> None:
         "transformers": transformers.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
+    if batch_prompts:
+        singles_tokens = sum(r["completion_tokens"] for r in singles)
+        batch_tokens = sum(r["completion_tokens"] for r in batched)
+        tps_singles = singles_tokens / singles_s
+        tps_batch = batch_tokens / batch_s
+        result.update({
+            "batch_lines": len(batch_prompts),
+            "tokens_per_s_singles": round(tps_singles, 2),
+            "tokens_per_s_batch": round(tps_batch, 2),
+            "batch_speedup": round(tps_batch / tps_singles, 2),
+            "completion_tokens_singles": singles_tokens,
+            "completion_tokens_batch": batch_tokens,
+            "wall_s_singles": round(singles_s, 2),
+            "wall_s_batch": round(batch_s, 2),
+            "batch_sizes_batch": batch_sizes_batch,  # the micro-batches the chunk's lines ran in
+            "batch_max_size": settings.batch_max_size,
+            "batch_outputs_identical": [r["text"] for r in singles] == [r["text"] for r in batched],
+        })
     print(json.dumps(result))
 
 

@@ -3,7 +3,7 @@ naming the field rather than a silently ignored parameter."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -83,3 +83,36 @@ class EmbedInput(_Input):
     @property
     def all_texts(self) -> list[str]:
         return self.texts if self.texts is not None else [self.text or ""]
+
+
+#: Most lines in one `batch` job (one chunk of a Batch API file).
+MAX_BATCH_LINES = 512
+
+
+class BatchLineInput(BaseModel):
+    """A line's `input`: exactly what a single job of its task receives. Only `task` is checked here; the
+    rest is validated by that task when the line runs, so one bad line fails alone."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # Model work plus `echo` (diagnostics). Never `batch` (no nesting) nor `sleep` (it would hold the whole
+    # chunk). No `task` means `echo`, as for a single job.
+    task: Literal["generate", "embed", "echo"] = "echo"
+
+    def job_input(self) -> dict[str, Any]:
+        """The line's input as received (a `task` it did not give is not added)."""
+        return self.model_dump(exclude_unset=True)
+
+
+class BatchLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    custom_id: NonEmptyStr
+    input: BatchLineInput
+
+
+class BatchInput(_Input):
+    """One chunk of a Batch API file: its lines run concurrently, each as the single job it describes."""
+
+    model: NonEmptyStr  # the chunk's model: every line that names a model must name this one
+    lines: list[BatchLine] = Field(min_length=1, max_length=MAX_BATCH_LINES)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import JobError, classify, error_result
-from .schemas import EmbedInput, GenerateInput, SleepInput
+from .errors import InvalidInput, JobError, ModelLoadError, classify, error_result
+from .schemas import BatchInput, BatchLine, EmbedInput, GenerateInput, SleepInput
 from .serving import is_echo_model, resolve_model, served_models
 from .settings import WorkerSettings
 
@@ -104,7 +106,71 @@ async def _run(job_input: dict[str, Any], engine_for: Callable[[], Any], setting
         emb = EmbedInput.model_validate(_task_fields(job_input))  # validate before any model is touched
         resolve_model(emb.model, "embed", settings)
         return await engine_for().embed(emb)
-    raise JobError(f"unknown task {task!r}; expected one of echo, sleep, generate, embed", field="task")
+    if task == "batch":
+        return await run_batch(BatchInput.model_validate(_task_fields(job_input)), engine_for, settings)
+    raise JobError(f"unknown task {task!r}; expected one of echo, sleep, generate, embed, batch", field="task")
+
+
+@dataclass
+class _LineOutcome:
+    custom_id: str
+    output: dict[str, Any] | None = None
+    error: JobError | None = None
+    unexpected: Exception | None = None  # the exception behind an InternalError-like failure, for the log
+
+    def entry(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"custom_id": self.custom_id, "error": self.error.payload()}
+        return {"custom_id": self.custom_id, "output": self.output}
+
+
+async def _run_line(
+    line: BatchLine, model: str, engine_for: Callable[[], Any], settings: WorkerSettings
+) -> _LineOutcome:
+    """One line of a batch, as the single job it describes; its failure is its own (never raised)."""
+    job_input = line.input.job_input()
+    try:
+        named = job_input.get("model")
+        if named is not None and named != model:
+            raise InvalidInput(f"the line names model {named!r}, but this batch is for {model!r}", field="model")
+        if line.input.task != "echo":
+            job_input["model"] = model  # a line naming no model runs with the batch's
+        return _LineOutcome(line.custom_id, output=await _run(job_input, engine_for, settings))
+    except (JobError, ValidationError) as exc:
+        return _LineOutcome(line.custom_id, error=classify(exc))
+    except Exception as exc:  # logged once per chunk by run_batch, not once per line
+        return _LineOutcome(line.custom_id, error=classify(exc), unexpected=exc)
+
+
+async def run_batch(params: BatchInput, engine_for: Callable[[], Any], settings: WorkerSettings) -> dict[str, Any]:
+    """A `batch` job: one chunk of a Batch API file. Every line runs at once, so the engine's
+    micro-batcher takes the chunk's generations as GPU batches; the result has one entry per line, in
+    order, with the line's `output` or its `error` (the parsed error object). A failed line never fails
+    the chunk, except that a chunk whose lines ALL failed retryably (out of memory, model load) fails as
+    a whole with a retryable error, so the router tries it again elsewhere."""
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(*(_run_line(line, params.model, engine_for, settings) for line in params.lines))
+    errors = [o.error for o in outcomes if o.error is not None]
+    unexpected = [o.unexpected for o in outcomes if o.unexpected is not None]
+    if unexpected:
+        log.error("%d of %d batch lines failed unexpectedly; the first: %s", len(unexpected), len(outcomes),
+                  classify(unexpected[0]).message, exc_info=unexpected[0])
+    if len(errors) == len(outcomes) and all(e.retryable for e in errors):
+        first = errors[0]
+        log.warning("batch of %d lines: every line failed retryably (%s)", len(outcomes), first.error_type)
+        raise type(first)(f"all {len(outcomes)} lines of the batch failed, retryably; the first: {first.message}")
+    outputs = [o.output for o in outcomes if o.output is not None]
+    result: dict[str, Any] = {
+        "lines": [o.entry() for o in outcomes],
+        "model": params.model,
+        "prompt_tokens": sum(int(out.get("prompt_tokens") or 0) for out in outputs),
+        "completion_tokens": sum(int(out.get("completion_tokens") or 0) for out in outputs),
+    }
+    log.info("batch of %d lines: %d failed, %d prompt + %d completion tokens in %.0f ms", len(outcomes),
+             len(errors), result["prompt_tokens"], result["completion_tokens"], (time.perf_counter() - started) * 1000)
+    if any(isinstance(e, ModelLoadError) for e in errors):
+        result["refresh_worker"] = True  # as for a single job: the SDK replaces this worker after the chunk
+    return result
 
 
 async def run_job(

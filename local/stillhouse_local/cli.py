@@ -6,6 +6,7 @@
     stillhouse trace JOB_ID                         # a waterfall of the job's stages
     stillhouse endpoints                            # breaker state, latency, success rate per endpoint
     stillhouse faults local --error-rate 0.5        # the embedded RunPod stand-in's fault knobs
+    stillhouse batch submit requests.jsonl --wait   # OpenAI's Batch API: upload, create, follow
 
 Every command that calls the API takes `--url` / `--key` (or STILLHOUSE_API_URL / STILLHOUSE_API_KEY) and
 `--json` for scripts; exit codes are in cli_common.py.
@@ -33,6 +34,7 @@ import typer
 
 from stillhouse_local import (
     cli_admin,
+    cli_batch,
     cli_bench,
     cli_chat,
     cli_config,
@@ -60,6 +62,8 @@ Examples:
 
   stillhouse faults local --error-rate 0.5
 
+  stillhouse batch submit requests.jsonl --wait
+
 Set STILLHOUSE_API_URL and STILLHOUSE_API_KEY (`stillhouse up` prints them) or pass --url/--key.
 Exit codes: 0 done, 1 refused by the API or the job did not complete, 2 bad usage, 3 API unreachable."""
 
@@ -85,6 +89,8 @@ app.add_typer(cli_deploy.app)
 app.add_typer(cli_config.app, name="config")
 app.add_typer(cli_chat.app)
 app.add_typer(cli_admin.app, name="admin-key")
+app.add_typer(cli_batch.app, name="batch", help="OpenAI-style batches: submit a JSONL file, follow, list, cancel, "
+                                               "download")
 
 
 def main(argv: list[str] | None = None) -> int:

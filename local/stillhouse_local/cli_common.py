@@ -50,28 +50,36 @@ class ApiClient:
         self.timeout_s = timeout_s
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None, missing_ok: bool = False) -> Any:
-        """The answer's JSON; None for a 404 when `missing_ok` (an optional route, e.g. a trace)."""
+                headers: dict[str, str] | None = None, missing_ok: bool = False, files: Any = None,
+                form: dict[str, str] | None = None, raw: bool = False, timeout_s: float | None = None) -> Any:
+        """The answer's JSON; None for a 404 when `missing_ok` (an optional route, e.g. a trace).
+
+        `files` (with `form`'s fields) sends multipart/form-data instead of a JSON body; `raw` returns the
+        answer's bytes as they came (a file's content) instead of its JSON; `timeout_s` replaces the client's
+        (an upload)."""
         if not self.key:
             fail("an API key is needed: --key or STILLHOUSE_API_KEY (`stillhouse up` prints one)", code=EXIT_USAGE,
                  field="--key")
         try:
-            response = requests.request(method, self.url + path, json=body, params=params, timeout=self.timeout_s,
+            response = requests.request(method, self.url + path, json=body, params=params,
+                                        timeout=timeout_s or self.timeout_s, files=files, data=form,
                                         headers={"Authorization": f"Bearer {self.key}", **(headers or {})})
         except requests.RequestException as err:
             fail(f"cannot reach the API at {self.url}: {err.__class__.__name__} (is `stillhouse up` running? "
                  "--url or STILLHOUSE_API_URL)", code=EXIT_UNREACHABLE)
         if missing_ok and response.status_code in (404, 405):
             return None
+        if raw and response.ok:
+            return response.content
         try:
             data = response.json()
         except ValueError:
             data = None
         if not response.ok:
             error = (data or {}).get("error") if isinstance(data, dict) else None
-            if isinstance(error, dict):
-                fail(f"{response.status_code} {error.get('code', '')}: {error.get('message', '')}",
-                     field=error.get("field"))
+            if isinstance(error, dict):  # ours ({code, message, field}) or OpenAI's ({type, code, message, param})
+                fail(f"{response.status_code} {error.get('code') or error.get('type') or ''}: "
+                     f"{error.get('message', '')}", field=error.get("field") or error.get("param"))
             fail(f"{response.status_code} from {method} {path}: {response.text[:300]}")
         return data
 

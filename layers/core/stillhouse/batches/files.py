@@ -30,8 +30,9 @@ def new_file_id() -> str:
     return "file-" + secrets.token_hex(12)
 
 
-def created_sk(created_at: int, item_id: str) -> str:
-    return f"{created_at:012d}#{item_id}"
+def created_sk(created_at: float, item_id: str) -> str:
+    """The sort key of a tenant's listing: in milliseconds, so objects made in the same second keep their order."""
+    return f"{int(created_at * 1000):015d}#{item_id}"
 
 
 class FileStore:
@@ -66,7 +67,7 @@ class FileStore:
         key = f"files/{tenant_id}/{file_id}"
         self._s3.put_object(Bucket=self._bucket, Key=key, Body=content, ContentType="application/jsonl")
         now = int(time.time())
-        item = {"id": file_id, "kind": "file", "owner": f"{tenant_id}#file", "created_sk": created_sk(now, file_id),
+        item = {"id": file_id, "kind": "file", "owner": f"{tenant_id}#file", "created_sk": created_sk(time.time(), file_id),
                 "tenant_id": tenant_id, "bytes": len(content), "created_at": now, "filename": filename[:255],
                 "purpose": purpose, "lines": lines, "key": key}
         if self._retain_s:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from decimal import Decimal
 import time
 from typing import Any
 
@@ -48,11 +49,11 @@ class BatchStore:
     def create(self, tenant_id: str, batch_id: str, request: dict[str, Any], *, window_s: float,
                trace_id: str | None, total: int, webhook: str | None = None) -> dict[str, Any]:
         now = int(time.time())
-        item = {"id": batch_id, "kind": "batch", "owner": f"{tenant_id}#batch", "created_sk": created_sk(now, batch_id),
+        item = {"id": batch_id, "kind": "batch", "owner": f"{tenant_id}#batch", "created_sk": created_sk(time.time(), batch_id),
                 "tenant_id": tenant_id, "status": BatchStatus.VALIDATING.value, "live": "1",
                 "endpoint": request["endpoint"], "input_file_id": request["input_file_id"],
                 "completion_window": request["completion_window"], "created_at": now,
-                "expires_at": now + int(window_s) if window_s >= 1 else now, "deadline": round(now + window_s, 3),
+                "expires_at": now + int(window_s) if window_s >= 1 else now, "deadline": Decimal(str(round(now + window_s, 3))),
                 "total": total, "completed": 0, "failed": 0, "chunks": 0, "chunks_done": 0}
         if request.get("metadata") is not None:
             item["metadata"] = request["metadata"]

@@ -10,8 +10,6 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stillhouse.container import container, startup_check
-from stillhouse.jobs.dispatch import LaneBusy
-from stillhouse.jobs.model import Priority
 from stillhouse.jobs.queue import read_message, traceparent_of
 from stillhouse.telemetry.metrics import log_metrics
 from stillhouse.telemetry.tracing import job_context, lambda_tracer
@@ -28,11 +26,8 @@ async def record_handler(record: SQSRecord) -> None:
     message = read_message(record.body)
     with job_context(message.job_id, traceparent_of(record), "dispatch"):  # the thread below inherits it
         logger.info("dispatching", extra={"receive_count": receive_count})
-        try:
-            await asyncio.to_thread(container().dispatcher.dispatch, message.job_id, receive_count, message)
-        except LaneBusy:  # a batch chunk waits its turn: back in defer_s, not after the whole visibility timeout
-            container().queue.defer(Priority.BATCH, record.receipt_handle, container().settings.batch.defer_s)
-            raise
+        await asyncio.to_thread(container().dispatcher.dispatch, message.job_id, receive_count, message,
+                                record.receipt_handle)
 
 
 @tracer.capture_lambda_handler

@@ -90,7 +90,8 @@ def test_every_terminal_path_records_the_job(local):
 def test_queues_trigger_their_functions_with_partial_batch_failures(local):
     targets = {m.queue: m.function for m in local.queue_mappings}
     assert targets == {"JobsHighQueue": "DispatchFunction", "JobsNormalQueue": "DispatchFunction",
-                       "WebhookDeliveryQueue": "DeliveryFunction"}
+                       "JobsBatchQueue": "DispatchFunction", "WebhookDeliveryQueue": "DeliveryFunction",
+                       "BatchControlQueue": "BatchesFunction"}
     assert all(m.report_batch_item_failures for m in local.queue_mappings)
 
 

@@ -17,9 +17,11 @@ WILDCARDS_ALLOWED = {
        for action in ("states:SendTaskSuccess", "states:SendTaskFailure")},
     **{(fn, "secretsmanager:GetSecretValue"): "per-endpoint RunPod keys (EndpointSpec.secret_ref), named at run "
        "time; only their own prefix stillhouse/${Stage}/runpod/, which reaches no other secret of ours"
-       for fn in ("ApiFunction", "DispatchFunction", "WebhookFunction", "SweeperFunction", "WorkflowTasksFunction")},
-    **{(fn, action): "executions are named per job at run time; only this stack's two state machines"
-       for fn, action in (("ApiFunction", "states:StopExecution"), ("SweeperFunction", "states:DescribeExecution"))},
+       for fn in ("ApiFunction", "DispatchFunction", "WebhookFunction", "SweeperFunction", "WorkflowTasksFunction",
+                  "BatchesFunction")},
+    **{(fn, action): "executions are named per job at run time; only this stack's state machines"
+       for fn, action in (("ApiFunction", "states:StopExecution"), ("SweeperFunction", "states:DescribeExecution"),
+                          ("BatchesFunction", "states:StopExecution"))},
 }
 #: Who may resume a waiting workflow task: the code paths that record a RunPod result for a job a
 #: workflow waits for (runpod/callbacks.py: the webhook, the sweeper's status check, the workflow tasks).

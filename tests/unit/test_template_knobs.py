@@ -56,14 +56,16 @@ def test_each_function_s_reserved_concurrency_is_a_parameter_reserving_nothing_b
         assert cfn["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, 0]}]}
 
 
-def test_both_dispatch_event_sources_take_batch_window_and_maximum_concurrency_from_parameters(sam):
+def test_every_dispatch_event_source_takes_batch_window_and_maximum_concurrency_from_parameters(sam):
     dispatch = sam["Resources"]["DispatchFunction"]["Properties"]
-    events = [e["Properties"] for e in dispatch["Events"].values() if e["Type"] == "SQS"]
-    assert len(events) == 2  # high and normal
-    for e in events:
+    events = {name: e["Properties"] for name, e in dispatch["Events"].items() if e["Type"] == "SQS"}
+    assert set(events) == {"High", "Normal", "Batch"}
+    for name, e in events.items():
         assert e["BatchSize"] == {"Ref": "DispatchBatchSize"}
         assert e["MaximumBatchingWindowInSeconds"] == {"Ref": "DispatchBatchingWindowSeconds"}
-        assert e["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "DispatchMaxConcurrency"}}
+        # The batch lane has a concurrency of its own, so a large batch never takes the interactive queues' share.
+        concurrency = "BatchDispatchMaxConcurrency" if name == "Batch" else "DispatchMaxConcurrency"
+        assert e["ScalingConfig"] == {"MaximumConcurrency": {"Ref": concurrency}}
         assert e["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert dispatch["Timeout"] == {"Ref": "DispatchTimeoutSeconds"}
 

@@ -203,6 +203,7 @@ class Container:
             deadlines=self.deadlines,
             payload_for=self.chunk_objects.payload,
             lane=BatchLane(share=s.batch.lane_share, defers=s.batch.lane_defers),
+            defer=lambda receipt: self.queue.defer(Priority.BATCH, receipt, s.batch.defer_s),
         )
 
     @cached_property

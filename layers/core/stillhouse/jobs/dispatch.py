@@ -94,9 +94,13 @@ class Dispatcher:
     # What the worker is sent for a job: its own input, or for a batch chunk its lines (kept in S3).
     payload_for: Callable[[Job], dict[str, Any]] = runpod_payload
     lane: BatchLane = field(default_factory=BatchLane)
+    # (receipt handle): have a waiting chunk's message come back soon (JobQueue.defer), not after the
+    # queue's whole visibility timeout.
+    defer: Callable[[str], None] | None = None
 
     # --- the fast path (SQS) -------------------------------------------------------------------
-    def dispatch(self, job_id: str, receive_count: int = 1, message: Queued | None = None) -> Job | None:
+    def dispatch(self, job_id: str, receive_count: int = 1, message: Queued | None = None,
+                 receipt_handle: str | None = None) -> Job | None:
         """Dispatch a queued job. `message`: what its queue message says; a fast-path job is then
         claimed straight away (the claim's condition checks that it is still queued at those attempts),
         and read only when the claim is refused."""
@@ -110,6 +114,8 @@ class Dispatcher:
                 return None
             lane_plan = self.lane.room(self.plan(job), receive_count)
             if lane_plan is None:
+                if receipt_handle and self.defer is not None:
+                    self.defer(receipt_handle)
                 raise LaneBusy(f"every endpoint for {job.model} is over the batch lane's share")
             receive_count -= min(receive_count - 1, self.lane.defers)  # deliveries spent waiting are not failures
         try:

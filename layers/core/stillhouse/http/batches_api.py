@@ -2,19 +2,15 @@
 cancel, list). Errors come in OpenAI's shape (http.resolver picks it by path)."""
 from __future__ import annotations
 
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import File, Form, Header, Path, Query, UploadFile
 
 from stillhouse.auth import Principal
 from stillhouse.batches.model import Batch, BatchCreate, BatchList, FileDeleted, FileList, FileObject
 from stillhouse.container import container
-from stillhouse.errors import InvalidRequest
-from stillhouse.http.resolver import media_type, raw_body
 
 router = Router()
 UPLOAD_PATH = "/v1/files"
@@ -28,35 +24,13 @@ def _principal() -> Principal:
     return router.context["principal"]
 
 
-def form_fields(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """A multipart/form-data body's fields: name -> (file name, bytes). Parsed by the standard library's MIME
-    parser, which is what a multipart body is."""
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
-    if not message.is_multipart():
-        raise InvalidRequest("the body is not multipart/form-data with a boundary", field="body")
-    fields: dict[str, tuple[str | None, bytes]] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if isinstance(name, str):
-            fields[name] = (part.get_filename(), part.get_payload(decode=True) or b"")
-    return fields
-
-
 @router.post(UPLOAD_PATH, responses={200: {"description": "the stored file"}})
-def upload_file() -> FileObject:
-    """OpenAI's `files.create`: multipart/form-data with `purpose` (batch) and `file` (JSONL)."""
-    event = router.current_event
-    declared = (event.headers or {}).get("content-type") or ""
-    if media_type(event.headers) != "multipart/form-data":
-        raise InvalidRequest("send the file as multipart/form-data (fields `purpose` and `file`)", field="file")
-    fields = form_fields(declared, raw_body(event))
-    if "file" not in fields:
-        raise InvalidRequest("file: the form has no `file` field", field="file")
-    if "purpose" not in fields:
-        raise InvalidRequest("purpose: the form has no `purpose` field", field="purpose")
-    filename, content = fields["file"]
-    purpose = fields["purpose"][1].decode("utf-8", "replace").strip()
-    return container().files.create(_principal().tenant_id, filename or "upload.jsonl", purpose, content)
+def upload_file(file: Annotated[UploadFile, File(description="the JSONL file of requests")],
+                purpose: Annotated[str, Form(max_length=40, description="batch")]) -> FileObject:
+    """OpenAI's `files.create`: multipart/form-data with `purpose` (batch) and `file` (JSONL). Checked whole
+    (bytes, lines, purpose) before anything is stored."""
+    return container().files.create(_principal().tenant_id, file.filename or "upload.jsonl", purpose.strip(),
+                                    file.content)
 
 
 @router.get("/v1/files")

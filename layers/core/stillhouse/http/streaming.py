@@ -80,9 +80,14 @@ def http_api_event(method: str, raw_path: str, query: str, headers: dict[str, st
                    path_parameters: dict[str, str] | None = None) -> dict[str, Any]:
     """An API Gateway HTTP API (payload format 2.0) event, as API Gateway would make it."""
     text_body: str | None
+    # As API Gateway does: a body that is not text (a file upload's multipart form, bytes that are not
+    # UTF-8) comes base64-encoded, the rest as text.
+    multipart = headers.get("content-type", "").lower().startswith("multipart/")
     try:
-        text_body, is_b64 = (body.decode("utf-8"), False) if body else (None, False)
+        text_body, is_b64 = (body.decode("utf-8"), False) if body and not multipart else (None, False)
     except UnicodeDecodeError:
+        text_body, is_b64 = None, False
+    if body and text_body is None:
         text_body, is_b64 = base64.b64encode(body).decode(), True
     params: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):

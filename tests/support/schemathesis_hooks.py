@@ -20,7 +20,10 @@ def after_call(context, case, response):
 #: is refused with is a fault of the schema or of the code, as schemathesis' positive_data_acceptance says.
 RULES = [
     (422, "unsafe_webhook", "webhook"),  # the host must resolve to public addresses: DNS, not syntax
+    (400, "unsafe_webhook", "webhook"),  # the same, in OpenAI's dialect (a batch's webhook)
     (400, "invalid_request", "cursor"),  # a cursor must be one this API returned
+    (400, "invalid_request", "after"),  # as OpenAI: `after` is the id of a file or batch of this listing
+    (400, "invalid_request", "file"),  # a batch file holds 1 to 50,000 lines, 200 MB at most (docs/batches.md)
     (422, "validation_error", r"(input|params)\..+"),  # each task's input (README), documented as an object
     (400, "unsupported_parameter", ".*"),  # OpenAI parameters docs/openai.md lists as refused
     (400, "invalid_request", "stream_options"),  # as OpenAI: only with stream: true

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
 
 
 class BatchStatus(StrEnum):
@@ -25,8 +25,8 @@ class BatchStatus(StrEnum):
         return self in (BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED)
 
 
-#: The routes a batch may run, and the job task each line becomes.
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+#: The routes a batch may run.
+BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 
 
 class FileObject(BaseModel):
@@ -81,10 +81,11 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_file_id: str = Field(min_length=1, max_length=100)
-    endpoint: str = Field(min_length=1, max_length=100)
-    completion_window: str = Field(min_length=1, max_length=20)
+    endpoint: BatchEndpoint
+    completion_window: Literal["24h"]  # the only window OpenAI offers
     # OpenAI: up to 16 pairs, keys up to 64 characters, values up to 512.
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=512)]] | None = Field(
+        default=None, max_length=16)
     # Ours, beside OpenAI's (the SDK's `extra_body`): where to post the batch's end, signed (Standard Webhooks).
     webhook: HttpUrl | None = None
 

@@ -24,7 +24,7 @@ from stillhouse.auth import Principal
 from stillhouse.batches.chunks import ChunkJobs, ChunkObjects, chunk_job
 from stillhouse.batches.files import FileStore
 from stillhouse.batches.lines import check_lines, plan_chunks
-from stillhouse.batches.model import BATCH_ENDPOINTS, Batch, BatchCreate, BatchList, BatchStatus
+from stillhouse.batches.model import Batch, BatchCreate, BatchList, BatchStatus
 from stillhouse.batches.results import Lines, chunk_lines
 from stillhouse.batches.store import BatchStore, batch_of, chunk_job_id, new_batch_id
 from stillhouse.config import BatchSettings, InputLimits
@@ -36,8 +36,6 @@ from stillhouse.telemetry.tracing import TraceContext
 logger = logging.getLogger(__name__)
 
 S = BatchStatus
-#: The only completion window OpenAI offers.
-WINDOWS = ("24h",)
 #: A live batch whose counts have not moved this long is finished by the sweeper if its chunks have all
 #: ended (a count lost between a chunk's end and its batch's ADD), or started again if still validating.
 STALL_S = 120
@@ -78,15 +76,6 @@ class BatchService:
 
     # --- the routes -----------------------------------------------------------------------------
     def create(self, who: Principal, request: BatchCreate, traceparent: str | None = None) -> Batch:
-        if request.endpoint not in BATCH_ENDPOINTS:
-            raise InvalidRequest(f"endpoint: {request.endpoint!r} is not supported; use one of "
-                                 f"{', '.join(BATCH_ENDPOINTS)}", field="endpoint")
-        if request.completion_window not in WINDOWS:
-            raise InvalidRequest(f"completion_window: {request.completion_window!r} is not supported; use '24h'",
-                                 field="completion_window")
-        for key, value in (request.metadata or {}).items():
-            if len(key) > 64 or len(value) > 512:
-                raise InvalidRequest("metadata: keys hold at most 64 characters, values 512", field="metadata")
         webhook = str(request.webhook) if request.webhook else None
         if webhook and self.check_webhook is not None:
             self.check_webhook(webhook)

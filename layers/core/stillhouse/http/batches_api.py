@@ -2,7 +2,7 @@
 cancel, list). Errors come in OpenAI's shape (http.resolver picks it by path)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -26,10 +26,10 @@ def _principal() -> Principal:
 
 @router.post(UPLOAD_PATH, responses={200: {"description": "the stored file"}})
 def upload_file(file: Annotated[UploadFile, File(description="the JSONL file of requests")],
-                purpose: Annotated[str, Form(max_length=40, description="batch")]) -> FileObject:
+                purpose: Annotated[Literal["batch"], Form(description="what the file is for: batch")]) -> FileObject:
     """OpenAI's `files.create`: multipart/form-data with `purpose` (batch) and `file` (JSONL). Checked whole
     (bytes, lines, purpose) before anything is stored."""
-    return container().files.create(_principal().tenant_id, file.filename or "upload.jsonl", purpose.strip(),
+    return container().files.create(_principal().tenant_id, file.filename or "upload.jsonl", purpose,
                                     file.content)
 
 
@@ -44,7 +44,8 @@ def get_file(file_id: FileId) -> FileObject:
     return container().files.get(_principal().tenant_id, file_id)
 
 
-@router.get("/v1/files/<file_id>/content", responses={200: {"description": "the file's bytes (JSONL)"}})
+@router.get("/v1/files/<file_id>/content", responses={200: {
+    "description": "the file's bytes (JSONL)", "content": {"application/jsonl": {"schema": {"type": "string"}}}}})
 def file_content(file_id: FileId) -> str:
     """The file's bytes. (Annotated `str` for the schema: the answer is the file itself, not JSON.)"""
     content = container().files.content(_principal().tenant_id, file_id)

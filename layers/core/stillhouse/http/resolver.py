@@ -120,6 +120,8 @@ def is_upload(event: Any) -> bool:
 def guard_body(app: APIGatewayHttpResolver) -> None:
     """Refuse an oversized or too deeply nested body before it is parsed, so nothing is written (and a
     parser's recursion never becomes a 500)."""
+    if app.context.get("not_allowed"):
+        return  # 405 whatever the body: no route reads it
     event = app.current_event
     raw = event.body or ""
     data = raw_body(event)
@@ -160,7 +162,11 @@ def guard_content_type(app: APIGatewayHttpResolver) -> None:
     validator would raise an error of its own for it, which no handler maps (a 500)."""
     event = app.current_event
     declared = media_type(event.headers)
+    if app.context.get("not_allowed"):
+        return
     if is_upload(event) and declared == "multipart/form-data":
+        if "boundary=" not in (event.headers or {}).get("content-type", ""):
+            raise errors.UnsupportedMediaType("Content-Type multipart/form-data needs its boundary", field="Content-Type")
         return
     if event.body and not read_as_json(declared):
         raise errors.UnsupportedMediaType(f"Content-Type {declared!r} is not supported; send application/json",
@@ -268,7 +274,7 @@ class JsonResolver(APIGatewayHttpResolver):
 
         route = Route(rule=self._compile_regex(r".*"), method=method, path=path, func=not_allowed,
                       cors=self._cors_enabled, compress=False)
-        self.append_context(_route=route, _path=path)
+        self.append_context(_route=route, _path=path, not_allowed=True)
         return self._call_route(route=route, route_arguments={})
 
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -17,8 +17,8 @@ gpu_handler worker), 127.0.0.1 only. Every line is an `echo-a` chat completion (
    read (not counted) and each custom_id must come back once: `lines_lost`, `lines_duplicated`.
 3. **interactive**: one caller, sequential, native `POST /v1/jobs` {"task":"echo"} with a webhook (as
    overhead.py measures latency: submit -> the signed webhook's arrival), `--interactive` jobs with no batch
-   running, then, unmetered, while a second batch of `--loaded-lines` lines runs (until it ends or
-   `--interactive` jobs are done, whichever is later, bounded by `--max-loaded-s`).
+   running, then, unmetered, as many as end while a second batch of `--loaded-lines` lines runs (from its
+   `in_progress` to its end; a job the end overtakes is dropped), bounded by `--max-loaded-s`.
 """
 from __future__ import annotations
 
@@ -126,8 +126,10 @@ class BatchRun:
 
 
 def interactive(url: str, key: str, receiver: Receiver, n: int, until: threading.Event | None = None,
-                max_s: float = 120.0) -> tuple[list[float], Counter]:
-    """Sequential native echo jobs, submit -> webhook arrival (ms). With `until`: go on past `n` until it is set."""
+                max_s: float = 120.0, jobs: list[tuple[str, float, float]] | None = None) -> tuple[list[float], Counter]:
+    """Sequential native echo jobs, submit -> webhook arrival (ms): `n` of them; with `until`, as many as end
+    before it is set (a job the batch's end overtook is not counted: it did not run wholly under load).
+    `jobs` gets (job id, wall time sent, wall time visible) of each one counted."""
     import requests
 
     session = requests.Session()
@@ -137,18 +139,22 @@ def interactive(url: str, key: str, receiver: Receiver, n: int, until: threading
     errors: Counter[str] = Counter()
     stop_at = time.monotonic() + max_s
     while time.monotonic() < stop_at:
-        if len(latencies) >= n and (until is None or until.is_set()):
+        if (until is None and len(latencies) >= n) or (until is not None and until.is_set()):
             break
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         response = session.post(url + "/v1/jobs", json=body, timeout=30)
         if response.status_code != 202:
             errors[f"submit {response.status_code}"] += 1
             continue
         arrival = receiver.wait(response.json()["id"], 60)
+        if until is not None and until.is_set():
+            break  # the batch ended while this job ran: it was not wholly under load
         if arrival is None or arrival[2].get("status") != "COMPLETED":
             errors["no webhook" if arrival is None else str(arrival[2].get("status"))] += 1
             continue
         latencies.append((arrival[0] - t0) * 1000)
+        if jobs is not None:
+            jobs.append((response.json()["id"], wall0, arrival[1]))
     return latencies, errors
 
 
@@ -248,8 +254,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         t_start = time.monotonic()
         log("starting the embedded stack ...")
+        concurrency = {"DispatchFunction": args.dispatch_instances} if args.dispatch_instances else {}
         stack = EmbeddedStack(StackOptions(port=0, parameters=parameters, environment=environment,
-                                           log_dir=Path(tempfile.mkdtemp(prefix="stillhouse-bench-")))).start()
+                                           function_concurrency=concurrency, log_dir=Path(tempfile.mkdtemp(prefix="stillhouse-bench-")))).start()
         receiver = Receiver()
         result["startup_s"] = round(time.monotonic() - t_start, 2)
         for poller in stack.pollers:
@@ -270,7 +277,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "defer_s": batch_settings.defer_s, "lane_defers": batch_settings.lane_defers,
                                "endpoint_max_in_flight": container().registry.get("local").max_in_flight
                                if hasattr(container().registry, "get") else None,
-                               "worker_concurrency": stack.options.worker_concurrency}
+                               "worker_concurrency": stack.options.worker_concurrency,
+                               "dispatch_instances": args.dispatch_instances or 1}
         client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=stack.dev_api_key, max_retries=0, timeout=120)
 
         log("warm-up: a small batch and a few interactive jobs (imports, clients)")
@@ -286,7 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result |= measure_floor(stack.moto.url, jobs=args.floor_jobs, warmup=min(10, args.floor_jobs))
 
         log(f"interactive, no batch running: {args.interactive} sequential echo jobs")
-        idle, idle_errors = interactive(stack.url, stack.dev_api_key, receiver, args.interactive)
+        idle_jobs: list[tuple[str, float, float]] = []
+        idle, idle_errors = interactive(stack.url, stack.dev_api_key, receiver, args.interactive, jobs=idle_jobs)
 
         # --- the metered batch ---------------------------------------------------------------------
         _quiesce(meter)  # the last interactive job's delivery: its calls are not the batch's
@@ -317,6 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loaded: list[float] = []
         loaded_errors: Counter = Counter()
         loaded_check: dict[str, Any] = {}
+        loaded_jobs: list[tuple[str, float, float]] = []
         if args.loaded_lines:
             log(f"interactive while a batch of {args.loaded_lines} lines runs")
             second = BatchRun(client, args.loaded_lines, "load", args.poll_s, args.max_batch_s)
@@ -328,7 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             def caller() -> None:
                 box["lat"], box["err"] = interactive(stack.url, stack.dev_api_key, receiver, args.interactive,
-                                                     until=ended, max_s=args.max_loaded_s)
+                                                     until=ended, max_s=args.max_loaded_s, jobs=loaded_jobs)
 
             thread = threading.Thread(target=caller, name="bench-interactive", daemon=True)
             t_loaded = time.perf_counter()
@@ -340,6 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             loaded, loaded_errors = box.get("lat", []), box.get("err", Counter())
             loaded_check = second.check() | {"wall_s": round(second.t["ended"] - second.t["upload"], 2),
                                              "interactive_window_s": round(batch_done, 2)}
+        stages = {"idle": job_stages(stack, idle_jobs), "during_batch": job_stages(stack, loaded_jobs)}
         load_end = os.getloadavg()
     finally:
         sys.stdout = sys.__stdout__
@@ -376,6 +387,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "during_batch_ms": summary(loaded), "during_batch_errors": dict(loaded_errors),
             "during_batch_run": loaded_check,
             "p90_idle_ms": _r(quantile(idle, 0.9)), "p90_during_batch_ms": _r(quantile(loaded, 0.9)),
+            # Where an interactive job's time goes (p50, ms, from its own timeline): the API's write, the wait for
+            # dispatch (queue, poller, the dispatch function), RunPod (its queue `delay`, then `exec`, then the
+            # callback's handling), the caller webhook.
+            "stages_ms_p50": stages,
         },
         "interactive_p50_idle_ms": _r(p50_idle), "interactive_p50_during_batch_ms": _r(p50_loaded),
         "interactive_p50_ratio": ratio,
@@ -392,6 +407,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in load_end],
                "cpus": os.cpu_count(), "price_source": PRICE_SOURCE}
     return result
+
+
+def job_stages(stack: Any, jobs: list[tuple[str, float, float]]) -> dict[str, float | None]:
+    """p50 of each stage of these jobs (their details are read after the window: not counted)."""
+    import requests
+
+    from overhead_lib.report import DETAIL, _parse_at
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {stack.dev_api_key}"
+    stages: dict[str, list[float]] = defaultdict(list)
+    for job_id, wall0, visible in jobs:
+        job = session.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).json()
+        at = {e["status"]: _parse_at(e["at"]) for e in job.get("events", [])}
+        if not {"IN_QUEUE", "IN_PROGRESS", "COMPLETED"} <= set(at):
+            continue
+        stages["caller_to_in_queue"].append((at["IN_QUEUE"] - wall0) * 1000)
+        stages["in_queue_to_in_progress"].append((at["IN_PROGRESS"] - at["IN_QUEUE"]) * 1000)
+        stages["in_progress_to_completed"].append((at["COMPLETED"] - at["IN_PROGRESS"]) * 1000)
+        stages["completed_to_visible"].append((visible - at["COMPLETED"]) * 1000)
+        found = DETAIL.search((job.get("events") or [{}])[-1].get("detail") or "")
+        if found and found.group(1) not in ("None", ""):
+            stages["runpod_queue_delay"].append(float(found.group(1)))
+        if found and found.group(2) not in ("None", ""):
+            stages["runpod_exec"].append(float(found.group(2)))
+    return {k: _r(quantile(v, 0.5)) for k, v in stages.items()}
 
 
 def _r(v: float | None) -> float | None:
@@ -419,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=10_000, help="lines of the metered batch")
     parser.add_argument("--loaded-lines", type=int, default=None,
                         help="lines of the batch the interactive caller runs beside (default: --lines; 0: skip)")
-    parser.add_argument("--interactive", type=int, default=40, help="interactive jobs in each set (at least)")
+    parser.add_argument("--interactive", type=int, default=40, help="interactive jobs with no batch running")
     parser.add_argument("--max-loaded-s", type=float, default=300.0, help="bound on the interactive set under load")
     parser.add_argument("--max-batch-s", type=float, default=600.0, help="a batch not ended by then is an error")
     parser.add_argument("--poll-s", type=float, default=0.5, help="GET /v1/batches/{id} every this long")
@@ -429,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defer-s", type=int, default=None, help="STILLHOUSE_BATCH__DEFER_S (default 2)")
     parser.add_argument("--lane-defers", type=int, default=None, help="STILLHOUSE_BATCH__LANE_DEFERS (default 5)")
     parser.add_argument("--dispatch-batch-size", type=int, default=None, help="template DispatchBatchSize (10)")
+    parser.add_argument("--dispatch-instances", type=int, default=None,
+                        help="DispatchFunction instances at once in the embedded stack (default 1, shared by "
+                             "every job queue's mapping; on AWS each mapping invokes it concurrently)")
     parser.add_argument("--quick", action="store_true", help="a smoke run for CI: 400 lines, 5 interactive jobs")
     parser.add_argument("--verbose", action="store_true", help="pass the functions' logs to stderr")
     args = parser.parse_args(argv)

@@ -54,6 +54,10 @@ class StackOptions:
     #: invocations at once of each function behind the HTTP API (and the sweeper, so a direct invocation
     #: does not wait for a scheduled run): API Gateway serves requests concurrently. Others take one at a time.
     http_concurrency: int = 8
+    #: instances at once of named functions, over the above (e.g. {"DispatchFunction": 2}: on AWS each job
+    #: queue's event source mapping invokes dispatch concurrently, so a batch chunk's dispatch does not hold
+    #: up an interactive job's; here one instance serves every mapping unless told otherwise)
+    function_concurrency: dict[str, int] = field(default_factory=dict)
     #: where AWS is: "moto" (in-process, the default) or "localstack" (at LOCALSTACK_HOST, started by
     #: scripts/localstack.sh when none answers; no Lambda there, so workflows cannot run their tasks)
     aws: str = "moto"
@@ -130,8 +134,9 @@ class EmbeddedStack:
             concurrent = ({route.function for route in local.routes} | {r.function for r in local.streamed_routes}
                           | {"SweeperFunction"})
             for spec in local.functions.values():
+                default = self.options.http_concurrency if spec.logical_id in concurrent else 1
                 self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id],
-                                                     self.options.http_concurrency if spec.logical_id in concurrent else 1))
+                                                     self.options.function_concurrency.get(spec.logical_id, default)))
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()

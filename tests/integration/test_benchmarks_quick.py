@@ -1,7 +1,8 @@
 """The benchmarks' `--quick` modes, so none of them rots: each runs in a process of its own (an embedded
 stack is process-global) and prints one JSON object whose figures must make sense. Outcomes and call
-counts are asserted, never timings. About a minute and a half on 2 cores, most of it the overhead
-benchmark's four stack start-ups (fast path, retry, council of 3, WorkflowMode=always)."""
+counts are asserted, never timings. About two minutes on 2 cores, most of it the overhead
+benchmark's four stack start-ups (fast path, retry, council of 3, WorkflowMode=always) and the batch
+benchmark's 400-line batches."""
 import json
 import os
 import subprocess
@@ -62,3 +63,24 @@ def test_overhead_prices_every_path_and_every_job_completes():
         assert out[key] > out["cost_per_1m_jobs_usd"], key
         assert out[run]["stepfunctions"]["transitions"] > 0, run
     assert out["path_retry"]["attempts"] == {"2": 1}  # one retry, through the recovery workflow
+
+
+def test_batch_returns_every_line_once_and_prices_it():
+    out = run_benchmark("batch.py", "--quick")
+    assert out["lines"] == 400 and out["batch"]["status"] == "completed", out["_stderr_tail"]
+    assert out["lines_lost"] == 0 and out["lines_duplicated"] == 0
+    assert out["batch"]["lines_out"] == 400 and out["batch"]["wrong_answers"] == 0
+    assert out["batch"]["chunks"] == 7  # 400 lines of one model, 64 to a chunk
+    assert out["interactive"]["during_batch_run"]["lines_lost"] == 0
+    assert out["interactive"]["during_batch_run"]["lines_duplicated"] == 0
+    for key in ("floor_jobs_per_s", "lines_per_s", "lines_per_s_x_floor", "aws_calls_per_line",
+                "dynamodb_wru_per_line", "usd_per_1m_lines", "interactive_p50_idle_ms"):
+        assert out[key] > 0, key
+    assert out["interactive"]["idle_ms"]["n"] == 5 and out["interactive"]["idle_errors"] == {}
+    # Only the interactive jobs that ended while the second batch ran count: a quick batch may leave few.
+    assert out["interactive"]["during_batch_errors"] == {}
+    assert "interactive_p50_during_batch_ms" in out and "interactive_p50_ratio" in out
+    assert out["metered"]["meter_errors"] == {}
+    assert out["metered"]["aws_calls_by_function"]["BatchesFunction"]  # the start and finish steps were metered
+    assert set(out["targets_met"]) == {"lines_per_s_ge_10x_floor", "aws_calls_per_line_le_0_5",
+                                       "usd_per_1m_lines_le_1", "interactive_p50_ratio_le_1_5"}

@@ -34,6 +34,12 @@ def test_a_chunk_goes_only_where_the_endpoint_is_under_the_lanes_share():
     assert lane.room(plan_with(0, max_in_flight=1), 1) is not None  # a share of one slot is still one slot
 
 
+def test_the_lane_never_queues_more_than_its_slots_on_an_endpoint_however_large():
+    lane = BatchLane(share=0.5, defers=3, slots=8)
+    assert lane.room(plan_with(7, max_in_flight=1000), 1) is not None
+    assert lane.room(plan_with(8, max_in_flight=1000), 1) is None
+
+
 def test_a_chunk_that_waited_its_turns_goes_anyway():
     lane = BatchLane(share=0.5, defers=3)
     assert lane.room(plan_with(9), 3) is None

@@ -130,6 +130,9 @@ class BatchSettings(BaseModel):
     # of its max_in_flight, leaving the rest to interactive jobs. A chunk put back this many times goes
     # anyway (so a batch is never starved), and waits `defer_s` between tries.
     lane_share: float = Field(default=0.5, gt=0, le=1)
+    # ...and never while it has this many or more in flight, whatever its max_in_flight says: RunPod serves an
+    # endpoint's queue first come first served, so chunks queued there wait in front of interactive jobs.
+    lane_slots: int = Field(default=8, ge=1, le=10_000)
     lane_defers: int = Field(default=5, ge=0, le=100)
     defer_s: int = Field(default=2, ge=0, le=900)
 

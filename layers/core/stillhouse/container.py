@@ -202,7 +202,7 @@ class Container:
             workflow_mode=s.workflow_mode,
             deadlines=self.deadlines,
             payload_for=self.chunk_objects.payload,
-            lane=BatchLane(share=s.batch.lane_share, defers=s.batch.lane_defers),
+            lane=BatchLane(share=s.batch.lane_share, defers=s.batch.lane_defers, slots=s.batch.lane_slots),
             defer=lambda receipt: self.queue.defer(Priority.BATCH, receipt, s.batch.defer_s),
         )
 

@@ -37,26 +37,28 @@ class LaneBusy(DispatchDeferred):
 @dataclass(frozen=True)
 class BatchLane:
     """The batch lane's rule (config.BatchSettings): a chunk starts only where the endpoint's jobs in flight
-    are under `share` of its max_in_flight; a chunk put back `defers` times goes as any job would."""
+    are under `share` of its max_in_flight and under `slots`; a chunk put back `defers` times goes as any
+    job would (never starved: the plan still keeps to each endpoint's max_in_flight)."""
 
     share: float = 0.5
     defers: int = 5
+    slots: int = 8
 
     def room(self, plan: Sequence[Endpoint], receive_count: int) -> Sequence[Endpoint] | None:
         """The endpoints a chunk may start on now; None when it must wait."""
         if receive_count > self.defers or not plan:
             return plan  # aged: never starved; or nothing serves it, which the usual path answers
         states = getattr(plan, "states", {})
-        roomy = tuple(e for e in plan if _under_share(e, states.get(e.name), self.share))
+        roomy = tuple(e for e in plan if _under_share(e, states.get(e.name), self.share, self.slots))
         if not roomy:
             return None
         return replace(plan, endpoints=roomy) if hasattr(plan, "endpoints") else list(roomy)
 
 
-def _under_share(endpoint: Endpoint, state: Any, share: float) -> bool:
+def _under_share(endpoint: Endpoint, state: Any, share: float, slots: int) -> bool:
     limit = getattr(endpoint, "max_in_flight", None)
     in_flight = getattr(state, "in_flight", 0) if state is not None else 0
-    return limit is None or in_flight < max(1, int(limit * share))
+    return in_flight < min(slots, max(1, int(limit * share)) if limit is not None else slots)
 
 
 class Handover(Protocol):

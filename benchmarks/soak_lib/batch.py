@@ -167,6 +167,8 @@ class BatchRun:
         """The chunk jobs as GET /v1/jobs/{id} shows them: statuses, attempts, terminal events per chunk."""
         status: Counter[str] = Counter()
         attempts: Counter[str] = Counter()
+        endpoints: Counter[str] = Counter()
+        ended_by: Counter[str] = Counter()  # the actor of each chunk's terminal event (webhook, sweeper ...)
         multi_terminal, unreadable, not_completed = 0, 0, []
         for i in range(chunks):
             job_id = chunk_job_id(self.batch_id, i)
@@ -179,11 +181,14 @@ class BatchRun:
             attempts[str(job.get("attempts"))] += 1
             ends = [e for e in job.get("events", []) if e.get("status") in {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}]
             multi_terminal += len(ends) > 1
+            endpoints[str(job.get("endpoint"))] += 1
+            ended_by.update(str(e.get("actor")) for e in ends[:1])
             if job.get("status") != "COMPLETED" and len(not_completed) < 5:
                 not_completed.append({"id": job_id, "status": job.get("status"), "attempts": job.get("attempts"),
                                       "endpoint": job.get("endpoint"), "error": job.get("error"),
                                       "events": job.get("events")})
         return {"by_status": dict(status), "by_attempts": dict(sorted(attempts.items())),
+                "by_endpoint": dict(endpoints), "ended_by": dict(ended_by),
                 "duplicate_terminal": multi_terminal, "unreadable": unreadable, "not_completed": not_completed}
 
 

@@ -2,6 +2,8 @@
 stand-in knows (5xx, 429, lost and duplicate webhooks, worker crashes, a hard-down endpoint, latency
 spikes, duplicate SQS messages). Every job ends, once, with its own output; the only failures are the
 ones the fault mix makes terminal by design (a worker that crashes in `fail` mode fails its job).
+Beside them a 600-line batch, four lines to a chunk, meets the same faults: it ends, and each of its lines is
+in exactly one of its files, once, with its own answer (error lines only from chunks failed by design).
 
 It runs `benchmarks/fault_soak.py` in a process of its own: an embedded stack is process-global, and
 this session's stack is another one. About 2.5 minutes on 2 cores."""
@@ -29,4 +31,9 @@ def test_500_jobs_under_mixed_faults_all_end_once_with_their_own_output(tmp_path
     assert all("crash_rate fault" in error for error in out["errors"]), summary  # failures by design only
     assert out["completed"] >= 490, summary
     assert out["caller_webhooks"] == {"terminal_without_webhook": 0, "more_than_one": 0, "status_differs": 0}, summary
+    batch = {k: v for k, v in out["batch"].items() if k not in ("status_changes", "chunk_jobs")}
+    assert batch["ended"] and batch["status"] == "completed", batch
+    assert batch["lines_lost"] == 0 and batch["lines_duplicated"] == 0 and batch["lines_wrong"] == 0, batch
+    assert batch["lines_output"] + batch["lines_error"] == batch["lines_total"] == 600, batch
+    assert all("crash_rate fault" in message for message in batch["errors_by_message"]), batch
     assert run.returncode == 0, run.stderr[-3000:]

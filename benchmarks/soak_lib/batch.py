@@ -20,6 +20,7 @@ from . import Ticker, log
 CHAT = "/v1/chat/completions"
 MODELS = ("echo-a", "echo-b", "echo-c")  # three groups: chunks of each model, the last of each part full
 BATCH_TERMINAL = {"completed", "failed", "expired", "cancelled"}
+JOB_TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 POLL_S = 2.0
 
 
@@ -31,14 +32,16 @@ class BatchRun:
     """Submits one batch `at_s` seconds after `start()`, then follows it until it ends or `deadline`
     (monotonic) passes; sends a duplicate batch-lane message for a share of its chunks."""
 
-    def __init__(self, url: str, key: str, lines: int, at_s: float, dup_rate: float, seed: int, deadline: float) -> None:
+    def __init__(self, url: str, key: str, lines: int, at_s: float, dup_rate: float, seed: int,
+                 deadline: float) -> None:
         import openai
 
         self.client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=5, timeout=60)
         self.lines, self.at_s, self.dup_rate, self.deadline = lines, at_s, dup_rate, deadline
         self.random = random.Random(seed + 1000)
         tag = uuid.uuid4().hex[:8]
-        self.prompts = {f"line-{tag}-{i:05d}": (MODELS[i % len(MODELS)], f"soak batch {tag} line {i} {uuid.uuid4().hex[:8]}")
+        self.prompts = {f"line-{tag}-{i:05d}": (MODELS[i % len(MODELS)],
+                                                f"soak batch {tag} line {i} {uuid.uuid4().hex[:8]}")
                         for i in range(lines)}
         self.batch_id: str | None = None
         self.batch: Any = None
@@ -123,7 +126,8 @@ class BatchRun:
         out: dict[str, Any] = {
             "id": self.batch_id, "status": batch.status if batch else None,
             "ended": bool(batch and batch.status in BATCH_TERMINAL), "error": self.error,
-            "lines_total": self.lines, "ended_after_s": None if self.ended_after_s is None else round(self.ended_after_s, 1),
+            "lines_total": self.lines,
+            "ended_after_s": None if self.ended_after_s is None else round(self.ended_after_s, 1),
             "duplicate_sqs_sent": len(self.dups_sent),
         }
         if batch is None:
@@ -179,7 +183,7 @@ class BatchRun:
                 continue
             status[str(job.get("status"))] += 1
             attempts[str(job.get("attempts"))] += 1
-            ends = [e for e in job.get("events", []) if e.get("status") in {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}]
+            ends = [e for e in job.get("events", []) if e.get("status") in JOB_TERMINAL]
             multi_terminal += len(ends) > 1
             endpoints[str(job.get("endpoint"))] += 1
             ended_by.update(str(e.get("actor")) for e in ends[:1])

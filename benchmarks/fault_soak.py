@@ -1,7 +1,7 @@
 """Fault soak: do all jobs end, exactly once, with the right output, while RunPod misbehaves?
 
-    .venv/bin/python benchmarks/fault_soak.py            # 500 echo jobs from 8 callers, deadline 600 s
-    .venv/bin/python benchmarks/fault_soak.py --quick    # 200 jobs
+    .venv/bin/python benchmarks/fault_soak.py            # 500 echo jobs from 8 callers + a 600-line batch
+    .venv/bin/python benchmarks/fault_soak.py --quick    # 200 jobs + a 200-line batch
     .venv/bin/python benchmarks/fault_soak.py --jobs 50 --callers 2 --deadline-s 180
 
 Prints ONE JSON object on stdout (progress on stderr; the functions' logs go to a file in the log dir).
@@ -29,6 +29,18 @@ or `--deadline-s` has passed, then reads each job back (GET /v1/jobs/{id}) and r
   failed_examples, retried_examples       up to 5 jobs that ended not COMPLETED / took more than one attempt
   stages_ms_p50                           submit -> IN_QUEUE -> first IN_PROGRESS -> first terminal event
   fault_mix, timeline_applied, standin    the faults, when the windows were applied, the stand-in's counters
+  batch                                   the batch run beside the jobs (soak_lib/batch.py), below
+
+Beside the jobs, one batch of `--batch-lines` echo-model chat lines (600; --quick 200) is submitted with the
+`openai` SDK `--batch-at-s` after the start, the stack chunking it `--batch-chunk-lines` (4) to a chunk, so
+its many chunk jobs meet the same faults (a share of them also gets a duplicate batch-lane message). Its
+output and error files are read back; `batch` holds: status, ended (terminal before the deadline),
+lines_total, lines_output, lines_error, lines_lost (custom_ids in neither file), lines_duplicated
+(custom_ids more than once across both), lines_wrong (an output line not "<model> says: <its prompt>"),
+errors_by_code/errors_by_message (the error file's lines), and the chunk jobs' statuses and attempts.
+
+The exit status is 1 when a job was lost, ended twice or answered wrong, or the batch did not end or lost,
+duplicated or wrongly answered a line.
 """
 from __future__ import annotations
 
@@ -45,6 +57,7 @@ from typing import Any
 
 # Run as a script, this directory is on sys.path: the parts live in the package beside it.
 from soak_lib import chaos, log
+from soak_lib.batch import BatchRun
 from soak_lib.callers import DuplicateMessages, Receiver, submit_all
 from soak_lib.drain import SweeperRuns, read_back, wait_all
 from soak_lib.report import build
@@ -68,9 +81,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--down-for-s", type=float, default=30.0)
     parser.add_argument("--spike-ms", type=int, default=2500, help="east's latency_ms during its spikes")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--batch-lines", type=int, default=None,
+                        help="lines of the batch run beside the jobs (default 600, --quick 200; 0: no batch)")
+    parser.add_argument("--batch-chunk-lines", type=int, default=4, help="STILLHOUSE_BATCH__CHUNK_LINES")
+    parser.add_argument("--batch-at-s", type=float, default=12.0,
+                        help="submit the batch this long after the start (12: while west is down)")
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs = 200
+    if args.batch_lines is None:
+        args.batch_lines = 200 if args.quick else 600
     if args.jobs < 1 or args.callers < 1 or args.deadline_s <= 0:
         parser.error("--jobs, --callers and --deadline-s must be positive")
     return args
@@ -92,17 +112,25 @@ def soak(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         duplicates = DuplicateMessages(args.dup_sqs_rate, 5.0, args.seed, limit).start()
         timeline, applied = chaos.start_timeline(stack, args)
         deadline = time.monotonic() + args.deadline_s
+        batch = (BatchRun(stack.url, stack.dev_api_key, args.batch_lines, args.batch_at_s, args.dup_sqs_rate,
+                          args.seed, deadline).start() if args.batch_lines else None)
         records = submit_all(stack.url, stack.dev_api_key, args.jobs, args.callers, receiver.url,
                              duplicates.maybe, args.spread_s, args.deadline_s)
         log(f"submitted {sum('id' in r for r in records)}/{args.jobs}; waiting for them to end")
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {stack.dev_api_key}"
         waited_s = wait_all(session, stack.url, records, receiver, deadline)
+        if batch is not None:
+            log("waiting for the batch to end")
+            batch.join()
         for ticker in (timeline, duplicates.ticker, sweeper.ticker):
             ticker.stop()
         log("reading every job back")
         read_back(session, stack.url, records)
         result = build(records, receiver.arrivals)
+        if batch is not None:
+            log("reading the batch's files back")
+            result["batch"] = batch.report(session, stack.url)
         result.update({
             "wait_s": round(waited_s, 1), "duplicate_sqs_sent": len(duplicates.sent),
             "sweeper": sweeper.summary(), "timeline_applied": applied,
@@ -141,14 +169,24 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(real_stdout, 1)
     result.update({
         "fault_mix": chaos.fault_mix(args), "stack_parameters": chaos.PARAMETERS | {"SweepAfterSeconds": str(args.sweep_after_s)},
-        "stack_environment": chaos.ENVIRONMENT, "parameters": {k: v for k, v in vars(args).items()},
+        "stack_environment": chaos.environment(args), "parameters": {k: v for k, v in vars(args).items()},
         "revision": _revision(), "cpus": os.cpu_count(), "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()], "total_runtime_s": round(time.monotonic() - started, 1),
         "log_dir": str(log_dir),
     })
     print(json.dumps(result, indent=2), flush=True)
     sys.stderr.flush()
-    os._exit(0 if result["lost"] == result["duplicate_terminal"] == result["wrong_output"] == 0 else 1)
+    os._exit(0 if passed(result) else 1)
+
+
+def passed(result: dict[str, Any]) -> bool:
+    """The verdict: no job lost, ended twice or wrong; the batch (if any) ended in time, each of its lines
+    in exactly one of its files, once, with its own answer."""
+    jobs_ok = result["lost"] == result["duplicate_terminal"] == result["wrong_output"] == 0
+    batch = result.get("batch")
+    batch_ok = batch is None or (batch["ended"] and batch["lines_lost"] == batch["lines_duplicated"]
+                                 == batch["lines_wrong"] == 0)
+    return jobs_ok and batch_ok
 
 
 if __name__ == "__main__":

@@ -41,11 +41,16 @@ STEADY: dict[str, dict[str, Any]] = {
 }
 
 
+def environment(args: argparse.Namespace) -> dict[str, str]:
+    """The functions' extra environment: ENVIRONMENT, and the batch's chunk size (small: many chunks)."""
+    return {**ENVIRONMENT, "STILLHOUSE_BATCH__CHUNK_LINES": str(args.batch_chunk_lines)}
+
+
 def stack_options(args: argparse.Namespace, log_dir: Path) -> Any:
     from stillhouse_local.stack import StackOptions
 
     parameters = {**PARAMETERS, "SweepAfterSeconds": str(args.sweep_after_s)}
-    return StackOptions(port=0, endpoints=list(ENDPOINTS), parameters=parameters, environment=dict(ENVIRONMENT),
+    return StackOptions(port=0, endpoints=list(ENDPOINTS), parameters=parameters, environment=environment(args),
                         webhook_retry_delay_s=0.5, log_dir=log_dir)
 
 

@@ -115,3 +115,23 @@ def test_endpoints_shows_each_endpoints_breaker(cli):
     assert {"local", "east", "west"} <= {row["name"] for row in rows}
     assert all(row["breaker"] in {"CLOSED", "OPEN", "HALF_OPEN"} for row in rows)
     assert "local" in cli("endpoints").output
+
+
+def test_batch_submit_wait_then_download_round_trips_every_line(cli, tmp_path):
+    requests_file = tmp_path / "requests.jsonl"
+    requests_file.write_text("".join(json.dumps(
+        {"custom_id": f"cli-{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "echo-a", "messages": [{"role": "user", "content": f"line {i}"}]}}) + "\n"
+        for i in range(6)))
+    submitted = cli("batch", "submit", str(requests_file), "--wait", "--poll", "0.5", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    batch = json.loads(submitted.stdout)
+    assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 6
+    out = tmp_path / "out.jsonl"
+    downloaded = cli("batch", "download", batch["id"], "-o", str(out))
+    assert downloaded.exit_code == 0, downloaded.output
+    answers = {json.loads(line)["custom_id"]: json.loads(line)["response"]["body"]["choices"][0]["message"]["content"]
+               for line in out.read_text().splitlines()}
+    assert answers == {f"cli-{i}": f"echo-a says: line {i}" for i in range(6)}
+    assert batch["id"] in cli("batch", "list").output
+    assert "none of its requests failed" in cli("batch", "download", batch["id"], "--errors").output

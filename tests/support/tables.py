@@ -77,3 +77,7 @@ def create_tenants_table(ddb: Any, name: str = "tenants") -> Any:
 
 def create_webhook_secrets_table(ddb: Any, name: str = "webhook-secrets") -> Any:
     return create_table(ddb, "WebhookSecretsTable", name)
+
+
+def create_batches_table(ddb: Any, name: str = "batches") -> Any:
+    return create_table(ddb, "BatchesTable", name)

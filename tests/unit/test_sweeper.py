@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from stillhouse.jobs.deadlines import SettleDeadlines
-from stillhouse.jobs.model import JobStatus, Priority
+from stillhouse.jobs.model import JobStatus, Priority, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
 from stillhouse.jobs.sweeper import Sweeper
@@ -73,6 +73,18 @@ def test_a_job_never_dispatched_within_the_give_up_time_ends_failed_and_its_call
     job = store.get("stuck")
     assert job.status is JobStatus.FAILED and "not dispatched within 600 s" in job.error
     assert [j.id for j in notified] == ["stuck"]
+
+
+def test_a_batch_chunk_waits_in_its_lane_past_the_give_up_time_and_is_queued_there_again(jobs_table, aws_mock):
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    lane = sqs.create_queue(QueueName="batch")["QueueUrl"]
+    store = JobStore(jobs_table)
+    store.create(make_job("batch_1-c00000", task=Task.BATCH, priority=Priority.BATCH))
+    sweeper, notified = queue_sweeper(store, JobQueue(sqs, {Priority.BATCH: lane}), give_up_s=600)
+    # Its batch's window bounds it (the batch's expiry cancels it), not the give-up time of a single job.
+    assert sweeper.sweep(now=datetime.now(UTC) + timedelta(minutes=11)) == {"requeued": 1}
+    assert bodies(sqs, lane) == [{"job_id": "batch_1-c00000", "attempts": 0, "task": "batch"}]
+    assert store.get("batch_1-c00000").status is JobStatus.IN_QUEUE and notified == []
 
 
 def test_dead_letters_of_waiting_jobs_go_back_and_the_rest_are_dropped(jobs_table, queues):

@@ -151,6 +151,13 @@ class BatchService:
         jobs = [chunk_job(chunk_job_id(batch_id, i), tenant, batch_id, i, c.model, len(c.lines), c.lines[0].number,
                           item.get("trace_id"), at) for i, c in enumerate(chunks)]
         self.chunk_jobs.create_many(jobs)
+        if self.batches.item(batch_id)["status"] != S.IN_PROGRESS.value:
+            # Cancelled while its chunks were being written: the finish step may have closed the batch without
+            # the later ones. Stop them all here rather than let them run for nobody (each line is already in
+            # the error file, or will be: a cancelled chunk's lines are `batch_cancelled`).
+            for job in jobs:
+                self.cancel_job(job)
+            return "cancelled while starting"
         self.lane.send_many(jobs)
         logger.info("batch started", extra={"batch_id": batch_id, "lines": len(checked.lines), "chunks": len(chunks)})
         return "started"

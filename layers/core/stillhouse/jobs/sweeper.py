@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger
 
 from stillhouse.errors import ErrorClass, JobNotFound, TransitionRefused
 from stillhouse.jobs.deadlines import SettleDeadlines
-from stillhouse.jobs.model import Job, JobStatus
+from stillhouse.jobs.model import Job, JobStatus, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
 from stillhouse.routing.breaker import EndpointHealth
@@ -104,7 +104,8 @@ class Sweeper:
         if self.queue is None:
             return "still_queued"
         submitted = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
-        if now - submitted > timedelta(seconds=self.in_queue_give_up_s):
+        # A batch's chunk may wait in its lane for as long as its batch's window: the batch's expiry ends it.
+        if job.task is not Task.BATCH and now - submitted > timedelta(seconds=self.in_queue_give_up_s):
             return self._fail(job, f"not dispatched within {self.in_queue_give_up_s:g} s of its submission")
         self.queue.send(job.id, job.priority, attempts=job.attempts, task=job.task.value)
         try:

@@ -28,7 +28,8 @@ def stack(tmp_path_factory):
                     "SweepEverySeconds": "60", "SettleFloorSeconds": "2"},  # tests invoke the sweeper themselves
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",
                      "STILLHOUSE_SETTLE_DLQS": "false",  # the DLQ test looks at what lands there
-                     "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"},  # webhook names: no DNS lookups
+                     "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only",  # webhook names: no DNS lookups
+                     "STILLHOUSE_BATCH__CHUNK_LINES": "2"},  # a small batch still runs as several chunks
         webhook_retry_delay_s=0.2,
         log_dir=tmp_path_factory.mktemp("logs"),
     )

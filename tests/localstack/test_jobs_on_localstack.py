@@ -1,5 +1,7 @@
 """The jobs API end to end with LocalStack as AWS: HTTP -> API Lambda -> DynamoDB Local / LocalStack SQS ->
 dispatch -> RunPod stand-in running the real GPU handler -> webhook -> caller's signed webhook, S3, cache."""
+import json
+import time
 import uuid
 
 import pytest
@@ -114,3 +116,25 @@ def test_the_same_cached_request_is_answered_from_the_first_result(api, stack):
                          "Lambda tasks cannot run (tests/integration/test_council.py and test_recovery.py run them on moto)")
 def test_council_and_recovery_workflows():
     """Placeholder that carries the reason into the tier's report."""
+
+
+def test_a_batch_runs_its_chunks_through_localstack_s3_sqs_and_dynamodb(api):
+    """The Batch API's own calls (multipart upload to S3, BatchWriteItem, SendMessageBatch, BatchGetItem) on
+    LocalStack, end to end: every line back once."""
+    rows = "".join(json.dumps({"custom_id": f"ls-{i}", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"model": "echo-a", "messages": [{"role": "user", "content": f"q{i}"}]}}) + "\n"
+                   for i in range(5))
+    uploaded = requests.post(f"{api.url}/v1/files", headers=api.headers, timeout=30,
+                             files={"file": ("in.jsonl", rows.encode(), "application/jsonl")}, data={"purpose": "batch"})
+    assert uploaded.status_code == 200, uploaded.text
+    batch = api.post("/v1/batches", {"input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions",
+                                     "completion_window": "24h"}).json()
+    deadline = time.monotonic() + 60
+    while (batch := api.get(f"/v1/batches/{batch['id']}").json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.3)
+    assert batch["status"] == "completed" and batch["stillhouse"]["chunks"] == 3
+    out = api.get(f"/v1/files/{batch['output_file_id']}/content").text.splitlines()
+    answers = {json.loads(line)["custom_id"]: json.loads(line)["response"]["body"]["choices"][0]["message"]["content"]
+               for line in out}
+    assert answers == {f"ls-{i}": f"echo-a says: q{i}" for i in range(5)}

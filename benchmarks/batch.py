@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sys.stdout = CountingStdout(meter, echo=args.verbose)  # type: ignore[assignment]
     environment = {"STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"}  # webhook names: no DNS lookups
     for name, value in (("CHUNK_LINES", args.chunk_lines), ("LANE_SHARE", args.lane_share),
-                        ("DEFER_S", args.defer_s), ("LANE_DEFERS", args.lane_defers)):
+                        ("LANE_SLOTS", args.lane_slots), ("DEFER_S", args.defer_s), ("LANE_DEFERS", args.lane_defers)):
         if value is not None:
             environment[f"STILLHOUSE_BATCH__{name}"] = str(value)
     parameters = {"DispatchBatchSize": str(args.dispatch_batch_size)} if args.dispatch_batch_size else {}
@@ -275,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_settings = container().settings.batch
         result["settings"] |= {"chunk_lines": batch_settings.chunk_lines, "lane_share": batch_settings.lane_share,
                                "defer_s": batch_settings.defer_s, "lane_defers": batch_settings.lane_defers,
+                               "lane_slots": batch_settings.lane_slots,
                                "endpoint_max_in_flight": container().registry.get("local").max_in_flight
                                if hasattr(container().registry, "get") else None,
                                "worker_concurrency": stack.options.worker_concurrency,
@@ -467,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-jobs", type=int, default=200)
     parser.add_argument("--chunk-lines", type=int, default=None, help="STILLHOUSE_BATCH__CHUNK_LINES (default 64)")
     parser.add_argument("--lane-share", type=float, default=None, help="STILLHOUSE_BATCH__LANE_SHARE (default 0.5)")
+    parser.add_argument("--lane-slots", type=int, default=None, help="STILLHOUSE_BATCH__LANE_SLOTS (default 8)")
     parser.add_argument("--defer-s", type=int, default=None, help="STILLHOUSE_BATCH__DEFER_S (default 2)")
     parser.add_argument("--lane-defers", type=int, default=None, help="STILLHOUSE_BATCH__LANE_DEFERS (default 5)")
     parser.add_argument("--dispatch-batch-size", type=int, default=None, help="template DispatchBatchSize (10)")

@@ -66,11 +66,12 @@ def test_overhead_prices_every_path_and_every_job_completes():
 
 
 def test_batch_returns_every_line_once_and_prices_it():
-    out = run_benchmark("batch.py", "--quick")
+    out = run_benchmark("batch.py", "--quick", "--chunk-lines", "64")  # not the tier stack's setting, which leaks here
     assert out["lines"] == 400 and out["batch"]["status"] == "completed", out["_stderr_tail"]
     assert out["lines_lost"] == 0 and out["lines_duplicated"] == 0
     assert out["batch"]["lines_out"] == 400 and out["batch"]["wrong_answers"] == 0
-    assert out["batch"]["chunks"] == 7  # 400 lines of one model, 64 to a chunk
+    # 400 lines of one model, 64 to a chunk.
+    assert out["batch"]["chunks"] == 7
     assert out["interactive"]["during_batch_run"]["lines_lost"] == 0
     assert out["interactive"]["during_batch_run"]["lines_duplicated"] == 0
     for key in ("floor_jobs_per_s", "lines_per_s", "lines_per_s_x_floor", "aws_calls_per_line",

@@ -61,10 +61,10 @@ def test_a_message_that_always_fails_lands_in_the_dlq_after_max_receive_count(st
     deliveries = []
     dispatch = container().dispatcher.dispatch
 
-    def counting(job_id, receive_count=1, message=None):
+    def counting(job_id, receive_count=1, message=None, receipt_handle=None):
         if job_id == "no-such-job":
             deliveries.append(receive_count)
-        return dispatch(job_id, receive_count, message)
+        return dispatch(job_id, receive_count, message, receipt_handle)
 
     monkeypatch.setattr(container().dispatcher, "dispatch", counting)
     poison = json.dumps({"job_id": "no-such-job"})

@@ -4,11 +4,14 @@ job this test submitted with its timeline, and an endpoint whose breaker a fault
 `make test` installs the browser (`make browser`); where none can be installed the test skips saying so.
 STILLHOUSE_DASHBOARD_SCREENSHOT=docs/dashboard.png writes the page's screenshot there too.
 """
+import json
 import os
+import time
 import shutil
 from pathlib import Path
 
 import pytest
+import requests
 
 from stillhouse.config import get_settings
 
@@ -93,3 +96,25 @@ def test_the_dashboard_asks_again_for_a_key_that_is_refused(stack, browser_page)
     page.locator("#login-error", has_text="refused").wait_for(timeout=10_000)
     assert page.locator("#app").is_hidden()
     assert get_settings().jobs_table  # the stack is still the one configured (no state leaked from the page)
+
+
+def test_the_dashboard_lists_a_batch_with_its_progress(api, stack, browser_page):
+    rows = "".join(json.dumps({"custom_id": f"d{i}", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"model": "echo-a", "messages": [{"role": "user", "content": "hi"}]}}) + "\n"
+                   for i in range(3))
+    uploaded = requests.post(f"{stack.url}/v1/files", headers=api.headers, timeout=30, data={"purpose": "batch"},
+                             files={"file": ("dash.jsonl", rows.encode(), "application/jsonl")}).json()
+    batch = api.post("/v1/batches", {"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                                     "completion_window": "24h"}).json()
+    deadline = time.monotonic() + 60
+    while api.get(f"/v1/batches/{batch['id']}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    page = browser_page
+    page.goto(f"{stack.url}/dashboard")
+    page.fill("#key", stack.dev_api_key)
+    page.click("#login-form button")
+    row = page.locator("#batches tbody tr", has_text=batch["id"])
+    row.wait_for(timeout=15_000)
+    assert page.locator("#batches-panel").is_visible()
+    assert "completed" in row.inner_text() and "3" in row.inner_text()

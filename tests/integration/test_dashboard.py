@@ -6,8 +6,8 @@ STILLHOUSE_DASHBOARD_SCREENSHOT=docs/dashboard.png writes the page's screenshot 
 """
 import json
 import os
-import time
 import shutil
+import time
 from pathlib import Path
 
 import pytest

@@ -3,7 +3,10 @@
 A function takes up to `concurrency` invocations at once, as Lambda runs that many instances side by
 side: the HTTP-facing functions serve concurrent requests, so races between twins (the same
 Idempotency-Key, two callbacks of one job) happen here as they do on AWS. Unlike Lambda the instances
-share one process; what a handler keeps per request must be per thread (http.resolver.JsonResolver)."""
+share one process; what a handler keeps per request must be per thread (http.resolver.JsonResolver).
+A function built with `per_instance` loads its module once per instance instead (each with its own
+cold start), for handlers that keep an invocation's state at module level, as Powertools' batch
+processors do: a queue's function runs one instance per event source mapping, as Lambda does."""
 from __future__ import annotations
 
 import importlib.util
@@ -54,37 +57,57 @@ class LambdaContext:
 
 
 class InProcessFunction:
-    def __init__(self, spec: FunctionSpec, physical_name: str, concurrency: int = 1) -> None:
+    def __init__(self, spec: FunctionSpec, physical_name: str, concurrency: int = 1, *,
+                 per_instance: bool = False) -> None:
         self.spec = spec
         self.physical_name = physical_name
         self.concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)  # Lambda's concurrency: instances at once
         self._load_lock = threading.Lock()
         self._handler: Callable[[Any, Any], Any] | None = None
+        self._per_instance = per_instance
+        self._idle: list[Callable[[Any, Any], Any]] = []  # per_instance: loaded instances not invoked now
+        self._instances = 0
 
-    def _load(self) -> Callable[[Any, Any], Any]:
+    def _load(self, suffix: str = "") -> Callable[[Any, Any], Any]:
         module_name, _, attr = self.spec.handler.rpartition(".")
         path = self.spec.code_dir / f"{module_name.replace('.', '/')}.py"
         # Every function's module is called `app`: import each under its own name.
-        spec = importlib.util.spec_from_file_location(f"stillhouse_fn_{self.spec.logical_id}", path)
+        spec = importlib.util.spec_from_file_location(f"stillhouse_fn_{self.spec.logical_id}{suffix}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return getattr(module, attr)
 
+    def _cold_start(self, suffix: str = "") -> Callable[[Any, Any], Any]:
+        started = time.perf_counter()
+        handler = self._load(suffix)
+        init_s = time.perf_counter() - started
+        for wrap in handler_wrappers:
+            handler = wrap(self, handler, init_s)
+        return handler
+
     def _loaded(self) -> Callable[[Any, Any], Any]:
         with self._load_lock:  # the cold start: once, whoever comes first
             if self._handler is None:
-                started = time.perf_counter()
-                handler = self._load()
-                init_s = time.perf_counter() - started
-                for wrap in handler_wrappers:
-                    handler = wrap(self, handler, init_s)
-                self._handler = handler
+                self._handler = self._cold_start()
             return self._handler
 
     def invoke(self, event: Any) -> Any:
         with self._slots:
-            return self._loaded()(event, LambdaContext(self.physical_name))
+            if not self._per_instance:
+                return self._loaded()(event, LambdaContext(self.physical_name))
+            with self._load_lock:
+                handler = self._idle.pop() if self._idle else None
+                if handler is None:
+                    self._instances += 1
+                    suffix = f"_{self._instances}" if self._instances > 1 else ""
+            if handler is None:
+                handler = self._cold_start(suffix)  # a new instance's own cold start
+            try:
+                return handler(event, LambdaContext(self.physical_name))
+            finally:
+                with self._load_lock:
+                    self._idle.append(handler)
 
 
 class FunctionRegistry:

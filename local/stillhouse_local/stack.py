@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,11 @@ class StackOptions:
     #: extra environment for the functions (settings not in the template, e.g. breaker thresholds)
     environment: dict[str, str] = field(default_factory=dict)
     #: invocations at once of each function behind the HTTP API (and the sweeper, so a direct invocation
-    #: does not wait for a scheduled run): API Gateway serves requests concurrently. Others take one at a time.
+    #: does not wait for a scheduled run): API Gateway serves requests concurrently. A queue's function runs
+    #: one instance per event source mapping (dispatch: the high, normal and batch queues), each loaded apart,
+    #: as Lambda's mappings invoke it side by side; the rest take one at a time.
     http_concurrency: int = 8
-    #: instances at once of named functions, over the above (e.g. {"DispatchFunction": 2}: on AWS each job
-    #: queue's event source mapping invokes dispatch concurrently, so a batch chunk's dispatch does not hold
-    #: up an interactive job's; here one instance serves every mapping unless told otherwise)
+    #: instances at once of named functions, over the above (e.g. {"DispatchFunction": 6})
     function_concurrency: dict[str, int] = field(default_factory=dict)
     #: where AWS is: "moto" (in-process, the default) or "localstack" (at LOCALSTACK_HOST, started by
     #: scripts/localstack.sh when none answers; no Lambda there, so workflows cannot run their tasks)
@@ -133,10 +134,15 @@ class EmbeddedStack:
             self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
             concurrent = ({route.function for route in local.routes} | {r.function for r in local.streamed_routes}
                           | {"SweeperFunction"})
+            # A queue's function: one instance per event source mapping (Lambda's mappings invoke it side by
+            # side), each loaded apart, so the batch lane never waits for an interactive queue's dispatch.
+            mappings = Counter(m.function for m in local.queue_mappings)
             for spec in local.functions.values():
-                default = self.options.http_concurrency if spec.logical_id in concurrent else 1
+                http = spec.logical_id in concurrent
+                default = self.options.http_concurrency if http else max(1, mappings[spec.logical_id])
                 self.functions.add(InProcessFunction(spec, self.resources[spec.logical_id],
-                                                     self.options.function_concurrency.get(spec.logical_id, default)))
+                                                     self.options.function_concurrency.get(spec.logical_id, default),
+                                                     per_instance=not http))
             self.moto.install_lambda_runtime(self.functions)
             self._configure_process(local)
             self._seed()

@@ -14,6 +14,7 @@ import pytest
 
 from stillhouse.config import BatchSettings
 from stillhouse.container import container
+from stillhouse.delivery.signing import verify_webhook
 
 CHAT = "/v1/chat/completions"
 
@@ -215,3 +216,14 @@ def test_batches_are_listed_newest_first_with_a_cursor(client):
     assert rest.data[0].id == ids[0]
     for batch_id in ids:
         wait_for(client, batch_id)
+
+
+def test_the_batch_s_end_is_posted_to_its_webhook_signed(client, stack, receiver):
+    file = upload(client, [chat_line("w1", "hi"), chat_line("w2", "there")])
+    batch = client.batches.create(input_file_id=file.id, endpoint=CHAT, completion_window="24h",
+                                  extra_body={"webhook": receiver.url})
+    assert wait_for(client, batch.id).status == "completed"
+    (call,) = receiver.wait_for(1, timeout=30)
+    assert call["json"]["type"] == "batch.completed" and call["json"]["id"] == batch.id
+    assert call["json"]["data"]["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+    assert verify_webhook(stack.dev_webhook_secret, call["body"], call["headers"])

@@ -413,7 +413,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def job_stages(stack: Any, jobs: list[tuple[str, float, float]]) -> dict[str, float | None]:
     """p50 of each stage of these jobs (their details are read after the window: not counted)."""
     import requests
-
     from overhead_lib.report import DETAIL, _parse_at
 
     session = requests.Session()

@@ -96,7 +96,8 @@ def test_a_completed_chunk_sends_each_line_to_exactly_one_file():
     assert good["response"]["status_code"] == 200 and good["response"]["request_id"] == "batch_x-c00000-0"
     assert good["response"]["body"]["choices"][0]["message"]["content"] == "hello"
     assert bad["custom_id"] == "b" and bad["response"]["status_code"] == 400
-    assert bad["response"]["body"]["error"]["message"] == "bad stop" and bad["response"]["body"]["error"]["param"] == "stop"
+    refusal = bad["response"]["body"]["error"]
+    assert refusal["message"] == "bad stop" and refusal["param"] == "stop"
 
 
 def test_a_chunk_that_did_not_complete_fails_all_its_lines_saying_why():

@@ -128,12 +128,13 @@ def test_cancel_stops_the_chunks_not_yet_ended_and_keeps_the_rest(world):
     assert cancelled == lane.sent[1:]
     done = service.get(WHO, batch.id)
     assert (done.request_counts.completed, done.request_counts.failed) == (2, 3)
-    codes = {json.loads(x)["error"]["code"] for x in service.files.content("acme", done.error_file_id).decode().splitlines()}
+    errors = service.files.content("acme", done.error_file_id).decode().splitlines()
+    codes = {json.loads(line)["error"]["code"] for line in errors}
     assert codes == {"batch_cancelled"}
 
 
 def test_a_cancel_that_lands_while_the_chunks_are_written_stops_them_all(world, monkeypatch):
-    service, jobs, _, lane, cancelled = world
+    service, _, _, lane, cancelled = world
     batch = submit(service)
     write = service.chunk_jobs.create_many
 

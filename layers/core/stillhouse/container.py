@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from stillhouse import aws, secrets
 from stillhouse.audit import AuditLog
+from stillhouse.auth import ApiKeyStore
 from stillhouse.batches.chunks import ChunkJobs, ChunkObjects
 from stillhouse.batches.files import FileStore
 from stillhouse.batches.service import BatchService
 from stillhouse.batches.steps import BatchSteps
 from stillhouse.batches.store import BatchStore, batch_of
-from stillhouse.auth import ApiKeyStore
 from stillhouse.config import Settings, get_settings
 from stillhouse.delivery.destinations import RESOLVERS, WebhookGuard
 from stillhouse.delivery.tenant_secrets import WebhookSecretStore

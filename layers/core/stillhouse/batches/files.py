@@ -67,9 +67,9 @@ class FileStore:
         key = f"files/{tenant_id}/{file_id}"
         self._s3.put_object(Bucket=self._bucket, Key=key, Body=content, ContentType="application/jsonl")
         now = int(time.time())
-        item = {"id": file_id, "kind": "file", "owner": f"{tenant_id}#file", "created_sk": created_sk(time.time(), file_id),
-                "tenant_id": tenant_id, "bytes": len(content), "created_at": now, "filename": filename[:255],
-                "purpose": purpose, "lines": lines, "key": key}
+        item = {"id": file_id, "kind": "file", "owner": f"{tenant_id}#file",
+                "created_sk": created_sk(time.time(), file_id), "tenant_id": tenant_id, "bytes": len(content),
+                "created_at": now, "filename": filename[:255], "purpose": purpose, "lines": lines, "key": key}
         if self._retain_s:
             item["ttl_at"] = now + self._retain_s  # the table's TTL (JobRetentionDays)
         if exists_ok:

@@ -119,7 +119,7 @@ def _check(number: int, raw: bytes, endpoint: str, limits: InputLimits, served: 
         raise _LineError("invalid_url", f"url: must be the batch's endpoint {endpoint}, not {data.get('url')!r}", "url")
     unknown = set(data) - {"custom_id", "method", "url", "body"}
     if unknown:
-        raise _LineError("invalid_request", f"unknown field {sorted(unknown)[0]!r} on the line", sorted(unknown)[0])
+        raise _LineError("invalid_request", f"unknown field {min(unknown)!r} on the line", min(unknown))
     body = data.get("body")
     if not isinstance(body, dict):
         raise _LineError("invalid_body", "body: a JSON object is required", "body")

@@ -75,6 +75,10 @@ class RequestCounts(BaseModel):
     failed: int = 0
 
 
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
 class BatchCreate(BaseModel):
     """Body of POST /v1/batches."""
 
@@ -84,8 +88,7 @@ class BatchCreate(BaseModel):
     endpoint: BatchEndpoint
     completion_window: Literal["24h"]  # the only window OpenAI offers
     # OpenAI: up to 16 pairs, keys up to 64 characters, values up to 512.
-    metadata: dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=512)]] | None = Field(
-        default=None, max_length=16)
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
     # Ours, beside OpenAI's (the SDK's `extra_body`): where to post the batch's end, signed (Standard Webhooks).
     webhook: HttpUrl | None = None
 

@@ -41,7 +41,8 @@ def chunk_lines(endpoint: str, chunk: dict[str, Any], job: Job | None, output: A
         return lines
     entries = output.get("lines") if isinstance(output, dict) else None
     if not isinstance(entries, list) or len(entries) != len(custom_ids):
-        message = f"the worker answered {len(entries) if isinstance(entries, list) else 'no'} lines for {len(custom_ids)}"
+        answered = len(entries) if isinstance(entries, list) else "no"
+        message = f"the worker answered {answered} lines for {len(custom_ids)}"
         for i, custom_id in enumerate(custom_ids):
             lines.errors.append(_line(job, i, custom_id, None, {"code": "worker_error", "message": message}))
         return lines

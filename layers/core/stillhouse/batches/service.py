@@ -88,8 +88,9 @@ class BatchService:
         if self.quotas is not None:
             self.quotas.admit_batch(who.tenant_id, batch_id, total)
         trace = TraceContext.parse(traceparent) or TraceContext.new()
-        item = self.batches.create(who.tenant_id, batch_id, request.model_dump(exclude={"webhook"}), window_s=self.settings.window_s,
-                                   trace_id=trace.trace_id, total=total, webhook=webhook)
+        item = self.batches.create(who.tenant_id, batch_id, request.model_dump(exclude={"webhook"}),
+                                   window_s=self.settings.window_s, trace_id=trace.trace_id, total=total,
+                                   webhook=webhook)
         try:
             self.steps.send(batch_id, "start")
         except Exception as err:  # noqa: BLE001 - a batch that cannot start must end now, not wait forever
@@ -198,19 +199,19 @@ class BatchService:
                 return "not started"
             return self._close(item, Lines(), S.CANCELLED)  # cancelled before it started: nothing ran
         ids = [chunk_job_id(batch_id, i) for i in range(int(item.get("chunks") or 0))]
-        jobs = self.chunk_jobs.get_many(ids)
         ending = item.get("ending")
-        if ending is None and self._heal(item, ids, jobs):
+        statuses = self.chunk_jobs.statuses(ids)  # cheap: the chunks' outputs are read once, at the end
+        if ending is None and self._heal(item, ids, statuses):
             return "chunks recreated"
-        running = [j for j in jobs.values() if not j.status.terminal]
+        running = [job_id for job_id, status in statuses.items() if not status.terminal]
         if running:
             if ending is None:
                 return "chunks running"
-            for job in running:
+            for job in self.chunk_jobs.get_many(running).values():
                 self.cancel_job(job)
-            jobs |= self.chunk_jobs.get_many([j.id for j in running])
-            if any(not j.status.terminal for j in jobs.values()):
+            if any(not status.terminal for status in self.chunk_jobs.statuses(running).values()):
                 return "chunks stopping"  # a chunk ended meanwhile its own way, or cancel lost: next round
+        jobs = self.chunk_jobs.get_many(ids)
         if status is S.IN_PROGRESS:
             try:
                 item = self.batches.transition(batch_id, S.FINALIZING, (S.IN_PROGRESS,))
@@ -228,7 +229,7 @@ class BatchService:
         target = {"cancelled": S.CANCELLED, "expired": S.EXPIRED}.get(ending or "", S.COMPLETED)
         return self._close(item, lines, target)
 
-    def _heal(self, item: dict[str, Any], ids: list[str], jobs: dict[str, Job]) -> bool:
+    def _heal(self, item: dict[str, Any], ids: list[str], jobs: dict[str, Any]) -> bool:
         """Chunks the start step planned but did not write (it stopped half way): write and queue them now."""
         missing = [i for i, job_id in enumerate(ids) if job_id not in jobs]
         if not missing:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from decimal import Decimal
 import time
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
@@ -49,11 +49,13 @@ class BatchStore:
     def create(self, tenant_id: str, batch_id: str, request: dict[str, Any], *, window_s: float,
                trace_id: str | None, total: int, webhook: str | None = None) -> dict[str, Any]:
         now = int(time.time())
-        item = {"id": batch_id, "kind": "batch", "owner": f"{tenant_id}#batch", "created_sk": created_sk(time.time(), batch_id),
-                "tenant_id": tenant_id, "status": BatchStatus.VALIDATING.value, "live": "1",
+        item = {"id": batch_id, "kind": "batch", "owner": f"{tenant_id}#batch",
+                "created_sk": created_sk(time.time(), batch_id), "tenant_id": tenant_id,
+                "status": BatchStatus.VALIDATING.value, "live": "1",
                 "endpoint": request["endpoint"], "input_file_id": request["input_file_id"],
                 "completion_window": request["completion_window"], "created_at": now,
-                "expires_at": now + int(window_s) if window_s >= 1 else now, "deadline": Decimal(str(round(now + window_s, 3))),
+                # OpenAI's `expires_at` is whole seconds; `deadline` is when the sweeper expires it (tests: < 1 s).
+                "expires_at": now + int(window_s), "deadline": Decimal(str(round(now + window_s, 3))),
                 "total": total, "completed": 0, "failed": 0, "chunks": 0, "chunks_done": 0}
         if request.get("metadata") is not None:
             item["metadata"] = request["metadata"]
@@ -66,7 +68,8 @@ class BatchStore:
 
     def item(self, batch_id: str, tenant_id: str | None = None) -> dict[str, Any]:
         item = self._table.get_item(Key={"id": batch_id}, ConsistentRead=True).get("Item")
-        if item is None or item.get("kind") != "batch" or (tenant_id is not None and item.get("tenant_id") != tenant_id):
+        foreign = tenant_id is not None and item is not None and item.get("tenant_id") != tenant_id
+        if item is None or item.get("kind") != "batch" or foreign:  # another tenant's batch is a missing one
             raise BatchNotFound(batch_id)
         return item
 

@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "endpoint_max_in_flight": container().registry.get("local").max_in_flight
                                if hasattr(container().registry, "get") else None,
                                "worker_concurrency": stack.options.worker_concurrency,
-                               "dispatch_instances": args.dispatch_instances or 1}
+                               "dispatch_instances": args.dispatch_instances or "one per queue mapping"}
         client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=stack.dev_api_key, max_retries=0, timeout=120)
 
         log("warm-up: a small batch and a few interactive jobs (imports, clients)")
@@ -472,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lane-defers", type=int, default=None, help="STILLHOUSE_BATCH__LANE_DEFERS (default 5)")
     parser.add_argument("--dispatch-batch-size", type=int, default=None, help="template DispatchBatchSize (10)")
     parser.add_argument("--dispatch-instances", type=int, default=None,
-                        help="DispatchFunction instances at once in the embedded stack (default 1, shared by "
-                             "every job queue's mapping; on AWS each mapping invokes it concurrently)")
+                        help="DispatchFunction instances at once in the embedded stack (default: one per queue "
+                             "mapping, as on AWS, where each mapping invokes it concurrently)")
     parser.add_argument("--quick", action="store_true", help="a smoke run for CI: 400 lines, 5 interactive jobs")
     parser.add_argument("--verbose", action="store_true", help="pass the functions' logs to stderr")
     args = parser.parse_args(argv)

@@ -122,7 +122,7 @@ class BatchSettings(BaseModel):
     file_max_lines: int = Field(default=50_000, ge=1, le=50_000)
     file_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1, le=200 * 1024 * 1024)
     # Lines per chunk (one RunPod job, one GPU micro-batch), and the most bytes of input a chunk carries.
-    chunk_lines: int = Field(default=64, ge=1, le=512)
+    chunk_lines: int = Field(default=128, ge=1, le=512)
     chunk_max_bytes: int = Field(default=1_000_000, ge=10_000, le=5_000_000)
     # What a "24h" completion window lasts here: tests shorten it to see a batch expire.
     window_s: float = Field(default=86_400.0, gt=0, le=86_400)
@@ -132,6 +132,7 @@ class BatchSettings(BaseModel):
     lane_share: float = Field(default=0.5, gt=0, le=1)
     # ...and never while it has this many or more in flight, whatever its max_in_flight says: RunPod serves an
     # endpoint's queue first come first served, so chunks queued there wait in front of interactive jobs.
+    # (The embedded stack sets 2: its endpoints are CPU workers on the router's own cores.)
     lane_slots: int = Field(default=8, ge=1, le=10_000)
     lane_defers: int = Field(default=5, ge=0, le=100)
     defer_s: int = Field(default=2, ge=0, le=900)

@@ -354,14 +354,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stages = {"idle": job_stages(stack, idle_jobs), "during_batch": job_stages(stack, loaded_jobs)}
         load_end = os.getloadavg()
     finally:
-        sys.stdout = sys.__stdout__
-        os.dup2(real_stdout_fd, 1)
-        os.close(real_stdout_fd)
+        # The stack first: its threads log while they stop, and none of it may reach the JSON on stdout.
         if receiver is not None:
             receiver.stop()
         if stack is not None:
             log("stopping the stack")
             stack.stop()
+        sys.stdout = sys.__stdout__
+        os.dup2(real_stdout_fd, 1)
+        os.close(real_stdout_fd)
         uninstall()
 
     lines_per_s = args.lines / wall if wall else None

@@ -213,9 +213,6 @@ class EmbeddedStack:
         # Callers of a stack on 127.0.0.1 listen there too: their http://127.0.0.1 webhooks are allowed
         # (private and metadata addresses stay refused).
         env["STILLHOUSE_WEBHOOK_ALLOW_LOOPBACK"] = "true"
-        # The stand-in's endpoints are one CPU worker each, on the cores the router itself runs on: the batch
-        # lane keeps to two chunks in flight on one, so interactive jobs keep their CPU (docs/batches.md).
-        env["STILLHOUSE_BATCH__LANE_SLOTS"] = str(EMBEDDED_LANE_SLOTS)
         env.update(self.options.environment)
         for key, value in env.items():
             self._saved_environment.setdefault(key, os.environ.get(key))
@@ -260,8 +257,6 @@ class EmbeddedStack:
         return self.resources[logical_id]
 
 
-#: Batch chunks in flight per stand-in endpoint (BatchSettings.lane_slots): measured by benchmarks/batch.py.
-EMBEDDED_LANE_SLOTS = 2
 #: The models the stand-in's workers load by default (gpu_handler.loading's packaged SmolLM2 and MiniLM).
 WORKER_MODELS = ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2")
 

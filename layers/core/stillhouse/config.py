@@ -132,7 +132,6 @@ class BatchSettings(BaseModel):
     lane_share: float = Field(default=0.5, gt=0, le=1)
     # ...and never while it has this many or more in flight, whatever its max_in_flight says: RunPod serves an
     # endpoint's queue first come first served, so chunks queued there wait in front of interactive jobs.
-    # (The embedded stack sets 2: its endpoints are CPU workers on the router's own cores.)
     lane_slots: int = Field(default=8, ge=1, le=10_000)
     lane_defers: int = Field(default=5, ge=0, le=100)
     defer_s: int = Field(default=2, ge=0, le=900)

@@ -29,26 +29,22 @@ class JobQueue:
         self._dlqs = dlqs or {}  # each priority's dead-letter queue
 
     def send(self, job_id: str, priority: Priority, *, attempts: int | None = None, task: str | None = None) -> None:
-        body: dict[str, Any] = {"job_id": job_id}
-        if attempts is not None:
-            body["attempts"] = attempts
-        if task is not None:
-            body["task"] = task
-        self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=json.dumps(body), **trace_attributes())
+        self._sqs.send_message(QueueUrl=self._urls[priority], MessageBody=message_body(job_id, attempts, task),
+                               **trace_attributes())
 
     def send_many(self, jobs: list[Any]) -> None:
         """Queue many new jobs (stillhouse.jobs.model.Job), ten to a SendMessageBatch call, each on its
         priority's queue. A message SQS did not take is sent again; one it still refuses raises."""
         bodies: dict[str, list[str]] = {}
         for job in jobs:
-            bodies.setdefault(self._urls[job.priority], []).append(
-                json.dumps({"job_id": job.id, "attempts": job.attempts, "task": job.task.value}))
+            bodies.setdefault(self._urls[job.priority], []).append(message_body(job.id, job.attempts, job.task.value))
         for url, messages in bodies.items():
             for start in range(0, len(messages), 10):  # SendMessageBatch's limit
                 batch = [{"Id": str(i), "MessageBody": body, **trace_attributes()}
                          for i, body in enumerate(messages[start:start + 10])]
                 for _ in range(3):
-                    failed = {f["Id"] for f in self._sqs.send_message_batch(QueueUrl=url, Entries=batch).get("Failed", [])}
+                    answer = self._sqs.send_message_batch(QueueUrl=url, Entries=batch)
+                    failed = {f["Id"] for f in answer.get("Failed", [])}
                     batch = [entry for entry in batch if entry["Id"] in failed]
                     if not batch:
                         break
@@ -91,6 +87,16 @@ class JobQueue:
             if dlq and self._urls.get(priority):
                 counts += settle_dead_letters(self._sqs, dlq, self._urls[priority], back, limit)
         return counts
+
+
+def message_body(job_id: str, attempts: int | None = None, task: str | None = None) -> str:
+    """A job's queue message: its id, and what dispatch needs to claim it without reading it (read_message)."""
+    body: dict[str, Any] = {"job_id": job_id}
+    if attempts is not None:
+        body["attempts"] = attempts
+    if task is not None:
+        body["task"] = task
+    return json.dumps(body)
 
 
 def settle_dead_letters(sqs: Any, dlq_url: str, queue_url: str, back: Callable[[str | None], bool],

@@ -77,6 +77,19 @@ def test_a_lost_webhook_is_recovered_through_the_status_check(api, stack, faults
     assert "CheckStatus" in names
 
 
+def test_a_crashed_worker_is_retried_as_an_infrastructure_fault(api, stack, faults):
+    # The stand-in's worker "dies" (crash_mode=fail): RunPod reports FAILED with a bare text, no report
+    # of ours. That is not an answer: the job is retried, and the endpoint is blamed, not the job.
+    faults("local", crash_rate=1.0, crash_mode="fail")
+    job_id = api.submit("echo", {"text": "survivor"})
+    job = wait_for(api, job_id, "RETRYING")
+    assert job["error_class"] == "worker_lost"
+    stack.standin.reset_faults("local")
+    job = api.wait(job_id, timeout=30)
+    assert job["status"] == "COMPLETED" and job["output"]["text"] == "survivor"
+    assert job["attempts"] >= 2
+
+
 def test_a_handler_error_that_is_not_retryable_is_not_retried(api):
     job = api.wait(api.submit("sleep", {"seconds": 1, "snooze": True}))  # the worker refuses the field
     assert job["status"] == "FAILED" and job["error_class"] == "terminal"

@@ -75,9 +75,18 @@ def test_a_non_terminal_callback_is_ignored(store):
 
 
 @pytest.mark.parametrize(("status", "error", "expected"), [
-    (JobStatus.FAILED, "plain text error", ErrorClass.TERMINAL),
+    # Our worker's structured reports: classified by their own `retryable`.
     (JobStatus.FAILED, '{"error_type": "OutOfMemory", "retryable": true}', ErrorClass.TRANSIENT),
-    (JobStatus.FAILED, {"retryable": False}, ErrorClass.TERMINAL),
+    (JobStatus.FAILED, '{"error_type": "ValidationError", "retryable": false, "field": "x"}', ErrorClass.TERMINAL),
+    (JobStatus.FAILED, {"error_type": "ModelNotServed", "retryable": False}, ErrorClass.TERMINAL),
+    # Anything else is a crash: the worker died before it could report (whatever the text says).
+    (JobStatus.FAILED, "worker w1 crashed", ErrorClass.WORKER_LOST),
+    (JobStatus.FAILED, "invalid input: a text that looks like a handler error", ErrorClass.WORKER_LOST),
+    (JobStatus.FAILED, None, ErrorClass.WORKER_LOST),
+    (JobStatus.FAILED, {"retryable": False}, ErrorClass.WORKER_LOST),  # no error_type: not our report
+    # The SDK's own report of an exception that escaped the handler carries no `retryable`.
+    (JobStatus.FAILED, '{"error_type": "RuntimeError", "error_message": "boom", "error_traceback": "..."}',
+     ErrorClass.WORKER_LOST),
     (JobStatus.TIMED_OUT, None, ErrorClass.WORKER_LOST),
     (JobStatus.COMPLETED, None, None),
 ])

@@ -15,7 +15,7 @@ class ErrorClass(StrEnum):
     CAPACITY = "capacity"  # 429 / throttled: back off, same endpoint later, breaker untouched
     TRANSIENT = "transient"  # 5xx, timeouts, resets: retry, counts towards the breaker
     TERMINAL = "terminal"  # bad input, non-retryable handler error: fail now, breaker untouched
-    WORKER_LOST = "worker_lost"  # job vanished / TIMED_OUT on the worker: retry elsewhere
+    WORKER_LOST = "worker_lost"  # job vanished, hung (TIMED_OUT) or its worker crashed: retry elsewhere
 
     @property
     def retryable(self) -> bool:

@@ -29,21 +29,33 @@ from stillhouse.runpod.schemas import RunPodJob
 _TERMINAL = {s.value: s for s in TERMINAL}
 
 
-def error_class_of(status: JobStatus, error: Any) -> ErrorClass | None:
-    """Classify a failed RunPod job. The worker marks retryable errors (e.g. out of memory)."""
-    if status is JobStatus.TIMED_OUT:
-        return ErrorClass.WORKER_LOST
-    if status is not JobStatus.FAILED:
-        return None
+def handler_report(error: Any) -> dict[str, Any] | None:
+    """The structured error our worker (gpu_handler/errors.py) reports for every failure it means:
+    `{"error_type": ..., "retryable": bool, ...}`, as a dict or its JSON text. None for anything else."""
     detail = error
     if isinstance(error, str):
         try:
             detail = json.loads(error)
         except ValueError:
-            return ErrorClass.TERMINAL
-    if isinstance(detail, dict) and detail.get("retryable"):
-        return ErrorClass.TRANSIENT
-    return ErrorClass.TERMINAL
+            return None
+    if isinstance(detail, dict) and isinstance(detail.get("error_type"), str) and isinstance(detail.get("retryable"), bool):
+        return detail
+    return None
+
+
+def error_class_of(status: JobStatus, error: Any) -> ErrorClass | None:
+    """Classify a failed RunPod job by what reported it, never by its text. Our worker reports each error
+    it means with its class (handler_report); a FAILED without that report is a crash (the worker died:
+    out of memory, a killed container, a lost host, an exception that escaped the handler), an
+    infrastructure fault retried elsewhere like a lost job. TIMED_OUT: the job hung or was dropped."""
+    if status is JobStatus.TIMED_OUT:
+        return ErrorClass.WORKER_LOST
+    if status is not JobStatus.FAILED:
+        return None
+    report = handler_report(error)
+    if report is None:
+        return ErrorClass.WORKER_LOST
+    return ErrorClass.TRANSIENT if report["retryable"] else ErrorClass.TERMINAL
 
 
 class Resumer(Protocol):
@@ -259,4 +271,4 @@ class CallbackRecorder:
         return retrying
 
 
-__all__ = ["CallbackRecorder", "JobNotFound", "error_class_of"]
+__all__ = ["CallbackRecorder", "JobNotFound", "error_class_of", "handler_report"]

@@ -90,6 +90,23 @@ def test_a_crashed_worker_is_retried_as_an_infrastructure_fault(api, stack, faul
     assert job["attempts"] >= 2
 
 
+def test_a_hung_worker_is_given_up_on_and_the_job_completes_on_the_next_attempt(api, stack, faults):
+    # crash_mode=hang: the worker never answers, RunPod keeps the job IN_PROGRESS until the executionTimeout
+    # it was given for this job (here capped by the tier's ExecutionTimeoutMs=20000, not RunPod's 10 min).
+    faults("local", crash_rate=1.0, crash_mode="hang")
+    started = time.monotonic()
+    job_id = api.submit("echo", {"text": "unstuck"})
+    wait_for(api, job_id, "IN_PROGRESS")
+    stack.standin.reset_faults("local")  # the hung attempt stays hung; the next one runs
+    job = api.wait(job_id, timeout=60)
+    assert job["status"] == "COMPLETED" and job["output"]["text"] == "unstuck"
+    assert time.monotonic() - started < 60
+    lost = [e for e in job["events"] if e["status"] == "RETRYING" and e["attempt"] == 1]
+    assert lost, job["events"]
+    runs = [e for e in job["events"] if e["status"] == "IN_PROGRESS" and e.get("runpod_id")]
+    assert len(runs) == 2  # one hung run, one that answered
+
+
 def test_a_handler_error_that_is_not_retryable_is_not_retried(api):
     job = api.wait(api.submit("sleep", {"seconds": 1, "snooze": True}))  # the worker refuses the field
     assert job["status"] == "FAILED" and job["error_class"] == "terminal"

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from stillhouse.errors import ErrorClass
 from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import JobStatus
 from stillhouse.jobs.store import JobStore
@@ -11,7 +12,8 @@ from stillhouse.jobs.sweeper import Sweeper, SweepRounds
 from tests.support.callbacks import recorder
 from tests.support.jobs import make_job
 
-DEADLINES = SettleDeadlines(floor_s=20, factor=3, execution_timeout_s=600, watch_s=300)
+DEADLINES = SettleDeadlines(floor_s=20, factor=3, execution_timeout_s=600, watch_s=300, run_floor_s=30,
+                            unit_prior_ms=50)
 
 
 def test_a_short_job_is_due_after_the_floor():
@@ -152,3 +154,88 @@ def test_dispatch_records_when_a_started_job_is_due(jobs_table):
     due = datetime.fromisoformat(item["due_at"].replace("Z", "+00:00"))
     floor = timedelta(seconds=20)  # nothing learnt yet: the floor, counted from when RunPod took the job
     assert before + floor - timedelta(milliseconds=1) <= due <= after + floor
+
+
+# --- RunPod's executionTimeout per job: a hung worker is given up on in seconds, not in 10 minutes ---
+
+def test_a_short_job_may_run_on_runpod_for_the_floor_only():
+    assert DEADLINES.run_timeout_s("echo", {"text": "hi"}, {}, per_unit_ms=40) == 30
+
+
+def test_a_long_job_may_run_for_its_expected_time_times_the_factor_within_the_endpoints_limit():
+    # 256 tokens at 100 ms per token learnt: 25.6 s expected, 76.8 s allowed.
+    assert DEADLINES.run_timeout_s("generate", {}, {"max_new_tokens": 256}, per_unit_ms=100) == pytest.approx(76.8)
+    assert DEADLINES.run_timeout_s("generate", {}, {"max_new_tokens": 4096}, per_unit_ms=100) == 600  # the limit
+
+
+def test_with_nothing_learnt_a_slow_prior_stands_in_for_the_endpoints_latency():
+    # 2048 tokens at 50 ms each (20 tokens/s): 102.4 s expected, 307.2 s allowed; never the floor alone.
+    assert DEADLINES.run_timeout_s("generate", {}, {"max_new_tokens": 2048}, per_unit_ms=None) == pytest.approx(307.2)
+
+
+def test_each_earlier_gpu_run_doubles_the_time_a_retry_is_given():
+    assert [DEADLINES.run_timeout_s("echo", {}, {}, 40, runs_before=n) for n in (0, 1, 2, 5)] == [30, 60, 120, 600]
+
+
+def test_the_jobs_deadline_caps_the_time_it_may_run():
+    assert DEADLINES.run_timeout_s("generate", {}, {"max_new_tokens": 256}, 100, cap_s=45) == 45
+    assert DEADLINES.run_timeout_s("echo", {}, {}, 40, cap_s=1) == 5  # RunPod's own minimum
+
+
+def test_dispatch_gives_runpod_the_jobs_execution_timeout_and_remembers_it(jobs_table):
+    from tests.support.fakes import Ep, FakeRunPod, make_dispatcher
+
+    store = JobStore(jobs_table, watch_s=300)
+    store.create(make_job("timed", task="generate", params={"max_new_tokens": 2048}))
+    runpod = FakeRunPod()
+    dispatcher = make_dispatcher(store, [Ep("a")], runpod)
+    dispatcher.deadlines = DEADLINES
+    job = dispatcher.dispatch("timed")
+    (_, _, _, policy), = runpod.runs
+    assert policy["executionTimeout"] == 307_200  # the slow prior: nothing learnt of `a` yet
+    assert job.run_timeout_s == 307
+
+
+def _hung(store, job_id, run_timeout_s):
+    store.create(make_job(job_id))
+    store.transition(job_id, JobStatus.RETRYING, actor="dispatch", fields={"execution_arn": f"arn:exec:{job_id}"})
+    return store.transition(job_id, JobStatus.IN_PROGRESS, actor="recovery", endpoint="a", attempt=1,
+                            fields={"runpod_id": f"rp-{job_id}", "attempts": 1, "task_token": "tok",
+                                    "run_timeout_s": run_timeout_s,
+                                    "due_at": DEADLINES.due(datetime.now(UTC), 0)})
+
+
+def _hang_sweeper(store, delay_ms=0):
+    from tests.support.fakes import FakeWorkflows
+
+    workflows, learnt, cancelled = FakeWorkflows(), [], []
+    callbacks, notified, _ = recorder(
+        store, {f"rp-{j}": {"id": f"rp-{j}", "status": "IN_PROGRESS", "delayTime": delay_ms} for j in ("h", "q")},
+        workflows=workflows, learn=lambda *outcome: learnt.append(outcome[:3]))
+    sweeper = Sweeper(store=store, callbacks=callbacks, fetch_status=callbacks.fetch_status,
+                      execution_status=lambda arn: "RUNNING", notify=notified.append, deadlines=DEADLINES,
+                      cancel_runpod=lambda endpoint, runpod_id: cancelled.append((endpoint, runpod_id)))
+    return sweeper, workflows, learnt, cancelled
+
+
+def test_an_attempt_still_running_long_past_its_execution_timeout_is_given_up_on_and_retried(jobs_table):
+    store = JobStore(jobs_table, watch_s=300)
+    _hung(store, "h", run_timeout_s=30)
+    sweeper, workflows, learnt, cancelled = _hang_sweeper(store)
+    # RunPod did not end it (the endpoint ignores the policy, or its worker is wedged): 30 s + 20 s of grace.
+    assert sweeper.sweep(now=datetime.now(UTC) + timedelta(seconds=45)) == {"still_running": 1}
+    assert sweeper.sweep(now=datetime.now(UTC) + timedelta(seconds=55)) == {"hung": 1}
+    job = store.get("h")
+    assert job.status is JobStatus.RETRYING and job.error_class.value == "worker_lost"
+    assert "executionTimeout" in job.error
+    assert learnt == [("a", JobStatus.FAILED, ErrorClass.WORKER_LOST)]  # the breaker hears of the hang
+    assert cancelled == [("a", "rp-h")]  # the GPU is stopped
+    assert workflows.task_results[0][:2] == ("fail", "tok")  # the workflow submits it again
+
+
+def test_time_spent_queued_on_runpod_is_not_held_against_an_attempt(jobs_table):
+    store = JobStore(jobs_table, watch_s=300)
+    _hung(store, "q", run_timeout_s=30)
+    sweeper, _, learnt, cancelled = _hang_sweeper(store, delay_ms=40_000)  # a cold start: 40 s in RunPod's queue
+    assert sweeper.sweep(now=datetime.now(UTC) + timedelta(seconds=55)) == {"still_running": 1}
+    assert store.get("q").status is JobStatus.IN_PROGRESS and learnt == [] and cancelled == []

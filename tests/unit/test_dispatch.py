@@ -25,7 +25,7 @@ def test_a_queued_job_is_submitted_once_and_goes_in_progress(store):
     assert job.status is JobStatus.IN_PROGRESS and job.endpoint == "a" and job.runpod_id == "rp-1"
     assert job.attempts == 1
     (endpoint_id, payload, webhook, policy), = runpod.runs
-    assert endpoint_id == "ep-a" and webhook == "http://cb/j1?a=1&e=a" and policy == {"executionTimeout": 60000}
+    assert endpoint_id == "ep-a" and webhook == "http://cb/j1?a=1&e=a" and policy == {"executionTimeout": 30000}
     assert payload == {"max_new_tokens": 8, "text": "hi", "x": 1.5, "task": "echo"}
 
 

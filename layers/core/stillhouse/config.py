@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     # expected time times settle_factor, at least settle_floor_s, so a lost webhook costs seconds.
     settle_floor_s: float = Field(default=20.0, gt=0)
     settle_factor: float = Field(default=3.0, ge=1)
+    # The shortest executionTimeout RunPod is given per job (jobs/deadlines.py run_timeout_s): a worker that
+    # hangs on a short job is given up on after this, not after execution_timeout_ms.
+    run_timeout_floor_s: float = Field(default=30.0, ge=5)
     # Sweep rounds per scheduled (1-minute) run: one every sweep_every_s seconds.
     sweep_every_s: float = Field(default=60.0, ge=5, le=60)
     in_queue_give_up_s: float = 3600  # a job not dispatched this long after its submission ends FAILED

@@ -81,7 +81,8 @@ class Container:
     def deadlines(self) -> SettleDeadlines:
         s = self.settings
         return SettleDeadlines(floor_s=s.settle_floor_s, factor=s.settle_factor,
-                               execution_timeout_s=s.execution_timeout_ms / 1000, watch_s=s.sweep_after_s)
+                               execution_timeout_s=s.execution_timeout_ms / 1000, watch_s=s.sweep_after_s,
+                               run_floor_s=s.run_timeout_floor_s)
 
     @cached_property
     def member_store(self) -> MemberStore:
@@ -225,7 +226,7 @@ class Container:
         council = CouncilTasks(store=self.job_store, members=self.member_store, router=self.router,
                                client_for=self.runpod.client_for, callback_url=self.callback_urls.for_attempt,
                                policy=self.dispatcher.policy, notify=self.notify_caller,
-                               stop_runpod_job=self.runpod.stop)
+                               stop_runpod_job=self.runpod.stop, deadlines=self.deadlines)
         return RecoveryTasks(store=self.job_store, dispatcher=self.dispatcher, callbacks=self.callbacks,
                              fetch_status=self.runpod.status, notify=self.notify_caller,
                              max_attempts=self.settings.max_attempts, council=council)
@@ -238,7 +239,7 @@ class Container:
                        settle_dlqs=self.settings.settle_dlqs,
                        in_queue_give_up_s=self.settings.in_queue_give_up_s,
                        breakers=lambda: [view.health for view in self.router.describe()],
-                       batches=lambda: self.batch_service.sweep())
+                       batches=lambda: self.batch_service.sweep(), cancel_runpod=self.runpod.cancel)
 
     # --- the Batch API ----------------------------------------------------------------------------
     @cached_property

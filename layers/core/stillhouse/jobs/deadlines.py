@@ -1,5 +1,9 @@
 """When the sweeper should next look at a job (`due_at`), so a lost webhook costs seconds, not minutes.
 
+RunPod's per-job `executionTimeout` (run_timeout_s) comes from the same estimate, so a hung worker is given
+up on in tens of seconds, not in the endpoint's 10 minutes: RunPod ends the attempt TIMED_OUT and the
+recovery workflow retries it elsewhere (the sweeper does the same if RunPod does not).
+
 A job in flight on RunPod is due once it has had time to finish: what its endpoint has been taking per
 unit of work times the units this job asks for, times a safety factor, never less than a floor (a
 cold start, a short queue) and never much past RunPod's own executionTimeout (after it, RunPod has
@@ -13,6 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+#: RunPod refuses an executionTimeout under 5 s.
+MIN_RUN_TIMEOUT_S = 5.0
 
 
 def iso(moment: datetime) -> str:
@@ -30,6 +37,8 @@ def expected_units(task: str, job_input: Mapping[str, Any], params: Mapping[str,
         return float(asked) if isinstance(asked, int) and asked > 0 else 128.0  # the worker's default
     if task == "embed" and isinstance(job_input.get("texts"), list):
         return float(max(1, len(job_input["texts"])))
+    if task == "batch" and isinstance(job_input.get("lines"), int):
+        return float(max(1, job_input["lines"])) * 128.0  # a chunk's lines, each a default-length answer
     return 1.0
 
 
@@ -45,6 +54,24 @@ class SettleDeadlines:
     factor: float = 3.0
     execution_timeout_s: float = 600.0
     watch_s: float = 300.0  # live jobs not in flight on RunPod: due this long after their last news
+    # RunPod's executionTimeout per job (run_timeout_s): never under run_floor_s (a first token on a cold
+    # cache, a slow batch of the worker's), and per unit unit_prior_ms (20 tokens/s: slow) until the
+    # endpoint has taught its own latency.
+    run_floor_s: float = 30.0
+    unit_prior_ms: float = 50.0
+
+    def run_timeout_s(self, task: str, job_input: Mapping[str, Any], params: Mapping[str, Any],
+                      per_unit_ms: float | None, *, runs_before: int = 0, cap_s: float | None = None) -> float:
+        """Seconds a RunPod job may execute before RunPod ends it TIMED_OUT (its `policy.executionTimeout`):
+        the expected time times `factor`, doubled for each earlier GPU run of the job (an estimate proven
+        short is not trusted twice), at least run_floor_s, capped by the endpoint's own limit and by
+        `cap_s` (the time left to the job's deadline)."""
+        units = expected_units(task, job_input, params)
+        per_unit = self.unit_prior_ms if per_unit_ms is None else per_unit_ms
+        expected = expected_fixed_s(task, job_input) + per_unit * (units or 0.0) / 1000.0
+        timeout = max(self.run_floor_s, self.factor * expected) * 2 ** min(runs_before, 10)
+        limit = self.execution_timeout_s if cap_s is None else min(self.execution_timeout_s, cap_s)
+        return max(MIN_RUN_TIMEOUT_S, min(timeout, limit))
 
     def in_flight_s(self, task: str, job_input: Mapping[str, Any], params: Mapping[str, Any],
                     per_unit_ms: float | None) -> float:

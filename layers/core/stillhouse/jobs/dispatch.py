@@ -77,6 +77,18 @@ def runpod_payload(job: Job) -> dict[str, Any]:
     return payload
 
 
+def gpu_runs(job: Job) -> int:
+    """How many RunPod jobs were started for the job: attempts RunPod accepted (refused /runs cost no GPU)."""
+    return sum(1 for e in job.events if e.status is JobStatus.IN_PROGRESS and e.runpod_id)
+
+
+def slowest_per_unit_ms(plan: Sequence[Endpoint]) -> float | None:
+    """The slowest latency per unit of work the plan's endpoints have taught (None: none taught yet)."""
+    learnt = [s.ema_latency_ms for s in getattr(plan, "states", {}).values()
+              if s is not None and s.ema_latency_ms is not None]
+    return max(learnt) if learnt else None
+
+
 def lost_on(job: Job) -> str | None:
     """The endpoint whose worker lost the job's last attempt, if that is how it ended."""
     return job.endpoint if job.error_class is ErrorClass.WORKER_LOST else None
@@ -186,9 +198,13 @@ class Dispatcher:
         endpoint refused retryably (Refused)."""
         if plan is None:
             plan = self.plan(job)
+        # RunPod ends an attempt that runs past what the job should take (a hung worker): TIMED_OUT, retried.
+        run_timeout_s = self.deadlines.run_timeout_s(job.task.value, job.input, job.params,
+                                                     slowest_per_unit_ms(plan), runs_before=gpu_runs(job))
+        policy = {**self.policy, "executionTimeout": int(run_timeout_s * 1000)}
         # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
         outcome = place(self.router, self.client_for, job.model, self.payload_for(job),
-                        lambda endpoint: self.callback_url(job, attempt, endpoint), self.policy,
+                        lambda endpoint: self.callback_url(job, attempt, endpoint), policy,
                         avoid=lost_on(job), plan=plan)
         if isinstance(outcome, Refused):
             if outcome.error_class is ErrorClass.TERMINAL:
@@ -198,15 +214,17 @@ class Dispatcher:
         self.router.submitted(outcome.endpoint.name)
         learnt = getattr(plan, "states", {}).get(outcome.endpoint.name)
         return self._started(job, attempt, outcome.endpoint, outcome.accepted, actor, task_token, execution_arn,
-                             per_unit_ms=getattr(learnt, "ema_latency_ms", None))
+                             per_unit_ms=getattr(learnt, "ema_latency_ms", None), run_timeout_s=run_timeout_s)
 
     def _started(self, job: Job, attempt: int, endpoint: Endpoint, accepted: dict[str, Any], actor: str,
                  task_token: str | None, execution_arn: str | None = None, *,
-                 per_unit_ms: float | None = None) -> Job | None:
+                 per_unit_ms: float | None = None, run_timeout_s: float | None = None) -> Job | None:
         runpod_id = accepted["id"]
         # When to ask RunPod's /status if no webhook has come: what this job should take there.
         due_in = self.deadlines.in_flight_s(job.task.value, job.input, job.params, per_unit_ms)
         fields: dict[str, Any] = {"runpod_id": runpod_id, "due_at": self.deadlines.due(datetime.now(UTC), due_in)}
+        if run_timeout_s is not None:
+            fields["run_timeout_s"] = int(run_timeout_s)  # what the sweeper holds a still-running attempt to
         if task_token:
             fields["task_token"] = task_token
         if execution_arn:

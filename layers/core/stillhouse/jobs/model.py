@@ -126,6 +126,8 @@ class Job(BaseModel):
     execution_arn: str | None = Field(default=None, exclude=True)
     # The Step Functions callback token of the attempt in flight: a capability, never shown to callers.
     task_token: str | None = Field(default=None, exclude=True)
+    # The executionTimeout (s) RunPod was given for the attempt in flight (jobs.deadlines.run_timeout_s).
+    run_timeout_s: int | None = Field(default=None, exclude=True)
     council: dict[str, Any] | None = None  # council jobs: answers so far, the label -> model map
     # Council members in flight (model, endpoint, RunPod id, task token): internal, never shown.
     members: dict[str, CouncilMember] | None = Field(default=None, exclude=True)

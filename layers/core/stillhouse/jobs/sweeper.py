@@ -3,7 +3,10 @@
 Each round (every `SweepEverySeconds`) it looks at the live jobs that are due (`due_at`, jobs.deadlines):
 - IN_PROGRESS on RunPod (fast path or workflow): due once it has had time to finish. Ask RunPod's
   /status: a finished job is recorded as if its webhook had come, a vanished one goes to the recovery
-  workflow (WORKER_LOST), a running one is looked at again later (RunPod's executionTimeout bounds it).
+  workflow (WORKER_LOST), a running one is looked at again later (RunPod's executionTimeout bounds it);
+  one still running well past the executionTimeout it was given (RunPod did not end it: a hung worker) is
+  given up on as RunPod would have: TIMED_OUT for that attempt, retried elsewhere, blamed on the endpoint's
+  breaker, and cancelled on RunPod.
   So a short job's lost webhook costs tens of seconds, not the workflow's callback timeout.
 - RETRYING, or IN_PROGRESS under a workflow with nothing on RunPod to ask: if the execution is no
   longer running, ended FAILED.
@@ -54,6 +57,8 @@ class Sweeper:
     breakers: Callable[[], Iterable[EndpointHealth]] | None = None
     # The Batch API's round (BatchService.sweep): expire batches past their window, step stalled ones.
     batches: Callable[[], dict[str, int]] | None = None
+    # (endpoint name, RunPod id): cancel a hung attempt on RunPod once it was reported (RunPodGateway.cancel).
+    cancel_runpod: Callable[[str, str], None] | None = None
 
     def sweep(self, *, ahead_s: float = 0.0, now: datetime | None = None) -> dict[str, int]:
         """One round over the due jobs. `ahead_s`: also take jobs due within that many seconds (an
@@ -103,7 +108,7 @@ class Sweeper:
         (a claimed attempt), so a second message is harmless; a job never dispatched ends, bounded."""
         if self.queue is None:
             return "still_queued"
-        submitted = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+        submitted = _parse(job.created_at)
         # A batch's chunk may wait in its lane for as long as its batch's window: the batch's expiry ends it.
         if job.task is not Task.BATCH and now - submitted > timedelta(seconds=self.in_queue_give_up_s):
             return self._fail(job, f"not dispatched within {self.in_queue_give_up_s:g} s of its submission")
@@ -151,6 +156,8 @@ class Sweeper:
             if err.error_class is not ErrorClass.WORKER_LOST:
                 return "runpod_unreachable"  # still due: the next round asks again
             body = {"id": job.runpod_id, "status": JobStatus.TIMED_OUT.value, "error": f"RunPod lost the job: {err.message}"}
+        if body.get("status") == JobStatus.IN_PROGRESS.value and (running_s := self._overran(job, body, now)):
+            return self._give_up_hung(job, body, running_s)
         if body.get("status") in (JobStatus.IN_QUEUE.value, JobStatus.IN_PROGRESS.value):
             return self._look_later(job, now, "still_running")
         settled = self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="sweeper")  # type: ignore[arg-type]
@@ -159,10 +166,38 @@ class Sweeper:
             logger.warning("settled a job whose webhook never came", extra={"job_id": job.id, "status": body.get("status")})
         return "settled" if settled is not None else "unchanged"
 
+    def _overran(self, job: Job, body: dict[str, Any], now: datetime) -> float | None:
+        """Seconds the attempt has executed on RunPod (its queue delay left out), when that is past the
+        executionTimeout it was given plus floor_s of grace for RunPod to end it itself; else None."""
+        started = next((e.at for e in reversed(job.events)
+                        if e.status is JobStatus.IN_PROGRESS and e.runpod_id == job.runpod_id), None)
+        if job.run_timeout_s is None or started is None:
+            return None
+        running_s = (now - _parse(started)).total_seconds() - float(body.get("delayTime") or 0) / 1000
+        return running_s if running_s > job.run_timeout_s + self.deadlines.floor_s else None
+
+    def _give_up_hung(self, job: Job, body: dict[str, Any], running_s: float) -> str:
+        """What RunPod should have done: end the attempt TIMED_OUT (retried elsewhere through the recovery
+        workflow, counted against the endpoint's breaker), then cancel it there so the GPU stops."""
+        report = {"id": job.runpod_id, "status": JobStatus.TIMED_OUT.value, "delayTime": body.get("delayTime"),
+                  "error": f"hung: still running after {running_s:.0f} s, past its executionTimeout of "
+                           f"{job.run_timeout_s} s"}
+        settled = self.callbacks.apply(job, job.endpoint, job.attempts, report, actor="sweeper")  # type: ignore[arg-type]
+        if settled is None:
+            return "unchanged"
+        logger.warning("gave up on a hung attempt", extra={"job_id": job.id, "endpoint": job.endpoint})
+        if self.cancel_runpod is not None:
+            self.cancel_runpod(job.endpoint, job.runpod_id)  # type: ignore[arg-type]
+        return "hung"
+
     def _look_later(self, job: Job, now: datetime, outcome: str) -> str:
         since = next((e.at for e in reversed(job.events) if e.status is job.status), job.updated_at)
-        running_for = (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds()
-        due = self.deadlines.due(now, self.deadlines.still_running_s(running_for))
+        running_for = (now - _parse(since)).total_seconds()
+        wait_s = self.deadlines.still_running_s(running_for)
+        if outcome == "still_running" and job.run_timeout_s is not None:
+            # Look again just after the attempt should have been ended, not a whole `running_for` later.
+            wait_s = min(wait_s, max(1.0, job.run_timeout_s + self.deadlines.floor_s - running_for + 1.0))
+        due = self.deadlines.due(now, wait_s)
         try:
             self.store.annotate(job.id, {"due_at": due})
         except TransitionRefused:
@@ -177,6 +212,10 @@ class Sweeper:
             return "already_final"
         self.notify(failed)
         return "failed"
+
+
+def _parse(at: str) -> datetime:
+    return datetime.fromisoformat(at.replace("Z", "+00:00"))
 
 
 @dataclass

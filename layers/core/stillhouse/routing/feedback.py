@@ -33,8 +33,8 @@ def total_ms(body: Mapping[str, Any]) -> float:
 
 def work_units(task: str | None, output: Any, job_input: Mapping[str, Any] | None = None) -> float | None:
     """How much work a result's execution time paid for; None for diagnostics, whose time says nothing."""
-    if task == "sleep":
-        return None
+    if task in ("sleep", "batch"):
+        return None  # a diagnostic's time says nothing; a chunk's says little (its lines vary widely)
     if task == "generate" and isinstance(output, Mapping) and isinstance(output.get("completion_tokens"), int):
         return float(max(1, output["completion_tokens"]))
     if task == "embed" and isinstance((job_input or {}).get("texts"), list):

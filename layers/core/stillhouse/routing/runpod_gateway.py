@@ -46,6 +46,10 @@ class RunPodGateway:
         """Free the endpoint's in-flight slot and ask RunPod to cancel (best effort: the job's own record is
         already final; at worst a GPU finishes for nothing and its late webhook is ignored)."""
         self._router.released(endpoint_name)
+        self.cancel(endpoint_name, runpod_id)
+
+    def cancel(self, endpoint_name: str, runpod_id: str) -> None:
+        """Ask RunPod to cancel a job whose attempt was already reported (its slot freed), best effort."""
         try:
             endpoint = self._registry.get(endpoint_name)
             self.client_for(endpoint).cancel(endpoint.base_url, endpoint.endpoint_id, runpod_id)

@@ -196,6 +196,11 @@ class CallbackRecorder:
         if target is None:
             return None  # not finished yet; RunPod calls again at a terminal status
         runpod_id = body.get("id")
+        if target is JobStatus.CANCELLED and not (job.status is JobStatus.IN_PROGRESS and attempt == job.attempts
+                                                  and job.runpod_id == runpod_id):
+            # An attempt we stopped ourselves after moving the job off it (a hung worker, a superseded
+            # attempt): its cancellation is not the caller's, and the job goes on.
+            return None
         error = body.get("error")
         error_text = None if error is None else error if isinstance(error, str) else json.dumps(error)
         error_class = error_class_of(target, error)

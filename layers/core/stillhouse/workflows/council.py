@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stillhouse import errors
+from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import CouncilInput, CouncilMember, Job
 from stillhouse.jobs.status import COMPLETE_COUNCIL
 from stillhouse.jobs.store import JobStore, MemberStore
@@ -36,6 +37,8 @@ class CouncilTasks:
     policy: dict[str, Any]
     notify: Callable[[Job], Any]
     stop_runpod_job: Callable[[str, str], None]  # (endpoint name, RunPod id): cancel it, free its slot
+    # A member's executionTimeout on RunPod, as for any job (a hung member ends TIMED_OUT and is asked again).
+    deadlines: SettleDeadlines = field(default_factory=SettleDeadlines)
 
     def member(self, job_id: str, stage: str, index: int, model: str, task_token: str) -> dict[str, Any]:
         """Ask one model (answer, rank or synthesis stage); its webhook resumes the workflow."""
@@ -53,8 +56,10 @@ class CouncilTasks:
         payload: dict[str, Any] = {"task": "generate", "model": model, "messages": self._messages(job, spec, stage)}
         if spec.max_new_tokens:
             payload["max_new_tokens"] = spec.max_new_tokens
+        run_timeout_s = self.deadlines.run_timeout_s("generate", {}, payload, None)
         outcome = place(self.router, self.client_for, model, payload,
-                        lambda endpoint: self.callback_url(job, 0, endpoint, key), self.policy)
+                        lambda endpoint: self.callback_url(job, 0, endpoint, key),
+                        {**self.policy, "executionTimeout": int(run_timeout_s * 1000)})
         if isinstance(outcome, Refused):
             raise errors.WORKFLOW_ERRORS[outcome.error_class](f"{model}: {outcome.reason}")
         endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]

@@ -102,6 +102,9 @@ class NothingAvailable:
     def plan(self, job):
         return []
 
+    def time_out_if_overdue(self, job, attempt, *, actor):
+        return False  # within its deadline
+
     def submit(self, *args, **kwargs):
         raise AssertionError("nothing may be submitted while no endpoint is available")
 

@@ -93,6 +93,8 @@ class TenantLimits(BaseModel):
     # Lines in this tenant's batches that have not ended (the Batch API): a batch that would pass it is 429.
     max_batch_lines: int = Field(default=200_000, ge=1, le=10_000_000)
     allow_high_priority: bool = False
+    # The deadline of this tenant's jobs that name none (`deadline_s`): submitted -> finished, in seconds.
+    deadline_s: int = Field(default=86_400, ge=5, le=86_400)
 
 
 class OpenAISettings(BaseModel):

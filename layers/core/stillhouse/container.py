@@ -205,6 +205,7 @@ class Container:
             payload_for=self.chunk_objects.payload,
             lane=BatchLane(share=s.batch.lane_share, defers=s.batch.lane_defers, slots=s.batch.lane_slots),
             defer=lambda receipt: self.queue.defer(Priority.BATCH, receipt, s.batch.defer_s),
+            notify=self.notify_caller,
         )
 
     @cached_property

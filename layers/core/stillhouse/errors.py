@@ -142,6 +142,11 @@ class WorkerLostError(WorkflowTaskError):
     """The RunPod job vanished or timed out: submit again, elsewhere."""
 
 
+class NotStarted(WorkflowTaskError):
+    """RunPod refused the /run (5xx, a reset, a timeout with no RunPod id): no GPU ran, so no attempt is
+    spent; retried with backoff until the job's deadline, not until a count runs out (statemachines Retry)."""
+
+
 class NoEndpointAvailable(WorkflowTaskError):
     """No endpoint serves the model right now (all open or full): wait, don't drop the job."""
 
@@ -165,7 +170,7 @@ WORKFLOW_ERRORS: dict[ErrorClass | None, type[WorkflowTaskError]] = {
     None: NoEndpointAvailable,
 }
 #: Every error name a task may raise to a state machine.
-WORKFLOW_ERROR_NAMES = frozenset(cls.__name__ for cls in (*WORKFLOW_ERRORS.values(), JobFinished))
+WORKFLOW_ERROR_NAMES = frozenset(cls.__name__ for cls in (*WORKFLOW_ERRORS.values(), JobFinished, NotStarted))
 
 
 def workflow_error_name(error_class: ErrorClass | None) -> str:

@@ -26,6 +26,29 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse(at: str) -> datetime:
+    return datetime.fromisoformat(at.replace("Z", "+00:00"))
+
+
+def after(at: str, seconds: float) -> str:
+    """The ISO time `seconds` after the ISO time `at`."""
+    return iso(parse(at) + timedelta(seconds=seconds))
+
+
+def overdue(now: datetime, deadline_at: str | None, start_by: str | None, started: bool) -> str | None:
+    """Why a live job must end TIMED_OUT now, or None: past its deadline (deadline_s), or not started on a
+    GPU by its start_by (ttl_s)."""
+    if deadline_at is not None and now >= parse(deadline_at):
+        return f"not finished by its deadline ({deadline_at})"
+    if start_by is not None and not started and now >= parse(start_by):
+        return f"not started by its ttl ({start_by})"
+    return None
+
+
+def seconds_left(now: datetime, at: str | None) -> float | None:
+    return None if at is None else (parse(at) - now).total_seconds()
+
+
 def expected_units(task: str, job_input: Mapping[str, Any], params: Mapping[str, Any]) -> float | None:
     """The work a job asks for, in the units routing learns latency per (routing.feedback.work_units):
     output tokens of generate, texts of embed, 1 for anything else; None for `sleep`, whose time is

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stillhouse.errors import ErrorClass, StillhouseError, TransitionRefused
-from stillhouse.jobs.deadlines import SettleDeadlines
+from stillhouse.jobs.deadlines import SettleDeadlines, overdue, seconds_left
 from stillhouse.jobs.model import Job, JobStatus, Task
 from stillhouse.jobs.queue import Queued
 from stillhouse.jobs.status import HAND_OVER, START_ATTEMPT, START_COUNCIL, Move
@@ -77,11 +77,6 @@ def runpod_payload(job: Job) -> dict[str, Any]:
     return payload
 
 
-def gpu_runs(job: Job) -> int:
-    """How many RunPod jobs were started for the job: attempts RunPod accepted (refused /runs cost no GPU)."""
-    return sum(1 for e in job.events if e.status is JobStatus.IN_PROGRESS and e.runpod_id)
-
-
 def slowest_per_unit_ms(plan: Sequence[Endpoint]) -> float | None:
     """The slowest latency per unit of work the plan's endpoints have taught (None: none taught yet)."""
     learnt = [s.ema_latency_ms for s in getattr(plan, "states", {}).values()
@@ -111,6 +106,8 @@ class Dispatcher:
     # (receipt handle): have a waiting chunk's message come back soon (JobQueue.defer), not after the
     # queue's whole visibility timeout.
     defer: Callable[[str], None] | None = None
+    # Pushes a job dispatch ended (refused terminally, timed out, out of deliveries) to its caller's webhook.
+    notify: Callable[[Job], Any] = lambda job: None
 
     # --- the fast path (SQS) -------------------------------------------------------------------
     def dispatch(self, job_id: str, receive_count: int = 1, message: Queued | None = None,
@@ -196,12 +193,18 @@ class Dispatcher:
         """Try the plan's endpoints in order (`plan`: one the caller has just read); the job is
         IN_PROGRESS on success, FAILED on a terminal refusal (returned as None), and unchanged when every
         endpoint refused retryably (Refused)."""
+        now = datetime.now(UTC)
+        if self.time_out_if_overdue(job, attempt, actor=actor, now=now):
+            return None
         if plan is None:
             plan = self.plan(job)
         # RunPod ends an attempt that runs past what the job should take (a hung worker): TIMED_OUT, retried.
+        left_s = seconds_left(now, job.deadline_at)
         run_timeout_s = self.deadlines.run_timeout_s(job.task.value, job.input, job.params,
-                                                     slowest_per_unit_ms(plan), runs_before=gpu_runs(job))
+                                                     slowest_per_unit_ms(plan), runs_before=job.gpu_runs, cap_s=left_s)
         policy = {**self.policy, "executionTimeout": int(run_timeout_s * 1000)}
+        if left_s is not None:  # RunPod drops it too once the job's deadline has passed (at least its 10 s)
+            policy["ttl"] = max(10_000, min(int(policy.get("ttl") or left_s * 1000), int(left_s * 1000)))
         # Worker-lost: retry elsewhere. Whatever lost the job there may lose it again.
         outcome = place(self.router, self.client_for, job.model, self.payload_for(job),
                         lambda endpoint: self.callback_url(job, attempt, endpoint), policy,
@@ -239,10 +242,25 @@ class Dispatcher:
                     self.router.released(endpoint.name)  # the cancel could not know where it ran
         return started  # None: cancelled meanwhile, or the result webhook already finished it
 
+    def time_out_if_overdue(self, job: Job, attempt: int, *, actor: str, now: datetime | None = None) -> bool:
+        """End the job TIMED_OUT if it is past its deadline, or past its ttl without having started on a
+        GPU, naming what it was waiting for; True if it is (or already was) ended so."""
+        why = overdue(now or datetime.now(UTC), job.deadline_at, job.start_by, started=job.gpu_runs > 0)
+        if why is None:
+            return False
+        error = f"{why}; it was waiting for: {job.error or 'an endpoint to take it'}"
+        timed_out = self._record(job, JobStatus.TIMED_OUT, actor, attempt, error, {"error": error})
+        if timed_out is not None:
+            self.notify(timed_out)
+        return True
+
     def _fail(self, job: Job, attempt: int, endpoint: str | None, error: str, error_class: ErrorClass,
               *, actor: str) -> Job | None:
-        return self._record(job, JobStatus.FAILED, actor, attempt, error,
-                            {"error": error, "error_class": error_class.value}, endpoint=endpoint)
+        failed = self._record(job, JobStatus.FAILED, actor, attempt, error,
+                              {"error": error, "error_class": error_class.value}, endpoint=endpoint)
+        if failed is not None:
+            self.notify(failed)  # the caller hears of every end, whichever function wrote it
+        return failed
 
     def _record(self, job: Job, move: Move | JobStatus, actor: str, attempt: int, detail: str | None,
                 fields: dict[str, Any], *, endpoint: str | None = None) -> Job | None:

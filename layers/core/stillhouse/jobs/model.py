@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StrictBool, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StrictBool, WithJsonSchema, model_validator
 
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.status import JobStatus
@@ -41,6 +41,10 @@ SubmittedTask = _public(Task, Task.BATCH)
 SubmittedPriority = _public(Priority, Priority.BATCH)
 
 
+#: The longest deadline a job may have: a day, as RunPod keeps a job (its default policy.ttl), and within
+#: what one recovery workflow's history holds while it waits with backoff (statemachines/recovery.asl.json).
+MAX_DEADLINE_S = 86_400
+
 #: The longest model name a job may carry (the OpenAI routes' `model` is longer: it may name a council).
 MODEL_NAME_CHARS = 200
 
@@ -57,6 +61,16 @@ class JobRequest(BaseModel):
     priority: SubmittedPriority = Priority.NORMAL
     webhook: HttpUrl | None = None
     cache: StrictBool = False  # strict: the schema says boolean, so 0 and "false" are 422, not a guess
+    # Seconds from submission to finish before the job ends TIMED_OUT (default: the tenant's `deadline_s`).
+    deadline_s: int | None = Field(default=None, ge=5, le=MAX_DEADLINE_S)
+    # Seconds from submission to start on a GPU before the job is dropped TIMED_OUT (RunPod's policy.ttl).
+    ttl_s: int | None = Field(default=None, ge=5, le=MAX_DEADLINE_S)
+
+    @model_validator(mode="after")
+    def _ttl_within_deadline(self) -> JobRequest:
+        if self.ttl_s is not None and self.deadline_s is not None and self.ttl_s > self.deadline_s:
+            raise ValueError("ttl_s (time to start) must not exceed deadline_s (time to finish)")
+        return self
 
 
 class JobEvent(BaseModel):
@@ -113,6 +127,8 @@ class Job(BaseModel):
     trace_id: str | None = None  # the W3C trace every hop of the job carries (stillhouse.telemetry.tracing)
     created_at: str
     updated_at: str
+    deadline_at: str | None = None  # when the job ends TIMED_OUT if it has not finished (deadline_s)
+    start_by: str | None = None  # when the job ends TIMED_OUT if it has not started on a GPU (ttl_s)
     endpoint: str | None = None
     runpod_id: str | None = None
     attempts: int = 0
@@ -133,6 +149,11 @@ class Job(BaseModel):
     members: dict[str, CouncilMember] | None = Field(default=None, exclude=True)
     events: list[JobEvent] = Field(default_factory=list)
     deliveries: list[WebhookDelivery] = Field(default_factory=list)  # tries of the caller's webhook
+
+    @property
+    def gpu_runs(self) -> int:
+        """RunPod jobs started for this job: the attempts RunPod accepted (a refused /run ran no GPU)."""
+        return sum(1 for e in self.events if e.status is JobStatus.IN_PROGRESS and e.runpod_id)
 
 
 class CouncilInput(BaseModel):

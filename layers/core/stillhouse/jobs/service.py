@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from stillhouse.auth import Principal
-from stillhouse.config import InputLimits
+from stillhouse.config import InputLimits, TenantLimits
 from stillhouse.errors import (
     Conflict,
     PayloadTooLarge,
@@ -18,6 +18,7 @@ from stillhouse.errors import (
     TransitionRefused,
     Unprocessable,
 )
+from stillhouse.jobs.deadlines import after
 from stillhouse.jobs.input_limits import check_input
 from stillhouse.jobs.model import CouncilInput, Job, JobRequest, JobStatus, Priority, Task
 from stillhouse.jobs.queue import JobQueue
@@ -96,6 +97,8 @@ class JobService:
                                council_models=len(spec.models or ()) if spec else None,
                                gpu_jobs=spec.gpu_jobs() if spec else 1)
         at = now_iso()
+        deadline_s = request.deadline_s or (self._quotas.limits(principal.tenant_id).deadline_s if self._quotas
+                                            else TenantLimits().deadline_s)
         trace = TraceContext.parse(traceparent) or TraceContext.new()
         job = Job(
             id=job_id,
@@ -110,6 +113,8 @@ class JobService:
             cache=request.cache,
             created_at=at,
             updated_at=at,
+            deadline_at=after(at, deadline_s),
+            start_by=after(at, min(request.ttl_s, deadline_s)) if request.ttl_s else None,
             events=[{"at": at, "status": JobStatus.IN_QUEUE, "actor": "api"}],
             # Council members are recorded into this map as the workflow asks them (it must exist first).
             members={} if request.task is Task.COUNCIL else None,

@@ -27,8 +27,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from stillhouse.errors import ErrorClass, JobNotFound, TransitionRefused
-from stillhouse.jobs.deadlines import SettleDeadlines
+from stillhouse.errors import ErrorClass, JobFinished, JobNotFound, TransitionRefused
+from stillhouse.jobs.deadlines import SettleDeadlines, overdue
 from stillhouse.jobs.model import Job, JobStatus, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
@@ -71,7 +71,10 @@ class Sweeper:
                 try:
                     job = self.store.get(job_id)
                     with job_context(job.id, job.trace_id, "sweep"):
-                        counts[self._requeue(job, now) if job.status is JobStatus.IN_QUEUE
+                        why = None if job.status.terminal else overdue(now, job.deadline_at, job.start_by,
+                                                                       started=job.gpu_runs > 0)
+                        counts[self._time_out(job, why) if why
+                               else self._requeue(job, now) if job.status is JobStatus.IN_QUEUE
                                else self._settle(job, now)] += 1
                 except JobNotFound:
                     continue
@@ -158,6 +161,8 @@ class Sweeper:
             body = {"id": job.runpod_id, "status": JobStatus.TIMED_OUT.value, "error": f"RunPod lost the job: {err.message}"}
         if body.get("status") == JobStatus.IN_PROGRESS.value and (running_s := self._overran(job, body, now)):
             return self._give_up_hung(job, body, running_s)
+        if body.get("status") == JobStatus.IN_QUEUE.value and (why := overdue(now, None, job.start_by, started=False)):
+            return self._time_out(job, why)  # accepted, but still in RunPod's queue at its ttl
         if body.get("status") in (JobStatus.IN_QUEUE.value, JobStatus.IN_PROGRESS.value):
             return self._look_later(job, now, "still_running")
         settled = self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="sweeper")  # type: ignore[arg-type]
@@ -204,6 +209,24 @@ class Sweeper:
             return "already_final"
         return outcome
 
+    def _time_out(self, job: Job, why: str) -> str:
+        """Past its deadline (or its ttl, not started): TIMED_OUT, naming what it was waiting for. Its run on
+        RunPod, if any, is cancelled and its endpoint slot freed; a workflow waiting on it is ended."""
+        error = f"{why}; it was waiting for: {_waiting_for(job)}"
+        try:
+            ended = self.store.transition(job.id, JobStatus.TIMED_OUT, actor="sweeper", attempt=job.attempts,
+                                          detail=error, fields={"error": error})
+        except TransitionRefused:
+            return "already_final"
+        self.notify(ended)
+        if job.status is JobStatus.IN_PROGRESS and job.endpoint and job.runpod_id:
+            self.callbacks.learn(job.endpoint, JobStatus.CANCELLED, None, None, {}, None)  # frees its slot
+            if self.cancel_runpod is not None:
+                self.cancel_runpod(job.endpoint, job.runpod_id)
+        if job.task_token and self.callbacks.workflows is not None:
+            self.callbacks.workflows.fail_task(job.task_token, JobFinished.__name__, f"job ended {ended.status.value}")
+        return "timed_out"
+
     def _fail(self, job: Job, reason: str) -> str:
         try:
             failed = self.store.transition(job.id, JobStatus.FAILED, actor="sweeper", attempt=job.attempts,
@@ -212,6 +235,14 @@ class Sweeper:
             return "already_final"
         self.notify(failed)
         return "failed"
+
+
+def _waiting_for(job: Job) -> str:
+    if job.status is JobStatus.IN_PROGRESS and job.endpoint:
+        return f"its run on {job.endpoint} to finish" + (f" (last: {job.error})" if job.error else "")
+    if job.status is JobStatus.IN_QUEUE:
+        return "dispatch (it was still queued)"
+    return job.error or "a retry"
 
 
 def _parse(at: str) -> datetime:

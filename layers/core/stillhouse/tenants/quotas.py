@@ -69,6 +69,10 @@ class Quotas:
         # One update per tenant at a time in this process: its threads would only race each other.
         self._locks: defaultdict[str, Lock] = defaultdict(Lock)
 
+    def limits(self, tenant_id: str) -> TenantLimits:
+        """The tenant's limits as configured (its own values over the defaults)."""
+        return self._tenants.limits(tenant_id)
+
     def admit(self, tenant_id: str, job_id: str, *, high_priority: bool = False,
               council_models: int | None = None, gpu_jobs: int = 1) -> None:
         """Admit one job submission of `tenant_id` that runs `gpu_jobs` GPU jobs, or raise naming the limit

@@ -40,8 +40,11 @@ class RecoveryTasks:
         job = self.store.get(job_id)
         if job.status.terminal:
             raise errors.JobFinished(f"job is {job.status.value}")
-        if job.attempts >= self.max_attempts:
-            raise errors.TerminalError(f"gave up after {job.attempts} attempts; last error: {job.error}")
+        if self.dispatcher.time_out_if_overdue(job, job.attempts, actor="recovery"):
+            raise errors.JobFinished("job is past its deadline")
+        # Only runs on a GPU count: a refused /run cost none, and is retried until the deadline instead.
+        if (runs := job.gpu_runs) >= self.max_attempts:
+            raise errors.TerminalError(f"gave up after {runs} attempts; last error: {job.error}")
         plan = self.dispatcher.plan(job)
         if not plan:
             # Waiting is not failing: no attempt is spent, the workflow's own long Retry block waits.
@@ -55,6 +58,8 @@ class RecoveryTasks:
                                          execution_arn=execution_arn, plan=plan)
         if isinstance(outcome, Refused):
             self._note(claimed, outcome.reason, outcome.error_class, execution_arn)
+            if outcome.error_class in (ErrorClass.TRANSIENT, ErrorClass.WORKER_LOST):
+                raise errors.NotStarted(outcome.reason)  # before any GPU ran: bounded by the deadline
             raise errors.WORKFLOW_ERRORS[outcome.error_class](outcome.reason)
         if outcome is None:
             raise errors.JobFinished(f"job is {self.store.get(job_id).status.value}")

@@ -14,8 +14,10 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from stillhouse.config import Settings, get_settings
+from stillhouse.errors import AwsUnavailable
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
@@ -119,3 +121,36 @@ def reset() -> None:
         _clients.clear()
         _resources.clear()
     get_settings.cache_clear()
+
+
+#: AWS error codes that mean "not now" (throttled, or the service briefly unavailable), whatever the
+#: service: what botocore's standard retry mode retries as throttling or transient. The one list by which
+#: an AWS error becomes AwsUnavailable (503 + Retry-After): matched by code, never by message text.
+UNAVAILABLE_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "Throttling", "ThrottledException",
+    "RequestThrottledException", "RequestThrottled", "TooManyRequestsException", "RequestLimitExceeded",
+    "LimitExceededException", "BandwidthLimitExceeded", "TransactionInProgressException", "SlowDown",
+    "EC2ThrottledException", "PriorRequestNotComplete", "ServiceUnavailable", "InternalError",
+    "InternalFailure", "InternalServerError", "RequestTimeout", "RequestTimeoutException",
+    "AWS.SimpleQueueService.ServiceUnavailable", "KMS.ThrottlingException",
+})
+#: HTTP statuses of an AWS answer that mean the same, whatever its code.
+UNAVAILABLE_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def unavailable(exc: BaseException | None) -> AwsUnavailable | None:
+    """The AwsUnavailable that `exc` stands for: an AWS ClientError with a throttling/unavailable code or a
+    5xx status, itself or as the cause of what was raised (Powertools' idempotency wraps the ClientError
+    of its table). None for anything else."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") in UNAVAILABLE_CODES or status in UNAVAILABLE_STATUSES:
+                return AwsUnavailable(f"{exc.operation_name} was throttled or unavailable at AWS; nothing was "
+                                      "kept: send the same request again")
+            return None
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

@@ -113,6 +113,17 @@ class ServiceUnavailable(StillhouseError):
     code = "unavailable"
 
 
+class AwsUnavailable(ServiceUnavailable):
+    """AWS throttled us or was unavailable (503 with Retry-After): the request did nothing that stays, and
+    the same request may be sent again. Made from an AWS error by its code only (stillhouse.aws.unavailable)."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class GatewayTimeout(StillhouseError):
     """A call that waits for its job gave up waiting (504); the job goes on. `job_id` names it."""
 

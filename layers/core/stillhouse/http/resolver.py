@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 
-from stillhouse import errors
+from stillhouse import aws, errors
 from stillhouse.config import get_settings
 from stillhouse.jobs.model import ErrorBody, ErrorDetail
 from stillhouse.openai_compat import errors as openai_errors
@@ -200,7 +200,12 @@ def nests_deeper(text: str, limit: int) -> bool:
 
 
 def _unexpected(exc: Exception, openai: bool = False) -> Response:
-    """Anything else is our fault: log it with its traceback, answer 500 in the one error format."""
+    """Anything else is our fault: log it with its traceback, answer 500 in the one error format. An AWS
+    error that means "not now" (throttled, unavailable: stillhouse.aws.unavailable, by its code) is not:
+    503 with Retry-After."""
+    if (busy := aws.unavailable(exc)) is not None:
+        logger.warning("AWS throttled or unavailable", extra={"error_type": type(exc).__name__})
+        return _domain_error(busy, openai)
     if isinstance(exc, ServiceError):  # Powertools' own HTTP errors, e.g. no such route
         code = "not_found" if exc.status_code == HTTPStatus.NOT_FOUND else "error"
         return error_response(HTTPStatus(exc.status_code), code, exc.msg, openai=openai)

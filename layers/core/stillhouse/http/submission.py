@@ -1,8 +1,10 @@
 """Submitting a job, with or without an Idempotency-Key: what POST /v1/jobs and the OpenAI routes share."""
+import threading
 import time
 from functools import lru_cache
 from typing import Any
 
+from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -10,6 +12,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
 
@@ -17,6 +20,13 @@ from stillhouse import errors
 from stillhouse.auth import Principal
 from stillhouse.container import container
 from stillhouse.jobs.model import JobRequest
+
+logger = Logger(service="stillhouse", child=True)
+#: The job this thread's keyed submission made, if it made one: Powertools may fail to record it as done
+#: after it was made (its table throttled), and an accepted job must still be answered 202.
+_made = threading.local()
+#: Pauses between our own tries to record a made job under its key, when Powertools' one try failed.
+SAVE_RETRY_WAITS_S = (0.05, 0.2, 0.5)
 
 
 def _idempotent_submit():
@@ -36,7 +46,8 @@ def _submit_keeping(persistence: DynamoDBPersistenceLayer):
         who = Principal(tenant_id=data["tenant_id"])
         job = container().job_service.submit(who, JobRequest.model_validate(data["request"]),
                                              data.get("traceparent"))
-        return {"id": job.id, "status": job.status.value, "trace_id": job.trace_id}
+        _made.accepted = {"id": job.id, "status": job.status.value, "trace_id": job.trace_id}
+        return _made.accepted
 
     return submit, config
 
@@ -67,10 +78,36 @@ def submit_once(who: Principal, key: str, request: JobRequest, lambda_context: A
 
 
 def _submit_checked(submit: Any, data: dict[str, Any]) -> dict[str, Any]:
+    _made.accepted = None
     try:
         return submit(data=data)
     except IdempotencyValidationError as err:
         raise errors.Conflict("Idempotency-Key was used with a different request", field="Idempotency-Key") from err
+    except IdempotencyPersistenceLayerError:
+        accepted = _made.accepted
+        if accepted is None:
+            raise  # nothing was made: its cause (AWS throttled: 503 + Retry-After) is the answer
+        _record_made(data, accepted)
+        return accepted  # made and accepted: 202, whether or not its key now says so
+    finally:
+        _made.accepted = None
+
+
+def _record_made(data: dict[str, Any], accepted: dict[str, Any]) -> None:
+    """Record under its key a job that was made, where Powertools could not. If every try fails, the key's
+    record stays "in progress": a twin is told 409 + Retry-After until it expires (the Lambda's remaining
+    time), then makes a job of its own (docs/errors.md)."""
+    persistence = container().idempotency
+    for wait_s in (*SAVE_RETRY_WAITS_S, None):
+        try:
+            persistence.save_success(data=data, result=accepted)
+            return
+        except Exception:  # noqa: BLE001 - the job is accepted whatever its key's record says
+            if wait_s is None:
+                logger.warning("could not record a made job under its Idempotency-Key",
+                               extra={"job_id": accepted["id"]})
+                return
+            time.sleep(wait_s)
 
 
 def submit(who: Principal, request: JobRequest, idempotency_key: str | None, traceparent: str | None,

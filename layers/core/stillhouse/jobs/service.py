@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from stillhouse.auth import Principal
@@ -14,7 +15,6 @@ from stillhouse.config import InputLimits, TenantLimits
 from stillhouse.errors import (
     Conflict,
     PayloadTooLarge,
-    ServiceUnavailable,
     TransitionRefused,
     Unprocessable,
 )
@@ -30,6 +30,8 @@ from stillhouse.tenants.quotas import Quotas
 
 # A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
 MAX_INPUT_BYTES = 300_000
+
+logger = Logger(service="stillhouse", child=True)
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,12 @@ class JobService:
                                     "with temperature 0 and no stream)", field="cache")
             key = cache_key(principal.tenant_id, request.task, request.model, request.input, request.params)
         job_id = new_job_id()
+        # A council counts as the GPU jobs it runs, not as one: otherwise it would be 2N+1 for 1.
+        spec = CouncilInput.model_validate(request.input) if request.task is Task.COUNCIL else None
+        gpu_jobs = spec.gpu_jobs() if spec else 1
         if self._quotas is not None:
-            # A council counts as the GPU jobs it runs, not as one: otherwise it would be 2N+1 for 1.
-            spec = CouncilInput.model_validate(request.input) if request.task is Task.COUNCIL else None
             self._quotas.admit(principal.tenant_id, job_id, high_priority=request.priority is Priority.HIGH,
-                               council_models=len(spec.models or ()) if spec else None,
-                               gpu_jobs=spec.gpu_jobs() if spec else 1)
+                               council_models=len(spec.models or ()) if spec else None, gpu_jobs=gpu_jobs)
         at = now_iso()
         deadline_s = request.deadline_s or (self._quotas.limits(principal.tenant_id).deadline_s if self._quotas
                                             else TenantLimits().deadline_s)
@@ -122,21 +124,52 @@ class JobService:
             trace_id=trace.trace_id,
         )
         with job_context(job.id, trace, "submit"):
+            try:
+                self._store.create(job)
+            except Exception:
+                self._withdraw(job, gpu_jobs)
+                raise  # an AWS "not now" is 503 + Retry-After (http.resolver): nothing of it was kept
             return self._accept(job, key)
 
+    def _withdraw(self, job: Job, gpu_jobs: int) -> None:
+        """A submission refused after its quota was taken leaves nothing behind: its in-flight place is
+        given back, and an item the failed write may still have made (an AWS 5xx can follow a write) is
+        deleted while nothing has queued it. Best effort: quota healing releases the place of a job that
+        was never stored (tenants.quotas), and a leftover item is never queued by us."""
+        try:
+            self._store.discard(job.id)
+        except Exception:  # noqa: BLE001 - the write's own error is what the caller is told
+            logger.warning("could not discard a refused job's item", extra={"job_id": job.id})
+        if self._quotas is not None:
+            try:
+                self._quotas.release(job.tenant_id, job.id, gpu_jobs)
+            except Exception:  # noqa: BLE001 - healing releases it later
+                logger.warning("could not release a refused job's quota", extra={"job_id": job.id})
+
     def _accept(self, job: Job, key: str | None) -> Job:
-        self._store.create(job)
-        hit = self._cache.get(key) if key else None
+        """The job is stored: it is accepted (202), and nothing from here may refuse it. A stored IN_QUEUE job
+        is never lost: the sweeper sends again the message of a queued job that has not been dispatched
+        (jobs.sweeper), so a queue that fails now costs the job a wait, not its existence."""
+        hit = None
         if key:
+            try:
+                hit = self._cache.get(key) if self._cache is not None else None
+            except Exception:  # noqa: BLE001 - a cache is an optimisation: a lookup that fails is a miss
+                logger.warning("result cache lookup failed; treated as a miss", extra={"job_id": job.id})
             metrics.cache_lookup(job.task.value, hit is not None)
         if hit is not None:  # answered at once: no queue, no GPU
-            return self._answer_from_cache(job, *hit)
+            try:
+                return self._answer_from_cache(job, *hit)
+            except Exception:  # noqa: BLE001 - not answered from the cache: it runs as any other job
+                logger.warning("could not answer from the cache; the job is queued", extra={"job_id": job.id})
         try:
             self._queue.send(job.id, job.priority, attempts=job.attempts, task=job.task.value)
-        except Exception as err:  # noqa: BLE001 - any failure to enqueue must end the job, not strand it
-            self._store.transition(job.id, JobStatus.FAILED, actor="api", detail="enqueue failed",
-                                   fields={"error": f"could not enqueue: {err}"})
-            raise ServiceUnavailable("the job queue is unavailable; the job was not accepted") from err
+        except Exception:  # noqa: BLE001 - any failure to enqueue leaves the job to the sweeper, never refused
+            logger.warning("could not queue an accepted job; the sweeper sends it", extra={"job_id": job.id})
+            try:  # due now: the sweeper's next round sends its message (else `watch_s` after it was stored)
+                self._store.annotate(job.id, {"due_at": now_iso()})
+            except Exception:  # noqa: BLE001 - still due, later
+                logger.warning("could not mark an unqueued job due", extra={"job_id": job.id})
         return job
 
     def _answer_from_cache(self, job: Job, source: str, output: Any) -> Job:

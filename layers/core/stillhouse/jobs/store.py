@@ -128,6 +128,22 @@ class JobStore:
         metrics.job_submitted(job)
         return job
 
+    def discard(self, job_id: str) -> bool:
+        """Delete a job that was never accepted (its submission was refused after its write): only while it is
+        IN_QUEUE and never attempted, so a job something has begun to work on is never taken away. False
+        when there was none to delete."""
+        try:
+            self._table.delete_item(Key={"id": job_id},
+                                    ConditionExpression="#s = :queued AND (attribute_not_exists(attempts) OR "
+                                                        "attempts = :none)",
+                                    ExpressionAttributeNames={"#s": "status"},
+                                    ExpressionAttributeValues={":queued": JobStatus.IN_QUEUE.value, ":none": 0})
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return False
+            raise
+        return True
+
     def get(self, job_id: str, tenant_id: str | None = None) -> Job:
         item = self._table.get_item(Key={"id": job_id}, ConsistentRead=True).get("Item")
         # Another tenant's job is indistinguishable from a missing one.

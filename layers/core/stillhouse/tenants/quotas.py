@@ -153,6 +153,21 @@ class Quotas:
                             f"(this job runs {weight}); submit more when some have", limit="max_in_flight",
                             retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
 
+    def release(self, tenant_id: str, job_id: str, gpu_jobs: int = 1) -> bool:
+        """Give back the in-flight place `admit` took for `job_id` (a submission refused after it was admitted),
+        once: conditioned on the entry being there, as healing is. Its rate token stays spent, as a request
+        counted. False when the entry was not there (healed, or never added)."""
+        entry = _entry(job_id, gpu_jobs)
+        try:
+            self._table.update_item(Key={"tenant_id": in_flight_key(tenant_id)},
+                                    UpdateExpression="DELETE #live :e ADD held :released",
+                                    ConditionExpression="contains(#live, :one)",
+                                    ExpressionAttributeNames={"#live": "live"},
+                                    ExpressionAttributeValues={":e": {entry}, ":one": entry, ":released": -gpu_jobs})
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def admit_batch(self, tenant_id: str, batch_id: str, lines: int) -> None:
         """Admit a batch of `lines` lines against `max_batch_lines`, the lines of the tenant's batches that
         have not ended. The batch is one entry (`{batch id}*{lines}`) of a set of its own on the in-flight

@@ -145,6 +145,6 @@ def test_with_faults_across_aws_every_accepted_job_completes_once(stack, tenant,
     aws_faults.clear()
     assert left == [], f"not finished: {left}; faults injected: {faults}"
     jobs = [api.get(f"/v1/jobs/{i}").json() for i in accepted]
-    assert [j["status"] for j in jobs] == ["COMPLETED"] * len(jobs), faults
+    assert [j["status"] for j in jobs] == ["COMPLETED"] * len(jobs), (faults, [j.get("error") for j in jobs])
     assert all(len(terminal_events(j)) == 1 for j in jobs)
     assert aws_faults.total() > 0

@@ -80,6 +80,8 @@ def test_running_jobs_are_left_alone(api, stack):
 
 def test_redrive_moves_dlq_messages_back_to_their_queue(stack):
     sqs = aws.client("sqs")
+    for dlq in ("JobsNormalDLQ", "WebhookDeliveryDLQ"):  # only this test's messages: none an earlier test left
+        sqs.purge_queue(QueueUrl=stack.queue_url(dlq))
     sqs.send_message(QueueUrl=stack.queue_url("JobsNormalDLQ"), MessageBody=json.dumps({"job_id": "redriven-poison"}))
     sqs.send_message(QueueUrl=stack.queue_url("WebhookDeliveryDLQ"), MessageBody=json.dumps({"job_id": "stopped"}))
     moved = stack.functions.get("SweeperFunction").invoke({"action": "redrive"})

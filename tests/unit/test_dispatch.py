@@ -85,6 +85,28 @@ def test_the_last_delivery_ends_the_job_failed_before_the_dlq(store):
     assert job.status is JobStatus.FAILED and "down" in job.error and job.error_class is ErrorClass.TRANSIENT
 
 
+def test_aws_throttling_on_the_last_delivery_leaves_the_job_waiting_for_the_dlq_redrive(store):
+    from botocore.exceptions import ClientError
+
+    class ThrottledStore:
+        """The job store as DynamoDB throttles it: every write refused."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def claim_attempt(self, *args, **kwargs):
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "UpdateItem")
+
+    dispatcher = make_dispatcher(ThrottledStore(store), [Ep("a")], FakeRunPod(), max_receive_count=3)
+    with pytest.raises(ClientError):
+        dispatcher.dispatch("j1", receive_count=3)
+    assert store.get("j1").status is JobStatus.IN_QUEUE  # not the job's fault: the sweeper sends it back
+
+
 def test_a_terminal_refusal_fails_the_job_at_once(store):
     runpod = FakeRunPod({"ep-a": RunPodError("bad input", error_class=ErrorClass.TERMINAL, status_code=400)})
     make_dispatcher(store, [Ep("a", "ep-a"), Ep("b", "ep-b")], runpod).dispatch("j1")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from stillhouse.aws import unavailable
 from stillhouse.errors import ErrorClass, StillhouseError, TransitionRefused
 from stillhouse.jobs.deadlines import SettleDeadlines, overdue, seconds_left
 from stillhouse.jobs.model import Job, JobStatus, Task
@@ -152,8 +153,10 @@ class Dispatcher:
                 return outcome
             return self._hand_over(claimed, claimed.attempts, outcome.reason, outcome.error_class)
         except Exception as err:
-            if receive_count >= self.max_receive_count:
-                # Last delivery: end the job before the message goes to the DLQ.
+            if receive_count >= self.max_receive_count and unavailable(err) is None:
+                # Last delivery: end the job before the message goes to the DLQ. Not when AWS throttled us:
+                # that is no fault of the job's, and the sweeper's DLQ policy sends a waiting job's
+                # message back (its deadline still bounds it).
                 last = claimed or job or self.store.get(job_id)
                 self._fail(last, last.attempts, None, f"dispatch failed after {receive_count} deliveries: {err}",
                            ErrorClass.TRANSIENT, actor="dispatch")

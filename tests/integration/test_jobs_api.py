@@ -126,3 +126,32 @@ def test_curl_style_form_encoded_json_is_accepted(api):
     response = requests.post(api.url + "/v1/jobs", data='{"task":"echo","input":{"text":"hi"}}',
                              headers={**api.headers, "Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
     assert response.status_code == 202 and response.json()["status"] == "IN_QUEUE"
+
+
+def _seconds_between(start, end):
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end.replace("Z", "+00:00"))
+            - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def test_a_job_carries_its_deadline_its_own_or_its_tenants(api):
+    import uuid
+
+    from tests.support.stack import Api
+
+    own = api.get(f"/v1/jobs/{api.submit('echo', {'text': 'soon'}, deadline_s=90, ttl_s=30)}").json()
+    assert _seconds_between(own["created_at"], own["deadline_at"]) == 90
+    assert _seconds_between(own["created_at"], own["start_by"]) == 30
+    default = api.get(f"/v1/jobs/{api.submit('echo', {'text': 'whenever'})}").json()
+    assert _seconds_between(default["created_at"], default["deadline_at"]) == 86_400 and "start_by" not in default
+    made = api.post("/v1/tenants", {"name": f"deadline-{uuid.uuid4().hex[:8]}", "limits": {"deadline_s": 600}})
+    assert made.status_code == 201, made.text
+    tenant = Api(api.url, made.json()["api_key"])
+    theirs = tenant.get(f"/v1/jobs/{tenant.submit('echo', {'text': 'theirs'})}").json()
+    assert _seconds_between(theirs["created_at"], theirs["deadline_at"]) == 600
+
+
+def test_a_ttl_past_the_deadline_is_refused_naming_the_field(api):
+    answer = api.post("/v1/jobs", {"task": "echo", "input": {"text": "x"}, "deadline_s": 60, "ttl_s": 120})
+    assert answer.status_code == 422 and "ttl_s" in answer.json()["error"]["message"]

@@ -41,3 +41,4 @@ class WebhookReceiver:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.server.server_close()  # a late try is refused at once, not left waiting on a socket nobody reads

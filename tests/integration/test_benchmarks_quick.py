@@ -56,9 +56,11 @@ def test_overhead_prices_every_path_and_every_job_completes():
     # Concurrent callbacks of one endpoint may meet on its state item's version: the loser writes again.
     assert 2 <= by_function["WebhookFunction"]["dynamodb.UpdateItem"] < 3
     # The other paths, side by side; each dearer than the fast path.
-    # The council path is left to the full benchmark: its one quick job missed its caller webhook on a busy
-    # CI machine once (issue 14's note), and a quick check that can flake costs more than it tells.
-    for key, run in (("retry_path_usd_per_1m", "path_retry"), ("always_workflow_usd_per_1m", "workflow_always")):
+    # The council's one job once missed its caller webhook here: a member's result that beat the task's
+    # record of the member was dropped, and the council waited out its callback timeout (issue 23, item 6;
+    # tests/unit/test_council.py). Each child's job is given 120 s, well past what a council takes here.
+    for key, run in (("retry_path_usd_per_1m", "path_retry"), ("council3_usd_per_1m", "path_council3"),
+                     ("always_workflow_usd_per_1m", "workflow_always")):
         assert out[run].get("completed") == out[run].get("jobs") == 1, (run, out[run], out["_stderr_tail"])
         assert out[key] > out["cost_per_1m_jobs_usd"], key
         assert out[run]["stepfunctions"]["transitions"] > 0, run

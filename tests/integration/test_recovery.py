@@ -40,7 +40,9 @@ def test_429s_are_backed_off_and_the_job_completes_after_capacity_returns(api, s
     # back-off) a moment before the dispatcher records why it handed the job over.
     job = settled(lambda: api.get(f"/v1/jobs/{job_id}").json(), lambda job: job.get("error_class"), 5)
     assert job["error_class"] == "capacity", (job, api.get("/v1/endpoints").json())
-    time.sleep(1)  # let the workflow retry (and be refused) at least once
+    # The workflow retried (and was refused) at least once before capacity returns.
+    settled(lambda: [e for e in history(api.get(f"/v1/jobs/{job_id}").json())
+                     if e["type"] in ("TaskFailed", "LambdaFunctionFailed")], bool, 10)
     stack.standin.reset_faults("local")
     job = api.wait(job_id, timeout=30)
     assert job["status"] == "COMPLETED"

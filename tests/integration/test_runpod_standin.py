@@ -288,7 +288,7 @@ def test_webhook_gives_up_after_three_tries(local: Client, hooks: WebhookReceive
     local.run({"task": "echo"}, webhook=url)
 
     wait_for(lambda: len(hooks.received(url)) >= 3)
-    time.sleep(0.6)
+    time.sleep(0.6)  # a negative: three retry delays, so a 4th try would have come by now
 
     assert len(hooks.received(url)) == 3
 
@@ -447,7 +447,7 @@ def test_drop_webhook_rate_1_sends_no_webhook(rp: RunPodStandIn, local: Client, 
     job_id = local.run({"task": "echo"}, webhook=url)["id"]
 
     local.wait_status(job_id, TERMINAL)
-    time.sleep(0.5)
+    time.sleep(0.5)  # a negative: a webhook sent at the terminal status would have arrived by now
     assert hooks.received(url) == []
     assert any(d["job_id"] == job_id and d.get("dropped") for d in rp.webhook_deliveries)
 
@@ -459,7 +459,7 @@ def test_duplicate_webhook_rate_1_sends_the_webhook_twice(rp: RunPodStandIn, loc
     local.run({"task": "echo"}, webhook=url)
 
     bodies = wait_for(lambda: len(hooks.received(url)) >= 2 and hooks.received(url))
-    time.sleep(0.3)
+    time.sleep(0.3)  # a negative: a third copy would have arrived by now
     assert len(hooks.received(url)) == 2 and bodies[0] == bodies[1]
 
 

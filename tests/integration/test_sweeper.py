@@ -1,6 +1,5 @@
 """The sweeper: lost webhooks, lost RunPod jobs and dead workflows still end in a terminal status."""
 import json
-import time
 
 from stillhouse import aws
 from stillhouse.container import container
@@ -31,7 +30,9 @@ def test_a_fast_path_job_whose_webhook_was_lost_is_completed_by_the_sweeper(api,
     faults("local", drop_webhook_rate=1.0)
     job_id = api.submit("echo", {"text": "quiet"})
     job = api.wait(job_id, statuses={"IN_PROGRESS"})
-    time.sleep(1.0)  # RunPod finished it; nobody told us
+    # RunPod finished it; nobody told us.
+    assert settled(lambda: stack.standin.job_status(job["runpod_id"])["status"], lambda s: s == "COMPLETED", 10) \
+        == "COMPLETED"
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "IN_PROGRESS"
     result = sweep(stack)
     job = api.get(f"/v1/jobs/{job_id}").json()

@@ -20,7 +20,7 @@ def other_tenant(stack):
 def receiver():
     r = Receiver()
     yield r
-    r.server.shutdown()
+    r.close()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
@@ -52,12 +53,20 @@ def settled(read, done, timeout, interval=0.05):
 
 
 class Receiver:
-    """A caller's webhook endpoint on 127.0.0.1 that records what it is sent."""
+    """A caller's webhook endpoint on 127.0.0.1 that records what it is sent.
+
+    Its URL's path is its own (`/hook/<token>`), and only posts to that path are recorded (others are
+    answered 404): a notice of an earlier test still being retried can reach this port only if the port
+    was reused, and then it is not counted as this test's. `close()` (the fixture's teardown) also closes
+    the listening socket, so such a try is refused at once; a socket left listening would take the
+    connection and never answer, holding the try for its whole deadline (5 s), and with it the local
+    delivery poller's next batch (issue 23, item 8)."""
 
     def __init__(self):
         self.calls = []
         self.fail_next = 0  # answer the next this-many calls with 503 (a caller's endpoint that is down)
         self.redirect_to = None  # answer every call with 302 to this URL (which must never be followed)
+        self.path = f"/hook/{uuid.uuid4().hex[:12]}"
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,26 +75,41 @@ class Receiver:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                receiver.calls.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
-                failing = receiver.fail_next > 0
-                receiver.fail_next -= failing
-                if receiver.redirect_to:
+                if self.path != receiver.path:  # not this receiver's notice (see the class's note)
+                    self.send_response(404)
+                elif receiver.redirect_to:
+                    receiver.calls.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
                     self.send_response(302)
                     self.send_header("location", receiver.redirect_to)
                 else:
+                    receiver.calls.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
+                    failing = receiver.fail_next > 0
+                    receiver.fail_next -= failing
                     self.send_response(503 if failing else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}{self.path}"
 
     def wait_for(self, n, timeout=10.0):
         deadline = time.monotonic() + timeout
         while len(self.calls) < n and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.calls
+
+    def close(self):
+        """Stop serving and close the listening socket: later connections are refused, not left hanging."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def forget_statistics(*names):

@@ -1,11 +1,13 @@
 """Council stages: anonymised ranking, its parsing, aggregation and the chair's prompt."""
 import pytest
 
-from stillhouse.errors import JobFinished, TerminalError
+from stillhouse.errors import JobFinished, RetryLater, TerminalError
 from stillhouse.jobs.model import Job, JobStatus, Task
+from stillhouse.runpod.callbacks import CallbackRecorder
 from stillhouse.workflows import council_prompts as council
 from stillhouse.workflows.council import CouncilTasks
 from stillhouse.workflows.events import CouncilState, MemberAnswer
+from tests.support.fakes import FakeWorkflows
 
 
 def members(answers):
@@ -223,3 +225,45 @@ def test_a_retried_member_whose_earlier_result_was_taken_cancels_nothing():
     tasks.member("j", "answer", 0, "m1", "token-2")
     assert endpoint.cancelled == [] and endpoint.released_names == []
     assert store.job.members["answer-0"].runpod_id == "rp-2"
+
+
+def test_a_members_result_that_comes_before_the_member_is_recorded_is_asked_for_again_not_dropped():
+    """RunPod can finish a member and post its webhook before the task that asked it has recorded it (on a
+    busy machine, the echo job of the overhead benchmark's council did, issue 23 item 6). Dropping that
+    result left the council waiting out its callback timeout (15 min), and its caller got no webhook.
+    The callback asks to be sent again (RetryLater: 409 with Retry-After, which RunPod retries), and the
+    copy that comes after the record resumes the task."""
+    tasks, store, endpoint = council_job()
+    workflows = FakeWorkflows()
+    callbacks = CallbackRecorder(store=store, verify_token=lambda *a: True, fetch_status=lambda *a: {},
+                                 notify=lambda job: None, workflows=workflows, members=tasks.members)
+    early, run = [], endpoint.run
+
+    def answered_at_once(*args, **kw):
+        accepted = run(*args, **kw)
+        result = {"id": accepted["id"], "status": "COMPLETED", "output": {"text": "early"}}
+        try:
+            early.append(callbacks.record_member("j", "answer-0", "e1", "token", result))
+        except RetryLater as asked_again:
+            early.append(asked_again)
+        return accepted
+
+    endpoint.run = answered_at_once
+    tasks.member("j", "answer", 0, "m1", "task-token-1")
+    assert isinstance(early[0], RetryLater) and early[0].retry_after_s >= 1
+    assert workflows.task_results == []  # nothing resumed yet, and nothing taken
+    assert not store.job.members["answer-0"].done
+    # RunPod's retry of the same webhook, after the member's record: it resumes the task, once.
+    again = {"id": "rp-1", "status": "COMPLETED", "output": {"text": "early"}}
+    assert callbacks.record_member("j", "answer-0", "e1", "token", again) is True
+    assert [(kind, token, out["text"]) for kind, token, out in workflows.task_results] == [
+        ("succeed", "task-token-1", "early")]
+    assert callbacks.record_member("j", "answer-0", "e1", "token", again) is False  # a duplicate
+
+
+def test_a_members_result_for_a_job_that_has_ended_is_dropped_not_asked_for_again():
+    tasks, store, _ = council_job()
+    store.job = store.job.model_copy(update={"status": JobStatus.CANCELLED})
+    callbacks = CallbackRecorder(store=store, verify_token=lambda *a: True, fetch_status=lambda *a: {},
+                                 notify=lambda job: None, workflows=FakeWorkflows(), members=tasks.members)
+    assert callbacks.record_member("j", "answer-0", "e1", "token", {"id": "rp-9", "status": "COMPLETED"}) is False

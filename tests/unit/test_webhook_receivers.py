@@ -37,7 +37,7 @@ def test_a_receiver_that_answers_is_posted_to_as_before(post):
         assert post(receiver.url, b'{"id": "j1"}', {"Content-Type": "application/json"}, DEADLINE_S) == 200
         assert receiver.calls[0]["json"] == {"id": "j1"}
     finally:
-        receiver.server.shutdown()
+        receiver.close()
 
 
 def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_tries_deadline(post, receivers):

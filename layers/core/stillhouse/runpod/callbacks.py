@@ -14,6 +14,7 @@ from stillhouse.errors import (
     InvalidRequest,
     JobFinished,
     JobNotFound,
+    RetryLater,
     TransitionRefused,
     Unauthorized,
     workflow_error_name,
@@ -166,9 +167,13 @@ class CallbackRecorder:
         body = _reported(body)
         runpod_id = body["id"]
         job = self.store.get(job_id)
-        asked = (job.members or {}).get(member)
-        if asked is None or job.status.terminal:
-            return False  # unknown member (or job over): nothing waits for this result
+        if job.status.terminal or job.members is None:
+            return False  # the job is over (or no council): nothing waits for this result
+        asked = job.members.get(member)
+        if asked is None:
+            # The result beat the task's record of the member (RunPod ran it before the task had written
+            # it): dropped, the council would wait out its callback timeout. RunPod sends it again.
+            raise RetryLater(f"council member {member} of job {job_id} is not recorded yet", field="member")
         if asked.runpod_id != runpod_id:
             body = self.fetch_status(endpoint, runpod_id)
         target = _TERMINAL.get(body.get("status", ""))

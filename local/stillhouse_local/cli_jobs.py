@@ -62,6 +62,8 @@ def submit(
     webhook: Annotated[str | None, typer.Option(help="an https URL that gets the result")] = None,
     cache: Annotated[bool, typer.Option("--cache", help="answer from the result cache when it can")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="submit once per key")] = None,
+    deadline_s: Annotated[int | None, typer.Option(help="seconds to finish before it ends TIMED_OUT")] = None,
+    ttl_s: Annotated[int | None, typer.Option(help="seconds to start on a GPU before it ends TIMED_OUT")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job live until it ends")] = False,
     stream: Annotated[bool, typer.Option("--stream", help="stream a generate job's text as it is made (implies --wait)")]
     = False,
@@ -78,7 +80,8 @@ def submit(
             fail("must be a JSON object", code=2, field="--params")
         job_params = {**job_params, "stream": True}
     for name, value in (("model", model), ("params", job_params or None), ("priority", priority),
-                        ("webhook", webhook), ("cache", cache or None)):
+                        ("webhook", webhook), ("cache", cache or None), ("deadline_s", deadline_s),
+                        ("ttl_s", ttl_s)):
         if value is not None:
             body[name] = value
     api = api_client(ctx, url, key)

@@ -25,6 +25,14 @@ def test_submit_wait_follows_the_job_until_it_completes(cli):
     assert "hello cli" in result.output
 
 
+def test_submit_passes_a_deadline_and_a_ttl(cli):
+    submitted = cli("submit", "--task", "echo", "--input", '{"text": "on time"}', "--deadline-s", "120",
+                    "--ttl-s", "60", "--wait", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    job = json.loads(submitted.stdout)
+    assert job["status"] == "COMPLETED" and job["deadline_at"] > job["start_by"] > job["created_at"]
+
+
 def test_submit_json_then_get_and_jobs_find_the_job(cli):
     submitted = cli("submit", "--task", "echo", "--input", '{"text": "for scripts"}', "--json")
     assert submitted.exit_code == 0, submitted.output

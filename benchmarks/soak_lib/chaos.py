@@ -41,6 +41,41 @@ STEADY: dict[str, dict[str, Any]] = {
 }
 
 
+# Our own functions dying mid-step (stillhouse.crash_points): every point at `--crash-rate` of its passes,
+# at most once per job and point (so a crash re-runs a job at most once); seeded.
+def crash_points(args: argparse.Namespace) -> dict[str, float]:
+    return {"*": args.crash_rate} if args.crash_rate > 0 else {}
+
+
+def start_crash_points(args: argparse.Namespace) -> None:
+    from stillhouse import crash_points as points
+
+    points.configure(crash_points(args), seed=args.seed)
+
+
+def crash_point_report() -> dict[str, Any]:
+    from stillhouse import crash_points as points
+
+    return {"hits": dict(sorted(points.hits().items())), "passes": dict(sorted(points.passes().items())),
+            "jobs_hit": len(points.fired())}
+
+
+# HOOK(awsfaults): AWS faults (DynamoDB throttles, SQS send/delete failures, S3 503s, Step Functions
+# throttles) come from local/stillhouse_local/aws_faults.py, built on branch `awsfaults`. Until it is on main
+# the soak injects none and says so; once it lands, turn them on in `start_aws_faults` and return its
+# counts from `aws_fault_report` (the counts per fault kind that were injected).
+def start_aws_faults(args: argparse.Namespace) -> None:
+    return None
+
+
+def aws_fault_report() -> dict[str, Any]:
+    try:
+        import stillhouse_local.aws_faults  # noqa: F401 - only whether it exists yet
+    except ImportError:
+        return {"wired": False, "injected": {}, "note": "stillhouse_local.aws_faults is not on this branch yet"}
+    return {"wired": False, "injected": {}, "note": "stillhouse_local.aws_faults exists: wire it in (HOOK(awsfaults))"}
+
+
 def environment(args: argparse.Namespace) -> dict[str, str]:
     """The functions' extra environment: ENVIRONMENT, and the batch's chunk size (small: many chunks)."""
     return {**ENVIRONMENT, "STILLHOUSE_BATCH__CHUNK_LINES": str(args.batch_chunk_lines)}
@@ -65,7 +100,7 @@ def timeline(args: argparse.Namespace) -> list[tuple[float, str, dict[str, Any],
 
 
 def fault_mix(args: argparse.Namespace) -> dict[str, Any]:
-    return {"steady": STEADY, "seed": args.seed,
+    return {"steady": STEADY, "seed": args.seed, "crash_points": crash_points(args),
             "timeline": [{"at_s": at, "endpoint": ep, "knobs": knobs, "what": label}
                          for at, ep, knobs, label in timeline(args)]}
 

@@ -135,10 +135,19 @@ def hits() -> dict[str, int]:
         return dict(_state.hits)
 
 
+def fired() -> dict[str, list[str]]:
+    """Job id (key) -> the points that crashed for it, since the last configure()."""
+    with _state._lock:
+        out: dict[str, list[str]] = {}
+        for point, key in _state._fired:
+            out.setdefault(key, []).append(point)
+        return out
+
+
 def passes() -> dict[str, int]:
     """Passes per point (crashed or not) while crash points were on."""
     with _state._lock:
         return dict(_state.passes)
 
 
-__all__ = ["POINTS", "CrashPointHit", "configure", "crash_point", "hits", "passes"]
+__all__ = ["POINTS", "CrashPointHit", "configure", "crash_point", "fired", "hits", "passes"]

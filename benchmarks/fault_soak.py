@@ -14,7 +14,7 @@ RunPod webhook was lost are found quickly). Each stand-in endpoint gets steady f
 on a timeline one endpoint is hard-down for a while and then back, and another gets latency spikes. A share
 of the jobs gets a duplicate SQS message a few seconds after its submit. Our own functions die mid-step
 too: every crash point (stillhouse.crash_points) crashes `--crash-rate` of its passes, at most once per job
-and point. A `--council-share` of the submissions are council jobs over the echo models (echo-a/b/c). `--callers` threads submit `--jobs`
+and point; and AWS itself fails `--aws-fault-rate` of the calls of issue 23's set (stillhouse_local.aws_faults). A `--council-share` of the submissions are council jobs over the echo models (echo-a/b/c). `--callers` threads submit `--jobs`
 echo jobs over HTTP, spread over `--spread-s` so the load spans the timeline, each with a unique text and an
 Idempotency-Key; the sweeper is invoked every `--sweep-every-s`. The soak waits until every job is terminal
 or `--deadline-s` has passed, then reads each job back (GET /v1/jobs/{id}) and reports:
@@ -37,7 +37,7 @@ or `--deadline-s` has passed, then reads each job back (GET /v1/jobs/{id}) and r
                                           max, unrecorded_runs (runs a crash after /run left out of the
                                           timeline), over_two_by_crash (must be 0)
   crash_points                            hits and passes per crash point, jobs hit
-  aws_faults                              AWS faults injected (HOOK(awsfaults): not wired until it is on main)
+  aws_faults                              AWS faults injected, per service.operation/error code (`--aws-fault-rate`)
   councils, by_kind                       the council jobs' statuses; submissions per kind
   problems                                each job that went wrong, with its timeline (`events`)
   failed_examples, retried_examples       up to 5 jobs that ended not COMPLETED / took more than one attempt
@@ -98,6 +98,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--crash-rate", type=float, default=0.02,
                         help="share of passes of every crash point that crash (once per job and point; 0: off)")
+    parser.add_argument("--aws-fault-rate", type=float, default=0.01,
+                        help="share of the AWS calls of issue 23's set that fail (stillhouse_local.aws_faults; 0: off)")
     parser.add_argument("--council-share", type=float, default=0.1, help="share of submissions that are councils")
     parser.add_argument("--batch-lines", type=int, default=None,
                         help="lines of the batch run beside the jobs (default 600, --quick 200; 0: no batch)")
@@ -126,7 +128,7 @@ def soak(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         chaos.prepare_endpoints()
         chaos.apply_steady(stack, args.seed)
         chaos.start_crash_points(args)
-        chaos.start_aws_faults(args)  # HOOK(awsfaults)
+        chaos.start_aws_faults(args)
         gpu_runs = GpuRuns().__enter__()
         log(f"stack up at {stack.url}; {args.jobs} jobs from {args.callers} callers, deadline {args.deadline_s:g} s")
         limit = args.deadline_s + 30
@@ -147,6 +149,7 @@ def soak(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             batch.join()
         for ticker in (timeline, duplicates.ticker, sweeper.ticker):
             ticker.stop()
+        chaos.stop_aws_faults()
         log("reading every job back")
         read_back(session, stack.url, records)
         from stillhouse import crash_points

@@ -60,20 +60,29 @@ def crash_point_report() -> dict[str, Any]:
             "jobs_hit": len(points.fired())}
 
 
-# HOOK(awsfaults): AWS faults (DynamoDB throttles, SQS send/delete failures, S3 503s, Step Functions
-# throttles) come from local/stillhouse_local/aws_faults.py, built on branch `awsfaults`. Until it is on main
-# the soak injects none and says so; once it lands, turn them on in `start_aws_faults` and return its
-# counts from `aws_fault_report` (the counts per fault kind that were injected).
+# AWS faults (stillhouse_local.aws_faults, on the clients factory's hook): issue 23's set (DynamoDB throttles
+# on every call, SQS SendMessage/DeleteMessage failures, S3 PutObject 503s, StartExecution throttles), each
+# at `--aws-fault-rate` of its calls, seeded. The stack's own pollers and the soak's moto clients see none.
+_aws_faults: Any = None
+
+
 def start_aws_faults(args: argparse.Namespace) -> None:
-    return None
+    global _aws_faults
+    if args.aws_fault_rate > 0:
+        from stillhouse_local.aws_faults import AwsFaults
+
+        _aws_faults = AwsFaults.standard(args.aws_fault_rate, seed=args.seed).install()
+
+
+def stop_aws_faults() -> None:
+    if _aws_faults is not None:
+        _aws_faults.clear()  # the soak reads its jobs back without faults; the counts are kept
 
 
 def aws_fault_report() -> dict[str, Any]:
-    try:
-        import stillhouse_local.aws_faults  # noqa: F401 - only whether it exists yet
-    except ImportError:
-        return {"wired": False, "injected": {}, "note": "stillhouse_local.aws_faults is not on this branch yet"}
-    return {"wired": False, "injected": {}, "note": "stillhouse_local.aws_faults exists: wire it in (HOOK(awsfaults))"}
+    if _aws_faults is None:
+        return {"injected": {}, "total": 0}
+    return {"injected": dict(sorted(_aws_faults.counts().items())), "total": _aws_faults.total()}
 
 
 def environment(args: argparse.Namespace) -> dict[str, str]:
@@ -100,7 +109,7 @@ def timeline(args: argparse.Namespace) -> list[tuple[float, str, dict[str, Any],
 
 
 def fault_mix(args: argparse.Namespace) -> dict[str, Any]:
-    return {"steady": STEADY, "seed": args.seed, "crash_points": crash_points(args),
+    return {"steady": STEADY, "seed": args.seed, "crash_points": crash_points(args), "aws_fault_rate": args.aws_fault_rate,
             "timeline": [{"at_s": at, "endpoint": ep, "knobs": knobs, "what": label}
                          for at, ep, knobs, label in timeline(args)]}
 

@@ -1,6 +1,6 @@
 """Fault soak: do all jobs end, exactly once, with the right output, while RunPod misbehaves?
 
-    .venv/bin/python benchmarks/fault_soak.py            # 500 echo jobs from 8 callers + a 600-line batch
+    .venv/bin/python benchmarks/fault_soak.py            # 500 jobs (1 in 10 a council) from 8 callers + a 600-line batch
     .venv/bin/python benchmarks/fault_soak.py --quick    # 200 jobs + a 200-line batch
     .venv/bin/python benchmarks/fault_soak.py --jobs 50 --callers 2 --deadline-s 180
 
@@ -12,7 +12,9 @@ How: the stack starts with short timers (soak_lib/chaos.py: PARAMETERS; SweepAft
 RunPod webhook was lost are found quickly). Each stand-in endpoint gets steady fault knobs: 5xx and 429
 (with Retry-After) on /run, lost and duplicate webhooks, worker crashes (crash_mode fail, requeue and hang);
 on a timeline one endpoint is hard-down for a while and then back, and another gets latency spikes. A share
-of the jobs gets a duplicate SQS message a few seconds after its submit. `--callers` threads submit `--jobs`
+of the jobs gets a duplicate SQS message a few seconds after its submit. Our own functions die mid-step
+too: every crash point (stillhouse.crash_points) crashes `--crash-rate` of its passes, at most once per job
+and point; and AWS itself fails `--aws-fault-rate` of the calls of issue 23's set (stillhouse_local.aws_faults). A `--council-share` of the submissions are council jobs over the echo models (echo-a/b/c). `--callers` threads submit `--jobs`
 echo jobs over HTTP, spread over `--spread-s` so the load spans the timeline, each with a unique text and an
 Idempotency-Key; the sweeper is invoked every `--sweep-every-s`. The soak waits until every job is terminal
 or `--deadline-s` has passed, then reads each job back (GET /v1/jobs/{id}) and reports:
@@ -24,7 +26,19 @@ or `--deadline-s` has passed, then reads each job back (GET /v1/jobs/{id}) and r
   drain_s                                 first submit -> last job's terminal event
   p50_ms, p90_ms, p99_ms, max_ms          submit -> the job's first terminal event (same clock)
   by_status, by_attempts, by_endpoint     of the jobs read back; errors: the non-completed jobs' errors
-  caller_webhooks                         terminal jobs the caller was never told of, told twice, told otherwise
+  caller_webhooks                         terminal jobs the caller was never told of, told twice (two different
+                                          notices), told otherwise; caller_webhooks_by_kind: per kind (single,
+                                          council), with copies_redelivered (one notice posted again: at least
+                                          once, same webhook-id, which the receiver drops)
+  no_fault                                p50/p99/max submit -> terminal of the single jobs that saw no fault: one
+                                          attempt, no RETRYING event, no crash point hit, no duplicate SQS
+                                          message, one GPU run (soak_lib/report.py: saw_no_fault)
+  gpu_runs                                accepted /run calls per job (stillhouse_local.gpu_runs): histogram,
+                                          max, unrecorded_runs (runs a crash after /run left out of the
+                                          timeline), over_two_by_crash (must be 0)
+  crash_points                            hits and passes per crash point, jobs hit
+  aws_faults                              AWS faults injected, per service.operation/error code (`--aws-fault-rate`)
+  councils, by_kind                       the council jobs' statuses; submissions per kind
   problems                                each job that went wrong, with its timeline (`events`)
   failed_examples, retried_examples       up to 5 jobs that ended not COMPLETED / took more than one attempt
   stages_ms_p50                           submit -> IN_QUEUE -> first IN_PROGRESS -> first terminal event
@@ -39,7 +53,8 @@ lines_total, lines_output, lines_error, lines_lost (custom_ids in neither file),
 (custom_ids more than once across both), lines_wrong (an output line not "<model> says: <its prompt>"),
 errors_by_code/errors_by_message (the error file's lines), and the chunk jobs' statuses and attempts.
 
-The exit status is 1 when a job was lost, ended twice or answered wrong, or the batch did not end or lost,
+The exit status is 1 when a job was lost, ended twice or answered wrong, a job ran on a GPU more than twice
+because of a crash point, a terminal council was not told exactly once, or the batch did not end or lost,
 duplicated or wrongly answered a line.
 """
 from __future__ import annotations
@@ -81,6 +96,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--down-for-s", type=float, default=30.0)
     parser.add_argument("--spike-ms", type=int, default=2500, help="east's latency_ms during its spikes")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--crash-rate", type=float, default=0.02,
+                        help="share of passes of every crash point that crash (once per job and point; 0: off)")
+    parser.add_argument("--aws-fault-rate", type=float, default=0.01,
+                        help="share of the AWS calls of issue 23's set that fail (stillhouse_local.aws_faults; 0: off)")
+    parser.add_argument("--council-share", type=float, default=0.1, help="share of submissions that are councils")
     parser.add_argument("--batch-lines", type=int, default=None,
                         help="lines of the batch run beside the jobs (default 600, --quick 200; 0: no batch)")
     parser.add_argument("--batch-chunk-lines", type=int, default=4, help="STILLHOUSE_BATCH__CHUNK_LINES")
@@ -98,6 +118,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def soak(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     import requests
+    from stillhouse_local.gpu_runs import GpuRuns
     from stillhouse_local.stack import EmbeddedStack
 
     log(f"starting the embedded stack (logs: {log_dir}) ...")
@@ -106,6 +127,9 @@ def soak(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     try:
         chaos.prepare_endpoints()
         chaos.apply_steady(stack, args.seed)
+        chaos.start_crash_points(args)
+        chaos.start_aws_faults(args)
+        gpu_runs = GpuRuns().__enter__()
         log(f"stack up at {stack.url}; {args.jobs} jobs from {args.callers} callers, deadline {args.deadline_s:g} s")
         limit = args.deadline_s + 30
         sweeper = SweeperRuns(stack, args.sweep_every_s, limit).start()
@@ -115,7 +139,7 @@ def soak(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         batch = (BatchRun(stack.url, stack.dev_api_key, args.batch_lines, args.batch_at_s, args.dup_sqs_rate,
                           args.seed, deadline).start() if args.batch_lines else None)
         records = submit_all(stack.url, stack.dev_api_key, args.jobs, args.callers, receiver.url,
-                             duplicates.maybe, args.spread_s, args.deadline_s)
+                             duplicates.maybe, args.spread_s, args.deadline_s, args.council_share)
         log(f"submitted {sum('id' in r for r in records)}/{args.jobs}; waiting for them to end")
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {stack.dev_api_key}"
@@ -125,9 +149,17 @@ def soak(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             batch.join()
         for ticker in (timeline, duplicates.ticker, sweeper.ticker):
             ticker.stop()
+        chaos.stop_aws_faults()
         log("reading every job back")
         read_back(session, stack.url, records)
-        result = build(records, receiver.arrivals)
+        from stillhouse import crash_points
+
+        gpu_runs.__exit__()
+        ids = [r["id"] for r in records if "id" in r]
+        result = build(records, receiver.arrivals, dict(gpu_runs.counts), crash_points.fired(),
+                       {job_id: gpu_runs.most_per_step(job_id) for job_id in ids})
+        result["crash_points"] = chaos.crash_point_report()
+        result["aws_faults"] = chaos.aws_fault_report()
         if batch is not None:
             log("reading the batch's files back")
             result["batch"] = batch.report(session, stack.url)
@@ -180,9 +212,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def passed(result: dict[str, Any]) -> bool:
-    """The verdict: no job lost, ended twice or wrong; the batch (if any) ended in time, each of its lines
-    in exactly one of its files, once, with its own answer."""
+    """The verdict: no job lost, ended twice or wrong, none run on a GPU more than twice by a crash point,
+    every council told exactly once (one notice); the batch (if any) ended in time, each of its lines in
+    exactly one of its files, once, with its own answer."""
     jobs_ok = result["lost"] == result["duplicate_terminal"] == result["wrong_output"] == 0
+    jobs_ok = jobs_ok and result["gpu_runs"]["over_two_by_crash"] == 0
+    council = result["caller_webhooks_by_kind"].get("council")
+    jobs_ok = jobs_ok and (council is None or council["terminal_without_webhook"] == council["more_than_one"]
+                           == council["status_differs"] == 0)
     batch = result.get("batch")
     batch_ok = batch is None or (batch["ended"] and batch["lines_lost"] == batch["lines_duplicated"]
                                  == batch["lines_wrong"] == 0)

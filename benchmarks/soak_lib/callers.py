@@ -14,6 +14,7 @@ from webhook_receiver import WebhookReceiver
 from . import Ticker
 
 SUBMIT_TRIES = 5
+COUNCIL_MODELS = ["echo-a", "echo-b", "echo-c"]  # echo models the stand-in's workers serve on every endpoint
 
 
 class Receiver:
@@ -38,8 +39,12 @@ class Receiver:
 
 
 def _submit(session: Any, url: str, record: dict[str, Any], webhook: str) -> None:
-    """POST one job, retrying refusals and transport errors under the same Idempotency-Key."""
-    body = {"task": "echo", "input": {"text": record["text"]}, "webhook": webhook}
+    """POST one job, retrying refusals and transport errors under the same Idempotency-Key. A council
+    record asks the three echo models (as tests/integration/test_council.py does), its text the prompt."""
+    if record.get("kind") == "council":
+        body = {"task": "council", "input": {"prompt": record["text"], "models": COUNCIL_MODELS}, "webhook": webhook}
+    else:
+        body = {"task": "echo", "input": {"text": record["text"]}, "webhook": webhook}
     headers = {"Idempotency-Key": record["key"]}
     record["wall_sent"] = time.time()
     for attempt in range(1, SUBMIT_TRIES + 1):
@@ -61,13 +66,16 @@ def _submit(session: Any, url: str, record: dict[str, Any], webhook: str) -> Non
 
 
 def submit_all(url: str, key: str, n: int, callers: int, webhook: str, on_accepted: Any,
-               spread_s: float, limit_s: float) -> list[dict[str, Any]]:
+               spread_s: float, limit_s: float, council_share: float = 0.0) -> list[dict[str, Any]]:
     """Submit n jobs from `callers` threads, job i not before i * spread_s / n seconds from now (so the
-    load spans the fault timeline); `on_accepted(record)` is called for each accepted job."""
+    load spans the fault timeline); `on_accepted(record)` is called for each accepted job. Every
+    1/`council_share`-th job is a council (kind "council"), the others single echo jobs (kind "single")."""
     import requests
 
     tag = uuid.uuid4().hex[:8]
-    records = [{"i": i, "text": f"soak-{tag}-{i:05d}-{uuid.uuid4().hex[:12]}", "key": f"soak-{tag}-{i}"}
+    every = round(1 / council_share) if council_share > 0 else 0
+    records = [{"i": i, "text": f"soak-{tag}-{i:05d}-{uuid.uuid4().hex[:12]}", "key": f"soak-{tag}-{i}",
+                "kind": "council" if every and i % every == every // 2 else "single"}
                for i in range(n)]
     cursor = iter(records)
     lock = threading.Lock()

@@ -41,6 +41,50 @@ STEADY: dict[str, dict[str, Any]] = {
 }
 
 
+# Our own functions dying mid-step (stillhouse.crash_points): every point at `--crash-rate` of its passes,
+# at most once per job and point (so a crash re-runs a job at most once); seeded.
+def crash_points(args: argparse.Namespace) -> dict[str, float]:
+    return {"*": args.crash_rate} if args.crash_rate > 0 else {}
+
+
+def start_crash_points(args: argparse.Namespace) -> None:
+    from stillhouse import crash_points as points
+
+    points.configure(crash_points(args), seed=args.seed)
+
+
+def crash_point_report() -> dict[str, Any]:
+    from stillhouse import crash_points as points
+
+    return {"hits": dict(sorted(points.hits().items())), "passes": dict(sorted(points.passes().items())),
+            "jobs_hit": len(points.fired())}
+
+
+# AWS faults (stillhouse_local.aws_faults, on the clients factory's hook): issue 23's set (DynamoDB throttles
+# on every call, SQS SendMessage/DeleteMessage failures, S3 PutObject 503s, StartExecution throttles), each
+# at `--aws-fault-rate` of its calls, seeded. The stack's own pollers and the soak's moto clients see none.
+_aws_faults: Any = None
+
+
+def start_aws_faults(args: argparse.Namespace) -> None:
+    global _aws_faults
+    if args.aws_fault_rate > 0:
+        from stillhouse_local.aws_faults import AwsFaults
+
+        _aws_faults = AwsFaults.standard(args.aws_fault_rate, seed=args.seed).install()
+
+
+def stop_aws_faults() -> None:
+    if _aws_faults is not None:
+        _aws_faults.clear()  # the soak reads its jobs back without faults; the counts are kept
+
+
+def aws_fault_report() -> dict[str, Any]:
+    if _aws_faults is None:
+        return {"injected": {}, "total": 0}
+    return {"injected": dict(sorted(_aws_faults.counts().items())), "total": _aws_faults.total()}
+
+
 def environment(args: argparse.Namespace) -> dict[str, str]:
     """The functions' extra environment: ENVIRONMENT, and the batch's chunk size (small: many chunks)."""
     return {**ENVIRONMENT, "STILLHOUSE_BATCH__CHUNK_LINES": str(args.batch_chunk_lines)}
@@ -65,7 +109,7 @@ def timeline(args: argparse.Namespace) -> list[tuple[float, str, dict[str, Any],
 
 
 def fault_mix(args: argparse.Namespace) -> dict[str, Any]:
-    return {"steady": STEADY, "seed": args.seed,
+    return {"steady": STEADY, "seed": args.seed, "crash_points": crash_points(args), "aws_fault_rate": args.aws_fault_rate,
             "timeline": [{"at_s": at, "endpoint": ep, "knobs": knobs, "what": label}
                          for at, ep, knobs, label in timeline(args)]}
 

@@ -30,6 +30,17 @@ def _terminal_events(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in job.get("events", []) if e.get("status") in TERMINAL]
 
 
+def right_output(record: dict[str, Any], output: Any) -> bool:
+    """A single job echoes its text; a council has every answer it kept as "<model> says: <prompt>" and a
+    chair's final answer ("<chair> says: ...")."""
+    output = output or {}
+    if record.get("kind") != "council":
+        return output.get("text") == record["text"]
+    answers = output.get("answers") or []
+    return (bool(answers) and all(a.get("text") == f"{a.get('model')} says: {record['text']}" for a in answers)
+            and isinstance(output.get("final"), str) and output["final"].startswith(f"{output.get('chair')} says:"))
+
+
 def classify(record: dict[str, Any]) -> list[str]:
     """What went wrong with one submitted job (empty: nothing)."""
     if "id" not in record:
@@ -42,7 +53,7 @@ def classify(record: dict[str, Any]) -> list[str]:
         problems.append("lost")
     if len(_terminal_events(job)) > 1:
         problems.append("duplicate_terminal")
-    if job["status"] == "COMPLETED" and (job.get("output") or {}).get("text") != record["text"]:
+    if job["status"] == "COMPLETED" and not right_output(record, job.get("output")):
         problems.append("wrong_output")
     return problems
 
@@ -67,25 +78,75 @@ def stages_p50(read: list[dict[str, Any]]) -> dict[str, float | None]:
 
 def _problem_entry(record: dict[str, Any], kinds: list[str], webhooks: list[tuple[float, str]]) -> dict[str, Any]:
     job = record.get("job") or {}
-    return {"id": record.get("id"), "problems": kinds, "text": record["text"], "status": job.get("status"),
+    return {"id": record.get("id"), "kind": record.get("kind", "single"), "problems": kinds, "text": record["text"], "status": job.get("status"),
             "attempts": job.get("attempts"), "endpoint": job.get("endpoint"), "runpod_id": job.get("runpod_id"),
             "error": job.get("error"), "output": job.get("output"), "dup_sqs": record.get("dup_sqs", False),
             "submit_error": record.get("submit_error"), "caller_webhooks": [s for _, s in webhooks],
             "events": job.get("events")}
 
 
-def build(records: list[dict[str, Any]], arrivals: dict[str, list[tuple[float, str]]]) -> dict[str, Any]:
+def recorded_runs(job: dict[str, Any]) -> int:
+    """RunPod jobs its timeline shows started (IN_PROGRESS events with a runpod_id)."""
+    return sum(1 for e in job.get("events", []) if e.get("status") == "IN_PROGRESS" and e.get("runpod_id"))
+
+
+def saw_no_fault(record: dict[str, Any], crashed: dict[str, list[str]], gpu_runs: dict[str, int]) -> bool:
+    """A job that saw no fault: one attempt, no RETRYING event, no crash point hit, no duplicate SQS message
+    sent for it, and one GPU run. (A fault it never met, e.g. a 5xx on another job's /run, does not count.)"""
+    job = record["job"]
+    return (job.get("attempts") == 1 and not any(e.get("status") == "RETRYING" for e in job.get("events", []))
+            and record["id"] not in crashed and not record.get("dup_sqs") and gpu_runs.get(record["id"], 0) == 1)
+
+
+def webhook_report(records: list[dict[str, Any]], hooks: dict[str, list[tuple[float, str]]]) -> dict[str, int]:
+    """Per kind: terminal jobs never told, told twice with different news (two notices), told otherwise
+    than they ended, and copies of one notice posted again (at least once: same webhook-id, the receiver
+    drops them; a function that died after its POST sends it again)."""
+    read = [r for r in records if "job" in r]
+    terminal = [r for r in read if r["job"]["status"] in TERMINAL]
+    return {
+        "terminal_without_webhook": sum(1 for r in terminal if not hooks.get(r["id"])),
+        "more_than_one": sum(1 for r in read if len({s for _, s in hooks.get(r["id"], [])}) > 1),
+        "status_differs": sum(1 for r in read if hooks.get(r["id"]) and hooks[r["id"]][-1][1] != r["job"]["status"]),
+        "copies_redelivered": sum(max(0, len(hooks.get(r["id"], [])) - 1) for r in read),
+    }
+
+
+def gpu_report(read: list[dict[str, Any]], gpu_runs: dict[str, int], crashed: dict[str, list[str]],
+               most_per_step: dict[str, int]) -> dict[str, Any]:
+    """GPU runs per job (accepted /run calls: stillhouse_local.gpu_runs), as a histogram and its max. A run
+    the timeline never shows started (recorded_runs) was made by a crash after /run; `over_two_by_crash`
+    counts the jobs (or council members) that ran more than twice while a crash point hit them and made such
+    a run: it must be 0."""
+    runs = {r["id"]: gpu_runs.get(r["id"], 0) for r in read}
+    over = [r["id"] for r in read if r["id"] in crashed and r.get("kind") != "council"
+            and runs[r["id"]] > 2 and runs[r["id"]] > recorded_runs(r["job"])]
+    over += [r["id"] for r in read if r["id"] in crashed and r.get("kind") == "council"
+             and "council.after_run" in crashed[r["id"]] and most_per_step.get(r["id"], 0) > 2]
+    return {"histogram": {str(k): v for k, v in sorted(Counter(runs.values()).items())},
+            "max": max(runs.values(), default=0),
+            "unrecorded_runs": sum(max(0, runs[r["id"]] - recorded_runs(r["job"])) for r in read
+                                   if r.get("kind") != "council"),
+            "over_two_by_crash": len(over), "over_two_by_crash_ids": over[:10]}
+
+
+def build(records: list[dict[str, Any]], arrivals: dict[str, list[tuple[float, str]]],
+          gpu_runs: dict[str, int] | None = None, crashed: dict[str, list[str]] | None = None,
+          most_per_step: dict[str, int] | None = None) -> dict[str, Any]:
     accepted = [r for r in records if "id" in r]
     read = [r for r in accepted if "job" in r]
     kinds = {r["i"]: classify(r) for r in records}
     count = Counter(k for ks in kinds.values() for k in ks)
-    latencies, ends = [], []
+    gpu_runs, crashed = gpu_runs or {}, crashed or {}
+    latencies, ends, calm = [], [], []
     for r in read:
         terminal = _terminal_events(r["job"])
         if terminal:
             end = min(_epoch(e["at"]) for e in terminal)
             ends.append(end)
             latencies.append((end - r["wall_sent"]) * 1000)
+            if r.get("kind") != "council" and saw_no_fault(r, crashed, gpu_runs):
+                calm.append((end - r["wall_sent"]) * 1000)
     first_sent = min((r["wall_sent"] for r in accepted), default=0.0)
     hooks = {r["id"]: arrivals.get(r["id"], []) for r in accepted}
     terminal_ids = [r["id"] for r in read if r["job"]["status"] in TERMINAL]
@@ -108,11 +169,15 @@ def build(records: list[dict[str, Any]], arrivals: dict[str, list[tuple[float, s
         "by_endpoint": dict(Counter(str(r["job"].get("endpoint")) for r in read)),
         "errors": dict(Counter((r["job"].get("error") or "")[:80] for r in read if r["job"]["status"] != "COMPLETED")),
         "submit_tries": dict(Counter(str(r.get("submit_tries")) for r in records)),
-        "caller_webhooks": {
-            "terminal_without_webhook": sum(1 for j in terminal_ids if not hooks[j]),
-            "more_than_one": sum(1 for v in hooks.values() if len(v) > 1),
-            "status_differs": sum(1 for r in read if hooks[r["id"]] and hooks[r["id"]][-1][1] != r["job"]["status"]),
-        },
+        "no_fault": {"jobs": len(calm), "p50_ms": _round(quantile(calm, 0.5)), "p99_ms": _round(quantile(calm, 0.99)),
+                     "max_ms": _round(max(calm, default=None))},
+        "by_kind": dict(Counter(r.get("kind", "single") for r in accepted)),
+        "caller_webhooks": {k: v for k, v in webhook_report(records, hooks).items() if k != "copies_redelivered"},
+        "caller_webhooks_by_kind": {kind: webhook_report([r for r in accepted if r.get("kind", "single") == kind], hooks)
+                                    for kind in sorted({r.get("kind", "single") for r in accepted})},
+        "councils": {"completed": sum(1 for r in read if r.get("kind") == "council" and r["job"]["status"] == "COMPLETED"),
+                     "by_status": dict(Counter(r["job"]["status"] for r in read if r.get("kind") == "council"))},
+        "gpu_runs": gpu_report(read, gpu_runs, crashed, most_per_step or {}),
         "problems": problems[:MAX_PROBLEMS], "problems_left_out": max(0, len(problems) - MAX_PROBLEMS),
         "failed_examples": failed,  # ended, but not COMPLETED: with their timelines
         "retried_examples": retried,  # more than one attempt: with their timelines

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stillhouse.crash_points import CrashPointHit
 from stillhouse_local.template import FunctionSpec
 
 Handler = Callable[[Any, Any], Any]
@@ -26,6 +27,14 @@ Handler = Callable[[Any, Any], Any]
 #: loaded (init_s: seconds the import took): how benchmarks time and attribute invocations (later, metrics).
 HandlerWrapper = Callable[["InProcessFunction", Handler, float], Handler]
 handler_wrappers: list[HandlerWrapper] = []
+#: The error name a function that died reports to Step Functions (a timeout's, on AWS Lambda): the state
+#: machines retry it (statemachines/*.asl.json), as they must for a function killed between two calls.
+DIED = "Sandbox.Timedout"
+
+
+class FunctionDied(Exception):
+    """The invocation died at a crash point (stillhouse.crash_points): it failed as a whole, as a Lambda
+    killed mid-step fails: its SQS batch comes back, its HTTP caller gets a 5xx, its task fails."""
 
 
 @dataclass
@@ -93,6 +102,12 @@ class InProcessFunction:
             return self._handler
 
     def invoke(self, event: Any) -> Any:
+        try:
+            return self._invoke(event)
+        except CrashPointHit as hit:
+            raise FunctionDied(f"{self.spec.logical_id} died: {hit}") from hit
+
+    def _invoke(self, event: Any) -> Any:
         with self._slots:
             if not self._per_instance:
                 return self._loaded()(event, LambdaContext(self.physical_name))
@@ -129,7 +144,7 @@ class FunctionRegistry:
         try:
             result = self.get(function_name).invoke(event)
         except Exception as exc:  # noqa: BLE001 - reported to the caller as a Lambda error
-            body = {"errorType": type(exc).__name__, "errorMessage": str(exc),
+            body = {"errorType": DIED if isinstance(exc, FunctionDied) else type(exc).__name__, "errorMessage": str(exc),
                     "stackTrace": traceback.format_exc().splitlines()[-5:]}
             return json.dumps(body), True, ""
         return json.dumps(result), False, ""

@@ -56,7 +56,9 @@ def test_retry_and_catch_names_are_our_error_classes_or_states_errors(local):
         for name, state in _states(json.loads(substituted(spec, parameters))):
             for rule in state.get("Retry", []) + state.get("Catch", []):
                 for error in rule["ErrorEquals"]:
-                    assert error.startswith(("States.", "Lambda.")) or error in ours, (spec.logical_id, name, error)
+                    # Lambda's own names for a function that died (a timeout, an exit) count as Lambda's.
+                    assert error.startswith(("States.", "Lambda.", "Sandbox.", "Runtime.")) or error in ours, \
+                        (spec.logical_id, name, error)
 
 
 def test_every_lambda_task_retries_lambdas_own_transient_errors(local):
@@ -67,6 +69,17 @@ def test_every_lambda_task_retries_lambdas_own_transient_errors(local):
             if state["Type"] == "Task":
                 retried = {e for rule in state.get("Retry", []) for e in rule["ErrorEquals"]}
                 assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= retried, (spec.logical_id, name)
+
+
+def test_every_task_runs_again_when_its_function_died_mid_step(local):
+    """A Lambda killed between two calls (a timeout: Sandbox.Timedout; an exit) fails its task; every task
+    of ours is safe to run again (stillhouse.crash_points), so each is retried rather than failing the job."""
+    parameters = local.cloudformation["Parameters"]
+    for spec in local.state_machines.values():
+        for name, state in _states(json.loads(substituted(spec, parameters))):
+            if state["Type"] == "Task":
+                retried = {e for rule in state.get("Retry", []) for e in rule["ErrorEquals"]}
+                assert {"Sandbox.Timedout", "Runtime.ExitError", "Lambda.Unknown"} <= retried, (spec.logical_id, name)
 
 
 def test_every_retry_uses_full_jitter_and_a_bounded_backoff(local):

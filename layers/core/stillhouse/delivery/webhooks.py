@@ -26,6 +26,7 @@ import urllib3
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from stillhouse.crash_points import crash_point
 from stillhouse.delivery.destinations import Deadline, UnsafeWebhook, WebhookGuard, host_header, pinned_connection
 from stillhouse.delivery.signing import webhook_headers
 from stillhouse.errors import JobNotFound
@@ -233,12 +234,14 @@ class WebhookDeliverer:
             headers = {"Content-Type": "application/json", **webhook_headers(secrets, f"msg_{job_id}", body)}
             if notice.trace_id:  # the caller's own tracing sees where its job went
                 headers[tracing.HEADER] = tracing.hop(notice.trace_id)
+            crash_point("delivery.before_post", job_id)
             try:
                 entry["status_code"] = self._post(url, body, headers, self._timeout_s)
             except UnsafeWebhook as err:
                 entry["error"] = f"refused: {err.message}"[:200]
             except (requests.RequestException, DeliveryFailed) as err:
                 entry["error"] = str(err)[:200]
+        crash_point("delivery.after_post", job_id)
         last = receive_count >= self.max_tries
         metrics.webhook_tried("error" not in entry, last=last)
         if "error" not in entry:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stillhouse.aws import unavailable
+from stillhouse.crash_points import crash_point
 from stillhouse.errors import ErrorClass, StillhouseError, TransitionRefused
 from stillhouse.jobs.deadlines import SettleDeadlines, overdue, seconds_left
 from stillhouse.jobs.model import Job, JobStatus, Task
@@ -148,7 +149,9 @@ class Dispatcher:
                 claimed = self.store.claim_attempt(job.id, job.attempts)
                 if claimed is None:
                     return None  # a concurrent delivery took this attempt
+            crash_point("dispatch.after_claim", job_id)
             outcome = self.submit(claimed, claimed.attempts, actor="dispatch", plan=lane_plan)
+            crash_point("dispatch.after_start", job_id)
             if not isinstance(outcome, Refused):
                 return outcome
             return self._hand_over(claimed, claimed.attempts, outcome.reason, outcome.error_class)
@@ -235,6 +238,7 @@ class Dispatcher:
             fields["task_token"] = task_token
         if execution_arn:
             fields["execution_arn"] = execution_arn
+        crash_point("dispatch.after_run", job.id)
         started = self._record(job, START_ATTEMPT, actor, attempt, None, fields, endpoint=endpoint.name)
         if started is None:
             current = self.store.get(job.id)

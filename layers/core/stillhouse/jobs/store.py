@@ -26,8 +26,10 @@ ITEM_MARGIN = 16_000  # what a write adds beside the output: the new timeline ev
 # far, the parameters, the deliveries; more than a job on the fast path gathers.
 UNREAD_ALLOWANCE = 48_000
 TENANT_INDEX = "ByTenant"
-# Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines). Terminal
-# jobs have no `due_at`, so they leave this index: the sweeper reads only what is due.
+# Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines). A terminal
+# job stays only while its caller's notice is owed (the notice outbox: the terminal write keeps a `due_at`,
+# the first recorded delivery try removes it, stillhouse.delivery.outbox re-sends what is overdue), so the
+# sweeper reads only what is due.
 DUE_INDEX = "ByStatusDue"
 
 
@@ -282,6 +284,12 @@ class JobStore:
         if not target.terminal and "due_at" not in (fields or {}):
             values[":due"] = self._due_after_news(moment)
             sets.append("due_at = :due")
+        if target.terminal and (current is None or current.webhook):
+            # The notice outbox: the caller's notice is owed until a delivery try is recorded. A crash
+            # between this write and queueing the notice (a Lambda dies mid-step) cannot lose it: the
+            # sweeper finds the job due and queues it again (at least once; webhook-id dedups).
+            values[":due"] = self._due_after_news(moment)
+            sets.append("due_at = :due")
         if target.terminal and (expires := self._expires_at(moment)) is not None:
             values[":expires"] = expires
             sets.append("expires_at = :expires")
@@ -312,7 +320,8 @@ class JobStore:
             if values[":in_max"] <= 0:
                 raise TransitionRefused(f"job {job_id}: an output of {output_bytes} bytes is sized on the job")
             condition += " AND size(#in) <= :in_max"
-        update = "SET " + ", ".join(sets) + (" REMOVE due_at" if target.terminal else "")
+        owed = target.terminal and ":due" in values
+        update = "SET " + ", ".join(sets) + (" REMOVE due_at" if target.terminal and not owed else "")
         request = {"Key": {"id": job_id}, "UpdateExpression": update,
                    "ConditionExpression": condition, "ExpressionAttributeNames": names,
                    "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW"}
@@ -375,11 +384,12 @@ class JobStore:
 
     def record_delivery(self, job_id: str, entry: dict[str, Any]) -> bool:
         """Append one try of the caller's webhook to the job (no status change: the job has ended). False
-        when the job is gone (expired): a notice carries its body, so it can be tried after its job."""
+        when the job is gone (expired): a notice carries its body, so it can be tried after its job. The
+        notice is no longer owed (the delivery queue has it, retries and DLQ included): `due_at` goes."""
         try:
             self._table.update_item(
                 Key={"id": job_id},
-                UpdateExpression="SET deliveries = list_append(if_not_exists(deliveries, :none), :d)",
+                UpdateExpression="SET deliveries = list_append(if_not_exists(deliveries, :none), :d) REMOVE due_at",
                 ConditionExpression="attribute_exists(id)",
                 ExpressionAttributeValues={":d": [entry], ":none": []},
             )
@@ -388,6 +398,20 @@ class JobStore:
                 raise
             return False
         return True
+
+    def notice_settled(self, job_id: str) -> None:
+        """A finished job's notice is no longer owed (queued again, or there is none to send): it leaves
+        the due index. A no-op for a live job (its `due_at` is the sweeper's) or a job gone."""
+        values = {f":t{i}": s.value for i, s in enumerate(sorted(TERMINAL))}
+        try:
+            self._table.update_item(
+                Key={"id": job_id}, UpdateExpression="REMOVE due_at",
+                ConditionExpression=f"attribute_exists(id) AND #s IN ({', '.join(values)})",
+                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if not _is_condition_failure(err):
+                raise
 
     def claim_attempt(self, job_id: str, seen_attempts: int, *, queued_only: bool = False) -> Job | None:
         """Take the next dispatch attempt; None when another delivery took it first, or the job is not

@@ -27,6 +27,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from stillhouse.crash_points import crash_point
+from stillhouse.delivery.outbox import resend_owed
 from stillhouse.errors import ErrorClass, JobFinished, JobNotFound, TransitionRefused
 from stillhouse.jobs.deadlines import SettleDeadlines, overdue
 from stillhouse.jobs.model import Job, JobStatus, Task
@@ -82,6 +84,7 @@ class Sweeper:
                     # The most overdue job comes first every round: raising here would block every sweep.
                     logger.exception("could not settle a due job", extra={"job_id": job_id})
                     counts["errors"] += 1
+        counts.update(resend_owed(self.store, self.notify, by))  # finished jobs whose notice is owed
         if self.queue is not None and self.settle_dlqs:
             counts.update(self.queue.settle_dlqs(self._still_waiting))
         if self.batches is not None:
@@ -166,6 +169,7 @@ class Sweeper:
         if body.get("status") in (JobStatus.IN_QUEUE.value, JobStatus.IN_PROGRESS.value):
             return self._look_later(job, now, "still_running")
         settled = self.callbacks.apply(job, job.endpoint, job.attempts, body, actor="sweeper")  # type: ignore[arg-type]
+        crash_point("sweeper.after_settle", job.id)
         if settled is not None:
             # Worth a warning: a webhook went missing (RunPod gave up on our callback URL).
             logger.warning("settled a job whose webhook never came", extra={"job_id": job.id, "status": body.get("status")})
@@ -233,6 +237,7 @@ class Sweeper:
                                            detail=reason, fields={"error": reason, "error_class": ErrorClass.WORKER_LOST.value})
         except TransitionRefused:
             return "already_final"
+        crash_point("sweeper.after_fail", job.id)
         self.notify(failed)
         return "failed"
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from stillhouse.crash_points import crash_point
 from stillhouse.errors import (
     Conflict,
     ErrorClass,
@@ -124,6 +125,7 @@ class CallbackRecorder:
         if not self.verify_token(token, job_id, attempt, endpoint, ""):
             raise Unauthorized("callback token does not match this job", field="token")
         body = _reported(body)
+        crash_point("callbacks.before_record", job_id)
         runpod_id = body["id"]
         job = None
         if body.get("status") == JobStatus.COMPLETED.value:
@@ -251,6 +253,7 @@ class CallbackRecorder:
         """After the terminal write won. The caller first: its notice is what it waits for, and nothing
         below (statistics, RunPod, the workflow) may delay it or, by failing, cost it. `stop`: the
         (endpoint, RunPod job) of a newer attempt to cancel."""
+        crash_point("callbacks.after_terminal", finished.id)
         self.notify(finished)
         if learn:
             self.learn(finished.endpoint, finished.status, finished.error_class, finished.error, body, units)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stillhouse import errors
+from stillhouse.crash_points import crash_point
 from stillhouse.jobs.deadlines import SettleDeadlines
 from stillhouse.jobs.model import CouncilInput, CouncilMember, Job
 from stillhouse.jobs.status import COMPLETE_COUNCIL
@@ -63,6 +64,7 @@ class CouncilTasks:
         if isinstance(outcome, Refused):
             raise errors.WORKFLOW_ERRORS[outcome.error_class](f"{model}: {outcome.reason}")
         endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]
+        crash_point("council.after_run", job_id)
         self.router.submitted(endpoint.name)
         if not self.members.put(job_id, key, CouncilMember(
             model=model, stage=stage, endpoint=endpoint.name, runpod_id=runpod_id, task_token=task_token,
@@ -125,6 +127,7 @@ class CouncilTasks:
                                          fields={"output": output}, current=job)
         except errors.TransitionRefused:
             return {"recorded": False}  # cancelled meanwhile: the cancel stands
+        crash_point("council.after_record", job.id)
         self.notify(done)
         return {"recorded": True}
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillhouse import errors
+from stillhouse.crash_points import crash_point
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.dispatch import Dispatcher
 from stillhouse.jobs.model import Job, JobStatus
@@ -54,6 +55,7 @@ class RecoveryTasks:
         claimed = self.store.claim_attempt(job.id, job.attempts)
         if claimed is None:
             raise errors.TransientError("another attempt of this job is being submitted")
+        crash_point("recovery.after_claim", job.id)
         outcome = self.dispatcher.submit(claimed, claimed.attempts, actor="recovery", task_token=task_token,
                                          execution_arn=execution_arn, plan=plan)
         if isinstance(outcome, Refused):
@@ -103,6 +105,7 @@ class RecoveryTasks:
                                            detail=message, fields={"error": message, "error_class": error_class.value})
         except errors.TransitionRefused:
             return {"recorded": False}
+        crash_point("recovery.after_record_failure", job_id)
         self.notify(failed)
         return {"recorded": True}
 

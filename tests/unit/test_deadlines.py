@@ -56,13 +56,24 @@ def test_the_sweeper_reads_only_jobs_that_are_due(jobs_table):
     assert store.due(JobStatus.IN_PROGRESS, DEADLINES.due(soon, 0)) == ["short"]
 
 
-def test_a_terminal_job_is_never_due_again(jobs_table):
+def test_a_terminal_job_is_never_due_again_once_no_notice_is_owed(jobs_table):
     store = JobStore(jobs_table, watch_s=300)
-    _in_flight(store, "done", 20)
-    store.transition("done", JobStatus.COMPLETED, actor="webhook", fields={"output": {"text": "hi"}})
+    running = _in_flight(store, "done", 20)
+    store.transition("done", JobStatus.COMPLETED, actor="webhook", fields={"output": {"text": "hi"}},
+                     current=running)  # known to have no webhook: nothing is owed
     later = DEADLINES.due(datetime.now(UTC), 10_000)
     assert all(store.due(status, later) == [] for status in JobStatus)
     assert "due_at" not in jobs_table.get_item(Key={"id": "done"})["Item"]
+
+
+def test_a_terminal_job_whose_notice_is_owed_stays_due_until_a_delivery_is_recorded(jobs_table):
+    store = JobStore(jobs_table, watch_s=300)
+    _in_flight(store, "told", 20)
+    store.transition("told", JobStatus.COMPLETED, actor="webhook", fields={"output": {"text": "hi"}})
+    later = DEADLINES.due(datetime.now(UTC), 10_000)
+    assert store.due(JobStatus.COMPLETED, later) == ["told"]  # the outbox: a crash here cannot lose it
+    store.record_delivery("told", {"at": "t", "try": 1, "status_code": 200})
+    assert store.due(JobStatus.COMPLETED, later) == []
 
 
 def test_a_queued_job_is_due_after_the_watch_time(jobs_table):

@@ -152,3 +152,18 @@ def test_a_malformed_task_event_fails_terminally_naming_the_field(event, field):
     with pytest.raises(errors.TerminalError) as raised:
         tasks.handle(event)
     assert raised.value.field == field
+
+
+def test_aws_throttling_a_task_is_raised_as_the_error_every_task_waits_out(store):
+    from botocore.exceptions import ClientError
+
+    class Throttled:
+        def get(self, job_id):
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetItem")
+
+    tasks, _ = recovery(store, {})
+    tasks.store = Throttled()
+    with pytest.raises(errors.AwsUnavailable):
+        tasks.handle({"action": "check_status", "job_id": "j1"})
+    assert "AwsUnavailable" in errors.WORKFLOW_ERROR_NAMES  # a name the state machines may match

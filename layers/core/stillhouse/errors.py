@@ -181,7 +181,8 @@ WORKFLOW_ERRORS: dict[ErrorClass | None, type[WorkflowTaskError]] = {
     None: NoEndpointAvailable,
 }
 #: Every error name a task may raise to a state machine.
-WORKFLOW_ERROR_NAMES = frozenset(cls.__name__ for cls in (*WORKFLOW_ERRORS.values(), JobFinished, NotStarted))
+WORKFLOW_ERROR_NAMES = frozenset(cls.__name__ for cls in (*WORKFLOW_ERRORS.values(), JobFinished, NotStarted,
+                                                             AwsUnavailable))
 
 
 def workflow_error_name(error_class: ErrorClass | None) -> str:

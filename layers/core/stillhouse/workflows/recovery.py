@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillhouse import errors
+from stillhouse.aws import unavailable
 from stillhouse.crash_points import crash_point
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.dispatch import Dispatcher
@@ -137,7 +138,17 @@ class RecoveryTasks:
             pass
 
     def handle(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """One Step Functions task event (typed in stillhouse.workflows.events) -> the task it names."""
+        """One Step Functions task event (typed in stillhouse.workflows.events) -> the task it names. AWS
+        throttling us is raised as AwsUnavailable, which every task's Retry block waits out: it is no
+        fault of the job's, and the catch-all would fail it."""
+        try:
+            return self._handle(raw)
+        except Exception as err:
+            if (throttled := unavailable(err)) is not None:
+                raise throttled from err
+            raise
+
+    def _handle(self, raw: dict[str, Any]) -> dict[str, Any]:
         match event := parse_task_event(raw):
             case SubmitTask():
                 return self.submit(event.job_id, event.task_token, event.execution_arn)

@@ -4,12 +4,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from stillhouse import errors
 from stillhouse.crash_points import crash_point
-from stillhouse.jobs.deadlines import SettleDeadlines
-from stillhouse.jobs.model import CouncilInput, CouncilMember, Job
+from stillhouse.errors import ErrorClass
+from stillhouse.jobs.deadlines import SettleDeadlines, overdue
+from stillhouse.jobs.model import CouncilInput, CouncilMember, Job, JobStatus
 from stillhouse.jobs.status import COMPLETE_COUNCIL
 from stillhouse.jobs.store import JobStore, MemberStore
 from stillhouse.routing.placement import Endpoint, Refused, Routing, place
@@ -46,6 +48,7 @@ class CouncilTasks:
         job = self.store.get(job_id)
         if job.status.terminal:
             raise errors.JobFinished(f"job is {job.status.value}")
+        self._time_out_if_overdue(job, stage)
         spec = CouncilInput.model_validate(job.input)
         key = f"{stage}-{index}"
         earlier = (job.members or {}).get(key)
@@ -62,6 +65,9 @@ class CouncilTasks:
                         lambda endpoint: self.callback_url(job, 0, endpoint, key),
                         {**self.policy, "executionTimeout": int(run_timeout_s * 1000)})
         if isinstance(outcome, Refused):
+            if outcome.error_class in (ErrorClass.TRANSIENT, ErrorClass.WORKER_LOST):
+                # No GPU ran: retried until the job's deadline, never out of the member's count of runs.
+                raise errors.NotStarted(f"{model}: {outcome.reason}")
             raise errors.WORKFLOW_ERRORS[outcome.error_class](f"{model}: {outcome.reason}")
         endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]
         crash_point("council.after_run", job_id)
@@ -74,6 +80,20 @@ class CouncilTasks:
             self.stop_runpod_job(endpoint.name, runpod_id)
             raise errors.JobFinished(f"job {job_id} ended while {model} was being asked")
         return {"runpod_id": runpod_id}
+
+    def _time_out_if_overdue(self, job: Job, stage: str) -> None:
+        """A council past its deadline ends TIMED_OUT (naming the stage it waited in) instead of asking more."""
+        why = overdue(datetime.now(UTC), job.deadline_at, None, started=True)
+        if why is None:
+            return
+        try:
+            ended = self.store.transition(job.id, JobStatus.TIMED_OUT, actor="council", detail=why,
+                                          fields={"error": f"{why}; it was waiting for: the council's {stage} stage"})
+        except errors.TransitionRefused:
+            pass
+        else:
+            self.notify(ended)
+        raise errors.JobFinished(f"job {job.id} is past its deadline")
 
     @staticmethod
     def _messages(job: Job, spec: CouncilInput, stage: str) -> list[dict[str, str]]:

@@ -131,6 +131,14 @@ def test_a_deadline_or_ttl_out_of_bounds_is_refused_naming_the_field(fields, fie
     assert refused.value.errors()[0]["loc"] == (field,)
 
 
-def test_a_ttl_longer_than_the_deadline_is_refused():
-    with pytest.raises(ValidationError, match="ttl_s"):
-        JobRequest(task="echo", input={"text": "hi"}, deadline_s=60, ttl_s=120)
+def test_a_ttl_past_the_deadline_is_bounded_by_it(jobs_table):
+    from stillhouse.auth import Principal
+    from stillhouse.jobs.service import JobService
+
+    class Queue:
+        def send(self, *args, **kwargs):
+            pass
+
+    job = JobService(JobStore(jobs_table), Queue()).submit(
+        Principal(tenant_id="acme"), JobRequest(task="echo", input={"text": "hi"}, deadline_s=60, ttl_s=120))
+    assert job.start_by == job.deadline_at == after(job.created_at, 60)

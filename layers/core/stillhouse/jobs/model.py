@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StrictBool, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StrictBool, WithJsonSchema
 
 from stillhouse.errors import ErrorClass
 from stillhouse.jobs.status import JobStatus
@@ -63,14 +63,9 @@ class JobRequest(BaseModel):
     cache: StrictBool = False  # strict: the schema says boolean, so 0 and "false" are 422, not a guess
     # Seconds from submission to finish before the job ends TIMED_OUT (default: the tenant's `deadline_s`).
     deadline_s: int | None = Field(default=None, ge=5, le=MAX_DEADLINE_S)
-    # Seconds from submission to start on a GPU before the job is dropped TIMED_OUT (RunPod's policy.ttl).
+    # Seconds from submission to start on a GPU before the job is dropped TIMED_OUT (RunPod's policy.ttl);
+    # one past the deadline is the deadline (a job must finish by then whatever it waits for).
     ttl_s: int | None = Field(default=None, ge=5, le=MAX_DEADLINE_S)
-
-    @model_validator(mode="after")
-    def _ttl_within_deadline(self) -> JobRequest:
-        if self.ttl_s is not None and self.deadline_s is not None and self.ttl_s > self.deadline_s:
-            raise ValueError("ttl_s (time to start) must not exceed deadline_s (time to finish)")
-        return self
 
 
 class JobEvent(BaseModel):

@@ -38,7 +38,10 @@ def stack(tmp_path_factory):
                      # Webhook names are looked up by no DNS: localhost only, every other name refused.
                      "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only",
                      # A batch of a dozen lines runs as several chunks (several jobs, several GPU micro-batches).
-                     "STILLHOUSE_BATCH__CHUNK_LINES": "4"},
+                     "STILLHOUSE_BATCH__CHUNK_LINES": "4",
+                     # A job a test leaves waiting (an endpoint refusing every run) ends at its deadline, not
+                     # after a day of retries beside every later test.
+                     "STILLHOUSE_TENANT_LIMITS__DEADLINE_S": "120"},
         webhook_retry_delay_s=0.2,
         log_dir=tmp_path_factory.mktemp("logs"),
     )

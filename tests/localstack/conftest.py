@@ -29,7 +29,8 @@ def stack(tmp_path_factory):
         environment={"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",
                      "STILLHOUSE_SETTLE_DLQS": "false",  # the DLQ test looks at what lands there
                      "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only",  # webhook names: no DNS lookups
-                     "STILLHOUSE_BATCH__CHUNK_LINES": "2"},  # a small batch still runs as several chunks
+                     "STILLHOUSE_BATCH__CHUNK_LINES": "2",  # a small batch still runs as several chunks
+                     "STILLHOUSE_TENANT_LIMITS__DEADLINE_S": "120"},  # a job left waiting ends, not retries all day
         webhook_retry_delay_s=0.2,
         log_dir=tmp_path_factory.mktemp("logs"),
     )

@@ -269,21 +269,6 @@ def test_a_members_result_for_a_job_that_has_ended_is_dropped_not_asked_for_agai
     assert callbacks.record_member("j", "answer-0", "e1", "token", {"id": "rp-9", "status": "COMPLETED"}) is False
 
 
-def test_a_member_whose_run_was_refused_is_asked_again_until_the_deadline_not_out_of_its_count():
-    from stillhouse.errors import ErrorClass, NotStarted
-    from stillhouse.runpod.client import RunPodError
-
-    tasks, _, endpoint = council_job()
-
-    def refused(*args, **kw):
-        raise RunPodError("POST /run: HTTP 503", error_class=ErrorClass.TRANSIENT, status_code=503)
-
-    endpoint.run = refused
-    endpoint.refused = lambda name, error: None  # the router hears of the refusal
-    with pytest.raises(NotStarted):
-        tasks.member("j", "answer", 0, "m1", "token")
-
-
 def test_a_council_past_its_deadline_ends_timed_out_and_asks_no_more_models():
     tasks, store, endpoint = council_job()
     store.job = store.job.model_copy(update={"deadline_at": "2020-01-01T00:00:00.000Z"})

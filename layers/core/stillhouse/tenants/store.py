@@ -24,7 +24,9 @@ class LimitsPatch(BaseModel):
     stream_polls_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
     max_in_flight: int | None = Field(default=None, ge=1, le=5_000)
     max_council_models: int | None = Field(default=None, ge=2, le=8)
+    max_batch_lines: int | None = Field(default=None, ge=1, le=10_000_000)
     allow_high_priority: StrictBool | None = None  # strict: 0 or "no" is 422, not taken as false
+    deadline_s: int | None = Field(default=None, ge=5, le=86_400)  # the default deadline of the tenant's jobs
 
     def given(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -9,7 +9,6 @@ from typing import Any
 
 from stillhouse import errors
 from stillhouse.crash_points import crash_point
-from stillhouse.errors import ErrorClass
 from stillhouse.jobs.deadlines import SettleDeadlines, overdue
 from stillhouse.jobs.model import CouncilInput, CouncilMember, Job, JobStatus
 from stillhouse.jobs.status import COMPLETE_COUNCIL
@@ -65,9 +64,8 @@ class CouncilTasks:
                         lambda endpoint: self.callback_url(job, 0, endpoint, key),
                         {**self.policy, "executionTimeout": int(run_timeout_s * 1000)})
         if isinstance(outcome, Refused):
-            if outcome.error_class in (ErrorClass.TRANSIENT, ErrorClass.WORKER_LOST):
-                # No GPU ran: retried until the job's deadline, never out of the member's count of runs.
-                raise errors.NotStarted(f"{model}: {outcome.reason}")
+            # Count-bounded, unlike a single job's refused runs (docs/reliability.md): a council tolerates
+            # members that cannot be served, and goes on with the others rather than wait for one.
             raise errors.WORKFLOW_ERRORS[outcome.error_class](f"{model}: {outcome.reason}")
         endpoint, runpod_id = outcome.endpoint, outcome.accepted["id"]
         crash_point("council.after_run", job_id)

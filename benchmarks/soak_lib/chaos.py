@@ -16,7 +16,11 @@ ENDPOINTS = ["local", "east", "west"]
 PARAMETERS = {
     "QueueVisibilityTimeout": "6", "MaxReceiveCount": "3",
     "RetryIntervalSeconds": "1", "CapacityIntervalSeconds": "1", "RetryBackoffRate": "2",
-    "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4", "CallbackTimeoutSeconds": "30",
+    "RetryMaxAttempts": "3", "RetryMaxDelaySeconds": "4",
+    # A council member waits in RunPod's queue behind hundreds of jobs on 2 cores: a shorter callback timeout
+    # times out members that are merely queued (and their retry queues them again at the back). Lost
+    # webhooks of single jobs are settled by the sweeper in seconds whatever this is.
+    "CallbackTimeoutSeconds": "120",
     "StatusPollSeconds": "2", "MaxAttempts": "6", "WaitForEndpointIntervalSeconds": "1",
     # A RunPod job lost inside a worker (crash_mode=hang) times out there, then is retried by us.
     "ExecutionTimeoutMs": "20000",

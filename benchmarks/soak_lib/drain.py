@@ -38,6 +38,11 @@ class SweeperRuns:
         return {"runs": self.runs, "counts": dict(self.results), "errors": self.ticker.errors[:5]}
 
 
+#: How long after the last job is terminal its caller's notice may still come: an outbox re-send is due
+#: SweepAfterSeconds (20) after the terminal write and is found by the next sweep (every 10 s).
+WEBHOOK_GRACE_S = 60.0
+
+
 def wait_all(session: Any, url: str, records: list[dict[str, Any]], receiver: Receiver, deadline: float) -> float:
     """Block until every accepted job is terminal or `deadline` (monotonic) passes; the wall time it took."""
     started = time.monotonic()
@@ -57,6 +62,11 @@ def wait_all(session: Any, url: str, records: list[dict[str, Any]], receiver: Re
             last_report = time.monotonic()
             log(f"{len(sent) - len(pending)}/{len(sent)} jobs terminal")
         time.sleep(2.0 if stale else 1.0)
+    # A job seen terminal by a poll may still have its notice on the way (a delivery retried after a crash
+    # point, or re-sent by the sweeper's outbox a SweepAfterSeconds later): wait for those, within the deadline.
+    grace_until = min(deadline, time.monotonic() + WEBHOOK_GRACE_S)
+    while polled_terminal - receiver.notified() and time.monotonic() < grace_until:
+        time.sleep(1.0)
     return time.monotonic() - started
 
 

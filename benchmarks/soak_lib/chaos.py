@@ -32,6 +32,9 @@ PARAMETERS = {
     "LogLevel": "WARNING",
 }
 ENVIRONMENT = {"STILLHOUSE_BREAKER__COOLDOWN_S": "1.5", "STILLHOUSE_BREAKER__MAX_COOLDOWN_S": "3",
+               # A deployed stack's default deadline, whatever the environment that started the soak says
+               # (the integration tier gives its own jobs 120 s, and its environment reaches this process).
+               "STILLHOUSE_TENANT_LIMITS__DEADLINE_S": "86400",
                "STILLHOUSE_WEBHOOK_RESOLVER": "loopback-only"}  # webhook names: no DNS lookups
 
 # Steady knobs for the whole soak: every kind of fault the stand-in has, spread over the endpoints.

@@ -190,14 +190,16 @@ def test_cancel_stops_what_has_not_run_and_keeps_what_finished(client, slow_mode
 
 
 def test_a_batch_past_its_window_expires_and_keeps_what_was_done(client, slow_model, monkeypatch):
-    monkeypatch.setattr(container().batch_service, "settings", BatchSettings(chunk_lines=4, window_s=3))
+    # 10 s: the fast chunk ends well inside the window even on a busy machine (the every-minute sweep may
+    # expire the batch at any moment after it), while the slow one (60 s) is still running.
+    monkeypatch.setattr(container().batch_service, "settings", BatchSettings(chunk_lines=4, window_s=10))
     rows = [chat_line(f"fast-{i}", "hi") for i in range(2)] + [chat_line("slow-0", "hi", model=slow_model)]
     batch = client.batches.create(input_file_id=upload(client, rows).id, endpoint=CHAT, completion_window="24h")
     deadline = time.monotonic() + 60
     while client.batches.retrieve(batch.id).request_counts.completed < 2:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    time.sleep(max(0.0, batch.created_at + 3.5 - time.time()))
+    time.sleep(max(0.0, batch.created_at + 10.5 - time.time()))
     container().sweeper.sweep()
     done = wait_for(client, batch.id)
     assert done.status == "expired" and done.expired_at

@@ -2,6 +2,7 @@
 (docs/security.md's table names these tests)."""
 import json
 import os
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -47,10 +48,13 @@ def test_no_key_a_bad_key_a_revoked_key_and_an_expired_key_are_401(api, stack):
     revoked = Api(stack.url, second["api_key"]).get("/v1/jobs")
     assert revoked.status_code == 401 and error_of(revoked)["field"] == "Authorization"
 
-    short = tenant.post(f"/v1/tenants/{made['tenant']['tenant_id']}/keys", {"expires_in_s": 1}).json()
+    minted = time.monotonic()
+    short = tenant.post(f"/v1/tenants/{made['tenant']['tenant_id']}/keys", {"expires_in_s": 4}).json()
     assert short["expires_at"]
-    assert Api(stack.url, short["api_key"]).get("/v1/jobs").status_code == 200
-    expired = settled(lambda: Api(stack.url, short["api_key"]).get("/v1/jobs"), lambda r: r.status_code == 401, 5)
+    before = Api(stack.url, short["api_key"]).get("/v1/jobs")
+    if time.monotonic() - minted < 3:  # a busy machine may reach this past the key's life: then only expiry is shown
+        assert before.status_code == 200, before.text
+    expired = settled(lambda: Api(stack.url, short["api_key"]).get("/v1/jobs"), lambda r: r.status_code == 401, 10)
     assert expired.status_code == 401 and "expired" in error_of(expired)["message"]
     assert tenant.get("/v1/jobs").status_code == 200  # the tenant's other keys are untouched
 

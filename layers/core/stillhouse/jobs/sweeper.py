@@ -30,7 +30,7 @@ from aws_lambda_powertools import Logger
 from stillhouse.crash_points import crash_point
 from stillhouse.delivery.outbox import resend_owed
 from stillhouse.errors import ErrorClass, JobFinished, JobNotFound, TransitionRefused
-from stillhouse.jobs.deadlines import SettleDeadlines, overdue
+from stillhouse.jobs.deadlines import SettleDeadlines, overdue, parse
 from stillhouse.jobs.model import Job, JobStatus, Task
 from stillhouse.jobs.queue import JobQueue
 from stillhouse.jobs.store import JobStore
@@ -114,7 +114,7 @@ class Sweeper:
         (a claimed attempt), so a second message is harmless; a job never dispatched ends, bounded."""
         if self.queue is None:
             return "still_queued"
-        submitted = _parse(job.created_at)
+        submitted = parse(job.created_at)
         # A batch's chunk may wait in its lane for as long as its batch's window: the batch's expiry ends it.
         if job.task is not Task.BATCH and now - submitted > timedelta(seconds=self.in_queue_give_up_s):
             return self._fail(job, f"not dispatched within {self.in_queue_give_up_s:g} s of its submission")
@@ -182,7 +182,7 @@ class Sweeper:
                         if e.status is JobStatus.IN_PROGRESS and e.runpod_id == job.runpod_id), None)
         if job.run_timeout_s is None or started is None:
             return None
-        running_s = (now - _parse(started)).total_seconds() - float(body.get("delayTime") or 0) / 1000
+        running_s = (now - parse(started)).total_seconds() - float(body.get("delayTime") or 0) / 1000
         return running_s if running_s > job.run_timeout_s + self.deadlines.floor_s else None
 
     def _give_up_hung(self, job: Job, body: dict[str, Any], running_s: float) -> str:
@@ -201,7 +201,7 @@ class Sweeper:
 
     def _look_later(self, job: Job, now: datetime, outcome: str) -> str:
         since = next((e.at for e in reversed(job.events) if e.status is job.status), job.updated_at)
-        running_for = (now - _parse(since)).total_seconds()
+        running_for = (now - parse(since)).total_seconds()
         wait_s = self.deadlines.still_running_s(running_for)
         if outcome == "still_running" and job.run_timeout_s is not None:
             # Look again just after the attempt should have been ended, not a whole `running_for` later.
@@ -248,10 +248,6 @@ def _waiting_for(job: Job) -> str:
     if job.status is JobStatus.IN_QUEUE:
         return "dispatch (it was still queued)"
     return job.error or "a retry"
-
-
-def _parse(at: str) -> datetime:
-    return datetime.fromisoformat(at.replace("Z", "+00:00"))
 
 
 @dataclass

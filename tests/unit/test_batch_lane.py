@@ -109,7 +109,7 @@ def quotas(module_dynamodb):
     table = create_tenants_table(module_dynamodb, f"tenants-{id(object())}")
     live = {"running": set()}
     tenants = TenantStore(table, TenantLimits(max_batch_lines=100), cache_ttl_s=30, now=Clock())
-    quotas = Quotas(tenants, lambda ids: set(), live_batches=lambda ids: {i for i in ids if i in live["running"]})
+    quotas = Quotas(tenants, live_batches=lambda ids: {i for i in ids if i in live["running"]})
     return quotas, live, table
 
 

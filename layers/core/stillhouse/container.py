@@ -74,6 +74,7 @@ class Container:
         return store
 
     def _job_finished(self, job: Job) -> None:
+        self.quotas.release_finished(job.tenant_id, job.quota_hold)  # its in-flight places, given back
         if job.task is Task.BATCH:  # a batch's chunk: its lines are counted (built only when one ends)
             self.batch_service.chunk_ended(job)
 
@@ -106,7 +107,7 @@ class Container:
 
     @cached_property
     def quotas(self) -> Quotas:
-        return Quotas(self.tenants, self.job_store.live, live_batches=lambda ids: self.batch_store.live_ids(ids))
+        return Quotas(self.tenants, live_batches=lambda ids: self.batch_store.live_ids(ids))
 
     @cached_property
     def webhook_secrets(self) -> WebhookSecretStore:
@@ -240,7 +241,8 @@ class Container:
                        settle_dlqs=self.settings.settle_dlqs,
                        in_queue_give_up_s=self.settings.in_queue_give_up_s,
                        breakers=lambda: [view.health for view in self.router.describe()],
-                       batches=lambda: self.batch_service.sweep(), cancel_runpod=self.runpod.cancel)
+                       batches=lambda: self.batch_service.sweep(), cancel_runpod=self.runpod.cancel,
+                       heal_quotas=lambda: self.quotas.heal(self.job_store.quota_holds))
 
     # --- the Batch API ----------------------------------------------------------------------------
     @cached_property

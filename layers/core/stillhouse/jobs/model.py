@@ -139,6 +139,9 @@ class Job(BaseModel):
     task_token: str | None = Field(default=None, exclude=True)
     # The executionTimeout (s) RunPod was given for the attempt in flight (jobs.deadlines.run_timeout_s).
     run_timeout_s: int | None = Field(default=None, exclude=True)
+    # The in-flight places the job holds on its tenant's quota ("{shard}*{weight}", tenants.quotas): given
+    # back when it ends. Internal, never shown.
+    quota_hold: str | None = Field(default=None, exclude=True)
     council: dict[str, Any] | None = None  # council jobs: answers so far, the label -> model map
     # Council members in flight (model, endpoint, RunPod id, task token): internal, never shown.
     members: dict[str, CouncilMember] | None = Field(default=None, exclude=True)

@@ -95,8 +95,9 @@ class JobService:
         # A council counts as the GPU jobs it runs, not as one: otherwise it would be 2N+1 for 1.
         spec = CouncilInput.model_validate(request.input) if request.task is Task.COUNCIL else None
         gpu_jobs = spec.gpu_jobs() if spec else 1
+        quota_hold = None
         if self._quotas is not None:
-            self._quotas.admit(principal.tenant_id, job_id, high_priority=request.priority is Priority.HIGH,
+            quota_hold = self._quotas.admit(principal.tenant_id, job_id, high_priority=request.priority is Priority.HIGH,
                                council_models=len(spec.models or ()) if spec else None, gpu_jobs=gpu_jobs)
         at = now_iso()
         deadline_s = request.deadline_s or (self._quotas.limits(principal.tenant_id).deadline_s if self._quotas
@@ -122,27 +123,28 @@ class JobService:
             members={} if request.task is Task.COUNCIL else None,
             cache_key=key,
             trace_id=trace.trace_id,
+            quota_hold=quota_hold,
         )
         with job_context(job.id, trace, "submit"):
             try:
                 self._store.create(job)
             except Exception:
-                self._withdraw(job, gpu_jobs)
+                self._withdraw(job)
                 raise  # an AWS "not now" is 503 + Retry-After (http.resolver): nothing of it was kept
             return self._accept(job, key)
 
-    def _withdraw(self, job: Job, gpu_jobs: int) -> None:
+    def _withdraw(self, job: Job) -> None:
         """A submission refused after its quota was taken leaves nothing behind: its in-flight place is
         given back, and an item the failed write may still have made (an AWS 5xx can follow a write) is
-        deleted while nothing has queued it. Best effort: quota healing releases the place of a job that
-        was never stored (tenants.quotas), and a leftover item is never queued by us."""
+        deleted while nothing has queued it. Best effort: the sweeper's quota recount releases the places of
+        a job that was never stored (tenants.quotas), and a leftover item is never queued by us."""
         try:
             self._store.discard(job.id)
         except Exception:  # noqa: BLE001 - the write's own error is what the caller is told
             logger.warning("could not discard a refused job's item", extra={"job_id": job.id})
-        if self._quotas is not None:
+        if self._quotas is not None and job.quota_hold:
             try:
-                self._quotas.release(job.tenant_id, job.id, gpu_jobs)
+                self._quotas.release(job.tenant_id, job.quota_hold)
             except Exception:  # noqa: BLE001 - healing releases it later
                 logger.warning("could not release a refused job's quota", extra={"job_id": job.id})
 

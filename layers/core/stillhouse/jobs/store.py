@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,6 +51,8 @@ def to_item(job: Job) -> dict[str, Any]:
         data["members"] = {key: m.model_dump() for key, m in job.members.items()}
     if job.cache_key:
         data["cache_key"] = job.cache_key
+    if job.quota_hold:
+        data["quota_hold"] = job.quota_hold
     for name in _JSON_FIELDS:
         if name in data:
             data[name] = json.dumps(data[name])
@@ -191,6 +193,26 @@ class JobStore:
                         found.add(item["id"])
                 request = page.get("UnprocessedKeys") or None
         return found
+
+    def quota_holds(self) -> Iterator[tuple[str, str]]:
+        """(tenant, quota hold) of every job that has not ended and holds places on its tenant's quota
+        (tenants.quotas heals its counts with them): the live jobs are the due index's, read again here."""
+        client = self._table.meta.client
+        for status in (s for s in JobStatus if not s.terminal):
+            pages = client.get_paginator("query").paginate(
+                TableName=self._table.name, IndexName=DUE_INDEX, KeyConditionExpression="#s = :s",
+                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": status.value})
+            ids = [item["id"] for page in pages for item in page.get("Items", [])]
+            for start in range(0, len(ids), 100):  # BatchGetItem's limit
+                request = {self._table.name: {"Keys": [{"id": i} for i in ids[start:start + 100]],
+                                              "ProjectionExpression": "tenant_id, quota_hold, #s",
+                                              "ExpressionAttributeNames": {"#s": "status"}, "ConsistentRead": True}}
+                while request:
+                    page = client.batch_get_item(RequestItems=request)
+                    for item in page["Responses"].get(self._table.name, []):
+                        if item.get("quota_hold") and JobStatus(item["status"]) not in TERMINAL:
+                            yield item["tenant_id"], item["quota_hold"]
+                    request = page.get("UnprocessedKeys") or None
 
     def due(self, status: JobStatus, by: str, limit: int = 100) -> list[str]:
         """Ids of jobs in `status` due for a look by `by` (ISO time), longest overdue first."""

@@ -61,6 +61,8 @@ class Sweeper:
     batches: Callable[[], dict[str, int]] | None = None
     # (endpoint name, RunPod id): cancel a hung attempt on RunPod once it was reported (RunPodGateway.cancel).
     cancel_runpod: Callable[[str, str], None] | None = None
+    # Recount the tenants' quota shards whose give-backs were lost (Quotas.heal): returns the shards healed.
+    heal_quotas: Callable[[], int] | None = None
 
     def sweep(self, *, ahead_s: float = 0.0, now: datetime | None = None) -> dict[str, int]:
         """One round over the due jobs. `ahead_s`: also take jobs due within that many seconds (an
@@ -92,6 +94,13 @@ class Sweeper:
                 counts.update(self.batches())
             except Exception:  # noqa: BLE001 - the jobs' round is done; batches are looked at again next round
                 logger.exception("could not sweep the batches")
+                counts["errors"] += 1
+        if self.heal_quotas is not None:
+            try:
+                if healed := self.heal_quotas():
+                    counts["quota_shards_healed"] += healed
+            except Exception:  # noqa: BLE001 - healed next round
+                logger.exception("could not heal the tenants' quotas")
                 counts["errors"] += 1
         metrics.swept(counts)
         self._sample_breakers(now)

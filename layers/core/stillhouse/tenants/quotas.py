@@ -1,31 +1,34 @@
 """A tenant's quotas, checked when it submits a job (stillhouse.jobs.service).
 
-Both counted quotas live on one item per tenant (`{tenant}#in_flight`, apart from its record), and an
-admitted submission is one conditional update of it: it takes its tokens and adds the job's entry
-together, so a submission refused by either takes neither.
+Both counted quotas are split over a few small items per tenant, its *shards* (`{tenant}#in_flight#{k}`,
+apart from its record): one item takes about 1,000 writes a second in DynamoDB (one partition key), so a
+tenant whose every submission wrote one item could submit no faster than that, and slower as the item grew.
+Each shard holds a share of each limit (the shares add up to the limit) and an admitted submission is one
+conditional update of one shard, chosen at random: it takes its tokens and its places together, so a
+submission refused by either takes neither. Why and what it costs: docs/scale.md.
 
 A job counts what it costs: its GPU jobs (`gpu_jobs`, from stillhouse.jobs.model.gpu_jobs: 1 for most
 tasks, 2N+1 for a council of N that ranks, N+1 for one that does not), against both limits. A job that
 costs more than a limit allows at all is refused as the request's fault (422): waiting would not help.
 
-- `requests_per_minute`: a token bucket: `rpm` tokens at most, refilled at rpm/60 a second, `gpu_jobs`
-  per submission. The update is conditioned on the bucket being as this process last saw it (tokens and
+- `requests_per_minute`: a token bucket on each shard: its share of `rpm` tokens at most, refilled at
+  share/60 a second. The update is conditioned on the bucket being as this process last saw it (tokens and
   time); a process that lost a race learns the winner's bucket from the refused write
   (ReturnValuesOnConditionCheckFailure) and tries again. Other processes only ever take tokens, so a
-  bucket that looks empty here is empty: refusing it needs no write at all.
-- `max_in_flight`: the tenant's jobs not known to have ended, as a set of entries, one per job whatever
-  its weight (`{job id}`, or `{job id}*{gpu_jobs}` when it costs more than one), so the item grows with
-  jobs, not with GPU jobs; `held` is the sum of their weights, kept with the set in every write. The
-  update adds the entry and its weight on the condition `held <= max - weight`. Nothing removes an entry
-  when its job ends (a job may end in any of several functions, and a lost removal would lock a tenant
-  out): instead the set is healed, by asking the jobs table which of its jobs still run, when it is full
-  (then the submission tries again) and every HEAL_EVERY entries as it grows, so it stays small. Healing
-  removes an ended job's entry and its weight in one write, conditioned on the entry still being there,
-  so two processes healing at once never release a weight twice.
+  bucket that looks empty here is empty: it needs no write to know.
+- `max_in_flight`: `held`, the weight of the shard's jobs not known to have ended. The update adds the
+  job's weight on the condition `held <= share - weight`; the job keeps where it is held (`quota_hold`,
+  "{shard}*{weight}") and the write that ends it gives it back (release_finished, from JobStore's
+  on_finished): one more small write. A give-back that is lost (a crash right after the terminal write) is
+  healed by the sweeper (heal): a shard that took no job for QUIET_S is recounted from the jobs still live.
+- When the chosen shard cannot take the job (no tokens, no room, or throttled by DynamoDB), every shard is
+  read (one BatchGetItem) and the one with the most room is tried. So a limit is never passed, and a job
+  of weight w is refused only when no shard has w places: at most shards x (w - 1) places stay unused.
 - `stream_polls_per_minute` (poll()): `GET /v1/jobs/{id}/stream` asks RunPod with our key on every call,
   so a tenant's polls are counted per clock minute on an item of their own (`{tenant}#polls`): one
   conditional write a poll, and 429 once the minute's count is spent. Only that route counts: the OpenAI
   streaming front reads its own job's stream server-side (openai_compat) and is not throttled by it.
+- `max_batch_lines` (admit_batch): one entry per batch (not per line) on the item `{tenant}#in_flight`.
 - `max_council_models` and `allow_high_priority` need no state.
 
 Over `requests_per_minute` or `max_in_flight` → QuotaExceeded (429, Retry-After, naming the limit). A
@@ -35,37 +38,70 @@ the field and the limit): waiting would not change the answer.
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from threading import Lock
 from typing import Any
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from stillhouse import aws
 from stillhouse.config import TenantLimits
 from stillhouse.errors import Forbidden, InvalidRequest, QuotaExceeded, Unprocessable
 from stillhouse.refusals import refused_item
 from stillhouse.tenants.store import TenantStore
 
+logger = Logger(service="stillhouse", child=True)
+
 #: A tenant at its in-flight limit is told to try again after this long: its jobs take seconds at least.
 IN_FLIGHT_RETRY_AFTER_S = 5
-#: From 2x this many ids on, the in-flight set is healed each time its size is a multiple of this, so it
-#: holds the jobs in flight plus at most about 2x this many that have ended.
-HEAL_EVERY = 25
+#: Shards per tenant at most: 16 x ~500 jobs/s (a take and a give-back a job, ~1,000 writes/s an item).
+SHARDS_MAX = 16
+#: A shard's share of each limit is at least this: a council of 8 that ranks weighs 17, and a share close
+#: to a job's weight would leave places unused (see above).
+SHARE_MIN = 32
+#: A shard that took no job for this long may be recounted: every job it admitted is stored by then.
+QUIET_S = 30
 _RACES = 8  # tries of an update that keeps losing to other processes' buckets, before answering 429
-_HEAL_CHUNK = 40  # entries removed by one conditional write (each is a `contains` in its condition)
+
+
+def shard_count(limits: TenantLimits) -> int:
+    """How many shards a tenant's limits are split over: as many as keep each share >= SHARE_MIN."""
+    return max(1, min(SHARDS_MAX, min(limits.max_in_flight, limits.requests_per_minute) // SHARE_MIN))
+
+
+def share(total: int, shards: int, k: int) -> int:
+    """Shard `k`'s share of a limit of `total` split over `shards`: the shares add up to `total`."""
+    return total // shards + (1 if k < total % shards else 0)
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """One shard as read: its tokens refilled to `now`, and the weight it holds."""
+
+    k: int
+    tokens: Decimal
+    held: int
+    places: int  # its share of max_in_flight
+    rate: Decimal  # tokens a second
 
 
 class Quotas:
-    def __init__(self, tenants: TenantStore, live_jobs: Callable[[list[str]], set[str]], *,
-                 now: Callable[[], float] = time.time,
-                 live_batches: Callable[[list[str]], set[str]] | None = None) -> None:
+    def __init__(self, tenants: TenantStore, *, now: Callable[[], float] = time.time,
+                 live_batches: Callable[[list[str]], set[str]] | None = None,
+                 pick: Callable[[int], int] | None = None) -> None:
         self._tenants = tenants
         self._live_batches = live_batches
         self._table = tenants.table
-        self._live_jobs = live_jobs
         self._now = now
-        self._buckets: dict[str, tuple[Decimal, Decimal]] = {}  # tenant -> (tokens, at) as last seen
+        self._pick = pick or random.randrange  # the shard a submission tries first
+        # (tenant, shard) -> (tokens, at) as last seen
+        self._buckets: dict[tuple[str, int], tuple[Decimal, Decimal]] = {}
         # One update per tenant at a time in this process: its threads would only race each other.
         self._locks: defaultdict[str, Lock] = defaultdict(Lock)
 
@@ -74,9 +110,9 @@ class Quotas:
         return self._tenants.limits(tenant_id)
 
     def admit(self, tenant_id: str, job_id: str, *, high_priority: bool = False,
-              council_models: int | None = None, gpu_jobs: int = 1) -> None:
+              council_models: int | None = None, gpu_jobs: int = 1) -> str:
         """Admit one job submission of `tenant_id` that runs `gpu_jobs` GPU jobs, or raise naming the limit
-        it is over."""
+        it is over. Returns the job's hold ("{shard}*{weight}"), which the job keeps (Job.quota_hold)."""
         limits = self._tenants.limits(tenant_id)
         if high_priority and not limits.allow_high_priority:
             raise Forbidden("priority: high is not allowed for this tenant (allow_high_priority is off)",
@@ -91,82 +127,176 @@ class Quotas:
                 raise Unprocessable(f"{field}: this job runs {gpu_jobs} GPU jobs; this tenant's {limit} is "
                                     f"{allowed}", field=field)
         with self._locks[tenant_id]:
-            self._take(tenant_id, job_id, limits, gpu_jobs)
+            return self._take(tenant_id, limits, gpu_jobs)
 
-    def _take(self, tenant_id: str, job_id: str, limits: TenantLimits, weight: int) -> None:
-        """`weight` tokens and in-flight places for `job_id`, in one conditional write."""
-        capacity = Decimal(limits.requests_per_minute)
-        rate = capacity / 60  # tokens a second
-        healed = False
-        for _ in range(_RACES):
-            now = Decimal(str(round(self._now(), 6)))
-            seen = self._buckets.get(tenant_id)
-            tokens = capacity if seen is None else min(capacity, seen[0] + max(Decimal(0), now - seen[1]) * rate)
-            if tokens < weight:
-                wait = math.ceil((weight - tokens) / rate)
-                raise QuotaExceeded(f"requests_per_minute: this tenant may submit {limits.requests_per_minute} "
-                                    f"GPU jobs a minute (this job runs {weight}); try again in {wait} s",
-                                    limit="requests_per_minute", retry_after_s=max(1, wait))
-            left = tokens - weight
-            # Both bucket fields: two writes within one clock tick leave the same `rate_at`.
-            bucket = ("attribute_not_exists(rate_at)" if seen is None
-                      else "rate_at = :seen_at AND rate_tokens = :seen_tokens")
+    def _take(self, tenant_id: str, limits: TenantLimits, weight: int) -> str:
+        """`weight` tokens and in-flight places on one shard, in one conditional write."""
+        shards = shard_count(limits)
+        k: int | None = self._pick(shards)
+        shunned: set[int] = set()  # shards DynamoDB throttled this time
+        throttled: ClientError | None = None
+        for _ in range(_RACES + SHARDS_MAX):  # races lost, and each shard throttled once at most
+            if k is None:  # read them all: raises the 429 (or 503) when none can take it
+                k = self._roomiest(tenant_id, limits, shards, weight, shunned, throttled)
             try:
-                added = self._table.update_item(
-                    Key={"tenant_id": in_flight_key(tenant_id)},
-                    UpdateExpression="SET rate_tokens = :left, rate_at = :now ADD #live :entry, held :weight",
-                    # A new item has neither the set nor its weight; one from before weights were kept has a
-                    # set and no `held`: refused here, it is counted once (_count_legacy) and tried again.
-                    ConditionExpression=f"({bucket}) AND ((attribute_not_exists(#live) AND "
-                                        "attribute_not_exists(held)) OR held <= :room)",
-                    ExpressionAttributeNames={"#live": "live"},
-                    ExpressionAttributeValues={":left": left, ":now": now, ":entry": {_entry(job_id, weight)},
-                                               ":weight": weight, ":room": limits.max_in_flight - weight,
-                                               **({} if seen is None else
-                                                  {":seen_tokens": seen[0], ":seen_at": seen[1]})},
-                    ReturnValues="UPDATED_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-            except self._table.meta.client.exceptions.ConditionalCheckFailedException as refused:
-                item = self._item_of(tenant_id, refused_item(refused))
-                found = _bucket(item)
-                if found != seen:  # another process took tokens: try again on its bucket
-                    self._forget_or_keep(tenant_id, found)
-                    continue
-                if "live" in item and "held" not in item:
-                    self._count_legacy(tenant_id, item["live"])
-                    continue
-                if healed:  # the bucket was as seen: the set is full, even after healing
-                    break
-                self._heal(tenant_id)
-                healed = True
-                continue
-            self._buckets[tenant_id] = (left, now)
-            entries = len(added["Attributes"]["live"])
-            if entries >= 2 * HEAL_EVERY and entries % HEAL_EVERY == 0:
-                self._heal(tenant_id)  # keeps the set, and so the cost of each write, near the jobs in flight
-            return
-        else:
-            raise QuotaExceeded("requests_per_minute: too many submissions at once for this tenant; try again",
-                                limit="requests_per_minute", retry_after_s=1)
+                outcome = self._try(tenant_id, k, limits, shards, weight)
+            except ClientError as err:
+                if aws.unavailable(err) is None:
+                    raise
+                throttled = err
+                shunned.add(k)
+                outcome = "throttled"
+            if outcome == "admitted":
+                return hold(k, weight)
+            if outcome != "raced":  # this shard cannot take it now: look at them all
+                k = None
+        raise QuotaExceeded("requests_per_minute: too many submissions at once for this tenant; try again",
+                            limit="requests_per_minute", retry_after_s=1)
+
+    def _try(self, tenant_id: str, k: int, limits: TenantLimits, shards: int, weight: int) -> str:
+        """One conditional write of shard `k`: 'admitted', 'raced' (another process took tokens first:
+        its bucket is learnt), 'no_tokens' (known without a write) or 'full'."""
+        capacity = Decimal(share(limits.requests_per_minute, shards, k))
+        now = Decimal(str(round(self._now(), 6)))
+        seen = self._buckets.get((tenant_id, k))
+        tokens = capacity if seen is None else _refilled(seen, capacity, capacity / 60, now)
+        if tokens < weight:
+            return "no_tokens"
+        left = tokens - weight
+        # Both bucket fields: two writes within one clock tick leave the same `rate_at`.
+        bucket = ("attribute_not_exists(rate_at)" if seen is None
+                  else "rate_at = :seen_at AND rate_tokens = :seen_tokens")
+        try:
+            self._table.update_item(
+                Key={"tenant_id": shard_key(tenant_id, k)},
+                UpdateExpression="SET rate_tokens = :left, rate_at = :now ADD held :weight, seq :one",
+                ConditionExpression=f"({bucket}) AND (attribute_not_exists(held) OR held <= :room)",
+                ExpressionAttributeValues={":left": left, ":now": now, ":weight": weight, ":one": 1,
+                                           ":room": share(limits.max_in_flight, shards, k) - weight,
+                                           **({} if seen is None else
+                                              {":seen_tokens": seen[0], ":seen_at": seen[1]})},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException as refused:
+            item = refused_item(refused)
+            if item is None:  # a backend that does not return the refused item
+                item = self._table.get_item(Key={"tenant_id": shard_key(tenant_id, k)},
+                                            ConsistentRead=True).get("Item") or {}
+            found = _bucket(item)
+            self._remember(tenant_id, k, found)
+            return "raced" if found != seen else "full"
+        self._buckets[(tenant_id, k)] = (left, now)
+        return "admitted"
+
+    def _roomiest(self, tenant_id: str, limits: TenantLimits, shards: int, weight: int, shunned: set[int],
+                  throttled: ClientError | None) -> int:
+        """The shard with the most room that can take `weight` now, read all at once; else raise the 429
+        naming the limit (or the 503 of a throttled DynamoDB when every shard with room was throttled)."""
+        views = [v for v in self._read(tenant_id, limits, shards) if v.k not in shunned]
+        placed = [v for v in views if v.held + weight <= v.places]
+        ready = [v for v in placed if v.tokens >= weight]
+        if ready:
+            return max(ready, key=lambda v: (v.places - v.held, v.tokens)).k
+        if throttled is not None:  # the shards that could take it are too hot now: 503, nothing taken
+            raise aws.unavailable(throttled) or throttled
+        if placed:  # places, but no tokens yet: the first shard whose bucket refills
+            wait = min(math.ceil((weight - v.tokens) / v.rate) for v in placed)
+            raise QuotaExceeded(f"requests_per_minute: this tenant may submit {limits.requests_per_minute} "
+                                f"GPU jobs a minute (this job runs {weight}); try again in {max(1, wait)} s",
+                                limit="requests_per_minute", retry_after_s=max(1, wait))
         raise QuotaExceeded(f"max_in_flight: this tenant has {limits.max_in_flight} GPU jobs that have not ended "
                             f"(this job runs {weight}); submit more when some have", limit="max_in_flight",
                             retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
 
-    def release(self, tenant_id: str, job_id: str, gpu_jobs: int = 1) -> bool:
-        """Give back the in-flight place `admit` took for `job_id` (a submission refused after it was admitted),
-        once: conditioned on the entry being there, as healing is. Its rate token stays spent, as a request
-        counted. False when the entry was not there (healed, or never added)."""
-        entry = _entry(job_id, gpu_jobs)
+    def _read(self, tenant_id: str, limits: TenantLimits, shards: int) -> list[_Shard]:
+        """Every shard of the tenant, consistent, in one BatchGetItem (16 keys at most)."""
+        client = self._table.meta.client
+        request = {self._table.name: {"Keys": [{"tenant_id": shard_key(tenant_id, k)} for k in range(shards)],
+                                      "ConsistentRead": True}}
+        items: dict[int, dict[str, Any]] = {}
+        while request:
+            page = client.batch_get_item(RequestItems=request)
+            for item in page["Responses"].get(self._table.name, []):
+                items[int(item["tenant_id"].rpartition("#")[2])] = item
+            request = page.get("UnprocessedKeys") or None
+        now = Decimal(str(round(self._now(), 6)))
+        views = []
+        for k in range(shards):
+            capacity = Decimal(share(limits.requests_per_minute, shards, k))
+            found = _bucket(items.get(k, {}))
+            self._remember(tenant_id, k, found)
+            views.append(_Shard(k=k, tokens=capacity if found is None else _refilled(found, capacity,
+                                                                                        capacity / 60, now),
+                                held=int(items.get(k, {}).get("held", 0)),
+                                places=share(limits.max_in_flight, shards, k), rate=capacity / 60))
+        return views
+
+    def release(self, tenant_id: str, quota_hold: str) -> bool:
+        """Give back the places a job held (`quota_hold`, as admit returned it): when it ended, or when its
+        submission was refused after it was admitted. Its tokens stay spent, as a request counted. Never
+        below zero: False when the shard holds less (a recount already gave them back)."""
+        k, weight = _parse(quota_hold)
         try:
-            self._table.update_item(Key={"tenant_id": in_flight_key(tenant_id)},
-                                    UpdateExpression="DELETE #live :e ADD held :released",
-                                    ConditionExpression="contains(#live, :one)",
-                                    ExpressionAttributeNames={"#live": "live"},
-                                    ExpressionAttributeValues={":e": {entry}, ":one": entry, ":released": -gpu_jobs})
+            self._table.update_item(Key={"tenant_id": shard_key(tenant_id, k)},
+                                    UpdateExpression="ADD held :released, seq :one",
+                                    ConditionExpression="held >= :weight",
+                                    ExpressionAttributeValues={":released": -weight, ":weight": weight, ":one": 1})
         except self._table.meta.client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def release_finished(self, tenant_id: str, quota_hold: str | None) -> None:
+        """A job ended (JobStore.on_finished: the terminal write won, once): its places are given back. Its
+        failure is only logged: the job has ended whatever this does, and heal() gives back what is lost."""
+        if not quota_hold:
+            return
+        try:
+            self.release(tenant_id, quota_hold)
+        except Exception:  # noqa: BLE001 - healed by the sweeper
+            logger.warning("could not give back a finished job's quota; the sweeper heals it",
+                           extra={"tenant_id": tenant_id, "quota_hold": quota_hold})
+
+    def heal(self, live_holds: Callable[[], Iterable[tuple[str, str]]]) -> int:
+        """Recount the shards that took no job for QUIET_S and hold more than their live jobs do (a
+        give-back was lost), from `live_holds` (JobStore.quota_holds: (tenant, hold) of each live job).
+        Each write is conditioned on the shard being as read (`seq`, bumped by every take and give-back),
+        so a job taken or given back meanwhile leaves the shard for the next round. Returns the shards healed."""
+        quiet_before = Decimal(str(round(self._now() - QUIET_S, 6)))
+        suspects = self._scan("attribute_exists(seq) AND held > :zero AND rate_at < :quiet",
+                              {":zero": 0, ":quiet": quiet_before})
+        if not suspects:
+            return 0
+        counted: Counter[str] = Counter()
+        for tenant_id, quota_hold in live_holds():
+            k, weight = _parse(quota_hold)
+            counted[shard_key(tenant_id, k)] += weight
+        healed = 0
+        for item in suspects:
+            true = counted[item["tenant_id"]]
+            if int(item["held"]) <= true:
+                continue
+            try:
+                self._table.update_item(Key={"tenant_id": item["tenant_id"]},
+                                        UpdateExpression="SET held = :true ADD seq :one",
+                                        ConditionExpression="seq = :seen",
+                                        ExpressionAttributeValues={":true": true, ":one": 1, ":seen": item["seq"]})
+                healed += 1
+                logger.info("quota shard recounted", extra={"shard": item["tenant_id"], "held": int(item["held"]),
+                                                            "live": true})
+            except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+                continue  # it took or gave back a job meanwhile: next round
+        return healed
+
+    def _scan(self, condition: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"FilterExpression": condition, "ExpressionAttributeValues": values,
+                                  "ProjectionExpression": "tenant_id, held, seq, rate_at", "ConsistentRead": True}
+        while True:
+            page = self._table.scan(**kwargs)
+            found += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def admit_batch(self, tenant_id: str, batch_id: str, lines: int) -> None:
         """Admit a batch of `lines` lines against `max_batch_lines`, the lines of the tenant's batches that
@@ -241,63 +371,31 @@ class Quotas:
         raise QuotaExceeded("stream_polls_per_minute: too many polls at once for this tenant; try again",
                             limit="stream_polls_per_minute", retry_after_s=1)
 
-    def _forget_or_keep(self, tenant_id: str, bucket: tuple[Decimal, Decimal] | None) -> None:
+    def _remember(self, tenant_id: str, k: int, bucket: tuple[Decimal, Decimal] | None) -> None:
         if bucket is None:
-            self._buckets.pop(tenant_id, None)  # no bucket yet: a full one is made
+            self._buckets.pop((tenant_id, k), None)  # no bucket yet: a full one is made
         else:
-            self._buckets[tenant_id] = bucket
-
-    def _item_of(self, tenant_id: str, refused: dict[str, Any] | None) -> dict[str, Any]:
-        if refused is not None:
-            return refused
-        # A backend that does not return the refused item.
-        return self._table.get_item(Key={"tenant_id": in_flight_key(tenant_id)}, ConsistentRead=True).get("Item") or {}
-
-    def _count_legacy(self, tenant_id: str, live: set[str]) -> None:
-        """Give a set written before weights were kept its `held`, once (its entries weigh what they say).
-        Conditioned on the set's size as read: an entry added meanwhile makes it try again."""
-        try:
-            self._table.update_item(Key={"tenant_id": in_flight_key(tenant_id)}, UpdateExpression="SET held = :held",
-                                    ConditionExpression="attribute_not_exists(held) AND size(#live) = :size",
-                                    ExpressionAttributeNames={"#live": "live"},
-                                    ExpressionAttributeValues={":held": sum(map(_weight, live)), ":size": len(live)})
-        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
-            pass  # counted by another process, or the set changed: the caller tries again on what it finds
-
-    def _heal(self, tenant_id: str) -> None:
-        """Forget the jobs in the tenant's set that have ended (or were never stored), and release their
-        weight with them: this is where an ended job gives back what it took."""
-        key = {"tenant_id": in_flight_key(tenant_id)}
-        failed = self._table.meta.client.exceptions.ConditionalCheckFailedException
-        for _ in range(3):
-            item = self._table.get_item(Key=key, ConsistentRead=True, ProjectionExpression="#live, held",
-                                        ExpressionAttributeNames={"#live": "live"}).get("Item") or {}
-            entries = sorted(item.get("live") or ())
-            if entries and "held" not in item:
-                self._count_legacy(tenant_id, set(entries))
-                continue
-            running = self._live_jobs([_job_of(entry) for entry in entries])
-            ended = [entry for entry in entries if _job_of(entry) not in running]
-            try:
-                for start in range(0, len(ended), _HEAL_CHUNK):
-                    chunk = ended[start:start + _HEAL_CHUNK]
-                    names = {f":e{i}": entry for i, entry in enumerate(chunk)}
-                    # Only if every entry is still there: a process healing at the same time must not
-                    # release the same weight twice.
-                    self._table.update_item(
-                        Key=key, UpdateExpression="DELETE #live :ended ADD held :released",
-                        ConditionExpression=" AND ".join(f"contains(#live, {name})" for name in names),
-                        ExpressionAttributeNames={"#live": "live"},
-                        ExpressionAttributeValues={":ended": set(chunk), ":released": -sum(map(_weight, chunk)),
-                                                   **names})
-                return
-            except failed:
-                continue  # another process healed some of them first: read again
+            self._buckets[(tenant_id, k)] = bucket
 
 
-def _entry(job_id: str, weight: int) -> str:
-    """A job's entry in the in-flight set: its id, and its weight when it is more than one."""
-    return job_id if weight == 1 else f"{job_id}*{weight}"
+def hold(k: int, weight: int) -> str:
+    """Where a job holds its places: "{shard}*{weight}" (Job.quota_hold)."""
+    return f"{k}*{weight}"
+
+
+def _parse(quota_hold: str) -> tuple[int, int]:
+    k, _, weight = quota_hold.partition("*")
+    return int(k), int(weight)
+
+
+def _refilled(bucket: tuple[Decimal, Decimal], capacity: Decimal, rate: Decimal, now: Decimal) -> Decimal:
+    tokens, at = bucket
+    return min(capacity, tokens + max(Decimal(0), now - at) * rate)
+
+
+def _entry(batch_id: str, lines: int) -> str:
+    """A batch's entry in the set of the tenant's batches: its id and its lines."""
+    return f"{batch_id}*{lines}"
 
 
 def _job_of(entry: str) -> str:
@@ -316,9 +414,14 @@ def _bucket(item: dict[str, Any]) -> tuple[Decimal, Decimal] | None:
 
 
 def in_flight_key(tenant_id: str) -> str:
-    """The item of a tenant's counted quotas, apart from its record (name, limits): the record is read
-    on every cache miss and must stay small, while this item grows with the jobs in flight."""
+    """The item of a tenant's batches that have not ended, apart from its record (name, limits): the
+    record is read on every cache miss and must stay small."""
     return f"{tenant_id}#in_flight"
+
+
+def shard_key(tenant_id: str, k: int) -> str:
+    """Shard `k` of a tenant's rate and in-flight quotas (a few hundred bytes, whatever the load)."""
+    return f"{tenant_id}#in_flight#{k}"
 
 
 def polls_key(tenant_id: str) -> str:

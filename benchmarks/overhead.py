@@ -36,6 +36,12 @@ the deployed MemorySize (they include moto's latency on a busy 2-core box, not A
 with the template parameter WorkflowMode=always (in a child process) counts Step Functions state
 transitions per job for the hypothetical "every job in a workflow" mode, to compare with the design
 estimate (~4 transitions/job, ~$100 per 1M jobs, about 25% of a 2-s GPU job; `compare_design_s1`).
+
+Shared items (`hot_items`, overhead_lib/hot_items.py; docs/scale.md): for each kind of DynamoDB item more
+than one job writes (the tenant's quota item(s), the endpoint's state, config, the jobs table's index
+partitions, ...) its writes and write units per job, priced on the item's real size, and the jobs/s at
+which one partition key of that kind reaches DynamoDB's 1,000 WCU/s. `hot_items_probe`: the quota
+item(s) of a tenant with `--quota-probe` (1,000) jobs in flight, which the echo jobs never reach.
 """
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ from typing import Any
 
 # Run as a script, this directory is on sys.path: the parts live in the package beside it.
 from overhead_lib import log
+from overhead_lib.hot_items import render as render_hot_items
 from overhead_lib.measure import measure
 from overhead_lib.prices import COST_DOC, PRICES, REPO_ROOT, render_cost_doc
 
@@ -71,7 +78,8 @@ def _children(args: argparse.Namespace, runs: dict[str, tuple[int, list[str]]], 
                 "--warmup", "0" if parallel else "1",
                 "--workflow-jobs", "0", "--path-jobs", "0", "--floor-jobs", "0",
                 "--gpu-usd-per-s", str(args.gpu_usd_per_s), "--gpu-seconds", str(args.gpu_seconds),
-                "--xray-sampled-fraction", str(args.xray_sampled_fraction), "--max-run-s", "90", *extra]
+                "--xray-sampled-fraction", str(args.xray_sampled_fraction), "--max-run-s", "90",
+                "--quota-probe", "0", *extra]
 
     def finish(name: str, proc: subprocess.Popen) -> dict[str, Any]:
         try:
@@ -115,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="jobs of each extra run pricing the retry and council3 paths (0: skip them)")
     parser.add_argument("--floor-jobs", type=int, default=200,
                         help="jobs of the moto floor measured in the same run (benchmarks/floor.py; 0: skip)")
+    parser.add_argument("--quota-probe", type=lambda v: [int(x) for x in v.split(",") if x], default=[1000],
+                        metavar="N[,N...]",
+                        help="after the run, the tenant quota item(s) with N jobs in flight (hot_items_probe; "
+                             "0: skip)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run for CI: 12 jobs, 2 callers, 20 floor jobs, 1 WorkflowMode=always job")
+                        help="a smoke run for CI: 12 jobs, 2 callers, 20 floor jobs, 1 WorkflowMode=always job, "
+                             "a quota probe of 100 jobs in flight")
     parser.add_argument("--verbose", action="store_true", help="pass the functions' logs to stderr")
     parser.add_argument("--write-doc", action="store_true", help="render docs/cost.md from PRICES and exit")
     args = parser.parse_args(argv)
@@ -130,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.jobs, args.concurrency, args.warmup, args.floor_jobs = 12, 2, 2, 20
         args.workflow_jobs, args.path_jobs = min(args.workflow_jobs, 1), min(args.path_jobs, 1)
+        args.quota_probe = [min(n, 100) for n in args.quota_probe]  # 1,000 take ~30 s here
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be >= 1")
 
@@ -170,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     result.update(result["paths_usd_per_1m"])
     result["total_runtime_s"] = round(time.monotonic() - started, 1)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if "hot_items" in result:
+        log(render_hot_items(result["hot_items"], result.get("hot_items_probe")))
     print(json.dumps(result, indent=2))
     return 0
 

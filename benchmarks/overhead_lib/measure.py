@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from . import log
+from .hot_items import HotItems, hot_items_section
 from .load import COUNCIL3, ECHO, Receiver, count_transitions, run_jobs
 from .metering import CountingStdout, DynamoMeter, Meter, install
+from .quota_probe import quota_probes
 from .report import function_sizes, report
 
 
@@ -66,6 +68,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
                               g["Projection"]["ProjectionType"], set(g["Projection"].get("NonKeyAttributes", [])))
                              for g in desc.get("GlobalSecondaryIndexes", [])]
         meter.dynamo = DynamoMeter(indexes)
+        meter.hot = HotItems.from_client(ddb)
         memory, arch = function_sizes(stack.options.template)
 
         job, hooks = _path(path, stack, ddb)
@@ -105,14 +108,16 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
             rec["job"] = job
         job_ids = {r["id"] for r in records if "id" in r}
         sfn = count_transitions(stack.moto.client("stepfunctions"), job_ids)
+        probe = quota_probes(stack.moto.url, meter.hot, getattr(args, "quota_probe", []))
         load_end = os.getloadavg()
     finally:
         receiver.stop()
         log("stopping the stack")
         stack.stop()
 
-    return report(args, meter, records, t1 - t0, factory_calls, sfn, memory, arch, load_start, load_end,
-                  startup_s, floor)
+    result = report(args, meter, records, t1 - t0, factory_calls, sfn, memory, arch, load_start, load_end,
+                    startup_s, floor)
+    return {**result, **hot_items_section(meter.hot, result["completed"], probe)}
 
 
 def _quiesce(meter: Meter, timeout: float = 10.0) -> None:

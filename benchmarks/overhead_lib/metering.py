@@ -181,6 +181,7 @@ class Meter:
         self.by_table: Counter[tuple[str, str]] = Counter()  # (table label, op | "wru" | "rru")
         self.active = 0
         self.dynamo: DynamoMeter | None = None
+        self.hot: Any = None  # a hot_items.HotItems: shared items' writes and write units, by kind
         self.instrumented: set[int] = set()  # id() of the clients metered (they live as long as the process)
         self.callback_started: dict[str, float] = {}  # job id -> wall time its first RunPod callback's handler began
 
@@ -189,6 +190,8 @@ class Meter:
             for c in (self.calls, self.units, self.sources, self.log_bytes, self.esm, self.by_table):
                 c.clear()
             self.durations.clear()
+        if self.hot is not None:
+            self.hot.reset()
 
     def function(self) -> str:
         return self.current.get() or "outside"
@@ -240,7 +243,8 @@ class Meter:
         except Exception as err:  # noqa: BLE001 - the meter must never break the code it measures
             self.hook_errors[f"after: {type(err).__name__}: {err}"] += 1
 
-    def _note_request(self, service: str, esm: bool, params: Any = None, context: Any = None, **_: Any) -> None:
+    def _note_request(self, service: str, esm: bool, params: Any = None, context: Any = None, model: Any = None,
+                      **_: Any) -> None:
         if context is None:
             return
         body = params.get("body") if isinstance(params, dict) else None
@@ -251,6 +255,8 @@ class Meter:
                 context["bench_req"] = json.loads(body)
             except ValueError:
                 context["bench_req"] = {}
+            if self.hot is not None and self.enabled and model is not None and not esm:
+                self.hot.before(model.name, context["bench_req"], context)
 
     def _note_response(self, service: str, esm: bool, http_response: Any = None, parsed: Any = None,
                        model: Any = None, context: Any = None, **_: Any) -> None:
@@ -270,6 +276,9 @@ class Meter:
             if service == "dynamodb" and self.dynamo is not None:
                 req = context.get("bench_req", {})
                 wru, rru = self.dynamo.estimate(op, req, parsed or {}, ok)
+                if self.hot is not None:
+                    code = ((parsed or {}).get("Error") or {}).get("Code")
+                    self.hot.after(op, context, ok, code in _REFUSED, fn)
                 self.units[(fn, "dynamodb_wru")] += wru
                 self.units[(fn, "dynamodb_rru")] += rru
                 tables = [req["TableName"]] if "TableName" in req else list(req.get("RequestItems", {}))
@@ -290,6 +299,10 @@ class Meter:
         if fn and self.enabled:
             with self.lock:
                 self.log_bytes[fn] += n
+
+
+#: Error codes of a write refused by its condition: it still costs write units.
+_REFUSED = ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 
 def _table_label(physical: str) -> str:

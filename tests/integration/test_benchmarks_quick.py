@@ -65,6 +65,21 @@ def test_overhead_prices_every_path_and_every_job_completes():
         assert out[key] > out["cost_per_1m_jobs_usd"], key
         assert out[run]["stepfunctions"]["transitions"] > 0, run
     assert out["path_retry"]["attempts"] == {"2": 1}  # one retry, through the recovery workflow
+    # The shared items every job writes, each kind priced per job on its item's size, with the jobs/s at
+    # which one of its items reaches DynamoDB's 1,000 WCU/s (docs/scale.md).
+    hot = out["hot_items"]
+    assert {"tenant_quota", "endpoint_state", "config"} <= set(hot), sorted(hot)
+    for kind in ("tenant_quota", "endpoint_state"):  # written by every job
+        assert hot[kind]["writes_per_job"] > 0 and hot[kind]["wcu_per_job"] >= hot[kind]["writes_per_job"], (kind, hot[kind])
+    for kind, figures in hot.items():
+        for key in ("writes_per_job", "wcu_per_job", "ceiling_jobs_per_s"):
+            assert key in figures, (kind, key)
+        if figures["writes_per_job"] > 0:
+            assert figures["ceiling_jobs_per_s"] > 0 and figures["item_bytes_max"] != 0, (kind, figures)
+    assert out["per_job_items"]["job"]["writes_per_job"] >= 2  # the job's own item is not shared: apart
+    probe = out["hot_items_probe"]["tenant_quota_at_100_in_flight"]
+    assert probe["in_flight"] == 100 and probe["wcu_per_admit"] >= 1 and probe["ceiling_jobs_per_s"] > 0, probe
+    assert out["hot_items_basis"]["meter_errors"] == {}
 
 
 def test_batch_returns_every_line_once_and_prices_it():

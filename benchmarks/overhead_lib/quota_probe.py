@@ -48,7 +48,7 @@ def probe_quota(moto_url: str, hot: HotItems, in_flight: int, measured: int = 20
     limits = TenantLimits(max_in_flight=5_000, requests_per_minute=1_000_000)
     tenant = f"bench-probe-{uuid.uuid4().hex[:8]}"
     try:
-        quotas = Quotas(TenantStore(table, limits, cache_ttl_s=3600), lambda ids: set(ids))
+        quotas = Quotas(TenantStore(table, limits, cache_ttl_s=3600))
         started = time.monotonic()
         for _ in range(in_flight):
             quotas.admit(tenant, uuid.uuid4().hex)

@@ -336,7 +336,8 @@ def render(hot: dict[str, Any], probe: dict[str, Any] | None = None) -> str:
             lines.append(f"{name}: {p['error']}")
             continue
         lines.append(f"{name}: {p['in_flight']} jobs in flight -> quota item(s) up to {p['item_bytes_max']} bytes, "
-                     f"{p['wcu_per_admit']} WCU a submission, ceiling {p['ceiling_jobs_per_s']} submissions/s")
+                     f"{p['wcu_per_job']} WCU a job (admitted and ended), {p['shards']} shard(s): ceiling "
+                     f"{p['ceiling_sharded_jobs_per_s']} jobs/s")
     return "\n".join(lines)
 
 

@@ -17,12 +17,12 @@ from typing import Any
 from .hot_items import HotItems
 
 
-def probe_quota(moto_url: str, hot: HotItems, in_flight: int, measured: int = 20) -> dict[str, Any]:
+def probe_quota(moto_url: str, hot: HotItems, in_flight: int, measured: int = 64) -> dict[str, Any]:
     """-> the quota kind's figures per submission at `in_flight` jobs in flight, or {"error": ...}."""
     import boto3
 
     from stillhouse.config import TenantLimits
-    from stillhouse.tenants.quotas import Quotas
+    from stillhouse.tenants.quotas import Quotas, shard_count
     from stillhouse.tenants.store import TenantStore
 
     table_name = next((t.name for t in hot.tables.values() if t.label == "TenantsTable"), None)
@@ -53,8 +53,10 @@ def probe_quota(moto_url: str, hot: HotItems, in_flight: int, measured: int = 20
         for _ in range(in_flight):
             quotas.admit(tenant, uuid.uuid4().hex)
         on[0] = True
-        for _ in range(measured):
-            quotas.admit(tenant, uuid.uuid4().hex)
+        # Each job's whole life on the quota: its admission, and the give-back its terminal write makes.
+        holds = [quotas.admit(tenant, uuid.uuid4().hex) for _ in range(measured)]
+        for held in holds:
+            quotas.release_finished(tenant, held)
         on[0] = False
     except Exception as err:  # noqa: BLE001 - a quota design this probe does not know: say so, go on
         return {"error": f"{type(err).__name__}: {err}", "in_flight": in_flight}
@@ -63,12 +65,14 @@ def probe_quota(moto_url: str, hot: HotItems, in_flight: int, measured: int = 20
     if figures is None:
         return {"error": "no write to a `#in_flight` item was seen", "in_flight": in_flight}
     return {"in_flight": in_flight, "submissions_measured": measured,
-            "wcu_per_admit": figures["wcu_per_job"], "writes_per_admit": figures["writes_per_job"],
-            "items": figures["items"], "item_bytes_max": figures["item_bytes_max"],
+            "wcu_per_job": figures["wcu_per_job"], "writes_per_job": figures["writes_per_job"],
+            "items": figures["items"], "shards": shard_count(limits), "item_bytes_max": figures["item_bytes_max"],
             "ceiling_jobs_per_s": figures["ceiling_jobs_per_s"],
             "ceiling_even_spread_jobs_per_s": figures["ceiling_even_spread_jobs_per_s"],
+            # Jobs spread over every shard at random: each shard's 1,000 WCU/s, over the WCU a job costs.
+            "ceiling_sharded_jobs_per_s": round(1000 * shard_count(limits) / figures["wcu_per_job"], 1),
             "fill_s": round(time.monotonic() - started, 1),
-            "note": "submission writes only (the release at a job's end adds its own)"}
+            "note": "a job's admission and its give-back at its end"}
 
 
 
@@ -79,6 +83,6 @@ def quota_probes(moto_url: str, hot: HotItems, in_flight: list[int]) -> dict[str
     out = {}
     for n in in_flight:
         if n > 0:
-            log(f"quota probe: {n} jobs in flight for one tenant, then 20 submissions metered")
+            log(f"quota probe: {n} jobs in flight for one tenant, then 64 jobs admitted and ended, metered")
             out[f"tenant_quota_at_{n}_in_flight"] = probe_quota(moto_url, hot, n)
     return out

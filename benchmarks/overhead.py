@@ -20,6 +20,8 @@ What is measured (a closed loop of `--concurrency` callers, each submitting no-o
   queue_delay_ms  RunPod's delayTime (/run accepted -> a worker took it): part of overhead_ms that is
                   RunPod's queue, not ours; router_overhead_ms = overhead_ms - queue_delay_ms.
   stages_ms       the job's own timeline (event timestamps, ms resolution, same clock).
+  standin_vs_router_ms  the stand-in's queue delay and execution beside the router's overhead (p50/p95)
+                  at this caller count, and the stand-in's workers (its scaler settings, the peak count).
 
 AWS calls are counted at the clients factory (`stillhouse.aws`, through its `add_client_hook`): every boto3
 call made by the in-process Lambdas, attributed to the function running on that thread (known through
@@ -127,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="N[,N...]",
                         help="after the run, the tenant quota item(s) with N jobs in flight (hot_items_probe; "
                              "0: skip)")
+    # The RunPod stand-in's workers for the endpoint (RunPod's endpoint settings; defaults: RunPod's, as
+    # the deploy file's): up to --standin-workers-max, one more while a job waits over --standin-scaler-s.
+    parser.add_argument("--standin-workers-min", type=int, default=0, help="workersMin (the stand-in keeps >= 1)")
+    parser.add_argument("--standin-workers-max", type=int, default=3, help="workersMax")
+    parser.add_argument("--standin-scaler-s", type=float, default=4.0, help="QUEUE_DELAY scalerValue, seconds")
+    parser.add_argument("--standin-idle-s", type=float, default=5.0, help="idleTimeout, seconds")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run for CI: 12 jobs, 2 callers, 20 floor jobs, 1 WorkflowMode=always job, "
                              "a quota probe of 100 jobs in flight")

@@ -51,7 +51,11 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
         environment |= RETRY_ENVIRONMENT
     t_start = time.monotonic()
     log(f"starting the embedded stack (WorkflowMode={args.workflow_mode}, path={path}) ...")
-    stack = EmbeddedStack(StackOptions(port=0, parameters=parameters, environment=environment,
+    from stillhouse_local.runpod_standin import Scaling
+
+    scaling = Scaling(workers_min=args.standin_workers_min, workers_max=args.standin_workers_max,
+                      scaler_value=args.standin_scaler_s, idle_timeout_s=args.standin_idle_s)
+    stack = EmbeddedStack(StackOptions(port=0, parameters=parameters, environment=environment, scaling=scaling,
                                        log_dir=Path(tempfile.mkdtemp(prefix="stillhouse-bench-")))).start()
     receiver = Receiver()
     try:
@@ -106,6 +110,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
         for rec in ok:
             job = session.get(f"{stack.url}/v1/jobs/{rec['id']}", timeout=10).json()
             rec["job"] = job
+        standin = {"scaling": vars(scaling), "workers": stack.standin.workers("local")}  # RunPod's side
         job_ids = {r["id"] for r in records if "id" in r}
         sfn = count_transitions(stack.moto.client("stepfunctions"), job_ids)
         probe = quota_probes(stack.moto.url, meter.hot, getattr(args, "quota_probe", []))
@@ -117,6 +122,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
 
     result = report(args, meter, records, t1 - t0, factory_calls, sfn, memory, arch, load_start, load_end,
                     startup_s, floor)
+    result["standin_vs_router_ms"]["standin_workers"] = standin
     return {**result, **hot_items_section(meter.hot, result["completed"], probe)}
 
 

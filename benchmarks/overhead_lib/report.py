@@ -175,6 +175,7 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
         "wall_s": r(wall_s, 2), "jobs_per_s": r(jobs_per_s, 2),
         "e2e_ms": summary(e2e), "overhead_ms": summary(overhead), "queue_delay_ms": summary(delay),
         "exec_ms": summary(execution), "router_overhead_ms": summary(router), "submit_ms": summary(submit),
+        "standin_vs_router_ms": standin_vs_router(args.concurrency, delay, execution, router),
         "stages_ms_p50": {k: r(quantile(v, 0.5), 1) for k, v in stages.items()},
         "stages_ms_p95": {k: r(quantile(v, 0.95), 1) for k, v in stages.items()},
         # IN_PROGRESS -> COMPLETED split (ms, p50); the IN_PROGRESS write comes after /run answered, so the
@@ -215,3 +216,14 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
         "cpus": os.cpu_count(),
         "price_source": PRICE_SOURCE,
     }
+
+
+def standin_vs_router(callers: int, delay: list[float], execution: list[float], router: list[float]) -> dict[str, Any]:
+    """Each side's cost at this caller count, p50 / p95 ms: the RunPod stand-in's queue delay (`delayTime`:
+    /run accepted -> a worker took the job) and execution (`executionTime`), beside the router's overhead
+    (e2e minus both). If the stand-in's part grows with the callers, the figures measure the stand-in."""
+    def p(values: list[float]) -> dict[str, float | None]:
+        return {"p50": quantile(values, 0.5), "p95": quantile(values, 0.95)}
+
+    return {"callers": callers, "standin_queue_delay": p(delay), "standin_exec": p(execution),
+            "router_overhead": p(router)}

@@ -47,6 +47,9 @@ class StackOptions:
     #: WORKER_STREAMING=true is registered with streaming=True (it takes the `stream: true` jobs).
     endpoint_env: dict[str, dict[str, str]] = field(default_factory=dict)
     worker_concurrency: int = 8  # jobs one stand-in worker takes at once (RunPod concurrency_modifier)
+    #: the stand-in's workers per endpoint and their scaler (runpod_standin.Scaling; None: RunPod's
+    #: defaults, as the deploy file's: up to 3 workers, QUEUE_DELAY 4 s, idle timeout 5 s)
+    scaling: Any = None
     webhook_retry_delay_s: float = 1.0
     log_dir: Path | None = None
     poll_wait_s: int = 1
@@ -123,6 +126,7 @@ class EmbeddedStack:
                 endpoints=list(self.options.endpoints),
                 start_workers=self.options.start_workers,
                 worker_concurrency=self.options.worker_concurrency,
+                scaling=self.options.scaling,
                 worker_env=self.options.worker_env,
                 endpoint_env=self.options.endpoint_env,
                 webhook_retry_delay_s=self.options.webhook_retry_delay_s,

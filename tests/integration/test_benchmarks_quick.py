@@ -46,6 +46,10 @@ def test_overhead_prices_every_path_and_every_job_completes():
         assert out[key] > 0, key
     assert out["aws_calls_check"]["attributed"] == out["aws_calls_check"]["factory_counter_delta"]
     assert out["meter_errors"] == {}
+    # Each side's cost at the run's caller count: the stand-in's queue delay beside the router's overhead.
+    sides = out["standin_vs_router_ms"]
+    assert sides["callers"] == 2 and sides["standin_workers"]["workers"]["peak"] >= 1
+    assert sides["standin_queue_delay"]["p50"] >= 0 and sides["router_overhead"]["p50"] > 0
     # The fast path as designed: dispatch claims from the queue message (no read of the job); the RunPod
     # callback reads nothing and makes two writes (the job, then the endpoint's outcome with its slot
     # released); the delivery posts what its notice carries and records the try.

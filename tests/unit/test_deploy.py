@@ -38,7 +38,7 @@ class RunPod:
 
     def __init__(self):
         self.started, self.restarted, self.writes = [], [], 0
-        self.records = Management(lambda ep, env: self.started.append((ep, env)),
+        self.records = Management(lambda ep, env, record: self.started.append((ep, env)),
                                   lambda ep, env: self.restarted.append((ep, env)))
 
     def list_templates(self):

@@ -14,7 +14,7 @@ See docs/runpod-standin.md for routes, knobs and the deliberate deviations from 
                       headers={"Authorization": "Bearer k"})
 
 Modules: standin (the RunPodStandIn facade), state (records, shared tables), engine (job state
-machine), worker_face (what workers' polls do), webhooks, workers (worker processes) and
+machine), worker_face (what workers' polls do), webhooks, workers (worker processes, scaled as RunPod's scaler) and
 worker_process (the process and in-process worker), server / http_base / api_routes / worker_routes
 (HTTP), faults, timers; ``python -m stillhouse_local.runpod_standin`` runs __main__.
 """
@@ -30,6 +30,7 @@ from stillhouse_local.runpod_standin.state import (
     IN_QUEUE,
     TERMINAL,
     TIMED_OUT,
+    Scaling,
 )
 from stillhouse_local.runpod_standin.worker_process import InProcessWorker, WorkerProcess, run_handler_like_sdk
 from stillhouse_local.runpod_standin.workers import default_handler_path
@@ -48,6 +49,7 @@ __all__ = [
     "FaultError",
     "InProcessWorker",
     "RunPodStandIn",
+    "Scaling",
     "WorkerProcess",
     "default_handler_path",
     "run_handler_like_sdk",

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from stillhouse_local.runpod_standin.standin import RunPodStandIn
+from stillhouse_local.runpod_standin.state import Scaling
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--webhook-retry-delay", type=float, default=1.0)
     p.add_argument("--result-ttl", type=float, default=1800)
     p.add_argument("--seed", type=int, default=None)
+    d = Scaling()  # RunPod's defaults
+    p.add_argument("--workers-min", type=int, default=d.workers_min, help="workersMin (at least one runs)")
+    p.add_argument("--workers-max", type=int, default=d.workers_max, help="workersMax per endpoint")
+    p.add_argument("--scaler", choices=("QUEUE_DELAY", "REQUEST_COUNT"), default=d.scaler_type, help="scalerType")
+    p.add_argument("--scaler-value", type=float, default=d.scaler_value,
+                   help="scalerValue: seconds a job may wait (QUEUE_DELAY), or jobs per worker (REQUEST_COUNT)")
+    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout_s, help="idleTimeout, seconds")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
@@ -45,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         endpoint_env=endpoint_env,
         webhook_retry_delay_s=args.webhook_retry_delay, result_ttl_s=args.result_ttl,
         log_dir=Path(args.log_dir) if args.log_dir else None, seed=args.seed,
+        scaling=Scaling(workers_min=args.workers_min, workers_max=args.workers_max, scaler_type=args.scaler,
+                        scaler_value=args.scaler_value, idle_timeout_s=args.idle_timeout),
     )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -184,9 +184,9 @@ class JobEngine:
             workers = {"idle": 0, "initializing": 0, "ready": 0, "running": 0, "throttled": 0, "unhealthy": 0}
             if not ep.faults["down"]:
                 now = time.monotonic()
+                # Pods seen recently (external workers too), and every worker the stand-in runs.
                 pods = {p for p, t in ep.seen.items() if now - t < WORKER_SEEN_FRESH_S}
-                w = ep.worker
-                if w is not None:
+                for w in ep.workers.values():
                     if w.returncode is not None:
                         workers["unhealthy"] += 1
                         pods.discard(w.pod_id)

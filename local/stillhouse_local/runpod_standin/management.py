@@ -1,7 +1,8 @@
 """RunPod's management API in the stand-in (``/v1/templates``, ``/v1/endpoints``, as rest.runpod.io/v1):
 templates and serverless endpoints kept as records, with the same shapes. Creating an endpoint starts
-a worker for it with its template's environment; changing the template (or the endpoint's template)
-restarts that worker with the new environment, as RunPod rolls an endpoint's workers."""
+its workers with its template's environment, scaled by its workersMin/Max, scalerType/Value and
+idleTimeout; changing those rescales it; changing the template (or the endpoint's template) restarts
+its workers with the new environment, as RunPod rolls an endpoint's workers."""
 from __future__ import annotations
 
 import secrets
@@ -59,14 +60,21 @@ def _checked(body: Any, fields: dict[str, tuple[Any, Any]], *, required: tuple[s
     return dict(body)
 
 
-class Management:
-    """The records, behind one lock. `start_worker(endpoint_id, env)` starts an endpoint's worker;
-    `restart_worker(endpoint_id, env)` restarts it with a new environment."""
+SCALING_FIELDS = ("workersMin", "workersMax", "scalerType", "scalerValue", "idleTimeout")
 
-    def __init__(self, start_worker: Callable[[str, dict[str, str]], None],
-                 restart_worker: Callable[[str, dict[str, str]], None]) -> None:
+
+class Management:
+    """The records, behind one lock. `start_worker(endpoint_id, env, record)` starts an endpoint's workers
+    (scaled by the record's workersMin/Max, scalerType/Value and idleTimeout); `restart_worker(endpoint_id,
+    env)` restarts them with a new environment; `rescale(endpoint_id, record)` applies changed scaler
+    settings."""
+
+    def __init__(self, start_worker: Callable[[str, dict[str, str], dict[str, Any]], None],
+                 restart_worker: Callable[[str, dict[str, str]], None],
+                 rescale: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self._start_worker = start_worker
         self._restart_worker = restart_worker
+        self._rescale = rescale
         self._lock = threading.Lock()
         self.templates: dict[str, dict[str, Any]] = {}
         self.endpoints: dict[str, dict[str, Any]] = {}
@@ -127,7 +135,8 @@ class Management:
             self.endpoints[record["id"]] = record
             env = dict(template["env"] or {})
             view = self._endpoint_view(record)
-        self._start_worker(record["id"], env)
+            scaling = dict(record)
+        self._start_worker(record["id"], env, scaling)
         return view
 
     def update_endpoint(self, endpoint_id: str, body: Any) -> dict[str, Any]:
@@ -140,10 +149,14 @@ class Management:
             if new_template:
                 self._template(fields["templateId"])
             self._check_workers({**record, **fields})
+            rescaled = any(k in fields and fields[k] != record[k] for k in SCALING_FIELDS)
             record.update(fields)
+            scaling = dict(record)
             record["version"] += 1
             env = dict(self.templates[record["templateId"]]["env"] or {})
             view = self._endpoint_view(record)
+        if rescaled and self._rescale is not None:
+            self._rescale(endpoint_id, scaling)
         if new_template:
             self._restart_worker(endpoint_id, env)
         return view

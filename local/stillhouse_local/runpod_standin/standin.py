@@ -13,7 +13,7 @@ from stillhouse_local.runpod_standin.engine import JobEngine
 from stillhouse_local.runpod_standin.faults import validate_faults
 from stillhouse_local.runpod_standin.management import Management
 from stillhouse_local.runpod_standin.server import Server
-from stillhouse_local.runpod_standin.state import Endpoint, Settings, Tables
+from stillhouse_local.runpod_standin.state import Endpoint, Scaling, Settings, Tables
 from stillhouse_local.runpod_standin.timers import Scheduler
 from stillhouse_local.runpod_standin.webhooks import WebhookSender
 from stillhouse_local.runpod_standin.worker_face import WorkerFace
@@ -50,12 +50,16 @@ class RunPodStandIn:
         webhook_timeout_s: float = 10.0,
         webhook_on_cancel: bool = True,
         restart_workers: bool = True,
+        scaling: Scaling | None = None,
+        endpoint_scaling: dict[str, Scaling] | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
         endpoint_env = {ep: dict(env) for ep, env in (endpoint_env or {}).items()}
         if unknown := sorted(set(endpoint_env) - set(endpoints)):
             raise ValueError(f"endpoint_env names endpoints that are not in endpoints: {', '.join(unknown)}")
+        if unknown := sorted(set(endpoint_scaling or {}) - set(endpoints)):
+            raise ValueError(f"endpoint_scaling names endpoints that are not in endpoints: {', '.join(unknown)}")
         self._settings = Settings(
             host=host,
             port=port,
@@ -78,23 +82,28 @@ class RunPodStandIn:
             webhook_timeout_s=webhook_timeout_s,
             webhook_on_cancel=webhook_on_cancel,
             restart_workers=restart_workers,
+            scaling=scaling or Scaling(),
+            endpoint_scaling=dict(endpoint_scaling or {}),
         )
         self._tables = Tables()
         for ep in endpoints:
-            self._tables.endpoints[ep] = Endpoint(ep, self._tables.lock, seed)
+            self._tables.endpoints[ep] = Endpoint(ep, self._tables.lock, seed, self._settings.scaling_for(ep))
         self._webhooks = WebhookSender(self._tables, self._settings)
         self._engine = JobEngine(self._tables, self._settings, self._webhooks)
         self._worker_face = WorkerFace(self._engine)
         self._workers = WorkerPool(self._engine)
-        self.management = Management(lambda ep, env: self.add_endpoint(ep, env=env, wait=False),
-                                     self.reconfigure_endpoint)
+        self.management = Management(
+            lambda ep, env, record: self.add_endpoint(ep, env=env, wait=False, scaling=Scaling.from_record(record)),
+            self.reconfigure_endpoint,
+            lambda ep, record: self.set_scaling(ep, Scaling.from_record(record)))
         self._server: Server | None = None
         self._server_thread: threading.Thread | None = None
         self._started = False
 
     # -------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Bind, serve, start one worker per endpoint; return once every worker polls (or timeout)."""
+        """Bind, serve, start each endpoint's first workers (its floor: workers_min, at least one); return
+        once every worker polls (or timeout)."""
         if self._started:
             return
         self._started = True
@@ -112,7 +121,8 @@ class RunPodStandIn:
                 with self._tables.lock:
                     eps = list(self._tables.endpoints.values())
                 for ep in eps:
-                    self._workers.spawn(ep)
+                    for _ in range(ep.scaling.floor):
+                        self._workers.spawn(ep)
                 self._workers.wait_ready(eps)
         except BaseException:
             self.stop()
@@ -172,22 +182,51 @@ class RunPodStandIn:
         """The endpoint records by id; tests reach in for a worker's pid."""
         return self._tables.endpoints
 
-    def add_endpoint(self, endpoint_id: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
-        """Add an endpoint at run time (starts its worker when workers are enabled). No-op if it exists.
+    def add_endpoint(self, endpoint_id: str, *, env: dict[str, str] | None = None, wait: bool = True,
+                     scaling: Scaling | None = None) -> None:
+        """Add an endpoint at run time (starts its workers when workers are enabled). No-op if it exists.
 
-        `env`: extra environment for this endpoint's worker (like the constructor's endpoint_env).
-        `wait`: return once the worker polls (else at once; its jobs queue until it does)."""
+        `env`: extra environment for this endpoint's workers (like the constructor's endpoint_env).
+        `wait`: return once the workers poll (else at once; its jobs queue until they do).
+        `scaling`: its scaler settings (default: the constructor's `scaling`)."""
         with self._tables.lock:
             if endpoint_id in self._tables.endpoints:
                 return
             if env is not None:
                 self._settings.endpoint_env[endpoint_id] = dict(env)
-            ep = Endpoint(endpoint_id, self._tables.lock, self._settings.seed)
+            if scaling is not None:
+                self._settings.endpoint_scaling[endpoint_id] = scaling
+            ep = Endpoint(endpoint_id, self._tables.lock, self._settings.seed, self._settings.scaling_for(endpoint_id))
             self._tables.endpoints[endpoint_id] = ep
         if self._started and self._settings.start_workers and not self._tables.stopping.is_set():
-            self._workers.spawn(ep)
+            for _ in range(ep.scaling.floor):
+                self._workers.spawn(ep)
             if wait:
                 self._workers.wait_ready([ep])
+
+    def set_scaling(self, endpoint_id: str, scaling: Scaling) -> None:
+        """New scaler settings for an endpoint (as a PATCH of workersMin/Max, scalerType/Value, idleTimeout
+        does on RunPod); its workers move to them within a scaler tick."""
+        with self._tables.lock:
+            ep = self._tables.endpoints.get(endpoint_id)
+            if ep is None:
+                raise KeyError(endpoint_id)
+            self._settings.endpoint_scaling[endpoint_id] = scaling
+        self._workers.rescale(ep, scaling)
+
+    def scaling(self, endpoint_id: str) -> Scaling:
+        with self._tables.lock:
+            return self._tables.endpoints[endpoint_id].scaling
+
+    def workers(self, endpoint_id: str) -> dict[str, int]:
+        """An endpoint's workers now: `serving` (started, not exited, not going), `ready` (of those, polled
+        for jobs), `busy` (ready with a job), and `peak` (the most serving at once since it started)."""
+        with self._tables.lock:
+            ep = self._tables.endpoints[endpoint_id]
+            serving = ep.serving()
+            ready = [w for w in serving if w.pod_id in ep.seen]
+            busy = [w for w in ready if ep.running.get(w.pod_id)]
+            return {"serving": len(serving), "ready": len(ready), "busy": len(busy), "peak": ep.peak_workers}
 
     def reconfigure_endpoint(self, endpoint_id: str, env: dict[str, str]) -> None:
         """Give an endpoint's worker a new environment: its worker is replaced by one started with it

@@ -25,6 +25,50 @@ DEFAULT_TTL_MS = 86_400_000  # RunPod: 24 h
 
 MISSING: Any = object()  # "no output", distinct from an output of None
 
+QUEUE_DELAY, REQUEST_COUNT = "QUEUE_DELAY", "REQUEST_COUNT"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """How many workers an endpoint runs, as RunPod's endpoint settings say (`workersMin`, `workersMax`,
+    `scalerType`, `scalerValue`, `idleTimeout`), with RunPod's defaults.
+
+    QUEUE_DELAY adds a worker while a job has waited in the queue longer than `scaler_value` seconds;
+    REQUEST_COUNT keeps one worker per `scaler_value` jobs queued or running. A worker with no job for
+    `idle_timeout_s` goes away, down to `workers_min`, but never below one: the stand-in keeps one warm
+    worker, so a job never waits for a cold start (a deliberate deviation). Seconds may be fractions
+    here (tests); RunPod's management API takes whole seconds."""
+
+    workers_min: int = 0
+    workers_max: int = 3
+    scaler_type: str = QUEUE_DELAY
+    scaler_value: float = 4.0
+    idle_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.workers_max < 1 or not 0 <= self.workers_min <= self.workers_max:
+            raise ValueError(f"need 0 <= workers_min <= workers_max and workers_max >= 1: {self}")
+        if self.scaler_type not in (QUEUE_DELAY, REQUEST_COUNT):
+            raise ValueError(f"scaler_type must be {QUEUE_DELAY} or {REQUEST_COUNT}, not {self.scaler_type!r}")
+        if self.scaler_value <= 0 or self.idle_timeout_s < 0:
+            raise ValueError(f"scaler_value must be > 0 and idle_timeout_s >= 0: {self}")
+
+    @property
+    def floor(self) -> int:
+        """Workers kept however idle the endpoint is: workers_min, and at least one."""
+        return max(1, self.workers_min)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Scaling:
+        """From a management-API endpoint record (RunPod's field names)."""
+        d = cls()
+        def pick(key: str, default: Any) -> Any:
+            return default if record.get(key) is None else record[key]
+
+        return cls(workers_min=pick("workersMin", d.workers_min), workers_max=pick("workersMax", d.workers_max),
+                   scaler_type=pick("scalerType", d.scaler_type), scaler_value=pick("scalerValue", d.scaler_value),
+                   idle_timeout_s=pick("idleTimeout", d.idle_timeout_s))
+
 
 @dataclasses.dataclass(eq=False)
 class Job:
@@ -67,7 +111,8 @@ class Job:
 
 
 class Endpoint:
-    def __init__(self, endpoint_id: str, lock: threading.RLock, seed: int | None) -> None:
+    def __init__(self, endpoint_id: str, lock: threading.RLock, seed: int | None,
+                 scaling: Scaling | None = None) -> None:
         self.id = endpoint_id
         self.queue: collections.deque[str] = collections.deque()
         self.cond = threading.Condition(lock)  # job-take / job-stop waiters
@@ -78,10 +123,25 @@ class Endpoint:
         self.rng_lock = threading.Lock()
         self.counters = collections.Counter()
         self.seen: dict[str, float] = {}  # pod id -> last job-take/ping (monotonic)
-        self.worker: WorkerProcess | InProcessWorker | None = None
+        self.scaling = scaling or Scaling()
+        # pod id -> worker, oldest first; a worker that exited stays here until the supervisor replaces it
+        self.workers: dict[str, WorkerProcess | InProcessWorker] = {}
+        self.draining: set[str] = set()  # pods being scaled down: they are handed no more jobs
+        self.running: dict[str, set[str]] = collections.defaultdict(set)  # pod -> ids of jobs it took
+        self.last_busy: dict[str, float] = {}  # pod -> when it last had a job (or started), monotonic
         self.worker_generation = 0
         self.worker_restarts = 0
-        self.next_restart_at: float | None = None
+        self.restart_at: dict[str, float] = {}  # pod of a worker that exited on its own -> when to replace it
+        self.peak_workers = 0  # the most workers this endpoint ran at once (live, not draining)
+
+    @property
+    def worker(self) -> WorkerProcess | InProcessWorker | None:
+        """The oldest worker (tests reach in for a pid; with one worker, the worker)."""
+        return next(iter(self.workers.values()), None)
+
+    def serving(self) -> list[WorkerProcess | InProcessWorker]:
+        """Workers that take jobs: started, not exited, not being scaled down (lock held)."""
+        return [w for pod, w in self.workers.items() if pod not in self.draining and w.returncode is None]
 
     def roll(self, rate: float) -> bool:
         """A seeded coin flip; draws nothing for 0 and 1, so other knobs' sequences stay stable."""
@@ -136,6 +196,11 @@ class Settings:
     webhook_timeout_s: float
     webhook_on_cancel: bool
     restart_workers: bool
+    scaling: Scaling = dataclasses.field(default_factory=Scaling)  # every endpoint's, unless below
+    endpoint_scaling: dict[str, Scaling] = dataclasses.field(default_factory=dict)
+
+    def scaling_for(self, endpoint_id: str) -> Scaling:
+        return self.endpoint_scaling.get(endpoint_id, self.scaling)
 
     @property
     def base_url(self) -> str:

@@ -36,9 +36,9 @@ class WorkerFace:
         with self._lock:
             while True:
                 now = time.monotonic()
+                if self._stopping.is_set() or pod in ep.draining:
+                    return []  # a worker being scaled down is handed nothing; it is stopped next
                 ep.seen[pod] = now
-                if self._stopping.is_set():
-                    return []
                 taken: list[Job] = []
                 if not ep.faults["down"] and ep.queue:
                     if peer_gone():
@@ -63,6 +63,8 @@ class WorkerFace:
         job.started_at = now
         job.delay_ms = int((now - job.queued_at) * 1000)
         job.worker_id = pod
+        ep.running[pod].add(job.id)  # the scaler's count of busy workers (pruned as jobs end)
+        ep.last_busy[pod] = now
         job_id, attempt = job.id, job.attempt
         self._tables.sched.call_at(now + job.execution_timeout_ms / 1000,
                                    lambda: self._execution_timed_out(job_id, attempt))
@@ -109,7 +111,7 @@ class WorkerFace:
         deadline = time.monotonic() + self._hold_s
         with self._lock:
             while True:
-                ep.seen[pod] = time.monotonic()
+                _saw(ep, pod)
                 ids = ep.stop_signals.pop(pod, None)
                 if ids:
                     return ids
@@ -147,4 +149,10 @@ class WorkerFace:
 
     def ping(self, ep: Endpoint, pod: str) -> None:
         with self._lock:
-            ep.seen[pod] = time.monotonic()
+            _saw(ep, pod)
+
+
+def _saw(ep: Endpoint, pod: str) -> None:
+    """A worker called: it counts in health, unless it is being scaled down (lock held)."""
+    if pod not in ep.draining:
+        ep.seen[pod] = time.monotonic()

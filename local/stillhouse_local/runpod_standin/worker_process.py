@@ -8,7 +8,9 @@ spawner thread because the death signal follows the *thread* that forked.
 
 `InProcessWorker` polls the same worker-facing routes over HTTP from threads of this process and runs
 a Python callable the way the SDK's `run_job` does. It starts instantly (no `import runpod`, ~2 s) and
-is meant for tests of code that talks to the hosted-API face.
+is meant for tests of code that talks to the hosted-API face. Every in-process worker of a stand-in
+calls the same handler: a sync handler from each worker's threads at once (it must be thread-safe), an
+async one on one shared event loop (`AsyncRunner`).
 """
 from __future__ import annotations
 
@@ -165,13 +167,38 @@ class WorkerProcess:
 # ------------------------------------------------------------------------------------------------ #
 #                                       In-process fake worker                                      #
 # ------------------------------------------------------------------------------------------------ #
-def run_handler_like_sdk(handler: Callable[[dict], Any], job: dict, *, pod_id: str) -> dict:
-    """What runpod's `rp_job.run_job` sends to job-done for a (non-generator) handler."""
+class AsyncRunner:
+    """One event loop on its own thread, shared by every in-process worker of a stand-in.
+
+    An async handler's state may be bound to the loop it first ran on (gpu_handler's micro-batcher is),
+    so all in-process workers run their coroutines here, as the SDK runs a worker's jobs on one loop:
+    coroutines overlap at their awaits, and a model the handler loaded is loaded once and shared."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="standin-inproc-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, awaitable: Any) -> Any:
+        """Run `awaitable` on the shared loop and wait for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(_await(awaitable), self._loop).result()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+def run_handler_like_sdk(handler: Callable[[dict], Any], job: dict, *, pod_id: str,
+                         run_async: Callable[[Any], Any] | None = None) -> dict:
+    """What runpod's `rp_job.run_job` sends to job-done for a (non-generator) handler. `run_async` runs an
+    async handler's coroutine (default: a fresh `asyncio.run`)."""
     result: dict[str, Any] = {}
     try:
         out = handler(job)
         if inspect.isawaitable(out):
-            out = asyncio.run(_await(out))
+            out = (run_async or (lambda aw: asyncio.run(_await(aw))))(out)
         if isinstance(out, dict):
             out = dict(out)
             error = out.pop("error", None)
@@ -220,6 +247,7 @@ class InProcessWorker:
         headers: Mapping[str, str],
         concurrency: int = 1,
         poll_timeout_s: float = 60.0,
+        run_async: Callable[[Any], Any] | None = None,
     ) -> None:
         self.endpoint_id = endpoint_id
         self.pod_id = pod_id
@@ -230,6 +258,7 @@ class InProcessWorker:
         self._headers = dict(headers)
         self._concurrency = max(1, concurrency)
         self._poll_timeout_s = poll_timeout_s
+        self._run_async = run_async
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -274,7 +303,7 @@ class InProcessWorker:
             if inspect.isgeneratorfunction(self._handler):
                 result = self._run_generator(session, job)
             else:
-                result = run_handler_like_sdk(self._handler, job, pod_id=self.pod_id)
+                result = run_handler_like_sdk(self._handler, job, pod_id=self.pod_id, run_async=self._run_async)
             url = self._done_url.replace("$ID", job["id"]) + "&isStream=false"
             try:
                 session.post(url, data=json.dumps(result), timeout=30,

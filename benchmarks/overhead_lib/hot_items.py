@@ -10,9 +10,10 @@ whatever the quota's or the endpoint state's design:
   `tenant_stream_polls` (`#polls`), `tenant_record` (any other tenants key);
 - `endpoint_state`, `config` (live config, endpoints, audit: one partition per `id`), `api_key`,
   `tenant_webhook_secret`, `result_cache`, `batch`: by table;
-- the partitions of each global secondary index, by its partition key's value (`JobsTable.ByTenant` is
-  one partition per tenant, `JobsTable.ByStatusDue` one per status): an index partition takes the same
-  1,000 write units a second, and an index that cannot keep up throttles the table's writes;
+- the partitions of each global secondary index, by its partition key's value (`JobsTable.ByTenantPart`:
+  16 partitions per tenant, `{tenant}#{k}`; `JobsTable.ByStatusDuePart`: 16 per status, `{status}#{k}`):
+  an index partition takes the same 1,000 write units a second, and an index that cannot keep up
+  throttles the table's writes;
 - `job` and `idempotency_record` (one item per job or request) are not shared: reported apart.
 
 Write units, as DynamoDB bills and throttles them: 1 per started KB of the larger of the item before
@@ -26,11 +27,18 @@ The ceiling of a kind: DynamoDB's 1,000 WCU/s per partition key ÷ the write uni
 of its items. `ceiling_jobs_per_s` takes the busiest item of the run (never more than what was seen);
 `ceiling_even_spread_jobs_per_s` assumes a job's writes of that kind land on one of its `items` items,
 evenly (what sharding gives over many jobs; the same figure when every job writes every item).
+A partition value ending in `#<n>` is shard n of the key before it (`acme#3` of tenant `acme`,
+`IN_QUEUE#7` of status `IN_QUEUE`, `acme#in_flight#2` of `acme#in_flight`):
+`ceiling_busiest_key_even_spread_jobs_per_s` takes the key (all its shards) with the most write units a
+job and spreads them evenly over the shards of it seen in the run (never more than were seen: a short
+run may not touch all 16). For a kind with several keys, such as the statuses of the due index, that is
+the figure that binds; `ceiling_even_spread_jobs_per_s` spreads over every item of the kind.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +52,7 @@ KB = 1024
 PER_JOB_KINDS = ("job", "idempotency_record")
 #: Shared kinds always reported, with 0 writes when a run made none (then no ceiling: null).
 ALWAYS = ("tenant_quota", "endpoint_state", "config")
+_SHARD = re.compile(r"^(.*)#(\d+)$")
 _WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
 
 
@@ -221,6 +230,12 @@ class HotItems:
         return hot, per_job
 
 
+def shard_key_of(partition: str) -> str:
+    """The key a sharded partition value belongs to (`acme#3` -> `acme`); any other value is its own key."""
+    m = _SHARD.match(partition)
+    return m.group(1) if m else partition
+
+
 def kind_figures(s: KindStats, jobs: int) -> dict[str, Any]:
     r = lambda v, d=3: None if v is None else round(v, d)
     n = max(jobs, 1)
@@ -228,6 +243,12 @@ def kind_figures(s: KindStats, jobs: int) -> dict[str, Any]:
     busiest, busiest_wcu = (s.item_wcu.most_common(1) or [("", 0.0)])[0]
     items = len(s.item_wcu)
     busiest_per_job = busiest_wcu / n
+    key_wcu: Counter = Counter()
+    key_shards: Counter = Counter()
+    for partition, wcu in s.item_wcu.items():
+        key_wcu[shard_key_of(partition)] += wcu
+        key_shards[shard_key_of(partition)] += 1
+    busiest_key, busiest_key_wcu = (key_wcu.most_common(1) or [("", 0.0)])[0]
     return {
         "writes_per_job": r(s.writes / n),
         "wcu_per_job": r(wcu_per_job),
@@ -240,6 +261,11 @@ def kind_figures(s: KindStats, jobs: int) -> dict[str, Any]:
         "refused_writes_per_job": r(s.refused / n),
         "ceiling_jobs_per_s": r(PARTITION_WCU_PER_S / busiest_per_job, 1) if busiest_per_job else None,
         "ceiling_even_spread_jobs_per_s": r(PARTITION_WCU_PER_S * items / wcu_per_job, 1) if wcu_per_job else None,
+        "busiest_key": busiest_key,
+        "busiest_key_shards": key_shards[busiest_key],
+        "busiest_key_wcu_per_job": r(busiest_key_wcu / n),
+        "ceiling_busiest_key_even_spread_jobs_per_s":
+            r(PARTITION_WCU_PER_S * key_shards[busiest_key] * n / busiest_key_wcu, 1) if busiest_key_wcu else None,
         "sweeper_writes_in_window": s.fixed_writes, "sweeper_wcu_in_window": r(s.fixed_wcu),
     }
 
@@ -324,13 +350,15 @@ class MotoItems:
 # ------------------------------------------------------------------------------------------------ #
 def render(hot: dict[str, Any], probe: dict[str, Any] | None = None) -> str:
     """The hot-item figures as a table (stderr), busiest kind first."""
-    head = f"{'shared item kind':<28} {'writes/job':>10} {'WCU/job':>8} {'items':>5} {'max bytes':>9} {'ceiling jobs/s':>14}"
+    head = (f"{'shared item kind':<28} {'writes/job':>10} {'WCU/job':>8} {'items':>5} {'max bytes':>9} "
+            f"{'ceiling jobs/s':>14} {'key spread':>10}")
     lines = ["hot items: DynamoDB's 1,000 WCU/s per partition key / WCU per job on the busiest item", head]
     order = sorted(hot.items(), key=lambda kv: kv[1].get("ceiling_jobs_per_s") or math.inf)
     for kind, f in order:
         ceiling = f.get("ceiling_jobs_per_s")
         lines.append(f"{kind:<28} {f['writes_per_job']:>10} {f['wcu_per_job']:>8} {f['items']:>5} "
-                     f"{f['item_bytes_max'] or '-':>9} {ceiling if ceiling is not None else '-':>14}")
+                     f"{f['item_bytes_max'] or '-':>9} {ceiling if ceiling is not None else '-':>14} "
+                     f"{f.get('ceiling_busiest_key_even_spread_jobs_per_s') or '-':>10}")
     for name, p in (probe or {}).items():
         if "error" in p:
             lines.append(f"{name}: {p['error']}")

@@ -81,6 +81,10 @@ def test_overhead_prices_every_path_and_every_job_completes():
         if figures["writes_per_job"] > 0:
             assert figures["ceiling_jobs_per_s"] > 0 and figures["item_bytes_max"] != 0, (kind, figures)
     assert out["per_job_items"]["job"]["writes_per_job"] >= 2  # the job's own item is not shared: apart
+    # The jobs table's indexes are write-sharded: one tenant's entries, and one status's, land on several
+    # partitions of their key (16 by design; a dozen jobs touch several of them).
+    for kind in ("JobsTable.ByTenantPart", "JobsTable.ByStatusDuePart"):
+        assert hot[kind]["busiest_key_shards"] > 1, (kind, hot[kind])
     probe = out["hot_items_probe"]["tenant_quota_at_100_in_flight"]
     # No hot item caps a tenant: with 100 jobs in flight a job still costs its quota a small write to take
     # its places and one to give them back, spread over 16 shards: >= 5,000 jobs/s for one tenant.

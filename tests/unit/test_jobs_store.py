@@ -7,7 +7,7 @@ from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, TransitionRefused
 from stillhouse.jobs.model import CouncilMember, JobStatus
-from stillhouse.jobs.store import JobStore, MemberStore
+from stillhouse.jobs.store import INDEX_SHARDS, JobStore, MemberStore, index_shard
 from stillhouse.outputs.spill import ResultStore, result_key
 from tests.support.jobs import make_job
 
@@ -122,6 +122,135 @@ def test_a_forged_cursor_is_a_clear_400(store):
     with pytest.raises(InvalidRequest) as err:
         store.list("acme", cursor="not-base64!")
     assert err.value.field == "cursor"
+
+
+def spread_ids(count):
+    """`count` job ids whose index shards cover every partition (and several share one)."""
+    ids = [f"job-{n:03}" for n in range(count)]
+    assert len({index_shard(i) for i in ids}) == INDEX_SHARDS
+    return ids
+
+
+def test_a_stale_cursor_of_the_unsharded_index_still_continues_the_listing(store):
+    import base64
+
+    for i in range(3):
+        store.create(make_job(f"a{i}"))
+    newest, _ = store.list("acme", limit=1)
+    sk = f"{newest[0].created_at}#{newest[0].id}"
+    old = base64.urlsafe_b64encode(json.dumps({"id": newest[0].id, "tenant_id": "acme", "tenant_sk": sk}).encode())
+    rest, _ = store.list("acme", limit=5, cursor=old.decode())
+    assert newest[0].id not in [j.id for j in rest] and len(rest) == 2
+
+
+def test_listing_over_every_index_partition_pages_through_each_job_once_newest_first(store, jobs_table):
+    ids = spread_ids(40)
+    for n, job_id in enumerate(ids):  # created_at in id order, a few sharing a millisecond
+        at = f"2026-01-01T00:00:{n // 2:02}.000Z"
+        store.create(make_job(job_id).model_copy(update={"created_at": at, "updated_at": at}))
+    store.create(make_job("someone-else", tenant="other"))
+    shown, cursor, pages = [], None, 0
+    while True:
+        page, cursor = store.list("acme", limit=7, cursor=cursor)
+        assert len(page) <= 7
+        shown += [j.id for j in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert shown == list(reversed(ids))  # every job once, newest first, across 16 partitions
+    assert pages == 6
+    parts = {jobs_table.get_item(Key={"id": i})["Item"]["tenant_part"] for i in ids}
+    assert parts == {f"acme#{k}" for k in range(INDEX_SHARDS)}
+
+
+def test_a_status_filtered_listing_pages_through_the_matching_jobs_only(store):
+    ids = spread_ids(40)
+    for n, job_id in enumerate(ids):
+        at = f"2026-01-01T00:01:{n:02}.000Z"
+        store.create(make_job(job_id).model_copy(update={"created_at": at, "updated_at": at}))
+    cancelled = ids[::3]
+    for job_id in cancelled:
+        store.transition(job_id, JobStatus.CANCELLED, actor="api")
+    shown, cursor = [], None
+    while True:
+        page, cursor = store.list("acme", status=JobStatus.CANCELLED, limit=4, cursor=cursor)
+        assert all(j.status is JobStatus.CANCELLED for j in page)
+        shown += [j.id for j in page]
+        if cursor is None:
+            break
+    assert shown == list(reversed(cancelled))
+
+
+def test_another_tenants_cursor_is_not_found(store):
+    from stillhouse.errors import NotFound
+
+    for i in range(3):
+        store.create(make_job(f"a{i}"))
+    _, cursor = store.list("acme", limit=1)
+    with pytest.raises(NotFound):
+        store.list("other", cursor=cursor)
+
+
+def test_due_merges_every_partition_longest_overdue_first_up_to_the_limit(store, jobs_table):
+    ids = spread_ids(40)
+    for n, job_id in enumerate(ids):
+        store.create(make_job(job_id))
+        due = f"2026-01-01T00:00:{59 - n:02}.000Z"  # the last created is the longest overdue
+        store.annotate(job_id, {"due_at": due})
+    store.create(make_job("later"))
+    store.annotate("later", {"due_at": "2026-01-02T00:00:00.000Z"})
+    by = "2026-01-01T12:00:00.000Z"
+    assert store.due(JobStatus.IN_QUEUE, by, limit=10) == list(reversed(ids))[:10]
+    assert store.due(JobStatus.IN_QUEUE, by) == list(reversed(ids))  # "later" is not due yet
+    store.transition(ids[-1], JobStatus.IN_PROGRESS, actor="dispatch", fields={"due_at": "2026-01-01T00:00:00.000Z"})
+    assert store.due(JobStatus.IN_QUEUE, by, limit=1) == [ids[-2]]
+    assert store.due(JobStatus.IN_PROGRESS, by) == [ids[-1]]
+    assert jobs_table.get_item(Key={"id": ids[-1]})["Item"]["due_part"] == f"IN_PROGRESS#{index_shard(ids[-1])}"
+
+
+def test_a_finished_job_leaves_the_due_index_unless_its_notice_is_owed(store):
+    store.create(make_job("quiet"))
+    store.create(make_job("hooked", webhook="https://example.invalid/hook"))
+    for job_id in ("quiet", "hooked"):
+        store.transition(job_id, JobStatus.COMPLETED, actor="webhook", fields={"output": {}},
+                         current=store.get(job_id))
+    far = "2999-01-01T00:00:00.000Z"
+    assert store.due(JobStatus.COMPLETED, far) == ["hooked"]
+    assert store.due(JobStatus.IN_QUEUE, far) == []
+
+
+def test_the_backfill_gives_jobs_written_before_the_sharded_indexes_their_partitions(store, jobs_table):
+    for job_id, status in (("old-q", "IN_QUEUE"), ("old-done", "COMPLETED")):
+        jobs_table.put_item(Item={"id": job_id, "tenant_id": "acme", "status": status, "task": "echo",
+                                  "input": "{}", "created_at": "2025-01-01T00:00:00.000Z",
+                                  "updated_at": "2025-01-01T00:00:00.000Z", "events": [],
+                                  "tenant_sk": f"2025-01-01T00:00:00.000Z#{job_id}",
+                                  "due_at": "2025-01-01T00:05:00.000Z"})
+    store.create(make_job("new"))
+    assert [j.id for j in store.list("acme")[0]] == ["new"]  # unseen until backfilled
+    assert store.backfill_index_parts() == 2
+    assert store.backfill_index_parts() == 0  # nothing left
+    assert sorted(j.id for j in store.list("acme")[0]) == ["new", "old-done", "old-q"]
+    assert store.due(JobStatus.IN_QUEUE, "2025-01-01T00:10:00.000Z") == ["old-q"]
+
+
+def test_the_backfill_leaves_a_job_whose_status_moved_since_it_was_read(store, jobs_table):
+    jobs_table.put_item(Item={"id": "old", "tenant_id": "acme", "status": "IN_QUEUE", "task": "echo",
+                              "input": "{}", "created_at": "2025-01-01T00:00:00.000Z",
+                              "updated_at": "2025-01-01T00:00:00.000Z", "events": []})
+    real_update = jobs_table.update_item
+
+    class MovesFirst:  # the job moves between the backfill's scan and its write
+        meta, name = jobs_table.meta, jobs_table.name
+
+        def update_item(self, **kwargs):
+            jobs_table.update_item(Key={"id": "old"}, UpdateExpression="SET #s = :c",
+                                   ExpressionAttributeNames={"#s": "status"},
+                                   ExpressionAttributeValues={":c": "CANCELLED"})
+            return real_update(**kwargs)
+
+    assert JobStore(MovesFirst()).backfill_index_parts() == 0
+    assert "due_part" not in jobs_table.get_item(Key={"id": "old"})["Item"]
 
 
 def test_a_council_member_is_recorded_only_while_the_job_lives(store, jobs_table):

@@ -6,8 +6,11 @@ result is read back whole anyway.
 from __future__ import annotations
 
 import base64
+import heapq
 import json
+import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,12 +28,39 @@ ITEM_MARGIN = 16_000  # what a write adds beside the output: the new timeline ev
 # Beside the input, what an item holds that a write made without reading it cannot see: the timeline so
 # far, the parameters, the deliveries; more than a job on the fast path gathers.
 UNREAD_ALLOWANCE = 48_000
-TENANT_INDEX = "ByTenant"
-# Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines). A terminal
-# job stays only while its caller's notice is owed (the notice outbox: the terminal write keeps a `due_at`,
-# the first recorded delivery try removes it, stillhouse.delivery.outbox re-sends what is overdue), so the
-# sweeper reads only what is due.
-DUE_INDEX = "ByStatusDue"
+# Both indexes are write-sharded: one partition key value takes about 1,000 write units a second, so an
+# index keyed on the tenant (or on the status, for the whole stack) capped every tenant (the stack) at a few
+# hundred jobs/s (docs/scale.md). Each job's entry goes to one of INDEX_SHARDS partitions per tenant (per
+# status), picked by a stable hash of its id; readers query every partition and merge.
+INDEX_SHARDS = 16
+# A tenant's jobs by `tenant_sk` (created_at#id), on `tenant_part` = "{tenant_id}#{shard}".
+TENANT_INDEX = "ByTenantPart"
+# Live jobs by status and `due_at`, when the sweeper should look at them next (jobs.deadlines), on
+# `due_part` = "{status}#{shard}" (rewritten with every status). A terminal job stays only while its
+# caller's notice is owed (the notice outbox: the terminal write keeps a `due_at`, the first recorded
+# delivery try removes it, stillhouse.delivery.outbox re-sends what is overdue), so the sweeper reads only
+# what is due.
+DUE_INDEX = "ByStatusDuePart"
+_PART_FIELDS = ("tenant_sk", "tenant_part", "due_part")
+_READERS = 8  # index partitions queried at once
+_pool: ThreadPoolExecutor | None = None
+
+
+def index_shard(job_id: str) -> int:
+    """The job's index shard: stable across processes (crc32, not Python's salted hash())."""
+    return zlib.crc32(job_id.encode()) % INDEX_SHARDS
+
+
+def tenant_part(tenant_id: str, job_id: str) -> str:
+    return f"{tenant_id}#{index_shard(job_id)}"
+
+
+def due_part(status: JobStatus | str, job_id: str) -> str:
+    return f"{JobStatus(status).value}#{index_shard(job_id)}"
+
+
+def _parts(key: str) -> list[str]:
+    return [f"{key}#{k}" for k in range(INDEX_SHARDS)]
 
 
 def iso(moment: datetime) -> str:
@@ -57,6 +87,8 @@ def to_item(job: Job) -> dict[str, Any]:
         if name in data:
             data[name] = json.dumps(data[name])
     data["tenant_sk"] = f"{job.created_at}#{job.id}"
+    data["tenant_part"] = tenant_part(job.tenant_id, job.id)
+    data["due_part"] = due_part(job.status, job.id)
     return data
 
 
@@ -65,7 +97,8 @@ def from_item(item: dict[str, Any]) -> Job:
     for name in _JSON_FIELDS:
         if isinstance(data.get(name), str):
             data[name] = json.loads(data[name])
-    data.pop("tenant_sk", None)
+    for name in _PART_FIELDS:
+        data.pop(name, None)
     return Job.model_validate(data)
 
 
@@ -159,24 +192,60 @@ class JobStore:
         self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
     ) -> tuple[list[JobSummary], str | None]:
         """A tenant's jobs, newest first. The index carries only the summary fields (template.yaml),
-        so a status change rewrites a small index entry, not a copy of the whole job."""
-        kwargs: dict[str, Any] = {
-            "IndexName": TENANT_INDEX,
-            "KeyConditionExpression": "tenant_id = :t",
-            "ExpressionAttributeValues": {":t": tenant_id},
-            "ScanIndexForward": False,  # newest first
-            "Limit": limit,
-        }
-        if status is not None:
-            kwargs["FilterExpression"] = "#s = :s"
-            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
-            kwargs["ExpressionAttributeValues"][":s"] = status.value
-        if cursor:
-            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, tenant_id)
-        page = self._table.query(**kwargs)
-        last = page.get("LastEvaluatedKey")
-        items = [JobSummary.model_validate(i) for i in page.get("Items", [])]
-        return items, _encode_cursor(last) if last else None
+        so a status change rewrites a small index entry, not a copy of the whole job. Each of the
+        tenant's index partitions gives its newest `limit` (past the cursor: the last `tenant_sk` shown),
+        and the merge keeps the newest `limit` of them."""
+        before = _decode_cursor(cursor, tenant_id) if cursor else None
+
+        def request(part: str) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {
+                "IndexName": TENANT_INDEX,
+                "KeyConditionExpression": "tenant_part = :p",
+                "ExpressionAttributeValues": {":p": part},
+                "ScanIndexForward": False,  # newest first
+            }
+            if before is not None:
+                kwargs["KeyConditionExpression"] += " AND tenant_sk < :before"
+                kwargs["ExpressionAttributeValues"][":before"] = before
+            if status is not None:
+                kwargs["FilterExpression"] = "#s = :s"
+                kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+                kwargs["ExpressionAttributeValues"][":s"] = status.value
+            return kwargs
+
+        found = self._query_parts(_parts(tenant_id), request, limit)
+        merged = list(heapq.merge(*(items for items, _ in found), key=lambda i: i["tenant_sk"], reverse=True))
+        page = merged[:limit]
+        more = len(merged) > limit or any(left for _, left in found)
+        summaries = [JobSummary.model_validate(i) for i in page]
+        return summaries, _encode_cursor(tenant_id, page[-1]["tenant_sk"]) if more and page else None
+
+    def _query_parts(self, parts: list[str], request: Callable[[str], dict[str, Any]],
+                     want: int | None) -> list[tuple[list[dict[str, Any]], bool]]:
+        """Query each index partition in `parts` (`request(part)`: the query's arguments), at most
+        `_READERS` at once: its first `want` items (all: None) in the index's order, and whether it
+        has more."""
+        client = self._table.meta.client  # thread-safe, unlike the resource; (de)serialises as the table does
+
+        def one(part: str) -> tuple[list[dict[str, Any]], bool]:
+            kwargs = {"TableName": self._table.name, **request(part)}
+            items: list[dict[str, Any]] = []
+            while True:
+                if want is not None:
+                    kwargs["Limit"] = want - len(items)
+                page = client.query(**kwargs)
+                items += page.get("Items", [])
+                last = page.get("LastEvaluatedKey")
+                if last is None:
+                    return items, False
+                if want is not None and len(items) >= want:
+                    return items, True
+                kwargs["ExclusiveStartKey"] = last
+
+        global _pool
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="index-part")
+        return list(_pool.map(one, parts))
 
     def live(self, job_ids: list[str]) -> set[str]:
         """Which of `job_ids` exist and have not ended (a tenant's in-flight count is healed with it)."""
@@ -199,10 +268,10 @@ class JobStore:
         (tenants.quotas heals its counts with them): the live jobs are the due index's, read again here."""
         client = self._table.meta.client
         for status in (s for s in JobStatus if not s.terminal):
-            pages = client.get_paginator("query").paginate(
-                TableName=self._table.name, IndexName=DUE_INDEX, KeyConditionExpression="#s = :s",
-                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": status.value})
-            ids = [item["id"] for page in pages for item in page.get("Items", [])]
+            found = self._query_parts(_parts(status.value), lambda part: {
+                "IndexName": DUE_INDEX, "KeyConditionExpression": "due_part = :p",
+                "ExpressionAttributeValues": {":p": part}}, None)
+            ids = [item["id"] for items, _ in found for item in items]
             for start in range(0, len(ids), 100):  # BatchGetItem's limit
                 request = {self._table.name: {"Keys": [{"id": i} for i in ids[start:start + 100]],
                                               "ProjectionExpression": "tenant_id, quota_hold, #s",
@@ -215,33 +284,51 @@ class JobStore:
                     request = page.get("UnprocessedKeys") or None
 
     def due(self, status: JobStatus, by: str, limit: int = 100) -> list[str]:
-        """Ids of jobs in `status` due for a look by `by` (ISO time), longest overdue first."""
-        page = self._table.query(
-            IndexName=DUE_INDEX,
-            KeyConditionExpression="#s = :s AND due_at <= :by",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":s": status.value, ":by": by},
-            Limit=limit,
-        )
-        return [item["id"] for item in page.get("Items", [])]
+        """Ids of jobs in `status` due for a look by `by` (ISO time), longest overdue first, at most
+        `limit`: each of the status's index partitions gives its `limit` most overdue, merged."""
+        found = self._query_parts(_parts(status.value), lambda part: {
+            "IndexName": DUE_INDEX, "KeyConditionExpression": "due_part = :p AND due_at <= :by",
+            "ExpressionAttributeValues": {":p": part, ":by": by}}, limit)
+        merged = heapq.merge(*(items for items, _ in found), key=lambda i: (i["due_at"], i["id"]))
+        return [item["id"] for _, item in zip(range(limit), merged, strict=False)]
 
     def submitted_since(self, tenant_id: str, since: str, limit: int = 1000) -> list[dict[str, Any]]:
-        """A tenant's jobs submitted at or after `since` (ISO time), newest first, as the tenant index
-        carries them: id, status, task, created_at, updated_at."""
-        found: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "IndexName": TENANT_INDEX,
-            "KeyConditionExpression": "tenant_id = :t AND tenant_sk >= :since",
-            "ExpressionAttributeValues": {":t": tenant_id, ":since": since},
-            "ScanIndexForward": False,
-        }
-        while len(found) < limit:
-            page = self._table.query(**kwargs, Limit=limit - len(found))
-            found += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return found
+        """A tenant's jobs submitted at or after `since` (ISO time), newest first, at most `limit`, as the
+        tenant index carries them: id, status, task, created_at, updated_at."""
+        found = self._query_parts(_parts(tenant_id), lambda part: {
+            "IndexName": TENANT_INDEX, "KeyConditionExpression": "tenant_part = :p AND tenant_sk >= :since",
+            "ExpressionAttributeValues": {":p": part, ":since": since}, "ScanIndexForward": False}, limit)
+        merged = heapq.merge(*(items for items, _ in found), key=lambda i: i["tenant_sk"], reverse=True)
+        return [{k: v for k, v in item.items() if k not in _PART_FIELDS}
+                for _, item in zip(range(limit), merged, strict=False)]
+
+    def backfill_index_parts(self) -> int:
+        """Give every job written before the indexes were sharded its `tenant_part` and `due_part` (one
+        pass over the table; docs/scale.md, "Upgrading a stack"). Each write is conditional on the status
+        read, so a job that moved meanwhile (its new status's write sets both) is left as it is. Returns
+        how many jobs were written."""
+        client = self._table.meta.client
+        pages = client.get_paginator("scan").paginate(
+            TableName=self._table.name, ProjectionExpression="id, tenant_id, #s",
+            FilterExpression="attribute_not_exists(tenant_part) OR attribute_not_exists(due_part)",
+            ExpressionAttributeNames={"#s": "status"})
+        written = 0
+        for page in pages:
+            for item in page.get("Items", []):
+                try:
+                    self._table.update_item(
+                        Key={"id": item["id"]}, UpdateExpression="SET tenant_part = :tp, due_part = :dp",
+                        ConditionExpression="#s = :s",
+                        ExpressionAttributeNames={"#s": "status"},
+                        ExpressionAttributeValues={":tp": tenant_part(item["tenant_id"], item["id"]),
+                                                   ":dp": due_part(item["status"], item["id"]),
+                                                   ":s": item["status"]})
+                except ClientError as err:
+                    if not _is_condition_failure(err):
+                        raise
+                    continue
+                written += 1
+        return written
 
     def overviews(self, job_ids: list[str]) -> list[dict[str, Any]]:
         """The small fields of many jobs at once (no input, output or council): for dashboards. Unordered."""
@@ -301,8 +388,10 @@ class JobStore:
             ":target": target.value,
             ":now": at,
             ":ev": [event.model_dump(mode="json", exclude_none=True)],
+            ":dp": due_part(target, job_id),
         }
-        sets = ["#s = :target", "updated_at = :now", "events = list_append(events, :ev)"]
+        # `due_part` moves with the status: the due index is keyed on it (sparse on `due_at` as before)
+        sets = ["#s = :target", "due_part = :dp", "updated_at = :now", "events = list_append(events, :ev)"]
         if not target.terminal and "due_at" not in (fields or {}):
             values[":due"] = self._due_after_news(moment)
             sets.append("due_at = :due")
@@ -504,18 +593,22 @@ class MemberStore:
         return True
 
 
-def _encode_cursor(key: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode()
+def _encode_cursor(tenant_id: str, tenant_sk: str) -> str:
+    """Opaque to callers: the tenant and the last `tenant_sk` shown (the next page is what sorts before it)."""
+    key = {"tenant_id": tenant_id, "tenant_sk": tenant_sk}
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
-def _decode_cursor(cursor: str, tenant_id: str) -> dict[str, Any]:
+def _decode_cursor(cursor: str, tenant_id: str) -> str:
+    """The `tenant_sk` a cursor continues after. A cursor from before the indexes were sharded (it also
+    names the job's `id`) still works."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except ValueError as err:
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor") from err
-    if not isinstance(key, dict) or set(key) != {"id", "tenant_id", "tenant_sk"} or \
+    if not isinstance(key, dict) or set(key) - {"id"} != {"tenant_id", "tenant_sk"} or \
             not all(isinstance(v, str) for v in key.values()):
         raise InvalidRequest("cursor is not a cursor this API returned", field="cursor")
     if key["tenant_id"] != tenant_id:  # another tenant's cursor is as unknown as another tenant's job
         raise NotFound("no such cursor", field="cursor")
-    return key
+    return key["tenant_sk"]

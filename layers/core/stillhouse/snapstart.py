@@ -7,9 +7,10 @@ process, and resumes every new execution environment from that snapshot. Two hoo
   live configuration read), so that restored copies start warm; then buffered metrics are flushed
   (the snapshot must not hold data points that every restored copy would emit again);
 - after each restore, `restored`: `random` is re-seeded (every copy would otherwise draw the same numbers:
-  routing's picks, retry jitter), and everything that must not be shared by copies is dropped: cached AWS
-  clients with their connection pools and resolved credentials, the built objects with their caches (keys,
-  tenants, endpoint states, the live configuration), secrets and settings. They are built again on first use.
+  routing's picks, the quota shard a submission tries first, retry jitter), and everything that must not be
+  shared by copies is dropped: cached AWS clients with their connection pools and resolved credentials, the
+  built objects with their caches (keys, tenants, quotas, endpoint states, the live configuration), secrets
+  and settings. They are built again on first use.
 
 The hooks register with Lambda's `snapshot_restore_py`, which Lambda's Python runtime provides; where it is
 not installed (tests, the embedded stack, LocalStack) `prepare` registers nothing and nothing changes.

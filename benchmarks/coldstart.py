@@ -14,7 +14,7 @@ CPU time, which moves less with the machine's load), `modules_loaded` (which doe
 loads, which a SnapStart snapshot holds: not the target), and the slowest top-level imports of the slowest function (from `-X importtime`).
 
 The target (issue 24): every function's median wall import <= `--target-ms` (250). A function over it is
-measured again, up to `--rounds` times in all, and its best round counts: a load spike on a shared machine
+measured again, up to `--rounds` (5) times in all, and its best round counts: a load spike on a shared machine
 passes, a real regression (boto3 or pydantic back at import: +100-200 ms each) does not. Over the target,
 the benchmark says which function and exits 1, after printing its JSON (`over_target`). Run first, it
 compiles the project's bytecode (as a deployed package has it), whatever PYTHONDONTWRITEBYTECODE says.
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="CI's run: 3 processes per function (1 traced), no -X importtime breakdown")
     parser.add_argument("--target-ms", type=float, default=250.0, help="each function's median wall import")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --repeat for a function over the target")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --repeat for a function over the target")
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else max(1, args.repeat)
     traced_repeat = 1 if args.quick else repeat

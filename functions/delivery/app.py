@@ -8,20 +8,22 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from stillhouse.container import container, startup_check
-from stillhouse.delivery.webhooks import read_notice, try_notice
+from stillhouse import snapstart
 from stillhouse.jobs.queue import traceparent_of
 from stillhouse.telemetry.metrics import log_metrics
 from stillhouse.telemetry.tracing import job_context, lambda_tracer
-
-startup_check()  # every setting validated now (Lambda init), not at first use
 
 logger = Logger(service="stillhouse")
 tracer = lambda_tracer()  # X-Ray on AWS (Tracing: Active); nothing, and no X-Ray SDK import, elsewhere
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
+snapstart.prepare("stillhouse.delivery.webhooks")  # the core loads at first use, or before a SnapStart snapshot
+
 
 async def record_handler(record: SQSRecord) -> None:
+    from stillhouse.container import container  # the core: loaded with the first event (warm)
+    from stillhouse.delivery.webhooks import read_notice, try_notice
+
     notice = read_notice(record.body)
     with job_context(notice.job_id, traceparent_of(record), "deliver"):  # the try's thread inherits it
         await try_notice(container().deliverer, notice, int(record.attributes.approximate_receive_count or 1),

@@ -1,20 +1,22 @@
 """Sweeper Lambda: each scheduled run settles due jobs in rounds; {"action": "redrive"} empties the DLQs."""
 from aws_lambda_powertools import Logger
 
-from stillhouse.container import container, startup_check
+from stillhouse import snapstart
 from stillhouse.telemetry.metrics import log_metrics
 from stillhouse.telemetry.tracing import lambda_tracer
 
-startup_check()  # every setting validated now (Lambda init), not at first use
-
 logger = Logger(service="stillhouse")
 tracer = lambda_tracer()  # X-Ray on AWS (Tracing: Active); nothing, and no X-Ray SDK import, elsewhere
+
+snapstart.prepare()  # the core loads at first use, or before a SnapStart snapshot
 
 
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 @log_metrics
 def handler(event: dict, context: object) -> dict:
+    from stillhouse.container import container  # the core: loaded with the first event (warm)
+
     if event.get("action") == "redrive":
         return {"redriven": container().queue.redrive_dlqs(),
                 "webhooks_redriven": container().delivery_queue.redrive_dlq()}

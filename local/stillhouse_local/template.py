@@ -19,7 +19,11 @@ CODE_BUCKET = "stillhouse-local-code"
 #: What only an operator of the deployed stack needs: alarms, their topic and the dashboard. Nothing local
 #: reads them, and moto's CloudFormation would only warn about the types it does not model.
 NOT_EMBEDDED = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::SNS::Topic",
-                          "AWS::SNS::Subscription"})
+                          "AWS::SNS::Subscription",
+                          # Each function's published version and its alias `live` (AutoPublishAlias, for
+                          # SnapStart): the embedded stack invokes the code in-process, and the event sources
+                          # that name the alias are its own (its queue pollers, gateway, schedules).
+                          "AWS::Lambda::Version", "AWS::Lambda::Alias"})
 #: What moto's CloudFormation does not model, and moto would not enforce anyway: the results bucket's
 #: TLS-only policy (the embedded stack's S3 is plain http on loopback).
 NOT_MODELLED = frozenset({"AWS::S3::BucketPolicy"})

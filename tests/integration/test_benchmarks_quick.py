@@ -1,6 +1,6 @@
 """The benchmarks' `--quick` modes, so none of them rots: each runs in a process of its own (an embedded
 stack is process-global) and prints one JSON object whose figures must make sense. Outcomes and call
-counts are asserted, never timings. About two minutes on 2 cores, most of it the overhead
+counts are asserted; the one timing asserted is the cold start's target (issue 24), with a wide margin. About two minutes on 2 cores, most of it the overhead
 benchmark's four stack start-ups (fast path, retry, council of 3, WorkflowMode=always) and the batch
 benchmark's 400-line batches."""
 import json
@@ -30,12 +30,17 @@ def test_the_floor_times_six_calls_per_job():
     assert out["floor_ms_per_job"] > 0 and out["floor_jobs_per_s"] > 0
 
 
-def test_coldstart_imports_every_function():
+def test_coldstart_imports_every_function_within_250_ms():
+    # The benchmark exits 1 naming any function over the target (run_benchmark asserts exit 0).
     out = run_benchmark("coldstart.py", "--quick")
     functions = {p.parent.name for p in (ROOT / "functions").glob("*/app.py")}
     assert set(out["import_ms"]) == functions
     assert all(ms > 0 for ms in out["import_ms"].values())
     assert out["max_import_ms"] == max(out["import_ms"].values())
+    # Each a median of 3 fresh processes, within the target: on this 2-core machine today about 50-150 ms
+    # of CPU each, where boto3 or pydantic back at import would add 100-200 ms.
+    assert out["repeat"] == 3 and out["target_ms"] == 250
+    assert out["over_target"] == {} and out["max_import_ms"] <= 250, out["import_ms"]
 
 
 def test_overhead_prices_every_path_and_every_job_completes():

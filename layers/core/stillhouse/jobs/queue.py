@@ -7,10 +7,12 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stillhouse.jobs.model import Priority
 from stillhouse.telemetry import tracing
+
+if TYPE_CHECKING:  # annotations only: the functions that read a message do not load the job model
+    from stillhouse.jobs.model import Priority
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import wraps
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
 
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-from stillhouse.config import get_settings
-from stillhouse.jobs.model import Job
 from stillhouse.jobs.status import JobStatus
+
+if TYPE_CHECKING:  # annotations only: `log_metrics` must not load the job model or the settings at import
+    from stillhouse.jobs.model import Job
 
 NAMESPACE = "stillhouse"
 SERVICE = "stillhouse"
@@ -166,6 +167,8 @@ class Metrics:
         if status is not JobStatus.COMPLETED and status is not JobStatus.CANCELLED:
             self._put(ATTEMPTS_FAILED, 1, endpoint=endpoint)
         gpu_s = float(execution) / 1000 if isinstance(execution, int | float) else 0.0
+        from stillhouse.config import get_settings  # loaded with the first attempt, not at a cold import
+
         prices = get_settings()
         self._put(ESTIMATED_COST, gpu_s * prices.gpu_usd_per_s + prices.aws_usd_per_job, endpoint=endpoint)
 

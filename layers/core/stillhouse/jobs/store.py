@@ -577,8 +577,9 @@ class JobStore:
         """`job` with its input, when the input is kept in S3: from `known` (the job as its caller read
         it), else this process's memory or S3. An input the bucket's lifecycle has removed (a finished
         job's, in its last day of retention: it was written at submission) is shown empty. `after_write`:
-        the write has been made, so a failure to load is logged, not raised (the job comes back with an
-        empty input and its `input_ref`), and the write is not mistaken for a failed one."""
+        the job is what a write returned (made, or refused): what the caller must learn is the write's
+        outcome, so a failure to load is logged, not raised (the job comes back with an empty input and
+        its `input_ref`), and a write that was made is never mistaken for one that failed."""
         if job.input_ref is None or self._results is None:
             return job
         if known is not None and known.id == job.id and known.input:

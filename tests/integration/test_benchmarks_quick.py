@@ -103,7 +103,8 @@ def test_overhead_write_units_per_job_do_not_grow_with_the_input():
     """A 100 KB prompt and a 0.1 KB one, same task: the long one is kept in S3 at submission, so the job's
     writes cost what the short one's do (docs/design.md, where a job's input lives)."""
     out = run_benchmark("overhead.py", "--input-kb", "100", "--jobs", "4", "--concurrency", "1", "--warmup", "1",
-                        "--workflow-jobs", "0", "--path-jobs", "0", "--floor-jobs", "0", "--input-small-jobs", "4")
+                        "--workflow-jobs", "0", "--path-jobs", "0", "--floor-jobs", "0", "--input-small-jobs", "4",
+                        "--quota-probe", "0")
     assert out["completed"] == out["jobs"] == 4 and out["input_small"]["completed"] == 4, out["_stderr_tail"]
     sizes = out["input_size"]
     assert sizes["input_bytes"] > 100_000 and sizes["small_input_bytes"] < 200

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/overhead.py [--jobs 200] [--concurrency 8] [--observe webhook|poll]
     .venv/bin/python benchmarks/overhead.py --write-doc      # re-render docs/cost.md from PRICES, exit
+    .venv/bin/python benchmarks/overhead.py --input-kb 100   # a 100 KB prompt per job, beside a small one
 
 Prints ONE JSON object on stdout; progress goes to stderr. Everything runs in this process on 127.0.0.1:
 moto, the in-process Lambdas, the HTTP shim, the RunPod stand-in with the real gpu_handler worker.
@@ -68,7 +69,8 @@ SCRIPT = Path(__file__).resolve()
 
 _KEEP = ("jobs", "completed", "not_completed", "attempts", "e2e_ms", "overhead_ms", "aws_calls_per_job",
          "aws_calls_per_job_total", "dynamodb_wru_per_job", "lambda_invocations_per_job", "stepfunctions",
-         "capacity_units_per_job", "cost_per_1m_jobs_usd", "cost_breakdown_per_1m_jobs_usd", "router_cost_share")
+         "capacity_units_per_job", "cost_per_1m_jobs_usd", "cost_breakdown_per_1m_jobs_usd", "router_cost_share",
+         "input_bytes")
 
 
 def _children(args: argparse.Namespace, runs: dict[str, tuple[int, list[str]]], *, parallel: bool) -> dict[str, Any]:
@@ -135,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standin-workers-max", type=int, default=3, help="workersMax")
     parser.add_argument("--standin-scaler-s", type=float, default=4.0, help="QUEUE_DELAY scalerValue, seconds")
     parser.add_argument("--standin-idle-s", type=float, default=5.0, help="idleTimeout, seconds")
+    parser.add_argument("--input-kb", type=float, default=0.0,
+                        help="each job a `generate` on echo-a with a prompt of this many KB and an 8-word answer "
+                             "(0: the plain echo job); with --input-small-jobs, the same job with a 0.1 KB prompt "
+                             "runs beside it, and `input_size` compares their DynamoDB write units per job")
+    parser.add_argument("--input-small-jobs", type=int, default=10,
+                        help="jobs of the small-prompt run compared with --input-kb (0: skip it)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run for CI: 12 jobs, 2 callers, 20 floor jobs, 1 WorkflowMode=always job, "
                              "a quota probe of 100 jobs in flight")
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.path_jobs > 0 and args.path == "fast" and args.workflow_mode == "on_failure":
         for path in ("retry", "council3"):
             children[f"path_{path}"] = (args.path_jobs, ["--path", path])
+    if args.input_kb > 0 and args.input_small_jobs > 0:
+        children["input_small"] = (args.input_small_jobs, ["--input-kb", "0.1", "--input-small-jobs", "0"])
     if args.quick:  # a smoke run: nothing is compared, so everything runs at once
         with ThreadPoolExecutor(1) as pool:
             others = pool.submit(_children, args, children, parallel=True)
@@ -190,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         "always_workflow_usd_per_1m": (result.get("workflow_always") or {}).get("cost_per_1m_jobs_usd"),
     }
     result.update(result["paths_usd_per_1m"])
+    small = result.get("input_small")
+    if small and "dynamodb_wru_per_job" in small:
+        # Write units per job for a long and a short prompt, same task: what the input's size costs.
+        result["input_size"] = {
+            "input_bytes": result.get("input_bytes"), "wru_per_job": result.get("dynamodb_wru_per_job"),
+            "usd_per_1m": result.get("cost_per_1m_jobs_usd"),
+            "small_input_bytes": small.get("input_bytes"), "small_wru_per_job": small["dynamodb_wru_per_job"],
+            "small_usd_per_1m": small.get("cost_per_1m_jobs_usd"),
+        }
     result["total_runtime_s"] = round(time.monotonic() - started, 1)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     if "hot_items" in result:

@@ -48,6 +48,14 @@ ECHO = {"task": "echo", "input": {"text": "x"}}
 COUNCIL3 = {"task": "council", "input": {"prompt": "p", "models": ["echo-a", "echo-b", "echo-c"]}}
 
 
+def long_prompt(kb: float) -> dict[str, Any]:
+    """A job with a long prompt and a short answer (`--input-kb`): `generate` on the weightless `echo-a`,
+    its answer cut to 8 words, so only the input grows with `kb`."""
+    words = "lorem ipsum dolor sit amet consectetur adipiscing elit "
+    text = (words * (int(kb * 1024) // len(words) + 1))[:max(1, int(kb * 1024))]
+    return {"task": "generate", "model": "echo-a", "input": {"prompt": text, "max_new_tokens": 8}}
+
+
 def run_jobs(url: str, key: str, n: int, concurrency: int, observe: str, poll_ms: float, receiver: Receiver,
              deadline_s: float, job_timeout_s: float = 30.0, job: dict[str, Any] | None = None,
              before_submit: Callable[[], None] | None = None,

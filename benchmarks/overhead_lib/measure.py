@@ -3,6 +3,7 @@ the jobs' details and Step Functions histories (after the window, not counted), 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from typing import Any
 
 from . import log
 from .hot_items import HotItems, hot_items_section
-from .load import COUNCIL3, ECHO, Receiver, count_transitions, run_jobs
+from .load import COUNCIL3, ECHO, Receiver, count_transitions, long_prompt, run_jobs
 from .metering import CountingStdout, DynamoMeter, Meter, install
 from .quota_probe import quota_probes
 from .report import function_sizes, report
@@ -49,6 +50,9 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
     if path == "retry":
         parameters |= RETRY_PARAMETERS
         environment |= RETRY_ENVIRONMENT
+    input_kb = getattr(args, "input_kb", 0.0)
+    if input_kb > 0:  # the prompt's bound (InputLimits.prompt_chars) must let the long prompt through
+        environment["STILLHOUSE_INPUT_LIMITS__PROMPT_CHARS"] = str(max(32_000, int(input_kb * 1024) + 1))
     t_start = time.monotonic()
     log(f"starting the embedded stack (WorkflowMode={args.workflow_mode}, path={path}) ...")
     from stillhouse_local.runpod_standin import Scaling
@@ -76,6 +80,9 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
         memory, arch = function_sizes(stack.options.template)
 
         job, hooks = _path(path, stack, ddb)
+        if input_kb > 0:
+            job = long_prompt(input_kb)
+        submitted = job
         log(f"warm-up: {args.warmup} jobs")
         warm = run_jobs(stack.url, stack.dev_api_key, args.warmup, 1, args.observe, args.poll_ms, receiver, 120,
                         job_timeout_s=30.0 if path == "fast" else 120.0, job=job, **hooks)
@@ -123,6 +130,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
     result = report(args, meter, records, t1 - t0, factory_calls, sfn, memory, arch, load_start, load_end,
                     startup_s, floor)
     result["standin_vs_router_ms"]["standin_workers"] = standin
+    result["input_bytes"] = len(json.dumps(submitted["input"], separators=(",", ":")))
     return {**result, **hot_items_section(meter.hot, result["completed"], probe)}
 
 

@@ -15,6 +15,9 @@ from .metering import Meter
 from .prices import LAMBDA_PLATFORM_LOG_BYTES, PRICE_SOURCE, price
 from .stats import quantile, summary
 
+#: S3 request classes (PRICES' s3_put / s3_get rows, as benchmarks/batch.py); DeleteObject is free.
+S3_PUT = {"s3.PutObject", "s3.CopyObject", "s3.ListObjectsV2"}
+S3_GET = {"s3.GetObject", "s3.HeadObject"}
 DETAIL = re.compile(r"delay=(\S+?)ms exec=(\S+?)ms")
 
 
@@ -137,6 +140,9 @@ def report(args: argparse.Namespace, meter: Meter, records: list[dict[str, Any]]
         "lambda_duration": lambda_gb_s_usd,
         "apigw_http": price("apigw_http_request", http_requests * scale),
         "stepfunctions": price("sfn_standard_transition", sfn["transitions"] * scale),
+        # inputs kept in S3 (outputs.spill): a PUT at submission, GETs where the job is read
+        "s3": price("s3_put_request", sum(c for k, c in by_op.items() if k in S3_PUT) * scale)
+        + price("s3_get_request", sum(c for k, c in by_op.items() if k in S3_GET) * scale),
     }
     total = sum(cost.values())
     log_bytes = sum(v for fn, v in meter.log_bytes.items() if fn not in excluded) + LAMBDA_PLATFORM_LOG_BYTES * invocations

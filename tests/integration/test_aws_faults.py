@@ -69,6 +69,28 @@ def test_a_submission_refused_by_a_dynamodb_throttle_is_503_with_retry_after_and
     assert in_flight(tenant_id) == before_quota
 
 
+def kept_inputs():
+    listing = aws.client("s3").list_objects_v2(Bucket=get_settings().results_bucket, Prefix="inputs/")
+    return {o["Key"] for o in listing.get("Contents", [])}
+
+
+@pytest.mark.parametrize("refused", [("s3", "PutObject"), ("dynamodb", "PutItem")])
+def test_a_large_input_refused_at_either_write_is_503_and_leaves_neither_job_nor_kept_input(
+        tenant, aws_faults, refused):
+    """An input over a few KB is written to S3 before the job's item: whichever write AWS refuses, the
+    caller is told 503, and neither the job nor its kept input stays behind."""
+    tenant_id, api = tenant
+    before_jobs, before_quota, before_inputs = job_ids(api), in_flight(tenant_id), kept_inputs()
+    aws_faults.set_rates({refused: 1.0})
+    answer = api.post("/v1/jobs", {"task": "echo", "input": {"text": "x" * 50_000}})
+    aws_faults.clear()
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert job_ids(api) == before_jobs
+    assert in_flight(tenant_id) == before_quota
+    assert kept_inputs() == before_inputs
+
+
 def test_a_refused_keyed_submission_leaves_no_record_and_the_same_request_then_makes_one_job(tenant, aws_faults):
     _, api = tenant
     key = {"Idempotency-Key": uuid.uuid4().hex}

@@ -4,6 +4,7 @@ synthesises; a failing member is tolerated; cancel stops it for good."""
 import pytest
 
 from stillhouse import aws
+from stillhouse.config import get_settings
 from stillhouse.container import container
 from tests.support.stack import execution_arn, forget_statistics, settled
 
@@ -44,6 +45,17 @@ def test_a_council_of_three_gives_a_final_answer_and_every_answer(api, council_e
     for m in MODELS:  # the chair saw every answer
         assert f"{m} says: {PROMPT}" in out["final"]
     assert "rankings" not in out
+
+
+def test_a_council_whose_prompt_is_kept_in_s3_asks_every_member_with_the_whole_prompt(api, council_endpoints):
+    """A prompt over 2 KB is kept in S3, not in the job's item (outputs.spill): each member still gets it."""
+    prompt = "Which cask? " + "oak sherry bourbon " * 200  # ~3.8 KB
+    job = api.wait(api.submit("council", {"prompt": prompt, "models": MODELS}), timeout=40)
+    assert job["status"] == "COMPLETED", job["error"]
+    assert [a["text"] for a in job["output"]["answers"]] == [f"{m} says: {prompt}" for m in MODELS]
+    assert job["input"]["prompt"] == prompt
+    stored = aws.table(get_settings().jobs_table).get_item(Key={"id": job["id"]})["Item"]
+    assert "input" not in stored and stored["input_ref"]
 
 
 def test_ranking_anonymises_answers_and_the_chair_sees_the_peer_ranking(api, council_endpoints):

@@ -112,6 +112,9 @@ class Job(BaseModel):
     task: Task
     status: JobStatus
     input: dict[str, Any]
+    # Where an input too big for the job's item is kept ({"bytes": n}; outputs.spill): the item holds this
+    # in place of `input`, and the job store loads the input back when it reads the job. Never shown.
+    input_ref: dict[str, Any] | None = Field(default=None, exclude=True)
     model: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL

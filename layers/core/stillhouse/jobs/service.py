@@ -28,7 +28,8 @@ from stillhouse.telemetry.metrics import metrics
 from stillhouse.telemetry.tracing import TraceContext, job_context
 from stillhouse.tenants.quotas import Quotas
 
-# A job item holds its input; DynamoDB items stop at 400 KB (outputs spill to S3, inputs are refused).
+# The most input a job takes. An input over a few KB is kept in S3, not in the job's item (outputs.spill), but
+# a job without a results bucket keeps it inline, and DynamoDB items stop at 400 KB.
 MAX_INPUT_BYTES = 300_000
 
 logger = Logger(service="stillhouse", child=True)
@@ -127,7 +128,7 @@ class JobService:
         )
         with job_context(job.id, trace, "submit"):
             try:
-                self._store.create(job)
+                job = self._store.create(job)  # with its input's reference, when S3 keeps the input
             except Exception:
                 self._withdraw(job)
                 raise  # an AWS "not now" is 503 + Retry-After (http.resolver): nothing of it was kept

@@ -1,7 +1,10 @@
 """Job store on DynamoDB. Every write is conditional, so duplicates never change a terminal job.
 
 Payloads (input, params, output) are stored as JSON strings: DynamoDB refuses Python floats, and a
-result is read back whole anyway.
+result is read back whole anyway. An input of more than a few KB is kept in S3 (outputs.spill), written
+once at submission: DynamoDB charges every write for the whole item, and a job's item is written on each
+of its transitions. The item then carries `input_ref` in place of `input`, and every read that returns a
+job (get, claim_attempt, transition) gives it its input back.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from stillhouse.errors import InvalidRequest, JobNotFound, NotFound, TransitionRefused
@@ -21,6 +25,8 @@ from stillhouse.jobs.model import CouncilMember, Job, JobEvent, JobStatus, JobSu
 from stillhouse.jobs.status import TERMINAL, Move, to
 from stillhouse.refusals import refused_item
 from stillhouse.telemetry.metrics import metrics
+
+logger = Logger(service="stillhouse", child=True)
 
 _JSON_FIELDS = ("input", "params", "output", "council")
 ITEM_LIMIT = 400_000  # DynamoDB's limit for a whole item
@@ -83,6 +89,9 @@ def to_item(job: Job) -> dict[str, Any]:
         data["cache_key"] = job.cache_key
     if job.quota_hold:
         data["quota_hold"] = job.quota_hold
+    if job.input_ref is not None:  # the input is kept in S3 (JobStore.create): the item names it only
+        data["input_ref"] = job.input_ref
+        data.pop("input", None)
     for name in _JSON_FIELDS:
         if name in data:
             data[name] = json.dumps(data[name])
@@ -99,6 +108,8 @@ def from_item(item: dict[str, Any]) -> Job:
             data[name] = json.loads(data[name])
     for name in _PART_FIELDS:
         data.pop(name, None)
+    if data.get("input_ref") is not None and "input" not in data:
+        data["input"] = {}  # kept in S3: JobStore loads it (JobStore._with_input)
     return Job.model_validate(data)
 
 
@@ -150,6 +161,12 @@ class JobStore:
         return {name: json.dumps(value) if name in _JSON_FIELDS else value for name, value in stored.items()}
 
     def create(self, job: Job) -> Job:
+        """Store a new job. An input too big to keep in the item goes to S3 first (a failure there raises
+        before anything is stored); the job returned carries its reference and its input both."""
+        if self._results is not None and job.input_ref is None:
+            ref = self._results.keep_input(job.id, job.input)
+            if ref is not None:
+                job = job.model_copy(update={"input_ref": ref})
         item = to_item(job)
         moment = datetime.fromisoformat(job.updated_at.replace("Z", "+00:00"))
         if not job.status.terminal:  # a job answered from the cache is created COMPLETED: never due
@@ -169,6 +186,7 @@ class JobStore:
         """Delete a job that was never accepted (its submission was refused after its write): only while it is
         IN_QUEUE and never attempted, so a job something has begun to work on is never taken away. False
         when there was none to delete."""
+        deleted = True
         try:
             self._table.delete_item(Key={"id": job_id},
                                     ConditionExpression="#s = :queued AND (attribute_not_exists(attempts) OR "
@@ -176,17 +194,21 @@ class JobStore:
                                     ExpressionAttributeNames={"#s": "status"},
                                     ExpressionAttributeValues={":queued": JobStatus.IN_QUEUE.value, ":none": 0})
         except ClientError as err:
-            if _is_condition_failure(err):
-                return False
-            raise
-        return True
+            if not _is_condition_failure(err):
+                raise
+            deleted = False
+        # Its input kept in S3 goes too, once no item names it (the item was deleted, or never written).
+        if self._results is not None and (deleted or "Item" not in self._table.get_item(
+                Key={"id": job_id}, ConsistentRead=True, ProjectionExpression="id")):
+            self._results.drop_input(job_id)
+        return deleted
 
     def get(self, job_id: str, tenant_id: str | None = None) -> Job:
         item = self._table.get_item(Key={"id": job_id}, ConsistentRead=True).get("Item")
         # Another tenant's job is indistinguishable from a missing one.
         if item is None or (tenant_id is not None and item.get("tenant_id") != tenant_id):
             raise JobNotFound(f"job {job_id} not found", field="id")
-        return from_item(item)
+        return self._with_input(from_item(item))
 
     def list(
         self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
@@ -430,7 +452,7 @@ class JobStore:
             names["#in"], values[":in_max"] = "input", ITEM_LIMIT - ITEM_MARGIN - UNREAD_ALLOWANCE - output_bytes
             if values[":in_max"] <= 0:
                 raise TransitionRefused(f"job {job_id}: an output of {output_bytes} bytes is sized on the job")
-            condition += " AND size(#in) <= :in_max"
+            condition += " AND (attribute_not_exists(#in) OR size(#in) <= :in_max)"  # kept in S3: no input
         owed = target.terminal and ":due" in values
         update = "SET " + ", ".join(sets) + (" REMOVE due_at" if target.terminal and not owed else "")
         request = {"Key": {"id": job_id}, "UpdateExpression": update,
@@ -445,10 +467,10 @@ class JobStore:
                 refused = TransitionRefused(f"job {job_id} cannot move to {target}")
                 found = refused_item(err)
                 if found:
-                    refused.current = from_item(found)
+                    refused.current = self._with_input(from_item(found), current, after_write=True)
                 raise refused from err
             raise
-        moved = from_item(out["Attributes"])
+        moved = self._with_input(from_item(out["Attributes"]), current, after_write=True)
         if target in TERMINAL:  # the conditional write won: each job is counted once
             metrics.job_finished(moved)
             if self.on_finished is not None:
@@ -549,7 +571,30 @@ class JobStore:
             if _is_condition_failure(err):
                 return None
             raise
-        return from_item(out["Attributes"])
+        return self._with_input(from_item(out["Attributes"]))
+
+    def _with_input(self, job: Job, known: Job | None = None, *, after_write: bool = False) -> Job:
+        """`job` with its input, when the input is kept in S3: from `known` (the job as its caller read
+        it), else this process's memory or S3. An input the bucket's lifecycle has removed (a finished
+        job's, in its last day of retention: it was written at submission) is shown empty. `after_write`:
+        the job is what a write returned (made, or refused): what the caller must learn is the write's
+        outcome, so a failure to load is logged, not raised (the job comes back with an empty input and
+        its `input_ref`), and a write that was made is never mistaken for one that failed."""
+        if job.input_ref is None or self._results is None:
+            return job
+        if known is not None and known.id == job.id and known.input:
+            return job.model_copy(update={"input": known.input})
+        try:
+            value = self._results.load_input(job.id)
+        except Exception as err:
+            if self._results.input_gone(err) and job.status.terminal:
+                logger.warning("a finished job's input is no longer kept", extra={"job_id": job.id})
+                return job
+            if not after_write:
+                raise
+            logger.warning("could not load a job's input after its write", extra={"job_id": job.id})
+            return job
+        return job.model_copy(update={"input": value})
 
 
 class MemberStore:

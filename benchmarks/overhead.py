@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                              "runs beside it, and `input_size` compares their DynamoDB write units per job")
     parser.add_argument("--input-small-jobs", type=int, default=10,
                         help="jobs of the small-prompt run compared with --input-kb (0: skip it)")
+    # The router's side: batches each SQS event source mapping processes at once (stack option
+    # mapping_concurrency; AWS runs up to the mapping's MaximumConcurrency, 20 for dispatch by default).
+    parser.add_argument("--mapping-concurrency", type=int, default=1, metavar="N",
+                        help="batches each queue's event source mapping processes at once, each on its own "
+                             "instance of the function (capped by the mapping's MaximumConcurrency)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run for CI: 12 jobs, 2 callers, 20 floor jobs, 1 WorkflowMode=always job, "
                              "a quota probe of 100 jobs in flight")

@@ -60,6 +60,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
     scaling = Scaling(workers_min=args.standin_workers_min, workers_max=args.standin_workers_max,
                       scaler_value=args.standin_scaler_s, idle_timeout_s=args.standin_idle_s)
     stack = EmbeddedStack(StackOptions(port=0, parameters=parameters, environment=environment, scaling=scaling,
+                                       mapping_concurrency=getattr(args, "mapping_concurrency", 1),
                                        log_dir=Path(tempfile.mkdtemp(prefix="stillhouse-bench-")))).start()
     receiver = Receiver()
     try:
@@ -118,6 +119,7 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
             job = session.get(f"{stack.url}/v1/jobs/{rec['id']}", timeout=10).json()
             rec["job"] = job
         standin = {"scaling": vars(scaling), "workers": stack.standin.workers("local")}  # RunPod's side
+        pollers = list(stack.pollers)
         job_ids = {r["id"] for r in records if "id" in r}
         sfn = count_transitions(stack.moto.client("stepfunctions"), job_ids)
         probe = quota_probes(stack.moto.url, meter.hot, getattr(args, "quota_probe", []))
@@ -131,6 +133,9 @@ def _run(args: argparse.Namespace, meter: Meter, requests: Any, measure_floor: A
                     startup_s, floor)
     result["standin_vs_router_ms"]["standin_workers"] = standin
     result["input_bytes"] = len(json.dumps(submitted["input"], separators=(",", ":")))
+    # The router's side: batches at once per queue's event source mapping (StackOptions.mapping_concurrency)
+    result["standin_vs_router_ms"]["mapping_concurrency"] = {p.function + ":" + p.queue_url.rsplit("/", 1)[-1]:
+                                                             p.concurrency for p in pollers}
     return {**result, **hot_items_section(meter.hot, result["completed"], probe)}
 
 

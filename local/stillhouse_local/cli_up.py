@@ -60,13 +60,17 @@ def up(
                                                      "(docs/deploy.md)")] = None,
     aws: Annotated[str, typer.Option(help="AWS backend: moto in-process, or LocalStack at $LOCALSTACK_HOST "
                                           "(started when none answers)")] = "moto",
+    mapping_concurrency: Annotated[int, typer.Option(
+        envvar="STILLHOUSE_MAPPING_CONCURRENCY", min=1,
+        help="batches each SQS event source mapping processes at once, each on its own instance of the "
+             "function (capped by the mapping's MaximumConcurrency)")] = 1,
 ) -> None:
     """Start the embedded stack in the foreground: moto, the functions in-process, the RunPod stand-in."""
     from stillhouse_local.stack import EmbeddedStack, StackOptions
 
     names = [e for e in endpoints.split(",") if e]
     options = StackOptions(port=port, endpoints=names, runpod_port=runpod_port, runpod_api_key=runpod_key,
-                           aws=aws)
+                           aws=aws, mapping_concurrency=mapping_concurrency)
     print(f"starting stillhouse (embedded: {aws} + in-process Lambdas + RunPod stand-in) ...", flush=True)
     spec = _deploy_file(deploy) if deploy else None  # a bad file stops here, before anything starts
     stack = EmbeddedStack(options).start()

@@ -6,7 +6,9 @@ Idempotency-Key, two callbacks of one job) happen here as they do on AWS. Unlike
 share one process; what a handler keeps per request must be per thread (http.resolver.JsonResolver).
 A function built with `per_instance` loads its module once per instance instead (each with its own
 cold start), for handlers that keep an invocation's state at module level, as Powertools' batch
-processors do: a queue's function runs one instance per event source mapping, as Lambda does."""
+processors do: a queue's function runs one instance per batch its event source mappings process at once
+(stack.StackOptions.mapping_concurrency), and each batch takes an idle instance, as Lambda's execution
+environments are never shared by two invocations at once."""
 from __future__ import annotations
 
 import importlib.util

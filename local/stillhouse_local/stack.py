@@ -62,6 +62,11 @@ class StackOptions:
     http_concurrency: int = 8
     #: instances at once of named functions, over the above (e.g. {"DispatchFunction": 6})
     function_concurrency: dict[str, int] = field(default_factory=dict)
+    #: batches one event source mapping processes at once, each on an instance of the function loaded apart:
+    #: the mapping's ScalingConfig.MaximumConcurrency (no cap when it has none), capped by this. 1 (the
+    #: default, what the tests are tuned to): one batch after another per queue; AWS runs up to
+    #: MaximumConcurrency (DispatchMaxConcurrency, 20 by default) at once.
+    mapping_concurrency: int = 1
     #: where AWS is: "moto" (in-process, the default) or "localstack" (at LOCALSTACK_HOST, started by
     #: scripts/localstack.sh when none answers; no Lambda there, so workflows cannot run their tasks)
     aws: str = "moto"
@@ -138,9 +143,14 @@ class EmbeddedStack:
             self.resources = self.moto.deploy(local, parameters, {"RunPodApiKeySecret": self.runpod_api_key})
             concurrent = ({route.function for route in local.routes} | {r.function for r in local.streamed_routes}
                           | {"SweeperFunction"})
-            # A queue's function: one instance per event source mapping (Lambda's mappings invoke it side by
-            # side), each loaded apart, so the batch lane never waits for an interactive queue's dispatch.
-            mappings = Counter(m.function for m in local.queue_mappings)
+            # A queue's function: an instance per batch its event source mappings process at once (Lambda's
+            # mappings invoke it side by side), each loaded apart, so the batch lane never waits for an
+            # interactive queue's dispatch, and no two batches in flight share a module's state.
+            mapping_concurrency = {id(m): batches_at_once(local, m, parameters, self.options.mapping_concurrency)
+                                   for m in local.queue_mappings}
+            mappings: Counter[str] = Counter()
+            for m in local.queue_mappings:
+                mappings[m.function] += mapping_concurrency[id(m)]
             for spec in local.functions.values():
                 http = spec.logical_id in concurrent
                 default = self.options.http_concurrency if http else max(1, mappings[spec.logical_id])
@@ -163,7 +173,7 @@ class EmbeddedStack:
                     batch = parameters.get(batch["Ref"]) or _default_parameter(local, batch["Ref"])
                 poller = QueuePoller(sqs, self.resources[mapping.queue], mapping.function, self.functions,
                                      batch_size=int(batch), report_batch_item_failures=mapping.report_batch_item_failures,
-                                     wait_s=self.options.poll_wait_s)
+                                     wait_s=self.options.poll_wait_s, concurrency=mapping_concurrency[id(mapping)])
                 poller.start()
                 self.pollers.append(poller)
             for schedule in local.schedules:
@@ -266,6 +276,16 @@ WORKER_MODELS = ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2")
 
 DEV_LIMITS = LimitsPatch(requests_per_minute=1_000_000, max_in_flight=5_000, max_council_models=8,
                         allow_high_priority=True, stream_polls_per_minute=1_000_000)
+
+
+def batches_at_once(local: Any, mapping: Any, parameters: dict[str, str], cap: int) -> int:
+    """Batches one event source mapping processes at once here: its ScalingConfig.MaximumConcurrency
+    (a template parameter or a number; none: Lambda's own scaling, uncapped), capped by the stack's setting."""
+    cap = max(1, int(cap))
+    maximum = mapping.maximum_concurrency
+    if isinstance(maximum, dict):  # {"Ref": "DispatchMaxConcurrency"}
+        maximum = parameters.get(maximum["Ref"]) or _default_parameter(local, maximum["Ref"])
+    return cap if maximum is None else max(1, min(cap, int(maximum)))
 
 
 def _default_parameter(local: Any, name: str) -> str:

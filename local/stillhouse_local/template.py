@@ -42,6 +42,8 @@ class QueueMapping:
     queue: str  # logical id of the queue
     batch_size: Any  # int or {"Ref": parameter}
     report_batch_item_failures: bool
+    #: ScalingConfig.MaximumConcurrency: int, {"Ref": parameter}, or None (Lambda's own scaling, no cap)
+    maximum_concurrency: Any = None
 
 
 @dataclass
@@ -174,6 +176,7 @@ def translate(template_path: Path) -> LocalTemplate:
                         else ep["Queue"]["Fn::GetAtt"].split(".")[0],
                         batch_size=ep.get("BatchSize", 10),
                         report_batch_item_failures="ReportBatchItemFailures" in ep.get("FunctionResponseTypes", []),
+                        maximum_concurrency=(ep.get("ScalingConfig") or {}).get("MaximumConcurrency"),
                     ))
         elif res["Type"] == "AWS::Serverless::LayerVersion":
             props["ContentUri"] = f"s3://{CODE_BUCKET}/{name}.zip"

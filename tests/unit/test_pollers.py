@@ -87,3 +87,26 @@ def test_without_report_batch_item_failures_a_returned_list_is_ignored(sqs):
 
     poller(sqs, url, Function(fail_all), batch_size=10, partial=False).poll_once()
     assert remaining(sqs, url) == set()
+
+
+def test_a_mapping_runs_as_many_batches_at_once_as_its_maximum_concurrency_and_the_stack_allow():
+    """StackOptions.mapping_concurrency caps each mapping's ScalingConfig.MaximumConcurrency; a mapping
+    without one (Lambda's own scaling) takes the cap. The default, 1, is one batch at a time everywhere."""
+    from stillhouse_local.stack import REPO_ROOT, batches_at_once
+    from stillhouse_local.template import translate
+
+    local = translate(REPO_ROOT / "template.yaml")
+    by_queue = {m.queue: m for m in local.queue_mappings}
+
+    def at_once(queue, cap, parameters=None):
+        return batches_at_once(local, by_queue[queue], parameters or {}, cap)
+
+    assert {q: at_once(q, 1) for q in by_queue} == {q: 1 for q in by_queue}
+    # The job queues: DispatchMaxConcurrency (20 by default); the batch lane: BatchDispatchMaxConcurrency (2).
+    dispatch = [m.queue for m in local.queue_mappings if m.function == "DispatchFunction"]
+    batch_lane = [q for q in dispatch if by_queue[q].maximum_concurrency == {"Ref": "BatchDispatchMaxConcurrency"}]
+    assert len(dispatch) == 3 and len(batch_lane) == 1
+    assert {q: at_once(q, 4) for q in dispatch} == {q: 2 if q in batch_lane else 4 for q in dispatch}
+    assert at_once(dispatch[0] if dispatch[0] not in batch_lane else dispatch[1], 50) == 20
+    assert at_once(batch_lane[0], 50, {"BatchDispatchMaxConcurrency": "3"}) == 3
+    assert at_once("WebhookDeliveryQueue", 7) == 7  # no ScalingConfig: only the stack's cap

@@ -130,6 +130,35 @@ def test_a_function_makes_powertools_tracer_only_where_x_ray_records_it(monkeypa
     assert isinstance(lambda_tracer().tracer, Tracer) and made == ["stillhouse"]
 
 
+def test_a_traced_function_imports_x_ray_at_its_first_event_or_before_its_snapshot(monkeypatch):
+    # Making a Tracer imports the X-Ray SDK and patches botocore: hundreds of ms of a cold import.
+    import aws_lambda_powertools
+
+    from stillhouse.telemetry import tracing as tracing_module
+
+    made: list[str] = []
+
+    class Tracer:
+        def __init__(self, service):
+            made.append(service)
+
+        def capture_lambda_handler(self, handler=None, capture_response=None, capture_error=None):
+            return handler
+
+    monkeypatch.setattr(aws_lambda_powertools, "Tracer", Tracer)
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.delenv("AWS_SAM_LOCAL", raising=False)
+    monkeypatch.setattr(tracing_module, "_traced", [])
+    handler = tracing_module.lambda_tracer().capture_lambda_handler(lambda event, context: event)
+    assert made == []  # the module's import (the function's init) built nothing
+    assert handler({"n": 1}, None) == {"n": 1} and handler({"n": 2}, None) == {"n": 2}
+    assert made == ["stillhouse"]  # once, at the first event
+    tracing_module.lambda_tracer().capture_lambda_handler(lambda event, context: event)
+    tracing_module.warm_tracers()  # SnapStart's before-snapshot hook builds what is left
+    assert made == ["stillhouse", "stillhouse"]
+
+
 def test_on_aws_the_handlers_tracer_records_neither_the_response_nor_the_error(monkeypatch):
     # Responses carry API keys (shown once), webhook secrets and job outputs: none may become X-Ray metadata.
     import aws_lambda_powertools

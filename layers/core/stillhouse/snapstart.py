@@ -48,8 +48,10 @@ def warm(modules: tuple[str, ...] = ()) -> None:
     for name in modules:
         importlib.import_module(name)
     from stillhouse.container import startup_check
+    from stillhouse.telemetry.tracing import warm_tracers
 
     startup_check()
+    warm_tracers()  # X-Ray's SDK and its botocore patch, in the snapshot rather than each first event
 
 
 def before_snapshot(modules: tuple[str, ...] = ()) -> None:

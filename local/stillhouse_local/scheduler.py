@@ -32,6 +32,8 @@ class ScheduleRunner:
         self.period_s = period_s
         self.functions = functions
         self._stop = threading.Event()
+        self._paused = False
+        self._running = threading.Lock()  # held by a run: pausing waits for the run in progress to end
         self._thread = threading.Thread(target=self._run, name=f"schedule-{function}", daemon=True)
 
     def start(self) -> None:
@@ -41,9 +43,18 @@ class ScheduleRunner:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def pause(self, paused: bool = True) -> None:
+        """No scheduled run from now until `pause(False)`: a run in progress ends first (a test that must
+        see another path than the schedule's own win a race)."""
+        with self._running:
+            self._paused = paused
+
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
-            try:
-                self.functions.get(self.function).invoke(scheduled_event(self.function))
-            except Exception:  # noqa: BLE001 - a failed run is logged; the next one comes anyway
-                log.exception("scheduled run of %s failed", self.function)
+            with self._running:
+                if self._paused:
+                    continue
+                try:
+                    self.functions.get(self.function).invoke(scheduled_event(self.function))
+                except Exception:  # noqa: BLE001 - a failed run is logged; the next one comes anyway
+                    log.exception("scheduled run of %s failed", self.function)

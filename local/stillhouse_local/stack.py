@@ -6,6 +6,8 @@ import os
 import secrets
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,17 @@ class EmbeddedStack:
             self.stop()
             raise
         return self
+
+    @contextmanager
+    def schedules_paused(self) -> Iterator[None]:
+        """No scheduled run (the sweeper's) inside the block: a run in progress ends first."""
+        for runner in self.schedules:
+            runner.pause()
+        try:
+            yield
+        finally:
+            for runner in self.schedules:
+                runner.pause(False)
 
     def stop(self) -> None:
         for poller in self.pollers:

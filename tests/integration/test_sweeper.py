@@ -71,7 +71,8 @@ def test_a_retrying_job_whose_workflow_died_is_failed(api, stack, faults):
 
 
 def test_running_jobs_are_left_alone(api, stack):
-    job_id = api.submit("sleep", {"seconds": 1.5})
+    # Long enough that a sweep of every live job (16 index partitions a status) ends well before it does.
+    job_id = api.submit("sleep", {"seconds": 6})
     api.wait(job_id, statuses={"IN_PROGRESS"})
     result = sweep(stack)
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "IN_PROGRESS"

@@ -33,7 +33,7 @@ test: $(STAMP) browser
 	$(BIN)/cfn-lint template.yaml
 	scripts/sam.sh validate --lint
 	scripts/localstack.sh install || echo "LocalStack could not be installed (above): tests/localstack will be skipped"
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=40
 
 # One tier each (what it needs and costs: the docstring of its __init__.py / conftest.py). pytest's exit
 # status passes through as it is: 5, no test collected, fails the target like any other failure.

@@ -158,3 +158,24 @@ def test_chunks_a_start_planned_but_did_not_write_are_written_by_the_finish(worl
     assert service.finish(batch.id) == "chunks recreated"
     assert lane.sent == [chunk_job_id(batch.id, i) for i in range(3)]
     assert jobs.get(lane.sent[2]).status is JobStatus.IN_QUEUE
+
+
+def test_a_start_whose_file_read_aws_throttles_raises_and_the_batch_goes_on(world, monkeypatch):
+    # An AWS "not now" is nobody's fault: the step is tried again (its message comes back), the batch
+    # is not failed as if its file were unreadable.
+    from botocore.exceptions import ClientError
+
+    service, _, _, lane, _ = world
+    batch = submit(service)
+    real = service.files.record
+
+    def throttled(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetItem")
+
+    monkeypatch.setattr(service.files, "record", throttled)
+    with pytest.raises(ClientError):
+        service.start(batch.id)
+    assert service.batches.item(batch.id)["status"] == "validating"
+    monkeypatch.setattr(service.files, "record", real)
+    assert service.start(batch.id) == "started" and lane.sent

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stillhouse import aws
 from stillhouse.auth import Principal
 from stillhouse.batches.chunks import ChunkJobs, ChunkObjects, chunk_job
 from stillhouse.batches.files import FileStore
@@ -134,6 +135,8 @@ class BatchService:
         try:
             content = self.files.content(tenant, item["input_file_id"])
         except Exception as err:  # noqa: BLE001 - deleted meanwhile, or unreadable: the batch fails, named
+            if aws.unavailable(err) is not None:
+                raise  # AWS throttled the read: the step runs again (its message comes back), the batch goes on
             return self._refuse(batch_id, [{"code": "invalid_file", "message": f"the input file cannot be read: {err}",
                                             "param": "input_file_id"}])
         checked = check_lines(content, item["endpoint"], self.limits, self.served)

@@ -54,9 +54,12 @@ def test_a_duplicated_queue_message_runs_the_job_once(api, stack, monkeypatch):
     api.wait(job_id)
     assert settled(lambda: handled[job_id], lambda n: n >= 3, 15) >= 3  # the message and both copies were handled
     job = api.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "COMPLETED" and job["attempts"] == 1
+    # One GPU run: one IN_PROGRESS with a RunPod id (a first /run refused under load may be tried again).
+    runs = {e["runpod_id"] for e in job["events"] if e["status"] == "IN_PROGRESS" and e.get("runpod_id")}
+    assert job["status"] == "COMPLETED" and len(runs) == 1, job["events"]
     assert [e["status"] for e in job["events"]].count("COMPLETED") == 1
-    assert len(runpod_jobs_for(stack, job_id)) == 1
+    # The stand-in logs a webhook once our answer is back, which may be after the job shows COMPLETED.
+    assert settled(lambda: len(runpod_jobs_for(stack, job_id)), lambda n: n >= 1, 10) == 1
 
 
 def test_a_duplicated_webhook_leaves_one_result_and_one_notification(api, stack, faults, receiver):

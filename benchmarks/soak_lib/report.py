@@ -115,11 +115,13 @@ def webhook_report(records: list[dict[str, Any]], hooks: dict[str, list[tuple[fl
 def gpu_report(read: list[dict[str, Any]], gpu_runs: dict[str, int], crashed: dict[str, list[str]],
                most_per_step: dict[str, int]) -> dict[str, Any]:
     """GPU runs per job (accepted /run calls: stillhouse_local.gpu_runs), as a histogram and its max. A run
-    the timeline never shows started (recorded_runs) was made by a crash after /run; `over_two_by_crash`
-    counts the jobs (or council members) that ran more than twice while a crash point hit them and made such
-    a run: it must be 0."""
+    the timeline never shows started (recorded_runs) was made by a crash after /run (or an AWS fault on the
+    write that records it); `over_two_by_crash` counts the jobs (or council members) that ran more than twice
+    while the crash point after /run hit them and made such a run: it must be 0."""
     runs = {r["id"]: gpu_runs.get(r["id"], 0) for r in read}
-    over = [r["id"] for r in read if r["id"] in crashed and r.get("kind") != "council"
+    # Only a crash between /run and the IN_PROGRESS write makes an unrecorded run; one made by an AWS fault
+    # on that write (the soak's --aws-fault-rate) is not the crash point's, whatever other point hit the job.
+    over = [r["id"] for r in read if "dispatch.after_run" in crashed.get(r["id"], ()) and r.get("kind") != "council"
             and runs[r["id"]] > 2 and runs[r["id"]] > recorded_runs(r["job"])]
     over += [r["id"] for r in read if r["id"] in crashed and r.get("kind") == "council"
              and "council.after_run" in crashed[r["id"]] and most_per_step.get(r["id"], 0) > 2]
